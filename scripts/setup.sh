@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Create or reuse .venv in the repository and install what is missing.
+# Usage: bash scripts/setup.sh [--test]   (REPLENS_GPU=1 uses requirements-gpu.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+want_test=0; [ "${1:-}" = "--test" ] && want_test=1
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating virtual environment in .venv"
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+
+req=requirements.txt
+if [ "${REPLENS_GPU:-0}" = "1" ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
+  req=requirements-gpu.txt
+fi
+files="$req requirements-nodeps.txt"; [ $want_test = 1 ] && files="$files requirements-test.txt"
+stamp=".venv/.setup-stamp-$(cat $files | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "[setup] installing $files (first run takes a few minutes)"
+  start=$(date +%s)
+  "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$VPY" -m pip install -q -r "$req"
+  "$VPY" -m pip install -q --no-deps -r requirements-nodeps.txt
+  [ $want_test = 1 ] && "$VPY" -m pip install -q -r requirements-test.txt
+  touch "$stamp"
+  echo "[setup] installed in $(( $(date +%s) - start )) s; venv size $(du -sh .venv | cut -f1)"
+fi
+
+# Fashion-MNIST from Debian, when absent and apt is usable.
+if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    echo "[setup] installing Debian package dataset-fashion-mnist"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+      || echo "[setup] WARNING: could not install dataset-fashion-mnist; set FASHION_MNIST_DIR to a folder with the IDX files"
+  else
+    echo "[setup] WARNING: Fashion-MNIST not found and apt-get is unavailable; set FASHION_MNIST_DIR"
+  fi
+fi

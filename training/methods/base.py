@@ -1,0 +1,59 @@
+"""The interface between the training engine and a method."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+
+class Method:
+    """A model, its data and its loss, plugged into :class:`training.engine.Trainer`.
+
+    Subclasses set ``name`` and implement the methods below. ``cfg`` is the whole run config.
+    """
+
+    name: str = "method"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+
+    # --- model -----------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        """``{"name": registered_model_name, "kwargs": {...}}`` stored in the checkpoint."""
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        from models.registry import create_model
+
+        spec = self.model_spec()
+        return create_model(spec["name"], **spec.get("kwargs", {}))
+
+    def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    # --- data ------------------------------------------------------------------------
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable | None:
+        return None
+
+    # --- optimisation ----------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Any, device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the scalar loss and floats to log for one batch."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Hook for schedules that depend on the epoch (e.g. LDAM's deferred re-weighting)."""
+
+    # --- evaluation ------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Metrics on the validation/test split (main process only)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Anything export needs besides weights (labels, preprocessing, class counts)."""
+        return {}
