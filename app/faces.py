@@ -1,0 +1,146 @@
+"""Face detection behind one interface, and the aligned crop the deepfake model sees.
+
+Detectors return :class:`Face` objects (box, 5 landmarks, score):
+
+* :class:`MTCNNDetector` (facenet-pytorch): the offline default, its weights ship in the wheel.
+* :class:`RetinaFaceDetector` (retinaface-pytorch): used when the user configures its
+  weights file (``REPLENS_RETINAFACE_WEIGHTS`` or ``--retinaface-weights``); nothing is
+  downloaded.
+
+Landmark order: left eye, right eye, nose, left mouth corner, right mouth corner (image
+coordinates, the person's left eye is on the image's left as in both detectors' output).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Face:
+    """One detected face. box: (x1, y1, x2, y2) pixels; landmarks: (5, 2) or None."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    def to_dict(self) -> dict:
+        return {"box": [round(float(v), 1) for v in self.box], "score": round(self.score, 4),
+                "landmarks": None if self.landmarks is None
+                else np.round(self.landmarks, 1).tolist()}
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3), largest first."""
+
+
+class MTCNNDetector:
+    """facenet-pytorch's MTCNN (weights inside the wheel; runs offline)."""
+
+    name = "MTCNN (facenet-pytorch)"
+
+    def __init__(self, min_score: float = 0.9, device: str = "cpu") -> None:
+        from facenet_pytorch import MTCNN
+
+        self.min_score = min_score
+        self._mtcnn = MTCNN(keep_all=True, device=device)
+        self._lock = threading.Lock()  # MTCNN's torch modules are not re-entrant on CPU threads
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        with self._lock:
+            boxes, probs, points = self._mtcnn.detect(rgb, landmarks=True)
+        if boxes is None:  # numpy 2: probs is [None] when nothing is found
+            return []
+        faces = [Face(tuple(map(float, b)), float(p), np.asarray(l, dtype=np.float32))
+                 for b, p, l in zip(boxes, probs, points) if p is not None and p >= self.min_score]
+        return sorted(faces, key=lambda f: -f.area)
+
+
+class RetinaFaceDetector:
+    """retinaface-pytorch with a local weights file (no download)."""
+
+    name = "RetinaFace (retinaface-pytorch)"
+
+    def __init__(self, weights: str, min_score: float = 0.7, max_size: int = 1024,
+                 device: str = "cpu") -> None:
+        import torch
+        from retinaface.predict_single import Model
+
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"RetinaFace weights file not found: {weights}")
+        self._model = Model(max_size=max_size, device=device)
+        state = torch.load(weights, map_location=device, weights_only=True)
+        self._model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        self._model.eval()
+        self.min_score = min_score
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        with self._lock:
+            found = self._model.predict_jsons(rgb, confidence_threshold=self.min_score)
+        faces = [Face(tuple(map(float, f["bbox"])), float(f["score"]),
+                      np.asarray(f["landmarks"], dtype=np.float32))
+                 for f in found if f.get("bbox")]
+        return sorted(faces, key=lambda f: -f.area)
+
+
+def default_detector(retinaface_weights: str | None = None) -> FaceDetector:
+    """RetinaFace when its weights are configured, MTCNN otherwise."""
+    weights = retinaface_weights or os.environ.get("REPLENS_RETINAFACE_WEIGHTS")
+    if weights:
+        return RetinaFaceDetector(weights)
+    return MTCNNDetector()
+
+
+def align_crop(rgb: np.ndarray, face: Face, size: int = 256, margin: float = 0.45) -> np.ndarray:
+    """Rotate so the eyes are level and crop a square around the face with a margin.
+
+    The square's side is ``(1 + 2 * margin)`` times the face box's longer side, centred a
+    little above the box centre so hair and bangs fit (Seq-DeepFake crops include them).
+
+    Returns:
+        uint8 (size, size, 3) crop; out-of-image areas are filled by edge replication.
+    """
+    x1, y1, x2, y2 = face.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    cy -= 0.08 * side
+    angle = 0.0
+    if face.landmarks is not None:
+        (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+        angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
+    scale = size / side
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def draw_faces(rgb: np.ndarray, faces: list[Face], selected: int = 0) -> np.ndarray:
+    """Boxes (selected in green, others in amber) with their index and landmarks."""
+    out = rgb.copy()
+    thick = max(2, round(max(rgb.shape[:2]) / 300))
+    for i, f in enumerate(faces):
+        color = (40, 200, 60) if i == selected else (240, 170, 20)
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        cv2.putText(out, f"#{i + 1}", (x1, max(12, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * thick, color, thick)
+        if f.landmarks is not None:
+            for x, y in f.landmarks:
+                cv2.circle(out, (int(x), int(y)), thick + 1, color, -1)
+    return out

@@ -1,0 +1,154 @@
+"""Validation and safe decoding of everything a user can upload or type.
+
+Every problem becomes an :class:`InputError` whose message is shown as-is in the UI and
+printed by the CLI. Images are decoded with Pillow under size limits: the file size and
+the pixel count from the header are checked *before* decoding (a decompression bomb is
+refused), animated images give their first frame, 16-bit / CMYK / palette / alpha images
+are converted, EXIF orientation is applied, and large photos are downscaled.
+"""
+from __future__ import annotations
+
+import io
+import os
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_FILE_BYTES = 25 * 1024 * 1024
+MAX_PIXELS = 40_000_000          # refuse bigger headers (20000 x 20000 = 400 M: refused)
+MAX_SIDE = 1024                  # photos are downscaled to this longest side
+MIN_SIDE = 16                    # smaller images cannot be analysed
+MAX_BAG = 64                     # images in one qMIL bag
+MAX_QUERY_CHARS = 64
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check as a second line
+
+
+class InputError(ValueError):
+    """A user input that cannot be processed; the message is meant for the user."""
+
+
+def _open(source: Any) -> tuple[Image.Image, str]:
+    if source is None:
+        raise InputError("No image was given. Upload an image file (PNG, JPEG, WebP, BMP, GIF).")
+    if isinstance(source, Image.Image):
+        return source, "image"
+    if isinstance(source, np.ndarray):
+        if source.size == 0:
+            raise InputError("The image is empty (zero pixels).")
+        arr = source
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr), "array"
+    if isinstance(source, (bytes, bytearray)):
+        data, name = bytes(source), "upload"
+    else:
+        path = Path(os.fspath(source))
+        name = path.name
+        if not path.is_file():
+            raise InputError(f"File not found: {name}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{name} is {size / 2**20:.1f} MB; the limit is "
+                             f"{MAX_FILE_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+    if len(data) == 0:
+        raise InputError(f"{name} is an empty file (0 bytes), not an image.")
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise InputError(f"{name} is not an image Pillow can read (PNG, JPEG, WebP, BMP, "
+                             f"GIF, TIFF).") from exc
+        raise InputError(f"{name} declares too many pixels (decompression bomb?); the limit "
+                         f"is {MAX_PIXELS / 1e6:.0f} megapixels.") from exc
+    except Exception as exc:  # malformed headers raise assorted errors
+        raise InputError(f"{name} could not be read as an image: {exc}") from exc
+    return img, name
+
+
+def load_image(source: Any, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Decode an upload into an RGB uint8 array (H, W, 3) within the size limits.
+
+    Args:
+        source: a path, bytes, a PIL image or a numpy array.
+        max_side: longer side after downscaling.
+        min_side: smaller images are refused.
+
+    Raises:
+        InputError: with a message for the user.
+    """
+    img, name = _open(source)
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise InputError(f"{name} is {w} x {h} pixels; the limit is {MAX_PIXELS / 1e6:.0f} "
+                         f"megapixels.")
+    if min(w, h) < min_side:
+        raise InputError(f"{name} is only {w} x {h} pixels; images must be at least "
+                         f"{min_side} x {min_side}.")
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo + 1e-12) * 255.0
+            img = Image.fromarray(arr.astype(np.uint8))
+        elif img.mode == "F":
+            arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+            lo, hi = float(arr.min()), float(arr.max())
+            img = Image.fromarray(((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8))
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, rgba)
+        img = img.convert("RGB")
+    except InputError:
+        raise
+    except Exception as exc:  # truncated data is found while decoding
+        raise InputError(f"{name} is damaged or truncated and could not be decoded ({exc}).") from exc
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def load_bag(sources: list[Any] | None, max_bag: int = MAX_BAG) -> list[np.ndarray]:
+    """Decode a bag of images; an empty or oversized bag is refused."""
+    sources = [s for s in (sources or []) if s is not None]
+    if not sources:
+        raise InputError("The bag is empty: upload at least one image (or a video).")
+    if len(sources) > max_bag:
+        raise InputError(f"The bag has {len(sources)} images; the limit is {max_bag}.")
+    images = []
+    for i, src in enumerate(sources):
+        try:
+            images.append(load_image(src, min_side=8))
+        except InputError as exc:
+            raise InputError(f"Image {i + 1} of the bag: {exc}") from exc
+    return images
+
+
+def clean_query(text: Any) -> str:
+    """Normalise a typed query word (NFKC, trimmed, lower-case); refuse empty/over-long ones."""
+    if text is None or not str(text).strip():
+        raise InputError("Type a query word, for example 'sneaker' or 'bag'.")
+    text = unicodedata.normalize("NFKC", str(text)).strip().lower()
+    if len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"The query is {len(text)} characters long; the limit is "
+                         f"{MAX_QUERY_CHARS}.")
+    if any(unicodedata.category(c).startswith("C") for c in text):
+        raise InputError("The query contains control characters; type a plain word.")
+    return text

@@ -1,0 +1,70 @@
+"""The artifacts manifest: what ``export`` wrote and what the app may serve.
+
+``<artifacts>/manifest.json`` holds one entry per exported model (labels, preprocessing,
+input/output names and shapes, training data and config, test metrics, sha256, opset).
+numpy-free and torch-free: export writes it, the app reads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import write_json_atomic
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MODEL_NAMES = ("seqfake", "qmil", "dcl", "abcnorm")
+
+
+class ManifestError(RuntimeError):
+    """The manifest is missing, malformed, from another version, or disagrees with a file."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(artifacts: str | Path) -> Path:
+    return Path(artifacts) / MANIFEST_NAME
+
+
+def read_manifest(artifacts: str | Path) -> dict[str, Any]:
+    """Read and validate ``<artifacts>/manifest.json``.
+
+    Raises:
+        ManifestError: missing file, invalid JSON, or another format version.
+    """
+    path = manifest_path(artifacts)
+    if not path.is_file():
+        raise ManifestError(f"no manifest at {path}: run `python -m export --all` after training")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest {path} is not valid JSON: {exc}") from exc
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            f"manifest {path} has format version {version!r}; this version of the app reads "
+            f"version {FORMAT_VERSION}. Re-export with `python -m export --all`.")
+    if not isinstance(data.get("models"), dict):
+        raise ManifestError(f"manifest {path} has no 'models' section")
+    return data
+
+
+def update_manifest(artifacts: str | Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Add or replace one model's entry, writing the manifest atomically."""
+    path = manifest_path(artifacts)
+    try:
+        data = read_manifest(artifacts)
+    except ManifestError:
+        data = {"format_version": FORMAT_VERSION, "models": {}}
+    data["models"][name] = entry
+    write_json_atomic(path, data)
+    return data
