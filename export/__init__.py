@@ -1,0 +1,1 @@
+"""Export trained checkpoints to ONNX + the artifacts manifest; parity and benchmarks."""
