@@ -1,0 +1,77 @@
+"""Classifier tab: top-5 classes, frequency groups and Grad-CAM (from the exported map)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app.engine import Engine, OnnxModel
+from app.inputs import InputError, load_image
+from app.viz import overlay_heatmap
+from models.cam import cam_from_features
+
+
+@dataclass
+class ClassifyResult:
+    report: dict[str, Any]
+    cam: np.ndarray  # overlay, RGB uint8
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def head_weights(model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
+    """The linear head (C, F) and bias (C,) exported beside the ONNX file (sha256-checked)."""
+    from models.manifest import sha256_file
+
+    side = model.path.with_suffix(".head.npz")
+    if not side.is_file() or sha256_file(side) != model.entry.get("head_sha256"):
+        raise InputError(f"{model.name}: head weights {side.name} missing or corrupt; re-export.")
+    with np.load(side, allow_pickle=False) as z:
+        return z["weight"], z["bias"]
+
+
+def classify(engine: Engine, source: Any, model_name: str = "abcnorm",
+             cam_class: str | int | None = None, top_k: int = 5) -> ClassifyResult:
+    """Top-k classes with probabilities and the Grad-CAM overlay for one class.
+
+    Args:
+        cam_class: class name or index to explain; the predicted class by default.
+    """
+    rgb = load_image(source, min_side=8)
+    model = engine.get(model_name)
+    extra = model.entry.get("extra", {})
+    out = model.run({"image": model.prepare([rgb])})
+    logits, feats = out["logits"][0], out["features"][0]
+    probs = _softmax(logits.astype(np.float64))
+    labels = model.labels
+    groups = extra.get("groups", ["?"] * len(labels))
+    counts = extra.get("class_counts", [None] * len(labels))
+    order = np.argsort(-probs)[: min(top_k, len(labels))]
+    if cam_class is None or cam_class == "":
+        target = int(order[0])
+    elif isinstance(cam_class, str) and not cam_class.isdigit():
+        if cam_class not in labels:
+            raise InputError(f"Unknown class {cam_class!r}; choose one of: {', '.join(labels)}")
+        target = labels.index(cam_class)
+    else:
+        target = int(cam_class)
+        if not 0 <= target < len(labels):
+            raise InputError(f"Class index {target} is out of range 0..{len(labels) - 1}")
+    weight, _ = head_weights(model)
+    cam = cam_from_features(feats, weight, target)
+    shown = model.preprocess.size
+    base = np.asarray(Image.fromarray(rgb).resize((max(224, shown[1]), max(224, shown[0]))))
+    report = {
+        "model": model_name, "model_version": model.version, "provider": model.provider,
+        "loss": extra.get("loss"),
+        "top": [{"class": labels[i], "probability": round(float(probs[i]), 4),
+                 "group": groups[i], "train_count": counts[i]} for i in order],
+        "cam_class": labels[target],
+    }
+    return ClassifyResult(report, overlay_heatmap(base, cam))

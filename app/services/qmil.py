@@ -1,0 +1,77 @@
+"""Bag-query tab: does this bag of images hold what the query word names?"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.engine import Engine
+from app.inputs import InputError, clean_query, load_bag
+from app.viz import attention_tile
+
+
+@functools.lru_cache(maxsize=1)
+def word_vectors():
+    """The shipped word vectors (loaded once)."""
+    from models.words import WordVectors
+
+    return WordVectors()
+
+
+def query_vector(word: str) -> np.ndarray:
+    """The query's word vector (D,); unknown words raise InputError with suggestions."""
+    from models.words import UnknownWordError
+
+    try:
+        return np.asarray(word_vectors().lookup(word), dtype=np.float32)
+    except UnknownWordError as exc:
+        raise InputError(str(exc)) from exc
+
+
+@dataclass
+class BagResult:
+    report: dict[str, Any]
+    tiles: list[tuple[np.ndarray, str]]  # instances ordered by attention, with captions
+
+
+def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
+              images: list[np.ndarray] | None = None) -> BagResult:
+    """Ask whether a bag holds the class that ``word`` names.
+
+    Args:
+        sources: uploads (paths/bytes/arrays); or pass decoded RGB ``images`` directly
+            (e.g. video frames).
+        word: the query word, seen in training or not (zero-shot).
+    """
+    word = clean_query(word)
+    if images is None:
+        images = load_bag(sources)
+    elif not images:
+        raise InputError("The bag is empty: upload at least one image (or a video).")
+    model = engine.get("qmil")
+    extra = model.entry.get("extra", {})
+    max_bag = int(extra.get("max_bag_serving", 64))
+    if len(images) > max_bag:
+        raise InputError(f"The bag has {len(images)} images; the limit is {max_bag}.")
+    q = query_vector(word)
+    x = model.prepare(images)[None]                       # (1, K, C, H, W)
+    mask = np.ones((1, len(images)), dtype=np.float32)
+    out = model.run({"images": x, "mask": mask, "query": q[None]})
+    prob = float(out["prob"][0])
+    beta = out["beta"][0].astype(float)
+    order = np.argsort(-beta, kind="stable")
+    seen = [c.lower() for c in extra.get("seen_classes", [])]
+    kind = "seen in training" if word in seen else "zero-shot (not a training query)"
+    report = {
+        "model": "qmil", "model_version": model.version, "provider": model.provider,
+        "query": word, "query_kind": kind,
+        "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),
+        "bag_size": len(images),
+        "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4)} for i in order],
+        "top_instance": int(order[0]) + 1,
+    }
+    tiles = [(attention_tile(images[i], beta[i], beta.max(), top=(r == 0)),
+              f"#{i + 1}  beta={beta[i]:.3f}") for r, i in enumerate(order)]
+    return BagResult(report, tiles)

@@ -1,0 +1,70 @@
+"""Retrieval tab: nearest gallery images under the DCL encoder."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.engine import Engine, ModelUnavailableError
+from app.inputs import InputError, load_image
+
+GALLERY_DIR = "gallery"
+MAX_K = 50
+
+
+@functools.lru_cache(maxsize=4)
+def _load_gallery(path: str):
+    from models.gallery import GalleryIndex
+
+    return GalleryIndex.load(path)
+
+
+@dataclass
+class RetrievalResult:
+    report: dict[str, Any]
+    tiles: list[tuple[np.ndarray, str]]
+
+
+def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None = None
+               ) -> RetrievalResult:
+    """The k nearest gallery images to an uploaded image (cosine similarity).
+
+    Args:
+        query_label: the query's true label, if known; then the precision of the
+            neighbours' labels is reported.
+    """
+    try:
+        k = int(k)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"k must be a whole number, got {k!r}") from exc
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
+    rgb = load_image(source, min_side=8)
+    model = engine.get("dcl")
+    gdir = Path(engine.artifacts) / GALLERY_DIR
+    if not gdir.is_dir():
+        raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")
+    gallery = _load_gallery(str(gdir))
+    emb = model.run({"image": model.prepare([rgb])})["embedding"]
+    try:
+        scores, idx, labels = gallery.query(emb, k=min(k, len(gallery)),
+                                            encoder_hash=model.entry["sha256"])
+    except ValueError as exc:  # another encoder's gallery
+        raise ModelUnavailableError(str(exc)) from exc
+    names = gallery.label_names
+    hits = [{"rank": r + 1, "index": int(i), "label": names[int(l)] if names else int(l),
+             "similarity": round(float(s), 4)}
+            for r, (s, i, l) in enumerate(zip(scores[0], idx[0], labels[0]))]
+    report: dict[str, Any] = {"model": "dcl", "model_version": model.version,
+                              "provider": model.provider, "k": k, "neighbours": hits}
+    if query_label:
+        if names and query_label not in names:
+            raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")
+        report["query_label"] = query_label
+        report["precision_at_k"] = round(sum(h["label"] == query_label for h in hits) / len(hits), 4)
+    tiles = [(gallery.thumbnail(h["index"]), f"{h['rank']}. {h['label']}  {h['similarity']:.3f}")
+             for h in hits]
+    return RetrievalResult(report, tiles)
