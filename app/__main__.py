@@ -1,0 +1,60 @@
+"""The main command: build the default artifacts if missing, then serve the app.
+
+    python -m app [--artifacts DIR] [--port 7860] [--expose] [--no-build] [--build-only]
+
+Binds 127.0.0.1 unless ``--expose`` is given; then basic authentication is enabled when
+``REPLENS_AUTH=user:password`` is set.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("REPLENS_PORT", 7860)))
+    p.add_argument("--expose", action="store_true",
+                   help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1")
+    p.add_argument("--no-build", action="store_true", help="serve what exists; build nothing")
+    p.add_argument("--build-only", action="store_true", help="build the artifacts and exit")
+    p.add_argument("--smoke", action="store_true",
+                   help="build with tiny training budgets (pipeline check, not useful models)")
+    p.add_argument("--retinaface-weights", help="use RetinaFace with this local weights file")
+    p.add_argument("--concurrency", type=int, default=2, help="requests processed at once")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    from models.artifacts import artifacts_dir
+
+    artifacts = artifacts_dir(args.artifacts)
+    if not args.no_build:
+        from app.build import ensure_artifacts
+
+        try:
+            ensure_artifacts(artifacts, smoke=args.smoke)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    if args.build_only:
+        print(f"[app] artifacts ready in {artifacts}")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from app.server import launch
+
+    return launch(artifacts, port=args.port, expose=args.expose,
+                  retinaface_weights=args.retinaface_weights, concurrency=args.concurrency,
+                  t0=t0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
