@@ -1,0 +1,38 @@
+"""``python -m export --all`` / ``python -m export RUN [RUN ...]``.
+
+Exports each finished training run under ``<artifacts>/runs/`` to
+``<artifacts>/onnx/<run>.onnx``, records it in ``<artifacts>/manifest.json``, builds the
+retrieval gallery for the DCL encoder and writes example inputs for the app.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models.artifacts import artifacts_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", help="run names under <artifacts>/runs (default with --all: all)")
+    p.add_argument("--all", action="store_true", help="export every finished run found")
+    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    p.add_argument("--no-gallery", action="store_true", help="skip building the retrieval gallery")
+    p.add_argument("--gallery-dir", help="image folder for the gallery (default: Fashion-MNIST test)")
+    args = p.parse_args(argv)
+    if not args.all and not args.runs:
+        p.error("name runs to export or pass --all")
+    from export.pipeline import export_all
+
+    try:
+        export_all(artifacts_dir(args.artifacts), args.runs or None,
+                   gallery=not args.no_gallery, gallery_dir=args.gallery_dir)
+    except (FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
