@@ -1,0 +1,143 @@
+"""Bad-input suite for image/bag/query validation (no models needed)."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from app.inputs import (MAX_BAG, MAX_SIDE, InputError, clean_query, load_bag, load_image)
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels but carries almost no data (bomb-style header)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _rgb(w=64, h=48):
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+BAD = {
+    "empty file": (b"", "empty file"),
+    "random bytes": (bytes(range(256)) * 4, "not an image"),
+    "text file": (b"hello, this is not a picture\n" * 10, "not an image"),
+    "truncated png": (_png_bytes(_rgb())[:60], "damaged or truncated|could not be read"),
+    "truncated jpeg": (_jpeg_bytes(_rgb(200, 200))[:300], "damaged or truncated|could not be read"),
+    "1x1 image": (_png_bytes(Image.new("RGB", (1, 1))), "at least"),
+    "20000x20000 header": (_png_header_only(20000, 20000), "megapixels|decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_images_get_clear_messages(name):
+    data, pattern = BAD[name]
+    with pytest.raises(InputError, match=pattern):
+        load_image(data)
+
+
+def test_missing_path_and_none():
+    with pytest.raises(InputError, match="not found"):
+        load_image("/nonexistent/file.png")
+    with pytest.raises(InputError, match="No image"):
+        load_image(None)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)),  # 16-bit
+    lambda: _rgb().convert("CMYK"),
+    lambda: _rgb().convert("L"),
+    lambda: _rgb().convert("RGBA"),
+    lambda: _rgb().convert("P"),
+])
+def test_odd_modes_become_rgb(make, tmp_path):
+    img = make()
+    fmt = "JPEG" if img.mode == "CMYK" else ("TIFF" if img.mode.startswith("I") else "PNG")
+    path = tmp_path / f"x.{fmt.lower()}"
+    img.save(path, format=fmt)
+    arr = load_image(path)
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
+    assert arr.shape[:2] == (img.height, img.width)
+
+
+def test_animated_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    arr = load_image(tmp_path / "a.gif")
+    assert arr.shape == (40, 40, 3) and arr[0, 0, 0] > 200 and arr[0, 0, 1] < 50
+
+
+def test_large_photo_downscaled():
+    arr = load_image(_png_bytes(_rgb(3000, 1500)))
+    assert max(arr.shape[:2]) == MAX_SIDE and arr.shape[1] == MAX_SIDE
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=0, max_size=2048))
+def test_random_bytes_never_crash(data):
+    try:
+        arr = load_image(data)
+    except InputError as exc:
+        assert str(exc)
+    else:
+        assert arr.dtype == np.uint8 and arr.ndim == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=1, max_size=400))
+def test_corrupted_png_tails_never_crash(tail):
+    good = _png_bytes(_rgb(32, 32))
+    try:
+        load_image(good[:50] + tail)
+    except InputError as exc:
+        assert str(exc)
+
+
+def test_bags():
+    with pytest.raises(InputError, match="empty"):
+        load_bag([])
+    with pytest.raises(InputError, match="empty"):
+        load_bag(None)
+    png = _png_bytes(_rgb(28, 28))
+    with pytest.raises(InputError, match="limit"):
+        load_bag([png] * (MAX_BAG + 1))
+    with pytest.raises(InputError, match="Image 2 of the bag"):
+        load_bag([png, b"garbage"])
+    assert len(load_bag([png, png])) == 2
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("Sneaker", "sneaker"), ("  ankle boot ", "ankle boot"), ("ＢＡＧ", "bag"),
+])
+def test_query_normalised(text, ok):
+    assert clean_query(text) == ok
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("", "Type a query"), ("   ", "Type a query"), (None, "Type a query"),
+    ("x" * 500, "limit"), ("bag\x00", "control"),
+])
+def test_query_refused(text, pattern):
+    with pytest.raises(InputError, match=pattern):
+        clean_query(text)
