@@ -1,0 +1,121 @@
+"""SimCLR augmentations for small grayscale images (28-32 px), batched in torch.
+
+Two independent views per image: random resized crop, horizontal flip, and (with
+probability ``jitter_p``) brightness/contrast jitter; no blur (at 28 px it erases the
+object). The views are float in [0, 1]; :func:`two_views` then applies the shared
+:func:`models.preprocess.normalize`, so training and serving normalise identically.
+
+All randomness comes from torch's global generator (or the one passed), which the
+training engine seeds and checkpoints, so augmented batches are reproducible on resume.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.preprocess import PreprocessSpec, normalize
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Augmentation strengths.
+
+    Attributes:
+        crop_scale: (min, max) area fraction kept by the random resized crop.
+        crop_ratio: (min, max) aspect ratio of the crop.
+        flip_p: probability of a horizontal flip.
+        brightness: brightness factor drawn from [1 - b, 1 + b].
+        contrast: contrast factor drawn from [1 - c, 1 + c].
+        jitter_p: probability of applying brightness/contrast jitter.
+    """
+
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    jitter_p: float = 0.8
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "AugConfig":
+        d = dict(d or {})
+        for key in ("crop_scale", "crop_ratio"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        return cls(**d)
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def augment(x: torch.Tensor, cfg: AugConfig = AugConfig(),
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random view of each image.
+
+    Args:
+        x: images in [0, 1]. Shape: (B, C, H, W), float.
+        cfg: augmentation strengths.
+        generator: torch generator (default: the global one).
+
+    Returns:
+        Augmented images in [0, 1]. Shape: (B, C, H, W).
+    """
+    b = x.shape[0]
+    # random resized crop + flip as one affine sampling grid (normalised coordinates)
+    area = _uniform(b, *cfg.crop_scale, generator)
+    log_r = _uniform(b, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), generator)
+    ratio = torch.exp(log_r)
+    w = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width as a fraction of the image
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (2 * torch.rand(b, generator=generator) - 1) * (1 - w)
+    cy = (2 * torch.rand(b, generator=generator) - 1) * (1 - h)
+    flip = torch.where(torch.rand(b, generator=generator) < cfg.flip_p, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # brightness / contrast jitter
+    apply = (torch.rand(b, generator=generator) < cfg.jitter_p).to(x.device, x.dtype)
+    bright = _uniform(b, 1 - cfg.brightness, 1 + cfg.brightness, generator).to(x.device, x.dtype)
+    contr = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, generator).to(x.device, x.dtype)
+    bright = 1 + apply * (bright - 1)
+    contr = 1 + apply * (contr - 1)
+    out = out * bright.view(b, 1, 1, 1)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contr.view(b, 1, 1, 1) + mean
+    return out.clamp(0.0, 1.0)
+
+
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W) or (B, H, W, C) -> float (B, C, H, W) in [0, 1]."""
+    x = images.float() / 255.0
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
+
+def two_views(images: torch.Tensor, spec: PreprocessSpec, cfg: AugConfig = AugConfig(),
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented, normalised views of a batch.
+
+    Args:
+        images: uint8 images. Shape: (B, H, W) or (B, H, W, C), H x W = ``spec.size``.
+        spec: the model's preprocessing (mean/std via :func:`models.preprocess.normalize`).
+        cfg: augmentation strengths.
+
+    Returns:
+        Two float tensors of shape (B, C, H, W), normalised.
+    """
+    x = uint8_to_unit(images)
+    if tuple(x.shape[-2:]) != tuple(spec.size):
+        x = F.interpolate(x, size=tuple(spec.size), mode="bilinear", align_corners=False)
+    views = []
+    for _ in range(2):
+        v = augment(x, cfg, generator)
+        views.append(torch.from_numpy(normalize(v.numpy(), spec)))
+    return views[0], views[1]
