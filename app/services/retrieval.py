@@ -52,7 +52,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     try:
         scores, idx, labels = gallery.query(emb, k=min(k, len(gallery)),
                                             encoder_hash=model.entry["sha256"])
-    except ValueError as exc:  # another encoder's gallery
+    except ValueError as exc:  # GalleryError: another encoder's gallery, bad shape
         raise ModelUnavailableError(str(exc)) from exc
     names = gallery.label_names
     hits = [{"rank": r + 1, "index": int(i), "label": names[int(l)] if names else int(l),
@@ -65,6 +65,6 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")
         report["query_label"] = query_label
         report["precision_at_k"] = round(sum(h["label"] == query_label for h in hits) / len(hits), 4)
-    tiles = [(gallery.thumbnail(h["index"]), f"{h['rank']}. {h['label']}  {h['similarity']:.3f}")
+    tiles = [(gallery.thumbnails[h["index"]], f"{h['rank']}. {h['label']}  {h['similarity']:.3f}")
              for h in hits]
     return RetrievalResult(report, tiles)
