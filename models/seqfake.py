@@ -1,0 +1,236 @@
+"""The sequential-deepfake network of thesis Chapter 5 (SPEC.md section 4, eqs. 5.3-5.5).
+
+CNN (timm ResNet, ``features_only=True``) + a small FPN -> feature map (B, d, h, w) ->
+N = h*w patch tokens, each l2-normalised (U), plus L learnable class tokens (V) -> a
+transformer encoder phi. Two heads:
+
+* patch stream f^U: conv over the (h, w) map of U~ then average pooling -> (B, L) logits;
+* class-token stream f^V: one logit per class token (a linear map per token) -> (B, L).
+
+Fused logits f = (f^U + f^V) / 2 (the inference head). The similarity matrix
+S = max(U~ U~^T, 0) of the l2-normalised encoded patch tokens gives the sorted strict upper
+triangle u (B, n), n = N(N-1)/2, used by the contrastive MIL loss, and a dissimilarity map
+``dissim`` (B, h, w) = 1 - mean similarity of each patch to the other patches (the "where"
+map the app shows).
+
+Binary mode is ``num_classes=1`` (one class token).
+
+Notation choices (SPEC.md is the reading implemented):
+* The thesis says S is rectified "such that all of its elements are in [0, 1]", which
+  holds only for unit-norm rows, so U~ is l2-normalised again after phi before S.
+* A learnable positional embedding is added to U before phi (``pos_embed=True``); the thesis
+  does not mention one, but the class tokens then know where each patch is. It fixes the
+  input size to the one the model was built for (``img_size``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.registry import register_model
+
+
+class FPN(nn.Module):
+    """A small top-down feature pyramid; returns the map at one pyramid level.
+
+    Args:
+        in_channels: channels of the backbone levels, finest first.
+        dim: output channels d.
+        out_level: which level to return (0 = finest).
+
+    Shape: list of (B, C_i, H_i, W_i), finest first -> (B, d, H_out, W_out).
+    """
+
+    def __init__(self, in_channels: Sequence[int], dim: int, out_level: int = 0) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.smooth = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.BatchNorm2d(dim),
+                                    nn.ReLU(inplace=True))
+        self.out_level = out_level
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = self.lateral[-1](feats[-1])
+        for i in range(len(feats) - 2, self.out_level - 1, -1):
+            lat = self.lateral[i](feats[i])
+            x = lat + F.interpolate(x, size=lat.shape[-2:], mode="nearest")
+        return self.smooth(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention written with plain matmuls (ONNX-friendly, no fast path).
+
+    Shape: (B, T, d) -> (B, T, d).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer. Shape: (B, T, d) -> (B, T, d)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def backbone_and_fpn(backbone: str, dim: int, out_level: int, in_chans: int = 3
+                     ) -> tuple[nn.Module, FPN, int]:
+    """A timm ``features_only`` backbone (strides 8, 16, 32) and an FPN on it.
+
+    Returns the backbone, the FPN and the stride of the FPN output.
+    """
+    net = timm.create_model(backbone, pretrained=False, features_only=True,
+                            out_indices=(2, 3, 4), in_chans=in_chans)
+    fpn = FPN(net.feature_info.channels(), dim, out_level)
+    return net, fpn, net.feature_info.reduction()[out_level]
+
+
+def pairwise_similarity(tokens: torch.Tensor) -> torch.Tensor:
+    """S = max(T~ T~^T, 0) of row-l2-normalised tokens (eq. 5.4).
+
+    Shape: (B, N, d) -> (B, N, N), entries in [0, 1].
+    """
+    t = F.normalize(tokens, dim=-1)
+    return torch.clamp(t @ t.transpose(1, 2), min=0.0)
+
+
+def sorted_upper_triangle(s: torch.Tensor) -> torch.Tensor:
+    """u: the strict upper triangle of each S, sorted ascending (eq. 5.5).
+
+    Shape: (B, N, N) -> (B, N(N-1)/2).
+    """
+    n = s.shape[-1]
+    iu = torch.triu_indices(n, n, offset=1, device=s.device)
+    flat = s.reshape(s.shape[0], n * n)
+    return torch.sort(flat[:, iu[0] * n + iu[1]], dim=-1).values
+
+
+def dissimilarity_map(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """1 - mean similarity of each token to the other tokens.
+
+    Shape: (B, N, N) -> (B, h, w), N = h*w.
+    """
+    n = s.shape[-1]
+    diag = torch.diagonal(s, dim1=-2, dim2=-1)
+    mean_other = (s.sum(-1) - diag) / max(1, n - 1)
+    return (1.0 - mean_other).reshape(s.shape[0], h, w)
+
+
+class SeqFakeNet(nn.Module):
+    """CNN + FPN + transformer with patch-token and class-token streams (Chapter 5).
+
+    Args:
+        backbone: timm ResNet name (resnet18, resnet34, resnet50).
+        num_classes: L, the number of components/attributes (1 = binary mode).
+        dim: token dimension d.
+        depth: transformer layers (thesis: 1).
+        heads: attention heads.
+        img_size: input side the positional embedding is built for.
+        out_level: FPN level used for tokens (0: stride 8, 1: stride 16).
+        pos_embed: add a learnable positional embedding to the patch tokens.
+        dropout: dropout in the transformer.
+
+    Forward: x (B, 3, H, W) -> dict with
+        ``logits`` (B, L) fused, ``logits_patch`` (B, L) f^U, ``logits_cls`` (B, L) f^V,
+        ``u`` (B, n) sorted similarities, ``dissim`` (B, h, w).
+    """
+
+    def __init__(self, backbone: str = "resnet18", num_classes: int = 5, dim: int = 128,
+                 depth: int = 1, heads: int = 4, img_size: int = 64, out_level: int = 0,
+                 pos_embed: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level)
+        self.grid = math.ceil(img_size / stride)
+        n_tok = self.grid * self.grid
+        self.pos = nn.Parameter(torch.zeros(1, n_tok, dim)) if pos_embed else None
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        self.cls_tokens = nn.Parameter(torch.randn(1, num_classes, dim) * 0.02)
+        self.encoder = nn.Sequential(*[EncoderLayer(dim, heads, dropout=dropout)
+                                       for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head_patch = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.BatchNorm2d(dim),
+                                        nn.ReLU(inplace=True), nn.Conv2d(dim, num_classes, 1))
+        self.head_cls_w = nn.Parameter(torch.randn(num_classes, dim) * dim ** -0.5)
+        self.head_cls_b = nn.Parameter(torch.zeros(num_classes))
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Patch tokens U (B, N, d), each l2-normalised, and the grid (h, w)."""
+        fmap = self.fpn(self.backbone(x))
+        b, d, h, w = fmap.shape
+        return F.normalize(fmap.flatten(2).transpose(1, 2), dim=-1), h, w
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        u_tok, h, w = self.tokens(x)
+        b, n_tok, d = u_tok.shape
+        if self.pos is not None:
+            u_tok = u_tok + self.pos
+        z = torch.cat([self.cls_tokens.expand(b, -1, -1), u_tok], dim=1)
+        z = self.norm(self.encoder(z))
+        v_enc, u_enc = z[:, : self.num_classes], z[:, self.num_classes:]
+        logits_cls = (v_enc * self.head_cls_w).sum(-1) + self.head_cls_b
+        fmap = u_enc.transpose(1, 2).reshape(b, d, h, w)
+        logits_patch = self.head_patch(fmap).mean(dim=(2, 3))
+        s = pairwise_similarity(u_enc)
+        return {
+            "logits": 0.5 * (logits_patch + logits_cls),
+            "logits_patch": logits_patch,
+            "logits_cls": logits_cls,
+            "u": sorted_upper_triangle(s),
+            "dissim": dissimilarity_map(s, h, w),
+        }
+
+
+OUTPUT_NAMES: tuple[str, ...] = ("logits", "logits_patch", "logits_cls", "u", "dissim")
+"""The forward's dict keys in a fixed order (for ONNX export)."""
+
+
+def _make(backbone: str, **kwargs) -> SeqFakeNet:
+    kwargs["backbone"] = backbone  # the factory name decides the backbone
+    return SeqFakeNet(**kwargs)
+
+
+@register_model
+def seqfake_resnet18(**kwargs) -> SeqFakeNet:
+    """SeqFakeNet on ResNet-18 (the default on a CPU)."""
+    return _make("resnet18", **kwargs)
+
+
+@register_model
+def seqfake_resnet34(**kwargs) -> SeqFakeNet:
+    """SeqFakeNet on ResNet-34 (thesis Table 5.1)."""
+    return _make("resnet34", **kwargs)
+
+
+@register_model
+def seqfake_resnet50(**kwargs) -> SeqFakeNet:
+    """SeqFakeNet on ResNet-50 (thesis Tables 5.1, 5.3)."""
+    return _make("resnet50", **kwargs)

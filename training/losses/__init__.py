@@ -1,0 +1,1 @@
+"""Losses of the four methods, one module per method."""

@@ -1,0 +1,216 @@
+"""Sequential deepfake detection (thesis Chapter 5) as a training-engine plug-in.
+
+``python -m training seqfake`` trains on generated faces (made under
+``<artifacts>/data/seqfake/`` on first use, see :mod:`training.data.faces_synth`);
+``--data DIR`` trains on a Seq-DeepFake folder. ``model.arch`` picks the thesis model
+(``seqfake``) or the SeqFakeFormer-style baseline (``seqfakeformer``). Loss weights in
+``loss.weights`` switch the terms of eq. 5.18 on and off (the ablation).
+
+Checkpoint ``extra``: ``preprocess`` (PreprocessSpec dict), ``labels`` (class names in id
+order 1..L), ``task`` (components / attributes / binary), ``threshold`` (decoding
+threshold on the fused sigmoid), ``decode_from`` (which logits the metrics decoded:
+"fused" or "patch"), ``arch``, ``output_names`` (forward dict keys in order), ``data``
+(what it was trained on) and ``slots`` (5).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from models.artifacts import artifacts_dir
+from models.preprocess import PreprocessSpec
+from models.seqfake import OUTPUT_NAMES
+from training import distributed as dist_utils
+from training.data import faces_synth
+from training.data.face_aug import FaceAugment
+from training.data.seqdeepfake import (SeqDeepFakeDataset, SeqDeepFakeSplit, load_split,
+                                       names_for)
+from training.losses.seqfake import mil_probability, total_loss
+from training.methods.base import Method
+from training.metrics.seqfake import (expected_random_order_accuracy, adaptive_accuracy,
+                                      exact_set_accuracy, fixed_accuracy, multilabel_accuracy,
+                                      roc_auc, sequence_metrics, unpad, video_auc)
+from models.seqfakeformer import teacher_forcing_loss
+
+TASKS = ("components", "attributes", "binary")
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def default_data_dir(artifacts: str | Path | None = None) -> Path:
+    """Where the generated faces live: ``<artifacts>/data/seqfake``."""
+    return artifacts_dir(artifacts) / "data" / "seqfake"
+
+
+class SeqFakeMethod(Method):
+    """The Chapter 5 model (or the SeqFakeFormer-style baseline) on Seq-DeepFake data."""
+
+    name = "seqfake"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.data_cfg = cfg.setdefault("data", {})
+        self.model_cfg = cfg.setdefault("model", {})
+        self.loss_cfg = cfg.setdefault("loss", {})
+        self.eval_cfg = cfg.setdefault("eval", {})
+        self.task = str(self.data_cfg.get("task", "components"))
+        if self.task not in TASKS:
+            raise ValueError(f"data.task must be one of {TASKS}, got {self.task!r}")
+        self.arch = str(self.model_cfg.get("arch", "seqfake"))
+        if self.arch not in ("seqfake", "seqfakeformer"):
+            raise ValueError(f"model.arch must be seqfake or seqfakeformer, got {self.arch!r}")
+        if self.arch == "seqfakeformer" and self.task == "binary":
+            raise ValueError("the seqfakeformer baseline predicts sequences; use arch seqfake "
+                             "for the binary task")
+        size = int(self.data_cfg.get("img_size", 64))
+        self.spec = PreprocessSpec(size=(size, size), channels=3, mean=MEAN, std=STD)
+        self.num_classes = 1 if self.task == "binary" else 5
+        self.threshold = float(self.eval_cfg.get("threshold", 0.5))
+        self.decode_from = str(self.eval_cfg.get("decode_from", "fused"))
+        threads = cfg.get("train", {}).get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self._eval_split: SeqDeepFakeSplit | None = None
+
+    # --- data --------------------------------------------------------------------------
+    def data_root(self) -> Path:
+        """The Seq-DeepFake folder: ``data.root``, or the generated set (made if absent)."""
+        root = self.data_cfg.get("root")
+        if root:
+            return Path(root).expanduser()
+        out = default_data_dir(self.cfg.get("run", {}).get("artifacts"))
+        gen = {"n_train": 3000, "n_val": 300, "n_test": 600, "seed": 0,
+               **(self.data_cfg.get("generate") or {})}
+        args = (int(gen["n_train"]), int(gen["n_val"]), int(gen["n_test"]), int(gen["seed"]))
+        if not faces_synth.is_generated(out, *args):
+            if dist_utils.is_main():
+                print(f"[seqfake] generating faces under {out} (n_train={args[0]}, "
+                      f"n_val={args[1]}, n_test={args[2]}, seed={args[3]}) ...", flush=True)
+                faces_synth.generate(out, *args)
+        if dist_utils.is_distributed():
+            torch.distributed.barrier()
+        return out
+
+    def _load(self, split: str, limit_key: str) -> SeqDeepFakeSplit:
+        limit = self.data_cfg.get(limit_key)
+        return load_split(self.data_root(), self.task, split, self.spec,
+                          int(limit) if limit else None)
+
+    def train_dataset(self) -> SeqDeepFakeDataset:
+        split = self._load(str(self.data_cfg.get("train_split", "train")), "limit_train")
+        aug = FaceAugment.from_config(self.cfg.get("aug"), self.task)
+        return SeqDeepFakeDataset(split, self.spec, aug)
+
+    def eval_split(self) -> SeqDeepFakeSplit:
+        if self._eval_split is None:
+            self._eval_split = self._load(str(self.eval_cfg.get("split", "test")), "limit_eval")
+        return self._eval_split
+
+    # --- model -------------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        m = self.model_cfg
+        backbone = str(m.get("backbone", "resnet18"))
+        kw: dict[str, Any] = {"num_classes": self.num_classes, "dim": int(m.get("dim", 128)),
+                              "heads": int(m.get("heads", 4)), "img_size": self.spec.size[0],
+                              "out_level": int(m.get("out_level", 0))}
+        if self.arch == "seqfake":
+            kw.update(depth=int(m.get("depth", 1)), pos_embed=bool(m.get("pos_embed", True)),
+                      dropout=float(m.get("dropout", 0.0)))
+        else:
+            kw.update(enc_depth=int(m.get("depth", 1)), dec_depth=int(m.get("dec_depth", 1)))
+        return {"name": f"{self.arch}_{backbone}", "kwargs": kw}
+
+    # --- optimisation --------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Any, device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        x, seq = (t.to(device) for t in batch)
+        if self.arch == "seqfakeformer":
+            loss = teacher_forcing_loss(model, x, seq)
+            return loss, {"loss_ce": float(loss.detach())}
+        out = model(x)
+        weights = {k: float(v) for k, v in (self.loss_cfg.get("weights") or {}).items()}
+        if self.task == "binary":
+            weights["rank"] = 0.0  # binary mode: no ranking loss
+        n = out["u"].shape[1]
+        ks = torch.randint(1, n, (int(self.loss_cfg.get("num_k", 100)),)).to(device)
+        return total_loss(out, seq, ks, weights, alpha=float(self.loss_cfg.get("alpha", 1.0)),
+                          a=float(self.loss_cfg.get("a", 1.0)),
+                          tau=float(self.loss_cfg.get("tau", 0.2)))
+
+    # --- evaluation --------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: SeqDeepFakeSplit, device: torch.device
+                ) -> dict[str, np.ndarray]:
+        """Model outputs over a split (no augmentation), as numpy arrays."""
+        ds = SeqDeepFakeDataset(split, self.spec, None)
+        loader = DataLoader(ds, batch_size=int(self.eval_cfg.get("batch_size", 64)))
+        keep = ("sequence",) if self.arch == "seqfakeformer" else ("logits", "logits_patch", "u")
+        outs: dict[str, list[np.ndarray]] = {k: [] for k in keep}
+        mil: list[np.ndarray] = []
+        for x, _ in loader:
+            out = model(x.to(device))
+            for k in keep:
+                outs[k].append(out[k].float().cpu().numpy())
+            if "u" in out:
+                n = out["u"].shape[1]
+                # a fixed, evenly spaced set of k at evaluation (training samples them)
+                ks = torch.linspace(1, n - 1, min(100, n - 1), device=device).round().long()
+                mil.append(mil_probability(out["u"], ks, float(self.loss_cfg.get("a", 1.0)),
+                                           float(self.loss_cfg.get("tau", 0.2))).cpu().numpy())
+        res = {k: np.concatenate(v) for k, v in outs.items()}
+        if mil:
+            res["mil_prob"] = np.concatenate(mil)
+        return res
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        split = self.eval_split()
+        was_training = model.training
+        model.eval()
+        res = self.predict(model, split, device)
+        model.train(was_training)
+        targets = [unpad(t) for t in split.labels.tolist()]
+        fake = [int(len(t) > 0) for t in targets]
+        if self.arch == "seqfakeformer":
+            preds = [unpad(s) for s in res["sequence"].astype(int).tolist()]
+            rf, ra = expected_random_order_accuracy(preds, targets)
+            return {"fixed_acc": fixed_accuracy(preds, targets),
+                    "adaptive_acc": adaptive_accuracy(preds, targets),
+                    "multilabel_acc": multilabel_accuracy(preds, targets, self.num_classes),
+                    "exact_set_acc": exact_set_accuracy(preds, targets),
+                    "random_order_fixed_acc": rf, "random_order_adaptive_acc": ra,
+                    "n_eval": float(len(targets))}
+        mil_auc = roc_auc(res["mil_prob"], fake)
+        if self.task == "binary":
+            score = 1 / (1 + np.exp(-res["logits"][:, 0]))
+            videos = [str(Path(p).parent) for p in split.paths]
+            return {"auc": roc_auc(score, fake), "video_auc": video_auc(score, fake, videos),
+                    "acc": float(np.mean((score > self.threshold) == np.asarray(fake, bool))),
+                    "mil_auc": mil_auc, "n_eval": float(len(targets))}
+        logits = res["logits_patch"] if self.decode_from == "patch" else res["logits"]
+        probs = 1 / (1 + np.exp(-logits))
+        metrics = sequence_metrics(probs, targets, self.threshold)
+        metrics.update(mil_auc=mil_auc, n_eval=float(len(targets)))
+        return metrics
+
+    def extra_state(self) -> dict[str, Any]:
+        root = self.data_cfg.get("root")
+        return {
+            "preprocess": self.spec.to_dict(),
+            "labels": list(names_for(self.task)) if self.task != "binary" else ["fake"],
+            "task": self.task,
+            "threshold": self.threshold,
+            "decode_from": self.decode_from,
+            "arch": self.arch,
+            "slots": 5,
+            "output_names": list(OUTPUT_NAMES) if self.arch == "seqfake" else ["logits", "sequence"],
+            "data": (f"Seq-DeepFake folder {root}" if root else
+                     "generated faces (training.data.faces_synth), not real deepfakes"),
+        }
+
+
+def build(cfg: dict[str, Any]) -> SeqFakeMethod:
+    return SeqFakeMethod(cfg)

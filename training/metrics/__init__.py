@@ -1,0 +1,1 @@
+"""Metrics of the four methods, one module per method."""
