@@ -60,5 +60,7 @@ def ensure_artifacts(artifacts: Path, smoke: bool = False, runs: list[str] | Non
     newest = max((p.stat().st_mtime for p in (artifacts / "runs").glob("*/checkpoint.pt")),
                  default=0.0)
     if trained or not manifest.is_file() or manifest.stat().st_mtime < newest:
-        _run([sys.executable, "-m", "export", "--all", "--artifacts", str(artifacts)],
-             "exporting to ONNX")
+        cmd = [sys.executable, "-m", "export", "--all", "--artifacts", str(artifacts)]
+        if smoke:
+            cmd += ["--gallery-limit", "1000"]
+        _run(cmd, "exporting to ONNX")

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     p.add_argument("--no-gallery", action="store_true", help="skip building the retrieval gallery")
     p.add_argument("--gallery-dir", help="image folder for the gallery (default: Fashion-MNIST test)")
+    p.add_argument("--gallery-limit", type=int, help="use only the first N gallery images")
     args = p.parse_args(argv)
     if not args.all and not args.runs:
         p.error("name runs to export or pass --all")
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         export_all(artifacts_dir(args.artifacts), args.runs or None,
-                   gallery=not args.no_gallery, gallery_dir=args.gallery_dir)
+                   gallery=not args.no_gallery, gallery_dir=args.gallery_dir,
+                   gallery_limit=args.gallery_limit)
     except (FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,12 +14,14 @@ from training.data.fashion_mnist import load_fashion_mnist
 GALLERY_DIR = "gallery"
 
 
-def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10) -> GalleryIndex:
+def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
+                  limit: int | None = None) -> GalleryIndex:
     """Embed the gallery (Fashion-MNIST test by default, or ``image_dir``) and save it.
 
     The index stores the DCL ONNX file's sha256 as its encoder hash, so a gallery built by
     one encoder refuses queries from another. Precision@k of the gallery against its own
-    labels (leave-one-out) is recorded in the manifest's DCL entry.
+    labels (leave-one-out) is recorded in the manifest's DCL entry. ``limit`` keeps the
+    first N images (quick builds).
     """
     manifest = read_manifest(artifacts)
     entry = manifest["models"]["dcl"]
@@ -30,7 +32,9 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     else:
         test = load_fashion_mnist("test")
         images, labels, names = list(test.images), test.labels, list(test.class_names)
-        source = "Fashion-MNIST test split (10,000 images)"
+        source = "Fashion-MNIST test split"
+    if limit:
+        images, labels = images[:limit], labels[:limit]
     bar = tqdm(total=len(images), desc="embedding gallery", leave=False)
 
     def embed(batch):

@@ -78,7 +78,7 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
 
 
 def export_all(artifacts: Path, runs: list[str] | None = None, gallery: bool = True,
-               gallery_dir: str | None = None) -> None:
+               gallery_dir: str | None = None, gallery_limit: int | None = None) -> None:
     """Export the named runs (default: every finished run), then gallery and examples."""
     run_root = artifacts / "runs"
     if runs is None:
@@ -94,7 +94,7 @@ def export_all(artifacts: Path, runs: list[str] | None = None, gallery: bool = T
     if gallery and "dcl" in manifest["models"]:
         from export.gallery import build_gallery
 
-        build_gallery(artifacts, gallery_dir)
+        build_gallery(artifacts, gallery_dir, limit=gallery_limit)
     from export.examples import write_examples
 
     write_examples(artifacts)
