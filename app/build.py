@@ -23,6 +23,12 @@ DEFAULT_RUNS: dict[str, tuple[str, list[str]]] = {
 # Tiny budgets for smoke tests of the whole pipeline (not useful models).
 SMOKE_OVERRIDES: dict[str, list[str]] = {
     "common": ["train.epochs=1", "train.max_steps=3", "train.log_every=1"],
+    "seqfake": ["data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
+                "train.batch_size=8"],
+    "qmil": ["data.bags_per_query=8", "data.eval_bags_per_query=4", "train.batch_size=8"],
+    "dcl": ["data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
+            "eval.random_init_reference=false", "train.batch_size=32"],
+    "abcnorm": ["train.batch_size=32"],
 }
 
 

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             overrides.append(f"data.root={args.data}")
         cfg = apply_overrides(cfg, overrides)
+        if args.artifacts:  # methods that make data (generated faces) put it there too
+            cfg.setdefault("run", {})["artifacts"] = args.artifacts
         method = build_method(args.method, cfg)
         trainer = Trainer(args.method, method, cfg, artifacts=args.artifacts,
                           progress=not args.no_progress)
