@@ -1,0 +1,171 @@
+"""The app in-process, called through gradio_client on real files: every endpoint, the bad
+inputs' messages, and a missing model that disables only its tab."""
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(art: Path):
+    from app.server import create_app
+
+    demo, _ = create_app(art)
+    port = _port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    from gradio_client import Client
+
+    return demo, Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def client(smoke_artifacts):
+    demo, c = _serve(smoke_artifacts)
+    yield c
+    demo.close()
+
+
+def _files(art, kind):
+    return sorted((art / "examples" / kind).glob("*.png"))
+
+
+def _err(client, *args, api_name):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_status_lists_models_and_provider(client):
+    st = client.predict(api_name="/status")
+    assert st["manifest_error"] is None
+    for name in ("seqfake", "qmil", "dcl", "abcnorm"):
+        assert st["models"][name]["status"] == "ok"
+        assert st["models"][name]["provider"].endswith("ExecutionProvider")
+
+
+def test_face_on_generated_crop(client, smoke_artifacts):
+    from gradio_client import handle_file
+
+    f = _files(smoke_artifacts, "faces")[0]
+    text, annotated, crop, where, report, download = client.predict(
+        handle_file(str(f)), 0.5, 1, True, "seqfake", api_name="/face")
+    assert report["verdict"] in ("real", "manipulated")
+    assert set(report["probabilities"]) == {"nose", "eye", "eyebrow", "lip", "hair"}
+    seq = [s["component"] for s in report["sequence"]]
+    probs = [report["probabilities"][c] for c in seq]
+    assert probs == sorted(probs, reverse=True) and all(p > 0.5 for p in probs)
+    assert (report["verdict"] == "real") == (not seq)
+    assert np.asarray(Image.open(where)).shape[:2] == (256, 256)
+    assert Path(download).read_text().startswith("{")
+
+
+def test_face_detection_on_a_photo(client, tmp_path):
+    from gradio_client import handle_file
+    from skimage import data
+
+    p = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(p)
+    *_, report, _ = client.predict(handle_file(str(p)), 0.5, 1, False, "seqfake", api_name="/face")
+    assert len(report["faces"]) >= 1 and report["face_index"] == 0
+    assert report["detector"].startswith("MTCNN")
+
+
+def test_face_bad_inputs(client, tmp_path):
+    from gradio_client import handle_file
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(blank)
+    assert "No face was found" in _err(client, handle_file(str(blank)), 0.5, 1, False, "seqfake",
+                                       api_name="/face")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4)).save(tiny)
+    assert "at least" in _err(client, handle_file(str(tiny)), 0.5, 1, True, "seqfake",
+                              api_name="/face")
+    from skimage import data
+
+    p = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(p)
+    assert "does not exist" in _err(client, handle_file(str(p)), 0.5, 5, False, "seqfake",
+                                    api_name="/face")
+
+
+def test_query_seen_zero_shot_and_bad_words(client, smoke_artifacts):
+    from gradio_client import handle_file
+
+    bag = sorted(p for p in (smoke_artifacts / "examples" / "bags").iterdir() if p.is_dir())[0]
+    files = [handle_file(str(p)) for p in sorted(bag.glob("*.png"))]
+    for word in ("sneaker", "boot"):
+        text, gallery, report, _ = client.predict(files, word, api_name="/query")
+        beta = [a["beta"] for a in report["attention"]]
+        assert len(beta) == len(files) and abs(sum(beta) - 1) < 1e-3
+        assert beta == sorted(beta, reverse=True) and len(gallery) == len(files)
+        assert report["answer"] == ("yes" if report["probability"] >= 0.5 else "no")
+    assert "close known words" in _err(client, files, "snekaer", api_name="/query") \
+        or "did you mean" in _err(client, files, "snekaer", api_name="/query").lower()
+    assert "Type a query" in _err(client, files, "   ", api_name="/query")
+    assert "empty" in _err(client, [], "sneaker", api_name="/query")
+
+
+def test_neighbours_with_label_precision(client, smoke_artifacts):
+    from gradio_client import handle_file
+
+    f = _files(smoke_artifacts, "fashion")[7]
+    text, gallery, report, _ = client.predict(handle_file(str(f)), 5, "sneaker", api_name="/neighbours")
+    sims = [h["similarity"] for h in report["neighbours"]]
+    assert len(sims) == 5 and sims == sorted(sims, reverse=True)
+    labels = [h["label"] for h in report["neighbours"]]
+    assert report["precision_at_k"] == pytest.approx(labels.count("sneaker") / 5, abs=1e-4)
+    assert "between 1 and" in _err(client, handle_file(str(f)), 0, "", api_name="/neighbours")
+
+
+def test_classify_top5_groups_and_cam(client, smoke_artifacts, tmp_path):
+    from gradio_client import handle_file
+
+    f = _files(smoke_artifacts, "fashion")[0]
+    text, cam, cam_ce, report, _ = client.predict(handle_file(str(f)), "", api_name="/classify")
+    top = report["abcnorm"]["top"]
+    assert len(top) == 5 and all(t["group"] in ("many", "medium", "few") for t in top)
+    assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+    assert "ce" in report and cam_ce is not None              # CE beside ABC-Norm
+    assert np.asarray(Image.open(cam)).ndim == 3
+    notimg = tmp_path / "notes.png"
+    notimg.write_bytes(b"this is text, not a PNG")
+    msg = _err(client, handle_file(str(notimg)), "", api_name="/classify")
+    assert "image" in msg.lower()
+    # the app keeps serving after bad input
+    *_, report2, _ = client.predict(handle_file(str(f)), "", api_name="/classify")
+    assert report2["abcnorm"]["top"] == top
+
+
+def test_missing_model_disables_only_its_tab(smoke_artifacts, tmp_path):
+    from gradio_client import handle_file
+
+    art = tmp_path / "art"
+    shutil.copytree(smoke_artifacts, art)
+    (art / "onnx" / "qmil.onnx").unlink()
+    demo, c = _serve(art)
+    try:
+        st = c.predict(api_name="/status")
+        assert st["models"]["qmil"]["status"] == "unavailable"
+        bag = sorted(p for p in (art / "examples" / "bags").iterdir() if p.is_dir())[0]
+        files = [handle_file(str(p)) for p in sorted(bag.glob("*.png"))]
+        assert "missing" in _err(c, files, "sneaker", api_name="/query")
+        f = _files(art, "fashion")[0]
+        *_, report, _ = c.predict(handle_file(str(f)), "", api_name="/classify")
+        assert report["abcnorm"]["top"]
+    finally:
+        demo.close()
