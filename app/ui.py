@@ -53,6 +53,17 @@ def _guard(fn: Callable) -> Callable:
     return wrapper
 
 
+class SafeImage(gr.Image):
+    """An image upload whose bad files reach our validation (and its clear message)
+    instead of failing inside Gradio's own decoding with a generic error."""
+
+    def preprocess(self, payload):  # type: ignore[override]
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - app.inputs.load_image explains what is wrong
+            return getattr(payload, "path", None)
+
+
 def _path(f: Any) -> Any:
     """Gradio file values may be paths or objects with .name/.path."""
     if f is None:
@@ -182,7 +193,7 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
                         "seqfake --data SEQ_DEEPFAKE_DIR`).")
             with gr.Row():
                 with gr.Column():
-                    f_img = gr.Image(type="filepath", label="Image with a face")
+                    f_img = SafeImage(type="filepath", label="Image with a face")
                     f_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
                     f_idx = gr.Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
                     f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)")
@@ -231,7 +242,7 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         with gr.Tab("Retrieval (DCL)"):
             with gr.Row():
                 with gr.Column():
-                    r_img = gr.Image(type="filepath", label="Query image")
+                    r_img = SafeImage(type="filepath", label="Query image")
                     r_k = gr.Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
                     r_lab = gr.Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
                     r_btn = gr.Button("Search", variant="primary")
@@ -249,7 +260,7 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         with gr.Tab("Classifier (ABC-Norm)"):
             with gr.Row():
                 with gr.Column():
-                    c_img = gr.Image(type="filepath", label="Image")
+                    c_img = SafeImage(type="filepath", label="Image")
                     c_cls = gr.Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
                     c_btn = gr.Button("Classify", variant="primary")
                 with gr.Column():
