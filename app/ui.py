@@ -193,19 +193,20 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
                         "seqfake --data SEQ_DEEPFAKE_DIR`).")
             with gr.Row():
                 with gr.Column():
-                    f_img = SafeImage(type="filepath", label="Image with a face")
+                    f_img = SafeImage(type="filepath", label="Image with a face", elem_id="face-input")
                     f_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
                     f_idx = gr.Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
-                    f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)")
+                    f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
+                                         elem_id="face-crop")
                     f_model = gr.Dropdown(seq_models, value=seq_models[0], label="Model (components/attributes)")
-                    f_btn = gr.Button("Analyse", variant="primary")
+                    f_btn = gr.Button("Analyse", variant="primary", elem_id="face-btn")
                 with gr.Column():
                     f_text = gr.Markdown()
                     with gr.Row():
                         f_annot = gr.Image(label="Detected faces", height=220)
                         f_cropimg = gr.Image(label="Aligned crop", height=220)
                         f_where = gr.Image(label="Where (token dissimilarity)", height=220)
-                    f_json = gr.JSON(label="Report")
+                    f_json = gr.JSON(label="Report", elem_id="face-json")
                     f_file = gr.File(label="Download JSON")
             if (examples / "faces").is_dir():
                 gr.Examples([[str(p), 0.5, 1, True, seq_models[0]] for p in sorted((examples / "faces").glob("*.png"))[:6]],
@@ -225,14 +226,16 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         with gr.Tab("Bag query (qMIL)"):
             with gr.Row():
                 with gr.Column():
-                    q_files = gr.File(file_count="multiple", label="Bag: several images, or one video")
-                    q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot")
-                    q_btn = gr.Button("Ask", variant="primary")
+                    q_files = gr.File(file_count="multiple", label="Bag: several images, or one video",
+                                      elem_id="query-input")
+                    q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot",
+                                        elem_id="query-word")
+                    q_btn = gr.Button("Ask", variant="primary", elem_id="query-btn")
                 with gr.Column():
                     q_text = gr.Markdown()
                     q_gal = gr.Gallery(label="Instances by attention (bar = beta, red frame = top)",
                                        columns=6, height=360)
-                    q_json = gr.JSON(label="Report")
+                    q_json = gr.JSON(label="Report", elem_id="query-json")
                     q_file = gr.File(label="Download JSON")
             if (examples / "bags").is_dir():
                 bags = sorted(p for p in (examples / "bags").iterdir() if p.is_dir())[:4]
@@ -242,14 +245,14 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         with gr.Tab("Retrieval (DCL)"):
             with gr.Row():
                 with gr.Column():
-                    r_img = SafeImage(type="filepath", label="Query image")
+                    r_img = SafeImage(type="filepath", label="Query image", elem_id="retrieval-input")
                     r_k = gr.Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
                     r_lab = gr.Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
-                    r_btn = gr.Button("Search", variant="primary")
+                    r_btn = gr.Button("Search", variant="primary", elem_id="retrieval-btn")
                 with gr.Column():
                     r_text = gr.Markdown()
                     r_gal = gr.Gallery(label="Nearest gallery images", columns=4, height=360)
-                    r_json = gr.JSON(label="Report")
+                    r_json = gr.JSON(label="Report", elem_id="retrieval-json")
                     r_file = gr.File(label="Download JSON")
             if (examples / "fashion").is_dir():
                 gr.Examples([[str(p), 8, p.stem.split("_", 1)[-1].replace("-", " ")]
@@ -260,15 +263,15 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         with gr.Tab("Classifier (ABC-Norm)"):
             with gr.Row():
                 with gr.Column():
-                    c_img = SafeImage(type="filepath", label="Image")
+                    c_img = SafeImage(type="filepath", label="Image", elem_id="classify-input")
                     c_cls = gr.Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
-                    c_btn = gr.Button("Classify", variant="primary")
+                    c_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
                 with gr.Column():
                     c_text = gr.Markdown()
                     with gr.Row():
                         c_cam = gr.Image(label="Grad-CAM: ABC-Norm", height=240)
                         c_cam_ce = gr.Image(label="Grad-CAM: CE baseline", height=240)
-                    c_json = gr.JSON(label="Report")
+                    c_json = gr.JSON(label="Report", elem_id="classify-json")
                     c_file = gr.File(label="Download JSON")
             if (examples / "fashion").is_dir():
                 gr.Examples([[str(p), ""] for p in sorted((examples / "fashion").glob("*.png"))[:8]],
