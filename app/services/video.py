@@ -8,7 +8,7 @@ import numpy as np
 
 from app.engine import Engine
 from app.faces import FaceDetector
-from app.inputs import InputError, MAX_BAG
+from app.inputs import MAX_BAG, MAX_SIDE, InputError
 from app.services.face import analyze_face
 from app.viz import timeline
 
@@ -17,20 +17,29 @@ MAX_VIDEO_SECONDS = 600
 
 
 def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[float]]:
-    """Evenly sampled RGB frames and their times (s); errors become InputError."""
-    from models.media import MediaError, video_to_frames
+    """Evenly sampled RGB frames and their approximate times (s); errors become InputError."""
+    import cv2
+
+    from models.media import VideoReadError, video_to_frames
 
     if path is None:
         raise InputError("No video was given.")
     if not 1 <= max_frames <= MAX_VIDEO_FRAMES:
         raise InputError(f"Frames to sample must be between 1 and {MAX_VIDEO_FRAMES}.")
     try:
-        frames, times = video_to_frames(str(path), max_frames=max_frames,
-                                        max_seconds=MAX_VIDEO_SECONDS, return_times=True)
-    except MediaError as exc:
+        frames = video_to_frames(str(path), max_frames=max_frames,
+                                 max_seconds=MAX_VIDEO_SECONDS, size=MAX_SIDE)
+    except (VideoReadError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     if not frames:
         raise InputError("The video has no readable frames.")
+    cap = cv2.VideoCapture(str(path))
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    duration = min(count / fps, MAX_VIDEO_SECONDS) if fps > 0 and count > 0 else float(len(frames))
+    # video_to_frames samples the centres of equal segments
+    times = [(i + 0.5) * duration / len(frames) for i in range(len(frames))]
     return frames, times
 
 
