@@ -53,7 +53,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "sequence_text": " -> ".join(f"{s['step']}. {s['component']}" for s in steps)
         if steps else "no manipulation found",
         "probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, probs)},
-        "trained_on": extra.get("trained_on", ""),
+        "trained_on": extra.get("data", ""),
         "_dissim": out["dissim"][0],
     }
 
