@@ -27,6 +27,10 @@ class ToyMethod(Method):
     def loss(self, model: nn.Module, batch: Any, device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = (t.to(device) for t in batch)
+        if self.cfg.get("step_sleep"):  # lets the fault tests kill a run mid-epoch
+            import time
+
+            time.sleep(float(self.cfg["step_sleep"]))
         noise = torch.randn_like(x) * float(self.cfg.get("input_noise", 0.0))  # uses the RNG
         return F.mse_loss(model(x + noise), y), {}
 
