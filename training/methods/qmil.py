@@ -1,0 +1,231 @@
+"""qMIL on Fashion-MNIST bags (SPEC.md section 1), and the gated-attention MIL baseline.
+
+Config sections (``training/configs/qmil.yaml``):
+    data:  root, unseen_classes (held out of training queries and training bags),
+           train_queries (null = every seen class; one class for the gated baseline),
+           bags_per_query, pos_fraction, size_mean/size_std/min_size/max_size, seed,
+           eval_bags_per_query, eval_seed.
+    model: name (qmil_lenet | qmil_timm | gated_mil_lenet) and its keyword arguments.
+    loss:  lam (lambda of eq. 2.4; qMIL only, the baseline uses plain BCE).
+    eval:  batch_size, strong_rel (iterative zero-shot queries).
+
+Training bags are drawn from the train split with instances of the seen classes only; the
+bags of each training query are the same whatever ``train_queries`` is (the full set is
+sampled, then filtered), so the per-class baselines train on exactly qMIL's bags.
+Evaluation bags come from the test split with a fixed seed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.preprocess import FASHION_MNIST
+from models.words import PACKAGE as WORD_PACKAGE
+from models.words import get_word_vectors
+from training.data.bags import BagDataset, BagSet, sample_bags, trim_collate
+from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
+from training.losses.qmil import qmil_loss
+from training.methods.base import Method
+from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
+                                   per_query)
+from training.zeroshot import predict_bags
+
+DEFAULT_MODEL = {"name": "qmil_lenet", "encoder": "lenet", "feat_dim": 500, "embed_dim": 128,
+                 "attn_dim": 128, "temperature": 0.5}
+
+
+def _key(name: str) -> str:
+    return name.replace(" ", "_").replace("-", "_")
+
+
+class QMILMethod(Method):
+    """qMIL (or, with ``model.name: gated_mil_lenet``, the one-class gated-attention baseline)."""
+
+    name = "qmil"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.data_cfg = dict(cfg.get("data") or {})
+        self.model_cfg = {**DEFAULT_MODEL, **(cfg.get("model") or {})}
+        self.loss_cfg = dict(cfg.get("loss") or {})
+        self.eval_cfg = dict(cfg.get("eval") or {})
+        self._train: ArrayDataset | None = None
+        self._test: ArrayDataset | None = None
+        self.class_names: list[str] = list(load_class_names())
+        self.unseen = [self._class_id(c) for c in self.data_cfg.get("unseen_classes") or []]
+        self.seen = [i for i in range(len(self.class_names)) if i not in self.unseen]
+        tq = self.data_cfg.get("train_queries")
+        self.train_queries = self.seen if not tq else [self._class_id(c) for c in tq]
+        if any(q in self.unseen for q in self.train_queries):
+            raise ValueError("train_queries may not contain unseen classes")
+        self.gated = str(self.model_cfg["name"]).startswith("gated")
+        if self.gated and len(self.train_queries) != 1:
+            raise ValueError("the gated-attention baseline is one binary model per class: set "
+                             "data.train_queries to one class name")
+        wv = get_word_vectors()
+        self.word_dim = wv.dim
+        self.query_vectors = torch.from_numpy(wv.lookup_many(self.class_names))  # (C, D)
+        self._eval_bags: dict[str, BagSet] = {}
+
+    # --- helpers ---------------------------------------------------------------------
+    def _class_id(self, c: str | int) -> int:
+        if isinstance(c, int):
+            if not 0 <= c < len(self.class_names):
+                raise ValueError(f"class id {c} out of range")
+            return c
+        if c not in self.class_names:
+            raise ValueError(f"unknown class {c!r}; classes: {', '.join(self.class_names)}")
+        return self.class_names.index(c)
+
+    def split(self, name: str) -> ArrayDataset:
+        """The Fashion-MNIST split ("train" or "test"), loaded once."""
+        attr = "_train" if name == "train" else "_test"
+        if getattr(self, attr) is None:
+            setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg.get("root")))
+        return getattr(self, attr)
+
+    def _bag_kwargs(self) -> dict[str, Any]:
+        d = self.data_cfg
+        return {"size_mean": float(d.get("size_mean", 10.0)),
+                "size_std": float(d.get("size_std", 2.0)),
+                "min_size": int(d.get("min_size", 2)), "max_size": int(d.get("max_size", 16))}
+
+    def train_bags(self) -> BagSet:
+        """Training bags: every seen query's bags, filtered to ``train_queries``."""
+        d = self.data_cfg
+        bags = sample_bags(self.split("train").labels, self.seen,
+                           int(d.get("bags_per_query", 1000)), instance_classes=self.seen,
+                           pos_fraction=float(d.get("pos_fraction", 0.5)),
+                           seed=int(d.get("seed", 0)), **self._bag_kwargs())
+        return bags.subset(np.flatnonzero(np.isin(bags.query, self.train_queries)))
+
+    def eval_bags(self, kind: str = "seen") -> BagSet:
+        """Balanced test-split bags. kind: "seen" (seen queries, seen-class instances),
+        "zs_all" (unseen queries, instances of all classes), "zs_unseen" (unseen queries,
+        unseen-class instances only)."""
+        if kind not in self._eval_bags:
+            d = self.data_cfg
+            n = int(d.get("eval_bags_per_query", 200))
+            seed = int(d.get("eval_seed", 12345))
+            labels = self.split("test").labels
+            if kind == "seen":
+                bags = sample_bags(labels, self.seen, n, instance_classes=self.seen,
+                                   seed=seed, **self._bag_kwargs())
+                bags = bags.subset(np.flatnonzero(np.isin(bags.query, self.train_queries)))
+            elif kind == "zs_all":
+                bags = sample_bags(labels, self.unseen, n, instance_classes=None,
+                                   seed=seed + 1, **self._bag_kwargs())
+            elif kind == "zs_unseen":
+                bags = sample_bags(labels, self.unseen, n, instance_classes=self.unseen,
+                                   seed=seed + 2, **self._bag_kwargs())
+            else:
+                raise ValueError(f"unknown eval bag kind {kind!r}")
+            self._eval_bags[kind] = bags
+        return self._eval_bags[kind]
+
+    # --- model -----------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        kw = {k: v for k, v in self.model_cfg.items() if k != "name"}
+        if self.gated:
+            kw = {k: kw[k] for k in ("encoder", "feat_dim", "attn_dim") if k in kw}
+        else:
+            kw["word_dim"] = self.word_dim
+        return {"name": str(self.model_cfg["name"]), "kwargs": kw}
+
+    # --- data ------------------------------------------------------------------------
+    def train_dataset(self) -> BagDataset:
+        return BagDataset(self.train_bags(), self.split("train").images, FASHION_MNIST)
+
+    def collate_fn(self) -> Callable:
+        return trim_collate
+
+    # --- optimisation ----------------------------------------------------------------
+    def forward(self, model: nn.Module, images: torch.Tensor, mask: torch.Tensor,
+                query: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        if self.gated:
+            return model(images, mask)
+        return model(images, mask, self.query_vectors.to(device)[query])
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        images, mask = batch["images"].to(device), batch["mask"].to(device)
+        label = batch["label"].to(device)
+        out = self.forward(model, images, mask, batch["query"].to(device), device)
+        lam = 0.0 if self.gated else float(self.loss_cfg.get("lam", 1e-4))
+        loss, logs = qmil_loss(out["logit"], out["alpha"], mask, label, lam)
+        logs["acc"] = float(((out["logit"].detach() > 0).float() == label).float().mean())
+        return loss, logs
+
+    # --- evaluation ------------------------------------------------------------------
+    def predict(self, model: nn.Module, bags: BagSet, device: torch.device,
+                iterative: bool = False) -> dict[str, np.ndarray]:
+        """prob, beta, keep of ``model`` over test-split ``bags``."""
+        return predict_bags(model, bags, self.split("test").images,
+                            None if self.gated else self.query_vectors, device,
+                            batch_size=int(self.eval_cfg.get("batch_size", 64)),
+                            seen=self.seen if iterative else None,
+                            strong_rel=float(self.eval_cfg.get("strong_rel", 0.5)))
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        bags = self.eval_bags("seen")
+        pred = self.predict(model, bags, device)
+        vals = {"beta": pred["beta"], "instance_labels": bags.instance_labels,
+                "query": bags.query, "label": bags.label}
+        m: dict[str, float] = {
+            "bag_acc": bag_accuracy(pred["prob"], bags.label),
+            "att_acc": attention_accuracy(**vals),
+            "att_acc_predicted": attention_accuracy(**vals, prob=pred["prob"], over="predicted"),
+            "att_chance": attention_chance(bags.instance_labels, bags.mask, bags.query,
+                                           bags.label),
+        }
+        acc_q = per_query({"prob": pred["prob"], "label": bags.label}, bags.query,
+                          bag_accuracy, self.train_queries)
+        att_q = per_query(vals, bags.query, attention_accuracy, self.train_queries)
+        for c in self.train_queries:
+            m[f"bag_acc/{_key(self.class_names[c])}"] = acc_q[c]
+            m[f"att_acc/{_key(self.class_names[c])}"] = att_q[c]
+        if self.unseen and not self.gated:
+            zs = self.eval_bags("zs_all")
+            m["zs_bag_acc"] = bag_accuracy(self.predict(model, zs, device)["prob"], zs.label)
+            m["zs_iq_bag_acc"] = bag_accuracy(
+                self.predict(model, zs, device, iterative=True)["prob"], zs.label)
+            zu = self.eval_bags("zs_unseen")
+            m["zs_unseen_only_bag_acc"] = bag_accuracy(self.predict(model, zu, device)["prob"],
+                                                       zu.label)
+        model.train(was_training)
+        return m
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "preprocess": FASHION_MNIST.to_dict(),
+            "labels": list(self.class_names),
+            "seen_classes": [self.class_names[i] for i in self.seen],
+            "unseen_classes": [self.class_names[i] for i in self.unseen],
+            "train_queries": [self.class_names[i] for i in self.train_queries],
+            "word_vectors": WORD_PACKAGE,
+            "word_dim": int(self.word_dim),
+            "max_bag": int(self.data_cfg.get("max_size", 16)),
+            "temperature": float(self.model_cfg.get("temperature", 0.5)),
+            "query_vectors": {n: [float(v) for v in self.query_vectors[i].tolist()]
+                              for i, n in enumerate(self.class_names)},
+            "inputs": ["images", "mask"] if self.gated else ["images", "mask", "query"],
+            "outputs": ["logit", "prob", "alpha", "beta"],
+            "mask_dtype": "bool",
+            "strong_rel": float(self.eval_cfg.get("strong_rel", 0.5)),
+        }
+
+
+def load_class_names() -> tuple[str, ...]:
+    """Fashion-MNIST class names (without loading the images)."""
+    from training.data.fashion_mnist import CLASS_NAMES
+
+    return CLASS_NAMES
+
+
+def build(cfg: dict[str, Any]) -> QMILMethod:
+    return QMILMethod(cfg)
