@@ -1,0 +1,342 @@
+"""ABC-Norm method plug-in: long-tailed classification (thesis Chapter 4, SPEC.md section 3).
+
+Data (section ``data``):
+- default: long-tailed Fashion-MNIST (imbalance ratio ``data.imbalance_ratio``, class order
+  ``data.class_order`` = label | permutation), evaluated on the full balanced test set;
+- ``data.root`` / ``--data DIR``: CIFAR-10/100 (python-pickle layout, optionally made
+  long-tailed), an ImageFolder tree (train/ + val/ or test/) or iNaturalist-style list files,
+  with an optional class-count file (see :mod:`training.data.folders`).
+
+Loss (section ``loss``, ``loss.name``): abcnorm | ce | pc | maxent | la | ldam (LDAM with
+deferred re-weighting from epoch ``loss.drw_start_epoch``).
+
+Stage (section ``stage``): ``joint`` (end-to-end, instance-balanced sampling) or ``crt``
+(classifier re-training: load ``stage.init_checkpoint``, freeze the backbone, re-initialise
+the linear head and train it with class-balanced sampling).
+
+Train batches are float images in [0, 1]; augmentation (random crop with zero padding,
+horizontal flip) happens in :meth:`loss`, then :func:`models.preprocess.normalize`.
+Evaluation inputs go through :func:`models.preprocess.to_input`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from models.preprocess import FASHION_MNIST, PreprocessSpec, normalize, to_array, to_input
+from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
+from training.data.folders import FileDataset, find_cifar, load_cifar, load_folder_splits
+from training.data.longtail import class_balanced_indices, class_groups, make_longtail
+from training.losses.abcnorm import ABCNormLoss
+from training.losses.longtail_baselines import (CrossEntropyLoss, LDAMLoss, LogitAdjustedLoss,
+                                                MaxEntLoss, PairwiseConfusionLoss,
+                                                drw_class_weights)
+from training.methods.base import Method
+from training.metrics.longtail import confusion_matrix, longtail_accuracy
+
+LOSSES = ("abcnorm", "ce", "pc", "maxent", "la", "ldam")
+CIFAR_SPEC = PreprocessSpec(size=(32, 32), channels=3, mean=(0.4914, 0.4822, 0.4465),
+                            std=(0.2470, 0.2435, 0.2616))
+
+
+def build_loss(cfg: dict[str, Any], class_counts: Sequence[int]) -> nn.Module:
+    """The loss named by ``cfg["name"]`` (one of :data:`LOSSES`), with its parameters."""
+    name = str(cfg.get("name", "abcnorm")).lower()
+    if name == "abcnorm":
+        return ABCNormLoss(class_counts, lam=float(cfg.get("lam", 0.3)),
+                           tau=float(cfg.get("tau", 0.5)))
+    if name == "ce":
+        return CrossEntropyLoss()
+    if name == "pc":
+        return PairwiseConfusionLoss(lam=float(cfg.get("pc_lam", 0.3)),
+                                     pairs=str(cfg.get("pc_pairs", "different")))
+    if name == "maxent":
+        return MaxEntLoss(gamma=float(cfg.get("maxent_gamma", 0.3)))
+    if name == "la":
+        return LogitAdjustedLoss(class_counts, tau=float(cfg.get("la_tau", 1.0)))
+    if name == "ldam":
+        return LDAMLoss(class_counts, max_margin=float(cfg.get("ldam_max_m", 0.5)),
+                        s=float(cfg.get("ldam_s", 1.0)))
+    raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+
+
+class ImageArrayDataset(Dataset):
+    """In-memory images prepared with :func:`models.preprocess.to_array` (not normalised).
+
+    Items: (float32 tensor (C, H, W) in [0, 1], int label).
+    """
+
+    def __init__(self, data: ArrayDataset, spec: PreprocessSpec) -> None:
+        self.x = torch.from_numpy(np.stack([to_array(im, spec) for im in data.images]))
+        self.labels = np.asarray(data.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.labels[i])
+
+
+class ImageFileDataset(Dataset):
+    """Image files decoded on access, prepared with :func:`models.preprocess.to_array`."""
+
+    def __init__(self, data: FileDataset, spec: PreprocessSpec) -> None:
+        self.data, self.spec = data, spec
+        self.labels = np.asarray(data.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(to_array(self.data.load(i), self.spec)), int(self.labels[i])
+
+
+class ResampledDataset(Dataset):
+    """A fixed re-indexing of a data set (class-balanced sampling for cRT)."""
+
+    def __init__(self, base: Dataset, indices: np.ndarray) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[int(self.indices[i])]
+
+
+def augment(x: torch.Tensor, pad: int = 0, hflip: bool = False) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image.
+
+    Args:
+        x: images in [0, 1]. Shape: (B, C, H, W).
+    Returns:
+        Same shape. Uses torch's global RNG (captured by the engine's checkpoints).
+    """
+    b, _, h, w = x.shape
+    if pad > 0:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+        dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    if hflip:
+        flip = torch.rand(b) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class ABCNormMethod(Method):
+    """Long-tailed classification with ABC-Norm or a baseline loss (see module docstring)."""
+
+    name = "abcnorm"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.data_cfg: dict[str, Any] = dict(cfg.get("data") or {})
+        self.model_cfg: dict[str, Any] = dict(cfg.get("model") or {})
+        self.loss_cfg: dict[str, Any] = dict(cfg.get("loss") or {})
+        self.stage_cfg: dict[str, Any] = dict(cfg.get("stage") or {"name": "joint"})
+        self.seed = int((cfg.get("run") or {}).get("seed", 0))
+        self.stage = str(self.stage_cfg.get("name", "joint"))
+        if self.stage not in ("joint", "crt"):
+            raise ValueError(f"stage.name must be 'joint' or 'crt', got {self.stage!r}")
+        self.last_eval: dict[str, Any] = {}
+        self._load_data()
+        self.loss_name = str(self.loss_cfg.get("name", "abcnorm")).lower()
+        self.criterion = build_loss(self.loss_cfg, self.class_counts)
+
+    # --- data ------------------------------------------------------------------------
+    def _spec(self, default: PreprocessSpec) -> PreprocessSpec:
+        d = self.data_cfg
+        return PreprocessSpec(
+            size=tuple(int(s) for s in d.get("size") or default.size),  # type: ignore[arg-type]
+            channels=int(d.get("channels") or default.channels),
+            mean=tuple(float(m) for m in d.get("mean") or default.mean),
+            std=tuple(float(s) for s in d.get("std") or default.std))
+
+    def _longtail(self, train: ArrayDataset) -> ArrayDataset:
+        d = self.data_cfg
+        ratio = float(d.get("imbalance_ratio", 100) or 1)
+        split = make_longtail(train.labels, ratio=ratio, order=str(d.get("class_order", "label")),
+                              order_seed=int(d.get("order_seed", 0)),
+                              seed=int(d.get("split_seed", 0)),
+                              n_max=d.get("n_max"), num_classes=len(train.class_names))
+        self.split_info = {k: v for k, v in split.to_dict().items() if k != "indices"}
+        return train.subset(split.indices)
+
+    def _load_data(self) -> None:
+        d = self.data_cfg
+        root = d.get("root")
+        self.split_info: dict[str, Any] = {}
+        self.counts_source = "counted"
+        self.real_data = bool(root)
+        if not root:
+            self.spec = self._spec(FASHION_MNIST)
+            train = self._longtail(load_fashion_mnist("train", d.get("fashion_mnist_dir")))
+            test = load_fashion_mnist("test", d.get("fashion_mnist_dir"))
+            self.dataset_name = f"Fashion-MNIST-LT (ratio {self.split_info['ratio']:g}, " \
+                                f"class order {d.get('class_order', 'label')})"
+            self._set_arrays(train, test)
+            return
+        try:
+            find_cifar(root)
+            is_cifar = True
+        except FileNotFoundError:
+            is_cifar = False
+        if is_cifar:
+            self.spec = self._spec(CIFAR_SPEC)
+            train = load_cifar(root, "train", str(d.get("cifar_labels", "fine")))
+            if float(d.get("imbalance_ratio", 1) or 1) > 1:
+                train = self._longtail(train)
+            self.dataset_name = f"CIFAR ({root})"
+            self._set_arrays(train, load_cifar(root, "test", str(d.get("cifar_labels", "fine"))))
+            return
+        self.spec = self._spec(PreprocessSpec(size=(224, 224), channels=3,
+                                              mean=(0.485, 0.456, 0.406),
+                                              std=(0.229, 0.224, 0.225)))
+        splits = load_folder_splits(root)
+        self.class_names = tuple(splits.train.class_names)
+        self.class_counts = splits.class_counts
+        self.counts_source = splits.counts_source
+        self.train_labels = np.asarray(splits.train.labels)
+        self._train = ImageFileDataset(splits.train, self.spec)
+        self._eval_files = splits.eval
+        self._eval_x: np.ndarray | None = None
+        self.eval_labels = np.asarray(splits.eval.labels)
+        self.dataset_name = f"image folder ({Path(root).name})"
+        self._set_groups()
+
+    def _set_arrays(self, train: ArrayDataset, test: ArrayDataset) -> None:
+        self.class_names = tuple(train.class_names)
+        self.class_counts = np.bincount(train.labels, minlength=len(self.class_names)).tolist()
+        if min(self.class_counts) <= 0:
+            raise ValueError("every class needs at least one training image")
+        self.train_labels = np.asarray(train.labels)
+        self._train = ImageArrayDataset(train, self.spec)
+        limit = self.data_cfg.get("eval_limit")  # first N test images (quick checks only)
+        self._eval_images = test.images[:limit] if limit else test.images
+        self._eval_x = None  # normalised with to_input on first evaluation
+        self.eval_labels = np.asarray(test.labels[:limit] if limit else test.labels)
+        self._set_groups()
+
+    def _set_groups(self) -> None:
+        self.group_thresholds = {"many_above": int(self.data_cfg.get("many_above", 100)),
+                                 "few_below": int(self.data_cfg.get("few_below", 20))}
+        self.groups = class_groups(self.class_counts, **self.group_thresholds)
+
+    def train_dataset(self) -> Dataset:
+        if self.stage == "crt":
+            n = int(self.stage_cfg.get("samples_per_epoch") or len(self._train))
+            idx = class_balanced_indices(self.train_labels, n,
+                                         seed=int(self.stage_cfg.get("sampling_seed", self.seed)))
+            return ResampledDataset(self._train, idx)
+        return self._train
+
+    # --- model -----------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        m = self.model_cfg
+        if self.real_data and m.get("real_data"):  # e.g. resnet50 for ImageFolder data
+            m = {**m, **m["real_data"]}
+        return {"name": "lt_classifier", "kwargs": {
+            "backbone": str(m.get("backbone", "resnet18")),
+            "num_classes": len(self.class_names),
+            "in_chans": int(self.spec.channels),
+            "stem": str(m.get("stem", "cifar")),
+            "stem_stride": int(m.get("stem_stride", 1)),
+            "backbone_kwargs": dict(m.get("backbone_kwargs") or {}),
+        }}
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        if self.stage == "crt":
+            from training.checkpoint import load_checkpoint
+
+            path = self.stage_cfg.get("init_checkpoint")
+            if not path:
+                raise ValueError("stage 'crt' needs stage.init_checkpoint (a stage-1 checkpoint)")
+            ckpt = load_checkpoint(path)
+            if ckpt.get("model_spec") != self.model_spec():
+                raise ValueError(f"{path} holds {ckpt.get('model_spec')}, not {self.model_spec()}")
+            model.load_state_dict(ckpt["model"])
+            model.reset_head()
+            model.freeze_backbone()
+        return model
+
+    # --- optimisation ----------------------------------------------------------------
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """LDAM's deferred re-weighting: class-balanced CE weights from ``drw_start_epoch``."""
+        if isinstance(self.criterion, LDAMLoss):
+            start = self.loss_cfg.get("drw_start_epoch")
+            on = start is not None and int(start) >= 0 and epoch >= int(start)
+            self.criterion.set_class_weights(
+                drw_class_weights(self.class_counts, float(self.loss_cfg.get("drw_beta", 0.9999)))
+                if on else None)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        aug = self.data_cfg.get("augment") or {}
+        x = augment(x, pad=int(aug.get("crop_pad", 0)), hflip=bool(aug.get("hflip", False)))
+        x = torch.from_numpy(normalize(x.numpy(), self.spec)).to(device)
+        y = y.to(device)
+        self.criterion.to(device)
+        logits = model(x)
+        loss = self.criterion(logits, y)
+        acc = (logits.argmax(1) == y).float().mean().item()
+        return loss, {"train_acc": acc}
+
+    # --- evaluation ------------------------------------------------------------------
+    def _eval_batches(self, batch_size: int) -> Any:
+        n = len(self.eval_labels)
+        for s in range(0, n, batch_size):
+            if hasattr(self, "_eval_images"):
+                if self._eval_x is None:
+                    self._eval_x = to_input(list(self._eval_images), self.spec)
+                yield self._eval_x[s:s + batch_size]
+            else:
+                ims = [self._eval_files.load(i) for i in range(s, min(n, s + batch_size))]
+                yield to_input(ims, self.spec)
+
+    @torch.no_grad()
+    def predict_eval(self, model: nn.Module, device: torch.device,
+                     batch_size: int = 500) -> np.ndarray:
+        """Logits on the evaluation split. Shape: (N, C)."""
+        was_training = model.training
+        model.eval()
+        out = [model(torch.from_numpy(xb).to(device)).float().cpu()
+               for xb in self._eval_batches(batch_size)]
+        model.train(was_training)
+        return torch.cat(out).numpy()
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        logits = self.predict_eval(model, device, int(self.data_cfg.get("eval_batch_size", 500)))
+        preds = logits.argmax(1)
+        metrics = longtail_accuracy(self.eval_labels, preds, self.groups)
+        cm = confusion_matrix(self.eval_labels, preds, len(self.class_names))
+        self.last_eval = {"preds": preds, "targets": self.eval_labels, "confusion": cm}
+        return {k: v for k, v in metrics.items() if v == v}  # drop NaN (empty groups)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "preprocess": self.spec.to_dict(),
+            "labels": list(self.class_names),
+            "class_counts": [int(c) for c in self.class_counts],
+            "class_counts_source": self.counts_source,
+            "groups": list(self.groups),
+            "group_thresholds": dict(self.group_thresholds),
+            "loss": self.loss_name,
+            "loss_config": {k: v for k, v in self.loss_cfg.items()
+                            if isinstance(v, (int, float, str, bool)) or v is None},
+            "stage": self.stage,
+            "dataset": self.dataset_name,
+            "longtail_split": self.split_info,
+            "outputs": {"logits": "(B, C)", "features": "(B, Cf, h, w) last feature map"},
+        }
+
+
+def build(cfg: dict[str, Any]) -> ABCNormMethod:
+    return ABCNormMethod(cfg)
