@@ -98,8 +98,11 @@ class ContrastiveEncoder(nn.Module):
         return F.normalize(self.features(x), dim=1)
 
     def embedder(self) -> "Embedder":
-        """This encoder as a module whose ``forward`` is :meth:`embed` (for ONNX export)."""
-        return Embedder(self)
+        """This encoder as a module whose ``forward`` is :meth:`embed` (for ONNX export).
+
+        The wrapper takes this encoder's train/eval mode.
+        """
+        return Embedder(self).train(self.training)
 
 
 class Embedder(nn.Module):
