@@ -121,15 +121,27 @@ def pairwise_similarity(tokens: torch.Tensor) -> torch.Tensor:
     return torch.clamp(t @ t.transpose(1, 2), min=0.0)
 
 
-def sorted_upper_triangle(s: torch.Tensor) -> torch.Tensor:
+def upper_triangle_index(n: int) -> torch.Tensor:
+    """Flat indices (into an N x N matrix) of its strict upper triangle. Shape: (N(N-1)/2,)."""
+    iu = torch.triu_indices(n, n, offset=1)
+    return iu[0] * n + iu[1]
+
+
+def sorted_upper_triangle(s: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """u: the strict upper triangle of each S, sorted ascending (eq. 5.5).
+
+    Args:
+        s: (B, N, N).
+        index: precomputed :func:`upper_triangle_index` (keeps ``triu_indices``, which
+            ONNX lacks, out of the traced graph).
 
     Shape: (B, N, N) -> (B, N(N-1)/2).
     """
     n = s.shape[-1]
-    iu = torch.triu_indices(n, n, offset=1, device=s.device)
+    if index is None:
+        index = upper_triangle_index(n).to(s.device)
     flat = s.reshape(s.shape[0], n * n)
-    return torch.sort(flat[:, iu[0] * n + iu[1]], dim=-1).values
+    return torch.sort(flat[:, index], dim=-1).values
 
 
 def dissimilarity_map(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -139,7 +151,7 @@ def dissimilarity_map(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """
     n = s.shape[-1]
     diag = torch.diagonal(s, dim1=-2, dim2=-1)
-    mean_other = (s.sum(-1) - diag) / max(1, n - 1)
+    mean_other = (s.sum(-1) - diag) / (n - 1)  # N >= 2 tokens
     return (1.0 - mean_other).reshape(s.shape[0], h, w)
 
 
@@ -173,6 +185,7 @@ class SeqFakeNet(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, n_tok, dim)) if pos_embed else None
         if self.pos is not None:
             nn.init.trunc_normal_(self.pos, std=0.02)
+        self.register_buffer("triu_index", upper_triangle_index(n_tok), persistent=False)
         self.cls_tokens = nn.Parameter(torch.randn(1, num_classes, dim) * 0.02)
         self.encoder = nn.Sequential(*[EncoderLayer(dim, heads, dropout=dropout)
                                        for _ in range(depth)])
@@ -204,7 +217,7 @@ class SeqFakeNet(nn.Module):
             "logits": 0.5 * (logits_patch + logits_cls),
             "logits_patch": logits_patch,
             "logits_cls": logits_cls,
-            "u": sorted_upper_triangle(s),
+            "u": sorted_upper_triangle(s, self.triu_index),
             "dissim": dissimilarity_map(s, h, w),
         }
 
