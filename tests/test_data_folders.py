@@ -63,6 +63,9 @@ def test_list_files_inaturalist_style(tmp_path):
     assert s.train.paths[1].endswith("images/1.png")
     assert s.class_counts == [1, 1, 2]
     assert s.eval.labels.tolist() == [1]
+    (tmp_path / "class_counts.txt").write_text("0 500\n1 50\n2 5\n")  # counts by class id
+    assert load_folder_splits(tmp_path).class_counts == [500, 50, 5]
+    (tmp_path / "class_counts.txt").unlink()
     # a class id with no training image is reported, not silently given N_j = 0
     (tmp_path / "train.txt").write_text("images/0.png 0\nimages/1.png 2\n")
     with pytest.raises(ValueError, match="classes without training images: class_1"):

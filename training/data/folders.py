@@ -156,11 +156,14 @@ def read_class_counts(path: str | os.PathLike[str]) -> dict[str, int]:
 
 def counts_for(class_names: tuple[str, ...], counts: dict[str, int],
                source: str = "class-count file") -> list[int]:
-    """Class counts in class-id order; every class must be listed."""
-    missing = [c for c in class_names if c not in counts]
+    """Class counts in class-id order; every class must be listed, by name or by id."""
+    def key(i: int, name: str) -> str | None:
+        return name if name in counts else str(i) if str(i) in counts else None
+
+    missing = [c for i, c in enumerate(class_names) if key(i, c) is None]
     if missing:
         raise ValueError(f"{source} lacks counts for: {', '.join(missing[:5])}")
-    return [int(counts[c]) for c in class_names]
+    return [int(counts[key(i, c)]) for i, c in enumerate(class_names)]  # type: ignore[index]
 
 
 @dataclass
