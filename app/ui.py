@@ -55,7 +55,14 @@ def _guard(fn: Callable) -> Callable:
 
 class SafeImage(gr.Image):
     """An image upload whose bad files reach our validation (and its clear message)
-    instead of failing inside Gradio's own decoding with a generic error."""
+    instead of failing inside Gradio's own decoding with a generic error. It renders with
+    Gradio's own Image front end (``is_template`` + the Image class id)."""
+
+    is_template = True
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Image.get_component_class_id()
 
     def preprocess(self, payload):  # type: ignore[override]
         try:

@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def smoke_artifacts(tmp_path_factory) -> Path:
+    reuse = os.environ.get("REPLENS_TEST_ARTIFACTS")  # developers: reuse a smoke build
+    if reuse:
+        return Path(reuse)
     art = tmp_path_factory.mktemp("artifacts")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "app", "--build-only", "--smoke",

@@ -45,17 +45,17 @@ def test_each_tab_after_a_real_request(smoke_artifacts, tmp_path):
             assert "RepLens" in page.content()
 
             def run(tab: str, prefix: str, files: list[Path], expect: str, before=None) -> None:
-                page.get_by_role("tab", name=tab).click()
+                page.get_by_role("tab", name=tab).click(force=True)
                 page.locator(f"#{prefix}-input input[type=file]").set_input_files([str(f) for f in files])
                 if before:
                     before()
-                page.locator(f"#{prefix}-btn").click()
+                page.locator(f"#{prefix}-btn").click(force=True)
                 page.locator(f"#{prefix}-json").get_by_text(expect).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(out / f"{prefix}.png"), full_page=True)
 
             def crop_and_wait():
-                page.locator("#face-crop input[type=checkbox]").check()
+                page.locator("#face-crop input[type=checkbox]").check(force=True)
                 page.wait_for_timeout(800)
 
             run("Face (sequential deepfake)", "face", [face], "verdict", crop_and_wait)

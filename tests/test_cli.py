@@ -50,10 +50,12 @@ def test_cli_commands(smoke_artifacts, tmp_path):
 def test_cli_bad_inputs_exit_2(smoke_artifacts, tmp_path):
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "empty").mkdir()
     for args, pattern in [
         (("classify", junk), "damaged|could not be read|not an image"),
         (("classify", tmp_path / "nope.png"), "not found"),
-        (("query", "--bag", tmp_path, "--word", "bag"), "empty"),
+        (("query", "--bag", tmp_path / "empty", "--word", "bag"), "empty"),
+        (("query", "--bag", tmp_path, "--word", "bag"), "Image 1 of the bag.*junk.jpg"),
         (("query", "--bag", smoke_artifacts / "examples" / "fashion", "--word", "qwzxv"), "qwzxv"),
         (("neighbours", junk, "-k", 4), "damaged|could not be read|not an image"),
     ]:
