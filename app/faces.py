@@ -52,18 +52,25 @@ class MTCNNDetector:
 
     name = "MTCNN (facenet-pytorch)"
 
-    def __init__(self, min_score: float = 0.9, device: str = "cpu") -> None:
+    def __init__(self, min_score: float = 0.9, device: str = "cpu", detect_side: int = 640) -> None:
         from facenet_pytorch import MTCNN
 
-        self.min_score = min_score
+        self.min_score, self.detect_side = min_score, detect_side
         self._mtcnn = MTCNN(keep_all=True, device=device)
         self._lock = threading.Lock()  # MTCNN's torch modules are not re-entrant on CPU threads
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Detect on a copy at most ``detect_side`` px long (MTCNN's cost grows with the
+        pixel count); boxes and landmarks are mapped back to ``rgb``'s coordinates."""
+        scale = min(1.0, self.detect_side / max(rgb.shape[:2]))
+        small = rgb if scale == 1.0 else cv2.resize(
+            rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+            interpolation=cv2.INTER_AREA)
         with self._lock:
-            boxes, probs, points = self._mtcnn.detect(rgb, landmarks=True)
+            boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
         if boxes is None:  # numpy 2: probs is [None] when nothing is found
             return []
+        boxes, points = np.asarray(boxes) / scale, np.asarray(points) / scale
         faces = [Face(tuple(map(float, b)), float(p), np.asarray(l, dtype=np.float32))
                  for b, p, l in zip(boxes, probs, points) if p is not None and p >= self.min_score]
         return sorted(faces, key=lambda f: -f.area)
