@@ -54,6 +54,7 @@ _SPLIT_STREAM = {"train": 11, "val": 22, "test": 33}
 _BG_IMAGES = {"train": ("brick", "grass", "coffee", "rocket", "camera", "hubble_deep_field"),
               "val": ("brick", "grass", "coffee", "rocket", "camera", "hubble_deep_field"),
               "test": ("gravel", "chelsea", "moon", "immunohistochemistry", "cat")}
+GENERATOR_VERSION = 2  # bump when the pictures change, so stale generated sets are remade
 LANDMARK_COLUMNS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
@@ -301,7 +302,7 @@ def sample_background(rng: np.random.Generator, pool: list[np.ndarray]) -> np.nd
     return np.broadcast_to(a + (b - a) * grad[..., None], (256, 256, 3)).astype(np.float32).copy()
 
 
-def reencode(img: np.ndarray, rng: np.random.Generator, blur: tuple[float, float] = (1.2, 2.0),
+def reencode(img: np.ndarray, rng: np.random.Generator, blur: tuple[float, float] = (2.5, 3.0),
              quality: tuple[int, int] = (40, 85)) -> tuple[np.ndarray, bytes]:
     """One re-encoding: Gaussian blur (re-synthesis) then a JPEG save at a random quality.
 
@@ -331,10 +332,10 @@ class SynthConfig:
         pre_saves: (min, max) re-encodings every image gets before any manipulation.
     """
 
-    grain: tuple[float, float] = (10.0, 18.0)
-    grain_cell: int = 5
+    grain: tuple[float, float] = (14.0, 18.0)
+    grain_cell: int = 10
     feather: float = 3.0
-    blur: tuple[float, float] = (1.2, 2.0)
+    blur: tuple[float, float] = (2.5, 3.0)
     quality: tuple[int, int] = (40, 85)
     pre_saves: tuple[int, int] = (1, 3)
 
@@ -434,7 +435,7 @@ def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 
     return ann
 
 
-def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 300,
+def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
              n_test: int = 600, seed: int = 0, cfg: SynthConfig = SynthConfig(),
              verbose: bool = True) -> Path:
     """Write the three splits under ``out``; returns ``out/facial_components``.
@@ -452,7 +453,7 @@ def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 300,
 
         generate_split(out, split, n, seed, cfg, _progress)
     marker = out / "facial_components" / "DONE"
-    marker.write_text(f"n_train={n_train} n_val={n_val} n_test={n_test} seed={seed}\n")
+    marker.write_text(_marker_text(n_train, n_val, n_test, seed) + "\n")
     return out / "facial_components"
 
 
@@ -460,8 +461,12 @@ def is_generated(out: str | os.PathLike[str], n_train: int, n_val: int, n_test: 
                  seed: int) -> bool:
     """True if ``out`` holds a complete generated set with exactly these sizes and seed."""
     marker = Path(out) / "facial_components" / "DONE"
-    return marker.is_file() and marker.read_text().strip() == (
-        f"n_train={n_train} n_val={n_val} n_test={n_test} seed={seed}")
+    return marker.is_file() and marker.read_text().strip() == _marker_text(n_train, n_val, n_test, seed)
+
+
+def _marker_text(n_train: int, n_val: int, n_test: int, seed: int) -> str:
+    return (f"n_train={n_train} n_val={n_val} n_test={n_test} seed={seed} "
+            f"version={GENERATOR_VERSION}")
 
 
 def iter_preview(seed: int = 0, n: int = 6) -> Iterator[tuple[np.ndarray, list[int]]]:
@@ -481,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (facial_components/ is made in it)")
     p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--n-val", type=int, default=150)
     p.add_argument("--n-test", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

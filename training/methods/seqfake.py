@@ -83,7 +83,7 @@ class SeqFakeMethod(Method):
         if root:
             return Path(root).expanduser()
         out = default_data_dir(self.cfg.get("run", {}).get("artifacts"))
-        gen = {"n_train": 3000, "n_val": 300, "n_test": 600, "seed": 0,
+        gen = {"n_train": 3000, "n_val": 150, "n_test": 600, "seed": 0,
                **(self.data_cfg.get("generate") or {})}
         args = (int(gen["n_train"]), int(gen["n_val"]), int(gen["n_test"]), int(gen["seed"]))
         if not faces_synth.is_generated(out, *args):
