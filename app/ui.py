@@ -78,6 +78,21 @@ def _path(f: Any) -> Any:
     return getattr(f, "path", None) or getattr(f, "name", None) or f
 
 
+LIMITS = {
+    "seqfake": "trained by default on procedurally generated faces with synthetic edits; it "
+               "is not a detector for real deepfakes until retrained on real data "
+               "(Seq-DeepFake). Crops must contain the whole face with hair.",
+    "qmil": "instances are 28 x 28 grayscale Fashion-MNIST-like images; photos of real "
+            "clothes differ from that domain. Query words are GloVe 6B 50-d vectors (not the "
+            "thesis' word2vec); zero-shot words work only as far as GloVe places them near "
+            "the training classes.",
+    "dcl": "self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; retrieval "
+           "quality on other image domains is untested.",
+    "abcnorm": "trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "
+               "(many/medium/few) use the thresholds stored with the model.",
+}
+
+
 def model_card_markdown(engine: Engine) -> str:
     """A model card per exported model, from the manifest."""
     lines = [f"**RepLens {__version__}** - artifacts: `{engine.artifacts}`\n"]
@@ -97,8 +112,8 @@ def model_card_markdown(engine: Engine) -> str:
         if metrics:
             lines.append("- test metrics: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-        if extra.get("limits"):
-            lines.append(f"- limits: {extra['limits']}")
+        lines.append(f"- limits: {LIMITS.get(entry.get('method', ''), 'see docs/')}")
+        lines.append(f"- model card: `docs/{entry.get('method', name)}.md`")
     return "\n".join(lines)
 
 
