@@ -169,3 +169,32 @@ def test_missing_model_disables_only_its_tab(smoke_artifacts, tmp_path):
         assert report["abcnorm"]["top"]
     finally:
         demo.close()
+
+
+def test_oversized_bag_and_unicode_query(client, smoke_artifacts):
+    from gradio_client import handle_file
+
+    from app.inputs import MAX_BAG
+
+    f = handle_file(str(_files(smoke_artifacts, "fashion")[0]))
+    assert "limit" in _err(client, [f] * (MAX_BAG + 1), "bag", api_name="/query")
+    msg = _err(client, [f, f], "ünïcödé-wörd", api_name="/query")
+    assert "no word vector" in msg
+    assert "limit" in _err(client, [f, f], "w" * 300, api_name="/query")
+
+
+def test_face_video_timeline(client, smoke_artifacts, tmp_path):
+    import cv2
+    from gradio_client import handle_file
+
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in _files(smoke_artifacts, "faces")[:3]]
+    path = tmp_path / "faces.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4, (256, 256))
+    for fr in frames * 4:
+        vw.write(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
+    vw.release()
+    plot, report, _ = client.predict(handle_file(str(path)), 0.5, 5, True,
+                                     api_name="/face_video")
+    assert report["frames_sampled"] == 5 and report["frames_analysed"] == 5
+    times = [f["time"] for f in report["frames"]]
+    assert times == sorted(times) and np.asarray(Image.open(plot)).ndim == 3
