@@ -12,6 +12,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 
+# pip, minus this machine's noise about absent local index folders
+pipq() {
+  set +o pipefail
+  "$VPY" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  local rc=${PIPESTATUS[0]}
+  set -o pipefail
+  return "$rc"
+}
+
 req=requirements.txt
 if [ "${REPLENS_GPU:-0}" = "1" ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
   req=requirements-gpu.txt
@@ -22,9 +31,9 @@ if [ ! -f "$stamp" ]; then
   echo "[setup] installing $files (first run takes a few minutes)"
   start=$(date +%s)
   "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$VPY" -m pip install -q -r "$req"
-  "$VPY" -m pip install -q --no-deps -r requirements-nodeps.txt
-  [ $want_test = 1 ] && "$VPY" -m pip install -q -r requirements-test.txt
+  pipq install -q -r "$req"
+  pipq install -q --no-deps -r requirements-nodeps.txt
+  if [ $want_test = 1 ]; then pipq install -q -r requirements-test.txt; fi
   touch "$stamp"
   echo "[setup] installed in $(( $(date +%s) - start )) s; venv size $(du -sh .venv | cut -f1)"
 fi
