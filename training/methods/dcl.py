@@ -28,7 +28,7 @@ from training.metrics.embed import embed_tensor, prepare
 from training.metrics.knn import knn_accuracy
 
 DEFAULT_MODEL = {"name": "dcl_resnet18",
-                 "kwargs": {"in_chans": 1, "stem": "cifar_s2", "proj_hidden": 512, "proj_dim": 128}}
+                 "kwargs": {"in_chans": 1, "stem": "timm", "proj_hidden": 512, "proj_dim": 128}}
 
 
 class DCLMethod(Method):
