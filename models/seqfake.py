@@ -100,14 +100,16 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-def backbone_and_fpn(backbone: str, dim: int, out_level: int, in_chans: int = 3
-                     ) -> tuple[nn.Module, FPN, int]:
-    """A timm ``features_only`` backbone (strides 8, 16, 32) and an FPN on it.
+def backbone_and_fpn(backbone: str, dim: int, out_level: int, in_chans: int = 3,
+                     out_indices: Sequence[int] = (2, 3, 4)) -> tuple[nn.Module, FPN, int]:
+    """A timm ``features_only`` backbone and an FPN on it.
 
+    ``out_indices`` picks the ResNet stages fed to the FPN: (2, 3, 4) = strides 8, 16, 32;
+    (2, 3) = strides 8, 16 (timm then builds no stage 4: a lighter network).
     Returns the backbone, the FPN and the stride of the FPN output.
     """
     net = timm.create_model(backbone, pretrained=False, features_only=True,
-                            out_indices=(2, 3, 4), in_chans=in_chans)
+                            out_indices=tuple(out_indices), in_chans=in_chans)
     fpn = FPN(net.feature_info.channels(), dim, out_level)
     return net, fpn, net.feature_info.reduction()[out_level]
 
@@ -166,6 +168,7 @@ class SeqFakeNet(nn.Module):
         heads: attention heads.
         img_size: input side the positional embedding is built for.
         out_level: FPN level used for tokens (0: stride 8, 1: stride 16).
+        out_indices: backbone stages fed to the FPN ((2, 3, 4) or the lighter (2, 3)).
         pos_embed: add a learnable positional embedding to the patch tokens.
         dropout: dropout in the transformer.
 
@@ -176,10 +179,12 @@ class SeqFakeNet(nn.Module):
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 5, dim: int = 128,
                  depth: int = 1, heads: int = 4, img_size: int = 64, out_level: int = 0,
-                 pos_embed: bool = True, dropout: float = 0.0) -> None:
+                 pos_embed: bool = True, dropout: float = 0.0,
+                 out_indices: Sequence[int] = (2, 3, 4)) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level)
+        self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level,
+                                                           out_indices=out_indices)
         self.grid = math.ceil(img_size / stride)
         n_tok = self.grid * self.grid
         self.pos = nn.Parameter(torch.zeros(1, n_tok, dim)) if pos_embed else None

@@ -11,6 +11,7 @@ the idea at this project's scale, not the authors' code or configuration.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -69,6 +70,7 @@ class SeqFakeFormerNet(nn.Module):
         dim, heads, enc_depth, dec_depth: transformer sizes.
         img_size: input side (fixes the positional embedding).
         out_level: FPN level of the tokens.
+        out_indices: backbone stages fed to the FPN.
 
     Forward: x (B, 3, H, W), optional ``tgt_in`` (B, S) long (teacher forcing) ->
         dict with ``logits`` (B, S, L + 1) and ``sequence`` (B, S) long (greedy argmax;
@@ -77,10 +79,12 @@ class SeqFakeFormerNet(nn.Module):
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 5, slots: int = 5,
                  dim: int = 128, heads: int = 4, enc_depth: int = 1, dec_depth: int = 1,
-                 img_size: int = 64, out_level: int = 0) -> None:
+                 img_size: int = 64, out_level: int = 0,
+                 out_indices: Sequence[int] = (2, 3, 4)) -> None:
         super().__init__()
         self.num_classes, self.slots, self.sos = num_classes, slots, num_classes + 1
-        self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level)
+        self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level,
+                                                           out_indices=out_indices)
         n_tok = math.ceil(img_size / stride) ** 2
         self.pos = nn.Parameter(torch.randn(1, n_tok, dim) * 0.02)
         self.encoder = nn.Sequential(*[EncoderLayer(dim, heads) for _ in range(enc_depth)])

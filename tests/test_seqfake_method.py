@@ -7,9 +7,18 @@ import torch
 from training.__main__ import main
 from tests.test_seqfake_data import write_fixture
 
-FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=2", "--set", "data.img_size=32",
-        "--set", "model.dim=32", "--set", "model.heads=2", "--set", "train.log_every=1",
+FAST = ["--set", "train.epochs=1", "--set", "model.out_indices=[2, 3]", "--set",
+        "train.batch_size=2", "--set", "data.img_size=32", "--set", "model.dim=32", "--set", "model.heads=2", "--set", "train.log_every=1",
         "--set", "train.warmup_steps=0", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these tiny models run faster without thread contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _ckpt(art, name="seqfake"):

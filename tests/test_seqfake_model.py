@@ -10,7 +10,15 @@ from models.seqfake import (OUTPUT_NAMES, dissimilarity_map, pairwise_similarity
                             sorted_upper_triangle)
 from models.seqfakeformer import teacher_forcing_loss
 
-SMALL = {"dim": 32, "heads": 2, "img_size": 32}
+SMALL = {"dim": 32, "heads": 2, "img_size": 32, "out_indices": [2, 3]}
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these tiny models run faster without thread contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,6 @@ def test_binary_mode_and_backbones_register():
 def test_gradients_reach_backbone_from_every_term():
     torch.manual_seed(0)
     m = create_model("seqfake_resnet18", num_classes=5, **SMALL)
-    out = m(torch.randn(2, 3, 32, 32))
     for key in ("logits_patch", "logits_cls", "u"):
         m.zero_grad()
         out = m(torch.randn(2, 3, 32, 32))

@@ -54,7 +54,7 @@ _SPLIT_STREAM = {"train": 11, "val": 22, "test": 33}
 _BG_IMAGES = {"train": ("brick", "grass", "coffee", "rocket", "camera", "hubble_deep_field"),
               "val": ("brick", "grass", "coffee", "rocket", "camera", "hubble_deep_field"),
               "test": ("gravel", "chelsea", "moon", "immunohistochemistry", "cat")}
-GENERATOR_VERSION = 2  # bump when the pictures change, so stale generated sets are remade
+GENERATOR_VERSION = 3  # bump when the pictures change, so stale generated sets are remade
 LANDMARK_COLUMNS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
@@ -332,7 +332,7 @@ class SynthConfig:
         pre_saves: (min, max) re-encodings every image gets before any manipulation.
     """
 
-    grain: tuple[float, float] = (14.0, 18.0)
+    grain: tuple[float, float] = (24.0, 30.0)
     grain_cell: int = 10
     feather: float = 3.0
     blur: tuple[float, float] = (2.5, 3.0)

@@ -36,10 +36,10 @@ from training.engine import Trainer
 from training.methods import build_method
 
 VARIANTS: dict[str, list[str]] = {
+    "full": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}", "eval.decode_from=fused"],
     "bce_only": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 0}", "eval.decode_from=patch"],
     "bce_mil": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 0, rank: 0}", "eval.decode_from=patch"],
     "bce_rank": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 1}", "eval.decode_from=fused"],
-    "full": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}", "eval.decode_from=fused"],
     "seqfakeformer": ["model.arch=seqfakeformer"],
 }
 LABELS = {"bce_only": "(a) BCE^U only", "bce_mil": "(b) BCE^U + contrastive MIL",
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     artifacts = artifacts_dir(a.artifacts)
     base = [f"train.epochs={a.epochs}", f"train.eval_every={a.epochs}", f"data.limit_train={a.n_train}",
-            f"data.img_size={a.img_size}", "train.threads=1", "train.ckpt_every=0", *a.overrides]
+            f"data.img_size={a.img_size}", "train.threads=1", "train.ckpt_every=0",
+            f"run.artifacts={artifacts}", *a.overrides]
     t0 = time.time()
     runs = []
     for seed in a.seeds:
@@ -222,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     total = time.time() - t0
     cfg = apply_overrides(load_config(default_config_path("seqfake")), base)
     method = build_method("seqfake", cfg)
-    method.cfg.setdefault("run", {})["artifacts"] = str(artifacts)
     train_desc = describe(method._load("train", "limit_train"))
     test_desc = describe(method.eval_split())
     summary = summarise(runs)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"(by length {train_desc['by_length']}), test {test_desc['n']} rows "
                  f"(by length {test_desc['by_length']}), 256 px JPEGs resized to {a.img_size} px"),
         "budget": (f"{a.epochs} epochs x {a.n_train} images, batch 32, AdamW lr 1e-3 cosine, "
-                   f"ResNet-18 + FPN + 1-layer transformer (d=128), {a.img_size} px"),
+                   f"ResNet-18 stages 1-3 + FPN + 1-layer transformer (d=128), {a.img_size} px"),
         "seeds": a.seeds,
         "total_wall_seconds": round(total, 1),
         "runs": runs,

@@ -116,7 +116,8 @@ class SeqFakeMethod(Method):
         backbone = str(m.get("backbone", "resnet18"))
         kw: dict[str, Any] = {"num_classes": self.num_classes, "dim": int(m.get("dim", 128)),
                               "heads": int(m.get("heads", 4)), "img_size": self.spec.size[0],
-                              "out_level": int(m.get("out_level", 0))}
+                              "out_level": int(m.get("out_level", 0)),
+                              "out_indices": [int(i) for i in m.get("out_indices", [2, 3, 4])]}
         if self.arch == "seqfake":
             kw.update(depth=int(m.get("depth", 1)), pos_embed=bool(m.get("pos_embed", True)),
                       dropout=float(m.get("dropout", 0.0)))
