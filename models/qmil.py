@@ -4,7 +4,13 @@ An instance encoder turns each image of a bag into a feature x_k (M-d). A 3-laye
 it to psi(x_k) (d-d); a 2-layer MLP maps the query's word vector to phi(q) (d-d). The
 unnormalised attention is alpha_k = w^T tanh(V (psi(x_k) * phi(q))) (sigma_1 = tanh,
 sigma_2 = linear), beta = softmax(alpha / tau) over the real instances only (tau = 0.5),
-z = sum_k beta_k x_k, and a linear classifier on z gives the logit of P(Y = 1 | X, q).
+z = sum_k beta_k x_k, and a classifier on z gives the logit of P(Y = 1 | X, q).
+
+Two choices the thesis leaves open, made so that the model trains (both measured, see
+``docs/qmil.md``): psi(x) and phi(q) are layer-normalised and the attention layers get a
+variance-preserving init (``embed_norm``, ``attn_init="scaled"``), and the classifier on z is
+a 2-layer MLP (``classifier_hidden``). ``classifier_query="bilinear"`` is an optional variant
+whose classifier weights depend on the query: logit = <h(z), phi(q)> + b.
 
 Inputs of the eval forward (ONNX-exportable, dynamic B and K):
     images: float32 (B, K, 1, 28, 28), normalised with ``models.preprocess``.
@@ -130,22 +136,58 @@ class QueryMIL(nn.Module):
             low-score classes could never be positive. A non-linear head can tell a peaked
             pooling (one attended instance) from a flat one (the std regulariser flattens
             negative bags), which is how the thesis' Table 2.5 reads.
+        classifier_query: "none" (SPEC: the classifier sees z only) or "bilinear" (variant:
+            logit = <h(z), phi(q)> + b, a query-conditioned linear read-out of h(z)).
+        embed_norm: LayerNorm on psi(x) and phi(q) before their product.
+        attn_init: "scaled" (see :meth:`_init_attention`) or "torch" (PyTorch defaults).
         in_chans, image_size: instance image format.
     """
 
     def __init__(self, word_dim: int = 50, encoder: str = "lenet", feat_dim: int = 500,
                  embed_dim: int = 128, attn_dim: int = 128, temperature: float = 0.5,
-                 classifier_hidden: int = 128,
-                 in_chans: int = 1, image_size: int = 28) -> None:
+                 classifier_hidden: int = 128, classifier_query: str = "none",
+                 embed_norm: bool = True, attn_init: str = "scaled", in_chans: int = 1,
+                 image_size: int = 28) -> None:
         super().__init__()
         self.encoder = build_encoder(encoder, in_chans, feat_dim, image_size)
         self.psi = mlp([feat_dim, embed_dim, embed_dim, embed_dim])  # 3-layer MLP
         self.phi = mlp([word_dim, embed_dim, embed_dim])              # 2-layer MLP
         self.V = nn.Linear(embed_dim, attn_dim)
         self.w = nn.Linear(attn_dim, 1)
-        self.classifier = (mlp([feat_dim, classifier_hidden, 1]) if classifier_hidden
-                           else nn.Linear(feat_dim, 1))
+        if classifier_query not in ("none", "bilinear"):
+            raise ValueError(f"classifier_query must be 'none' or 'bilinear', got "
+                             f"{classifier_query!r}")
+        self.classifier_query = classifier_query
+        cls_out = embed_dim if classifier_query == "bilinear" else 1
+        self.classifier = (mlp([feat_dim, classifier_hidden, cls_out]) if classifier_hidden
+                           else nn.Linear(feat_dim, cls_out))
+        if classifier_query == "bilinear":
+            self.cls_bias = nn.Parameter(torch.zeros(1))
+        else:
+            self.register_parameter("cls_bias", None)
+        self.norm_psi = nn.LayerNorm(embed_dim) if embed_norm else nn.Identity()
+        self.norm_phi = nn.LayerNorm(embed_dim) if embed_norm else nn.Identity()
         self.temperature = float(temperature)
+        self._init_attention(attn_init)
+
+    def _init_attention(self, kind: str) -> None:
+        """"torch": PyTorch's default init. "scaled": He init (zero bias) for the ReLU MLPs
+        psi and phi, Xavier for V and w, so that psi(x) * phi(q) and alpha vary at O(1)
+        across instances and queries from the first step. With the default init alpha
+        varies by ~1e-4 inside a bag (measured), beta is uniform, and the multi-query model
+        stays at chance (the classifier sees no query information)."""
+        if kind == "torch":
+            return
+        if kind != "scaled":
+            raise ValueError(f"attn_init must be 'torch' or 'scaled', got {kind!r}")
+        for net in (self.psi, self.phi):
+            for layer in net:
+                if isinstance(layer, nn.Linear):
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
+        for layer in (self.V, self.w):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, K, C, H, W), bool (B, K) -> instance features x (B, K, M)."""
@@ -164,12 +206,17 @@ class QueryMIL(nn.Module):
             logit (B,), prob (B,), alpha (B, K) (0 on padding), beta (B, K) (0 on padding).
         """
         mask = mask != 0
-        h = torch.tanh(self.V(self.psi(x) * self.phi(query).unsqueeze(1)))   # (B, K, L)
+        phi = self.norm_phi(self.phi(query))                                 # (B, d)
+        psi = self.norm_psi(self.psi(x))                                     # (B, K, d)
+        h = torch.tanh(self.V(psi * phi.unsqueeze(1)))                       # (B, K, L)
         alpha = self.w(h).squeeze(-1)                                        # (B, K)
         alpha = alpha * mask.to(alpha.dtype)
         beta = masked_softmax(alpha / self.temperature, mask)
         z = torch.bmm(beta.unsqueeze(1), x).squeeze(1)                      # (B, M)
-        logit = self.classifier(z).squeeze(-1)
+        if self.classifier_query == "bilinear":
+            logit = (self.classifier(z) * phi).sum(-1) + self.cls_bias
+        else:
+            logit = self.classifier(z).squeeze(-1)
         return {"logit": logit, "prob": torch.sigmoid(logit), "alpha": alpha, "beta": beta}
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor, query: torch.Tensor

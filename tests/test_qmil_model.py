@@ -66,7 +66,8 @@ def test_attention_follows_eq_2_2_and_2_3(qmil):
     images, mask, query = _inputs()
     out = qmil(images, mask, query)
     x = qmil.encoder(images.flatten(0, 1)).unflatten(0, images.shape[:2])
-    alpha = qmil.w(torch.tanh(qmil.V(qmil.psi(x) * qmil.phi(query)[:, None]))).squeeze(-1)
+    psi, phi = qmil.norm_psi(qmil.psi(x)), qmil.norm_phi(qmil.phi(query))
+    alpha = qmil.w(torch.tanh(qmil.V(psi * phi[:, None]))).squeeze(-1)
     for b in range(3):
         k = int(mask[b].sum())
         torch.testing.assert_close(out["alpha"][b, :k], alpha[b, :k])
@@ -89,8 +90,26 @@ def test_permutation_invariant_and_query_dependent(qmil):
     assert not torch.allclose(a["alpha"], c["alpha"])
 
 
-def test_timm_encoder_variant():
-    m = create_model("qmil_timm", encoder="resnet18", word_dim=50, feat_dim=64).eval()
+def test_variants_build_and_run():
     images, mask, query = _inputs(b=2, k=3)
-    out = m(images[:, :, :, :, :], mask[:2, :3], query[:2])
-    assert out["prob"].shape == (2,)
+    m = create_model("qmil_timm", encoder="resnet18", word_dim=50, feat_dim=64).eval()
+    assert m(images, mask[:2, :3], query[:2])["prob"].shape == (2,)
+    m = create_model("qmil_lenet", word_dim=50, classifier_query="bilinear", attn_init="torch",
+                     embed_norm=False).eval()
+    assert m(images, mask[:2, :3], query[:2])["prob"].shape == (2,)
+    with pytest.raises(ValueError):
+        create_model("qmil_lenet", classifier_query="concat")
+
+
+def test_scaled_init_makes_attention_vary_inside_a_bag():
+    """With PyTorch's default init beta is ~uniform (alpha varies by ~1e-4): no signal."""
+    images, mask, query = _inputs()
+    full = torch.ones_like(mask)
+    torch.manual_seed(1)
+    scaled = create_model("qmil_lenet", word_dim=50).eval()
+    torch.manual_seed(1)
+    plain = create_model("qmil_lenet", word_dim=50, attn_init="torch", embed_norm=False).eval()
+    with torch.no_grad():
+        s = scaled(images, full, query)["alpha"].std(1).mean()
+        p = plain(images, full, query)["alpha"].std(1).mean()
+    assert s > 0.05 and p < 0.01

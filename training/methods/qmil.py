@@ -34,7 +34,8 @@ from training.metrics.qmil import (attention_accuracy, attention_chance, bag_acc
 from training.zeroshot import predict_bags
 
 DEFAULT_MODEL = {"name": "qmil_lenet", "encoder": "lenet", "feat_dim": 500, "embed_dim": 128,
-                 "attn_dim": 128, "temperature": 0.5}
+                 "attn_dim": 128, "temperature": 0.5, "classifier_hidden": 128,
+                 "classifier_query": "none", "embed_norm": True, "attn_init": "scaled"}
 
 
 def _key(name: str) -> str:
