@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import apply_overrides, default_config_path, load_config
@@ -96,21 +97,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    cfg = _cfg(**{"toy.dropout": 0.0, "toy.input_noise": 0.0, "run.device": "cpu"})
-    _train(out, cfg)
-    torch.distributed.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path):
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m training toy`` (gloo on CPU) == one process."""
+    over = ["--set", "toy.dropout=0.0", "--set", "toy.input_noise=0.0", "--set", "run.device=cpu"]
     cfg = _cfg(**{"toy.dropout": 0.0, "toy.input_noise": 0.0, "run.device": "cpu"})
     _train(tmp_path / "single", cfg)
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2,
-                       start_method="spawn")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "training", "toy", "--artifacts", str(tmp_path / "ddp"), "--no-progress", *over]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"world_size": 2' in proc.stdout
     p1 = _params(tmp_path / "single/runs/toy/checkpoint.pt")
     p2 = _params(tmp_path / "ddp/runs/toy/checkpoint.pt")
     for k in p1:
