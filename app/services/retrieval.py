@@ -59,7 +59,10 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
              "similarity": round(float(s), 4)}
             for r, (s, i, l) in enumerate(zip(scores[0], idx[0], labels[0]))]
     report: dict[str, Any] = {"model": "dcl", "model_version": model.version,
-                              "provider": model.provider, "k": k, "neighbours": hits}
+                              "provider": model.provider, "k": k, "neighbours": hits,
+                              # the query itself is a gallery image (cosine ~ 1): rank 1 is itself
+                              "query_in_gallery": bool(hits and hits[0]["similarity"] > 0.9999),
+                              "gallery": gallery.meta.get("source", "")}
     if query_label:
         if names and query_label not in names:
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")
