@@ -45,6 +45,7 @@ def test_mil_hand_worked():
     assert mil_loss(u, torch.tensor([0.0]), ks).item() == pytest.approx(-math.log(1 - _sig(6.0)), rel=1e-5)
     # l_Reg = |1-0.2| + |1-0.8| + |1-1| = 1.0, added for real images only (eq. 5.12)
     assert reg_loss(u).item() == pytest.approx(1.0)
+    assert reg_loss(u, "mean").item() == pytest.approx(1.0 / 3)
     assert cls_loss(u, torch.tensor([0.0]), ks).item() == pytest.approx(-math.log(1 - _sig(6.0)) + 1.0, rel=1e-5)
     assert cls_loss(u, torch.tensor([1.0]), ks).item() == pytest.approx(-math.log(_sig(6.0)), rel=1e-5)
 

@@ -41,10 +41,13 @@ VARIANTS: dict[str, list[str]] = {
     "bce_mil": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 0, rank: 0}", "eval.decode_from=patch"],
     "bce_rank": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 1}", "eval.decode_from=fused"],
     "seqfakeformer": ["model.arch=seqfakeformer"],
+    "full_regmean": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}",
+                     "eval.decode_from=fused", "loss.reg_reduction=mean"],
 }
 LABELS = {"bce_only": "(a) BCE^U only", "bce_mil": "(b) BCE^U + contrastive MIL",
           "bce_rank": "(c) BCE^U + ranking", "full": "(d) full (CLS + BCE^U + BCE^V + Rank)",
-          "seqfakeformer": "SeqFakeFormer-style baseline"}
+          "seqfakeformer": "SeqFakeFormer-style baseline",
+          "full_regmean": "(d') full, l_Reg averaged over the n pairs (not the thesis)"}
 METRICS = ("fixed_acc", "adaptive_acc", "multilabel_acc", "exact_set_acc",
            "random_order_fixed_acc", "random_order_adaptive_acc")
 THESIS_TABLE_5_3 = {"bce_only": 51.22, "bce_mil": 53.14, "bce_rank": 71.12, "full": 73.34,
@@ -209,41 +212,70 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra config overrides for every run")
     p.add_argument("--artifacts", default=None)
     p.add_argument("--out", default="reports")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the runs of earlier reports (e.g. one per seed, run in "
+                        "parallel) into one report; no training")
     a = p.parse_args(argv)
+    if a.merge:
+        return merge_reports([Path(m) for m in a.merge], Path(a.out), argv)
     torch.set_num_threads(1)
     artifacts = artifacts_dir(a.artifacts)
     base = [f"train.epochs={a.epochs}", f"train.eval_every={a.epochs}", f"data.limit_train={a.n_train}",
             f"data.img_size={a.img_size}", "train.threads=1", "train.ckpt_every=0",
             f"run.artifacts={artifacts}", *a.overrides]
     t0 = time.time()
-    runs = []
-    for seed in a.seeds:
-        for variant in a.variants:
-            runs.append(run_one(variant, seed, base, artifacts, a.img_size))
-    total = time.time() - t0
+    runs: list[dict[str, Any]] = []
     cfg = apply_overrides(load_config(default_config_path("seqfake")), base)
     method = build_method("seqfake", cfg)
     train_desc = describe(method._load("train", "limit_train"))
     test_desc = describe(method.eval_split())
-    summary = summarise(runs)
-    report = {
-        "command": "python -m training.experiments.seqfake_ablation " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, "
-                   f"no GPU, torch {torch.__version__}, 1 thread",
-        "data": (f"generated faces (faces_synth, seed 0): train {train_desc['n']} rows "
-                 f"(by length {train_desc['by_length']}), test {test_desc['n']} rows "
-                 f"(by length {test_desc['by_length']}), 256 px JPEGs resized to {a.img_size} px"),
-        "budget": (f"{a.epochs} epochs x {a.n_train} images, batch 32, AdamW lr 1e-3 cosine, "
-                   f"ResNet-18 stages 1-3 + FPN + 1-layer transformer (d=128), {a.img_size} px"),
-        "seeds": a.seeds,
-        "total_wall_seconds": round(total, 1),
-        "runs": runs,
-        "summary": summary,
-        "verdicts": verdicts(summary),
-        "thesis_fixed_acc_for_reference": THESIS_TABLE_5_3,
-        "notes": NOTES,
-    }
     out = Path(a.out)
+    for seed in a.seeds:
+        for variant in a.variants:
+            runs.append(run_one(variant, seed, base, artifacts, a.img_size))
+            summary = summarise(runs)
+            report = {
+                "command": "python -m training.experiments.seqfake_ablation " + " ".join(
+                    argv if argv is not None else sys.argv[1:]),
+                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with "
+                           f"other jobs, no GPU, torch {torch.__version__}, 1 thread",
+                "data": (f"generated faces (faces_synth, seed 0): train {train_desc['n']} rows "
+                         f"(by length {train_desc['by_length']}), test {test_desc['n']} rows "
+                         f"(by length {test_desc['by_length']}), 256 px JPEGs resized to "
+                         f"{a.img_size} px"),
+                "budget": (f"{a.epochs} epochs x {a.n_train} images, batch 32, AdamW lr 1e-3 "
+                           f"cosine, ResNet-18 stages 1-3 + FPN + 1-layer transformer (d=128), "
+                           f"{a.img_size} px"),
+                "seeds": a.seeds,
+                "total_wall_seconds": round(time.time() - t0, 1),
+                "runs": runs,
+                "summary": summary,
+                "verdicts": verdicts(summary),
+                "thesis_fixed_acc_for_reference": THESIS_TABLE_5_3,
+                "notes": NOTES,
+            }
+            write_json_atomic(out / "seqfake.json", report)  # after every run
+    write_markdown(out / "seqfake.md", report)
+    write_samples(out / "seqfake_samples.png")
+    print(json.dumps(report["verdicts"], indent=2))
+    return 0
+
+
+def merge_reports(paths: list[Path], out: Path, argv: list[str] | None) -> int:
+    """One report from several partial ones (same data and budget, different seeds)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    runs = [r for part in parts for r in part["runs"]]
+    summary = summarise(runs)
+    report = dict(parts[0])
+    report.update(
+        command=" ; ".join(part["command"] for part in parts) + " ; then python -m "
+                "training.experiments.seqfake_ablation " + " ".join(argv or sys.argv[1:]),
+        seeds=sorted({r["seed"] for r in runs}),
+        total_wall_seconds=max(part["total_wall_seconds"] for part in parts),
+        runs=runs, summary=summary, verdicts=verdicts(summary),
+        notes=parts[0]["notes"] + [f"The {len(parts)} partial runs were made in parallel "
+                                    "processes (one per seed), 1 thread each; total wall time "
+                                    "is the longest of them."])
     write_json_atomic(out / "seqfake.json", report)
     write_markdown(out / "seqfake.md", report)
     write_samples(out / "seqfake_samples.png")

@@ -105,15 +105,22 @@ def mil_loss(u: torch.Tensor, fake: torch.Tensor, ks: torch.Tensor, a: float = 1
     return F.binary_cross_entropy_with_logits(logit, fake.to(logit.dtype), reduction="none")
 
 
-def reg_loss(u: torch.Tensor) -> torch.Tensor:
-    """l_Reg = sum_i |1 - u_i| (eq. 5.11). Shape (B, n) -> (B,)."""
-    return (1.0 - u).abs().sum(dim=1)
+def reg_loss(u: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """l_Reg = sum_i |1 - u_i| (eq. 5.11). Shape (B, n) -> (B,).
+
+    ``reduction="mean"`` divides by n (not the thesis; an option because with n = 2016
+    pairs the sum outweighs every other term by two orders of magnitude).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
+    d = (1.0 - u).abs()
+    return d.sum(dim=1) if reduction == "sum" else d.mean(dim=1)
 
 
 def cls_loss(u: torch.Tensor, fake: torch.Tensor, ks: torch.Tensor, a: float = 1.0,
-             tau: float = 0.2) -> torch.Tensor:
+             tau: float = 0.2, reg_reduction: str = "sum") -> torch.Tensor:
     """L_CLS per sample: l_MIL + (1 - J) l_Reg (eq. 5.12). Shape (B, n), (B,) -> (B,)."""
-    return mil_loss(u, fake, ks, a, tau) + (1.0 - fake) * reg_loss(u)
+    return mil_loss(u, fake, ks, a, tau) + (1.0 - fake) * reg_loss(u, reg_reduction)
 
 
 # ----------------------------------------------------------------------------------------
@@ -175,7 +182,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "bce_patch": 1.0, "bce_cls": 1.
 
 def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor | None,
                weights: dict[str, float] | None = None, alpha: float = 1.0, a: float = 1.0,
-               tau: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+               tau: float = 0.2, reg_reduction: str = "sum"
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_Total = L_CLS + lambda_1 (L_BCE^U + L_BCE^V) + lambda_2 L_Rank (eq. 5.18).
 
     A weight of 0 switches a term off (the ablation); binary mode (L = 1) uses y = J(Y)
@@ -187,6 +195,7 @@ def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor
         seq: (B, S) label sequences (0 = padding).
         ks: (K,) sampled k for the MIL term (None if its weight is 0).
         weights: keys cls, bce_patch, bce_cls, rank (defaults: DEFAULT_WEIGHTS).
+        reg_reduction: "sum" (eq. 5.11) or "mean" over the n pairs.
 
     Returns:
         the scalar batch loss (mean over samples) and the batch means of each term.
@@ -202,7 +211,7 @@ def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor
     if w["cls"]:
         if ks is None:
             raise ValueError("the contrastive MIL term needs sampled ks")
-        terms["cls"] = cls_loss(out["u"], is_fake(seq), ks, a, tau)
+        terms["cls"] = cls_loss(out["u"], is_fake(seq), ks, a, tau, reg_reduction)
     if w["bce_patch"]:
         terms["bce_patch"] = multilabel_bce(out["logits_patch"], y)
     if w["bce_cls"]:

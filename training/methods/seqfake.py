@@ -140,7 +140,8 @@ class SeqFakeMethod(Method):
         ks = torch.randint(1, n, (int(self.loss_cfg.get("num_k", 100)),)).to(device)
         return total_loss(out, seq, ks, weights, alpha=float(self.loss_cfg.get("alpha", 1.0)),
                           a=float(self.loss_cfg.get("a", 1.0)),
-                          tau=float(self.loss_cfg.get("tau", 0.2)))
+                          tau=float(self.loss_cfg.get("tau", 0.2)),
+                          reg_reduction=str(self.loss_cfg.get("reg_reduction", "sum")))
 
     # --- evaluation --------------------------------------------------------------------
     @torch.no_grad()
