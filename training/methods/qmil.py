@@ -136,6 +136,14 @@ class QMILMethod(Method):
             kw["word_dim"] = self.word_dim
         return {"name": str(self.model_cfg["name"]), "kwargs": kw}
 
+    def build_model(self) -> nn.Module:
+        # importing the two model modules registers their names, so create_model does not
+        # import every other model module (timm alone takes seconds)
+        import models.gated_mil  # noqa: F401
+        import models.qmil  # noqa: F401
+
+        return super().build_model()
+
     # --- data ------------------------------------------------------------------------
     def train_dataset(self) -> BagDataset:
         return BagDataset(self.train_bags(), self.split("train").images, FASHION_MNIST)
@@ -211,7 +219,7 @@ class QMILMethod(Method):
             "word_vectors": WORD_PACKAGE,
             "word_dim": int(self.word_dim),
             "max_bag": int(self.data_cfg.get("max_size", 16)),
-            "temperature": float(self.model_cfg.get("temperature", 0.5)),
+            "temperature": 1.0 if self.gated else float(self.model_cfg.get("temperature", 0.5)),
             "query_vectors": {n: [float(v) for v in self.query_vectors[i].tolist()]
                               for i, n in enumerate(self.class_names)},
             "inputs": ["images", "mask"] if self.gated else ["images", "mask", "query"],
