@@ -18,6 +18,7 @@ import argparse
 import copy
 import json
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -328,7 +329,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "- Retrieval gallery = Fashion-MNIST test (10k), leave-one-out precision@k: " +
             ", ".join(f"P@{k.split('_')[-1]} = {_pct(v)}%" for k, v in d["gallery"].items()
                       if k.startswith("precision")),
-            f"- Training wall time: {report.get('default_train_note', 'see docs/dcl.md')}", ""]
+            f"- Training wall time: {report.get('default_train_note', 'see docs/dcl.md')}",
+            "- Reading: " + default_reading(d), ""]
     lines += ["## Per run", "", "| run | steps | kNN by epoch % | kNN % | linear % | wall s |",
               "|---|---|---|---|---|---|"]
     for r in runs:
@@ -339,6 +341,25 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def default_reading(d: dict[str, Any]) -> str:
+    """Plain statement on the default model against both untrained references."""
+    m = d["metrics"]
+    knn, raw = m.get("knn_top1"), m.get("knn_top1_random_init")
+    cal = d.get("knn_top1_random_init_calibrated")
+    if knn is None or raw is None:
+        return "kNN not logged in the checkpoint."
+    text = (f"the trained encoder is {100 * (knn - raw):+.1f} pp above the untrained encoder "
+            f"as built")
+    if cal is not None:
+        gap = knn - cal
+        text += (f", but {100 * gap:+.1f} pp against the BN-calibrated untrained reference, so "
+                 + ("at this training budget the pre-training adds little beyond what "
+                    "calibrated random features already give; 'well above random init' holds "
+                    "only against the as-built network." if gap < 0.02 else
+                    "the pre-training adds clearly more than calibrated random features."))
+    return text if text.endswith(".") else text + "."
 
 
 def verdict_text(agg: dict[str, Any]) -> str:
@@ -360,9 +381,28 @@ def verdict_text(agg: dict[str, Any]) -> str:
                 "no (not at every seed, or lower on average)")
         parts.append(f"Batch {b}: DCL kNN {100 * a_d['knn_mean']:.2f}% vs SimCLR "
                      f"{100 * a_s['knn_mean']:.2f}% ({100 * v['knn_diff_mean']:+.2f} pp over "
-                     f"{len(v['paired_seeds'])} seeds) -> DCL beats SimCLR: {word}.")
-    return " ".join(parts) + (" The thesis' CIFAR-10 ResNet-18 numbers (batch 32: 78.9 -> 83.7) "
-                              "are from 200 epochs on a GPU and are not comparable in scale.")
+                     f"{len(v['paired_seeds'])} seeds; linear probe "
+                     f"{100 * v['linear_diff_mean']:+.2f} pp) -> DCL beats SimCLR on kNN: {word}.")
+    drops = {}
+    for loss in ("simclr", "dcl"):
+        if f"{loss}@32" in agg["table"] and f"{loss}@256" in agg["table"]:
+            drops[loss] = agg["table"][f"{loss}@32"]["knn_mean"] - agg["table"][f"{loss}@256"]["knn_mean"]
+    if len(drops) == 2:
+        parts.append(f"Batch sensitivity (kNN, batch 32 minus batch 256, same epochs): SimCLR "
+                     f"{100 * drops['simclr']:.2f} pp, DCL {100 * drops['dcl']:.2f} pp"
+                     + (" -> DCL is not less sensitive here." if drops["dcl"] >= drops["simclr"]
+                        else " -> DCL is somewhat less sensitive here."))
+    parts.append("In plain words: the direction of the thesis' claim shows at batch 32 and 64 "
+                 "(DCL's kNN is higher at every seed), but the margins are a fraction of a "
+                 "point, inside the seed spread, and the linear probe does not follow; the "
+                 "thesis' margin (CIFAR-10 ResNet-18, batch 32: 78.9 -> 83.7 kNN) did not "
+                 "reproduce at this scale." if all(
+                     agg["comparisons"].get(f"dcl_vs_simclr@{b}", {}).get("knn_higher_every_seed")
+                     for b in (32, 64)) else
+                 "In plain words: the thesis' claim (DCL above SimCLR at small batch; CIFAR-10 "
+                 "ResNet-18, batch 32: 78.9 -> 83.7 kNN) did not reproduce at this scale.")
+    return " ".join(parts) + (" The thesis trains 200 epochs of ResNet-18 on a GPU; this sweep "
+                              "trains a small CNN for 2 epochs of 6k images on a shared CPU.")
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -420,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in create_model(base["model"]["name"],
                                                    **base["model"]["kwargs"]).parameters())
     report: dict[str, Any] = {
-        "command": "python -m training.experiments.dcl_sweep " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m training.experiments.dcl_sweep " + shlex.join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), "
                    f"no GPU, shared 2-core machine (other jobs running); torch {torch.__version__}"
         if not torch.cuda.is_available() else f"GPU {torch.cuda.get_device_name(0)}",
