@@ -67,7 +67,8 @@ def test_face_on_generated_crop(client, smoke_artifacts):
     assert set(report["probabilities"]) == {"nose", "eye", "eyebrow", "lip", "hair"}
     seq = [s["component"] for s in report["sequence"]]
     probs = [report["probabilities"][c] for c in seq]
-    assert probs == sorted(probs, reverse=True) and all(p > 0.5 for p in probs)
+    # the report rounds to 4 decimals: a P just above 0.5 shows as 0.5
+    assert probs == sorted(probs, reverse=True) and all(p >= 0.5 for p in probs)
     assert (report["verdict"] == "real") == (not seq)
     assert np.asarray(Image.open(where)).shape[:2] == (256, 256)
     assert Path(download).read_text().startswith("{")

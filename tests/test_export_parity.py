@@ -92,9 +92,15 @@ def test_dcl_parity_and_neighbours(smoke_artifacts):
         ref = view.module(torch.from_numpy(x))
     _close([out], [ref])
     gallery = GalleryIndex.load(smoke_artifacts / "gallery")
-    _, i_onnx, _ = gallery.query(out, 5, m.entry["sha256"])
-    _, i_torch, _ = gallery.query(ref.numpy(), 5, m.entry["sha256"])
-    np.testing.assert_array_equal(i_onnx, i_torch)
+    s_onnx, i_onnx, _ = gallery.query(out, 5, m.entry["sha256"])
+    s_torch, i_torch, _ = gallery.query(ref.numpy(), 5, m.entry["sha256"])
+    np.testing.assert_allclose(s_onnx, s_torch, atol=ATOL)
+    # same neighbours, except where two gallery items tie within the tolerance (a barely
+    # trained smoke encoder maps many images to almost the same point)
+    gaps = np.diff(np.concatenate([s_torch, np.full((len(s_torch), 1), -np.inf)], 1), axis=1)
+    clear = (np.abs(gaps) > ATOL) & (np.abs(np.diff(np.concatenate(
+        [np.full((len(s_torch), 1), np.inf), s_torch], 1), axis=1)) > ATOL)
+    np.testing.assert_array_equal(i_onnx[clear], i_torch[clear])
     with pytest.raises(ValueError, match="encoder"):
         gallery.query(out, 5, "0" * 64)                                # another encoder
 
