@@ -91,10 +91,22 @@ def export_all(artifacts: Path, runs: list[str] | None = None, gallery: bool = T
             continue
         export_run(artifacts, run)
     manifest = read_manifest(artifacts)
-    if gallery and "dcl" in manifest["models"]:
+    if gallery and "dcl" in manifest["models"] and (
+            "dcl" in runs or gallery_dir or not _gallery_matches(artifacts, manifest)):
         from export.gallery import build_gallery
 
         build_gallery(artifacts, gallery_dir, limit=gallery_limit)
     from export.examples import write_examples
 
     write_examples(artifacts)
+
+
+def _gallery_matches(artifacts: Path, manifest: dict[str, Any]) -> bool:
+    """True when the saved gallery was embedded by the DCL encoder in the manifest."""
+    import json
+
+    meta = artifacts / "gallery" / "meta.json"
+    try:
+        return json.loads(meta.read_text()).get("encoder_hash") == manifest["models"]["dcl"]["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
