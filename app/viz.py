@@ -18,14 +18,13 @@ def normalize_map(m: np.ndarray) -> np.ndarray:
 
 
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1] heat map (h, w), upsampled to the image, over an RGB uint8 image."""
+    """Min-max scale a map (h, w) to [0, 1] and blend it over an image with
+    :func:`models.cam.overlay` (the project's one overlay helper)."""
+    from models.cam import overlay
+
     h, w = rgb.shape[:2]
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
     heat = cv2.resize(normalize_map(heat), (w, h), interpolation=cv2.INTER_CUBIC)
-    colored = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)
-    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
-    return np.uint8(np.clip((1 - alpha) * rgb + alpha * colored, 0, 255))
+    return overlay(rgb, heat, alpha)
 
 
 def _fig_to_array(fig) -> np.ndarray:
