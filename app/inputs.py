@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import unicodedata
 import warnings
 from pathlib import Path
@@ -30,6 +31,19 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check as a second line
 
 class InputError(ValueError):
     """A user input that cannot be processed; the message is meant for the user."""
+
+
+def _read_settled(path: Path, tries: int = 5, wait: float = 0.05) -> bytes:
+    """Read a file; if it is empty and was modified in the last two seconds, wait for the
+    writer. Gradio's upload cache stores byte-identical uploads under one path, so two
+    concurrent uploads of the same file can make one request see it mid-write."""
+    data = path.read_bytes()
+    for _ in range(tries):
+        if data or time.time() - path.stat().st_mtime > 2.0:
+            break
+        time.sleep(wait)
+        data = path.read_bytes()
+    return data
 
 
 def _open(source: Any) -> tuple[Image.Image, str]:
@@ -55,7 +69,7 @@ def _open(source: Any) -> tuple[Image.Image, str]:
         if size > MAX_FILE_BYTES:
             raise InputError(f"{name} is {size / 2**20:.1f} MB; the limit is "
                              f"{MAX_FILE_BYTES // 2**20} MB.")
-        data = path.read_bytes()
+        data = _read_settled(path)
     if len(data) == 0:
         raise InputError(f"{name} is an empty file (0 bytes), not an image.")
     if len(data) > MAX_FILE_BYTES:
