@@ -26,3 +26,14 @@ def smoke_artifacts(tmp_path_factory) -> Path:
     assert proc.returncode == 0, (proc.stdout[-4000:] + "\n" + proc.stderr[-4000:])
     (art / "build_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
     return art
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models (faster without thread contention)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

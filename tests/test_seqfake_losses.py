@@ -12,13 +12,7 @@ from training.losses.seqfake import (cls_loss, is_fake, mil_logits_per_k, mil_lo
                                      rank_loss, rank_weights, reg_loss, sample_ks,
                                      sequence_targets, total_loss)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models run faster without thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sig(x: float) -> float:

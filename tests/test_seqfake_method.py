@@ -12,13 +12,7 @@ FAST = ["--set", "train.epochs=1", "--set", "model.out_indices=[2, 3]", "--set",
         "--set", "train.warmup_steps=0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models run faster without thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ckpt(art, name="seqfake"):

@@ -12,13 +12,7 @@ from models.seqfakeformer import teacher_forcing_loss
 
 SMALL = {"dim": 32, "heads": 2, "img_size": 32, "out_indices": [2, 3]}
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models run faster without thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
