@@ -141,3 +141,12 @@ def test_query_normalised(text, ok):
 def test_query_refused(text, pattern):
     with pytest.raises(InputError, match=pattern):
         clean_query(text)
+
+
+@pytest.mark.parametrize("word,pattern", [("-", "empty"), ("_ -", "empty"), ("qwzxv", "qwzxv")])
+def test_query_words_without_vectors_are_input_errors(word, pattern):
+    """Punctuation-only or unknown words reach the user as messages, not internal errors."""
+    from app.services.qmil import query_vector
+
+    with pytest.raises(InputError, match=pattern):
+        query_vector(clean_query(word))

@@ -22,11 +22,11 @@ def word_vectors():
 
 def query_vector(word: str) -> np.ndarray:
     """The query's word vector (D,); unknown words raise InputError with suggestions."""
-    from models.words import UnknownWordError
+    from models.words import EmptyQueryError, UnknownWordError
 
     try:
         return np.asarray(word_vectors().lookup(word), dtype=np.float32)
-    except UnknownWordError as exc:
+    except (UnknownWordError, EmptyQueryError) as exc:
         raise InputError(str(exc)) from exc
 
 
