@@ -81,7 +81,6 @@ def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
               "frames_manipulated": fake,
               "video_fake_probability": round(float(np.mean([f["fake_probability"] for f in analysed])), 4),
               "frames": per_frame}
-    thr = analysed and threshold
     plot = timeline(t_ok, series, title="per-frame component probabilities",
-                    threshold=float(thr) if thr else None)
+                    threshold=float(threshold) if threshold else None)
     return VideoResult(report, plot)
