@@ -1,7 +1,9 @@
 """Classifier tab: top-5 classes, frequency groups and Grad-CAM (from the exported map)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +28,18 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def head_weights(model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
-    """The linear head (C, F) and bias (C,) exported beside the ONNX file (sha256-checked)."""
+    """The linear head (C, F) and bias (C,) exported beside the ONNX file; checked against
+    the manifest's sha256 once, like the ONNX file itself."""
+    return _load_head(str(model.path.with_suffix(".head.npz")), model.entry.get("head_sha256"))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_head(path: str, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
     from models.manifest import sha256_file
 
-    side = model.path.with_suffix(".head.npz")
-    if not side.is_file() or sha256_file(side) != model.entry.get("head_sha256"):
-        raise InputError(f"{model.name}: head weights {side.name} missing or corrupt; re-export.")
+    side = Path(path)
+    if not side.is_file() or sha256_file(side) != sha256:
+        raise InputError(f"head weights {side.name} missing or corrupt; re-export.")
     with np.load(side, allow_pickle=False) as z:
         return z["weight"], z["bias"]
 
