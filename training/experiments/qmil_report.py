@@ -10,7 +10,9 @@ attention accuracy per query); evaluates qMIL zero-shot on the unseen queries, p
 with the iterative query process, on bags of all ten classes and on bags of unseen classes
 only. For the first seed it also trains qMIL with other positive/negative bag ratios and,
 unless ``--skip-ablation``, two variants: the thesis architecture with PyTorch's default
-init (no LayerNorm on psi, phi) and a query-conditioned (bilinear) classifier. Writes ``reports/qmil.json``, ``reports/qmil.md`` and
+init (no LayerNorm on psi, phi) and the thesis-literal classifier that sees z only.
+``--reuse`` loads a run instead of training it when its finished checkpoint was trained with
+exactly the same configuration. Writes ``reports/qmil.json``, ``reports/qmil.md`` and
 ``reports/qmil_attention.png``; checkpoints go to ``<artifacts>/qmil_report/``.
 """
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 
 from models.artifacts import artifacts_dir, write_json_atomic
 from training.config import apply_overrides, default_config_path, load_config
-from training.engine import Trainer
+from training.checkpoint import load_checkpoint
+from training.engine import CHECKPOINT_NAME, Trainer
 from training.methods.qmil import QMILMethod, _key
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
@@ -38,13 +41,33 @@ from training.metrics.qmil import (attention_accuracy, attention_chance, bag_acc
 ABLATIONS = (
     ("torchinit", "thesis architecture with PyTorch's default init and no LayerNorm on psi, phi",
      ["model.attn_init=torch", "model.embed_norm=false"]),
-    ("bilinear", "query-conditioned classifier: logit = <h(z), phi(q)> + b",
-     ["model.classifier_query=bilinear"]),
+    ("zonly", "thesis-literal classifier on z only, no query input (`model.classifier_query=none`)",
+     ["model.classifier_query=none"]),
 )
 
 
-def _train(cfg: dict[str, Any], root: Path) -> tuple[QMILMethod, torch.nn.Module, float]:
+def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
+                   ) -> torch.nn.Module | None:
+    """The model of a finished run trained with exactly ``cfg``, else None."""
+    path = root / "runs" / str(cfg["run"]["name"]) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("finished") or ckpt.get("config") != cfg:
+        return None
+    model = method.build_model()
+    model.load_state_dict(ckpt["model"])
+    print(f"[report] reusing {path.parent.name} (finished, same config)", flush=True)
+    return model.eval()
+
+
+def _train(cfg: dict[str, Any], root: Path, reuse: bool = False
+           ) -> tuple[QMILMethod, torch.nn.Module, float]:
     method = QMILMethod(cfg)
+    if reuse:
+        model = _load_finished(method, cfg, root)
+        if model is not None:
+            return method, model, float("nan")
     t0 = time.time()
     trainer = Trainer("qmil", method, cfg, artifacts=root, progress=False)
     trainer.fit()
@@ -239,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.75],
                    help="extra positive fractions trained for the first seed")
     p.add_argument("--skip-ablation", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="load finished runs trained with the same config instead of retraining")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
     p.add_argument("--out", default="reports")
     p.add_argument("--artifacts", default=None)
@@ -261,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     first_method = first_model = None
     for seed in args.seeds:
         cfg = _cfg(base, [f"run.seed={seed}", f"data.seed={seed}", f"run.name=qmil_s{seed}"])
-        method, model, dt = _train(cfg, root)
+        method, model, dt = _train(cfg, root, args.reuse)
         times[f"qmil_s{seed}"] = dt
         print(f"[report] qMIL seed {seed} trained in {dt:.0f}s", flush=True)
         bags = method.eval_bags("seen")
@@ -275,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         for c in method.seen:
             name = _key(method.class_names[c])
-            gcfg = _cfg(cfg, ["model.name=gated_mil_lenet", f"data.train_queries=[{c}]",
+            gcfg = _cfg(cfg, ["model.name=gated_mil_lenet", "model.classifier_query=none",
+                              f"data.train_queries=[{c}]",
                               f"run.name=gated_{name}_s{seed}"])
-            gm, gmodel, _ = _train(gcfg, root)
+            gm, gmodel, _ = _train(gcfg, root, args.reuse)
             rows = np.flatnonzero(bags.query == c)
             pred = gm.predict(gmodel, bags.subset(rows), device)
             prob[rows], beta[rows] = pred["prob"], pred["beta"]
@@ -297,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
                               f"data.pos_fraction={frac}", f"run.name=qmil_pos{frac}_s{seed0}"])
-            method, model, dt = _train(cfg, root)
+            method, model, dt = _train(cfg, root, args.reuse)
             times[f"qmil_pos{frac}"] = dt
         bags = method.eval_bags("seen")
         sc = _scores(method, bags, method.predict(model, bags, device), method.seen)
@@ -310,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         for tag, desc, extra in ABLATIONS:
             cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
                               f"run.name=qmil_{tag}_s{seed0}", *extra])
-            method, model, dt = _train(cfg, root)
+            method, model, dt = _train(cfg, root, args.reuse)
             times[f"qmil_{tag}"] = dt
             bags = method.eval_bags("seen")
             sc = _scores(method, bags, method.predict(model, bags, device), method.seen)

@@ -35,7 +35,7 @@ from training.zeroshot import predict_bags
 
 DEFAULT_MODEL = {"name": "qmil_lenet", "encoder": "lenet", "feat_dim": 500, "embed_dim": 128,
                  "attn_dim": 128, "temperature": 0.5, "classifier_hidden": 128,
-                 "classifier_query": "none", "embed_norm": True, "attn_init": "scaled"}
+                 "classifier_query": "bilinear", "embed_norm": True, "attn_init": "scaled"}
 
 
 def _key(name: str) -> str:
