@@ -9,8 +9,10 @@ z = sum_k beta_k x_k, and a classifier on z gives the logit of P(Y = 1 | X, q).
 Two choices the thesis leaves open, made so that the model trains (both measured, see
 ``docs/qmil.md``): psi(x) and phi(q) are layer-normalised and the attention layers get a
 variance-preserving init (``embed_norm``, ``attn_init="scaled"``), and the classifier on z is
-a 2-layer MLP (``classifier_hidden``). ``classifier_query="bilinear"`` is an optional variant
-whose classifier weights depend on the query: logit = <h(z), phi(q)> + b.
+a 2-layer MLP h (``classifier_hidden``). How the classifier on z conditions on q is the third:
+``classifier_query="bilinear"`` (the training default) reads h(z) out for the query,
+logit = <h(z), phi(q)> + b; ``classifier_query="none"`` (the class default, thesis-literal)
+gives logit = h(z), so the query reaches p only through the attention.
 
 Inputs of the eval forward (ONNX-exportable, dynamic B and K):
     images: float32 (B, K, 1, 28, 28), normalised with ``models.preprocess``.
@@ -136,8 +138,9 @@ class QueryMIL(nn.Module):
             low-score classes could never be positive. A non-linear head can tell a peaked
             pooling (one attended instance) from a flat one (the std regulariser flattens
             negative bags), which is how the thesis' Table 2.5 reads.
-        classifier_query: "none" (SPEC: the classifier sees z only) or "bilinear" (variant:
-            logit = <h(z), phi(q)> + b, a query-conditioned linear read-out of h(z)).
+        classifier_query: "none" (the classifier sees z only, thesis-literal) or "bilinear"
+            (logit = <h(z), phi(q)> + b, a query-conditioned read-out of h(z); the default of
+            ``training/configs/qmil.yaml``, see docs/qmil.md for why).
         embed_norm: LayerNorm on psi(x) and phi(q) before their product.
         attn_init: "scaled" (see :meth:`_init_attention`) or "torch" (PyTorch defaults).
         in_chans, image_size: instance image format.

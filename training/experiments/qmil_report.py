@@ -41,9 +41,13 @@ from training.metrics.qmil import (attention_accuracy, attention_chance, bag_acc
 ABLATIONS = (
     ("torchinit", "thesis architecture with PyTorch's default init and no LayerNorm on psi, phi",
      ["model.attn_init=torch", "model.embed_norm=false"]),
-    ("zonly", "thesis-literal classifier on z only, no query input (`model.classifier_query=none`)",
+    ("zonly", "thesis-literal classifier on z only, no query input",
      ["model.classifier_query=none"]),
 )
+
+
+REUSED: list[str] = []
+"""Runs loaded by ``--reuse`` instead of trained (named in the report)."""
 
 
 def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
@@ -58,6 +62,7 @@ def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
     model = method.build_model()
     model.load_state_dict(ckpt["model"])
     print(f"[report] reusing {path.parent.name} (finished, same config)", flush=True)
+    REUSED.append(path.parent.name)
     return model.eval()
 
 
@@ -251,6 +256,10 @@ def _markdown(res: dict[str, Any]) -> str:
     lines += ["", "## Attention", "", "![attention](qmil_attention.png)", "",
               "Training times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["times"].items()),
               ""]
+    if res.get("reused"):
+        lines += [f"Reused with `--reuse` (finished checkpoints of an earlier run of this script "
+                  f"with exactly the same config, loaded and evaluated, not retrained; their "
+                  f"time above is the evaluation only): {', '.join(res['reused'])}.", ""]
     return "\n".join(lines)
 
 
@@ -389,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds, "quick": bool(args.quick),
         "seen_classes": seen_names, "unseen_classes": unseen_names,
         "config": base, "summary": summary, "per_seed": per_seed, "ratio": ratio,
-        "ablation": ablation, "times": times, "wall_seconds": time.time() - t_start,
+        "ablation": ablation, "times": times, "reused": list(REUSED), "wall_seconds": time.time() - t_start,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "qmil.json", res)
