@@ -43,3 +43,27 @@ def test_config_errors_are_clear():
         build_method("qmil", apply_overrides(cfg, ["model.name=gated_mil_lenet"]))
     with pytest.raises(ValueError, match="unseen"):
         build_method("qmil", apply_overrides(cfg, ["data.train_queries=[coat]"]))
+    with pytest.raises(ValueError, match="data.dataset"):
+        build_method("qmil", apply_overrides(cfg, ["data.dataset=cifar"]))
+
+
+def test_digit_bags_train_with_digit_words(tmp_path):
+    """``data.dataset=digits``: scikit-learn's bundled digits, queries "zero".."nine"."""
+    from training.data.digits import CLASS_NAMES, load_digits
+
+    train, test = load_digits("train"), load_digits("test")
+    assert train.images.shape == (1198, 28, 28) and test.images.shape == (599, 28, 28)
+    assert train.images.dtype == "uint8" and train.images.max() == 255
+    # stratified and fixed: every digit in both splits, the same split on every call
+    assert set(test.labels.tolist()) == set(range(10))
+    assert (load_digits("test").labels == test.labels).all()
+    cfg = apply_overrides(load_config(default_config_path("qmil")), TINY + [
+        "data.dataset=digits", "data.unseen_classes=[seven, eight, nine]"])
+    method = build_method("qmil", cfg)
+    bags = method.train_bags()
+    assert set(bags.query.tolist()) == set(range(7))          # zero..six are the queries
+    assert not ({7, 8, 9} & set(bags.instance_labels[bags.mask].tolist()))
+    summary = Trainer("qmil", method, cfg, artifacts=tmp_path, progress=False).fit()
+    ex = torch.load(summary["checkpoint"], weights_only=True)["extra"]
+    assert tuple(ex["labels"]) == CLASS_NAMES and ex["unseen_classes"] == ["seven", "eight", "nine"]
+    assert len(ex["query_vectors"]["nine"]) == 50

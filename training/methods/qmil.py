@@ -1,7 +1,8 @@
-"""qMIL on Fashion-MNIST bags (SPEC.md section 1), and the gated-attention MIL baseline.
+"""qMIL on Fashion-MNIST (or digit) bags (SPEC.md section 1), and the gated-attention MIL baseline.
 
 Config sections (``training/configs/qmil.yaml``):
-    data:  root, unseen_classes (held out of training queries and training bags),
+    data:  dataset (fashion_mnist | digits), root, unseen_classes (held out of training
+           queries and training bags),
            train_queries (null = every seen class; one class for the gated baseline),
            bags_per_query, pos_fraction, size_mean/size_std/min_size/max_size, seed,
            eval_bags_per_query, eval_seed.
@@ -55,7 +56,8 @@ class QMILMethod(Method):
         self.eval_cfg = dict(cfg.get("eval") or {})
         self._train: ArrayDataset | None = None
         self._test: ArrayDataset | None = None
-        self.class_names: list[str] = list(load_class_names())
+        self.dataset = str(self.data_cfg.get("dataset", "fashion_mnist"))
+        self.class_names: list[str] = list(load_class_names(self.dataset))
         self.unseen = [self._class_id(c) for c in self.data_cfg.get("unseen_classes") or []]
         self.seen = [i for i in range(len(self.class_names)) if i not in self.unseen]
         tq = self.data_cfg.get("train_queries")
@@ -82,10 +84,15 @@ class QMILMethod(Method):
         return self.class_names.index(c)
 
     def split(self, name: str) -> ArrayDataset:
-        """The Fashion-MNIST split ("train" or "test"), loaded once."""
+        """The data set's split ("train" or "test"), loaded once."""
         attr = "_train" if name == "train" else "_test"
         if getattr(self, attr) is None:
-            setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg.get("root")))
+            if self.dataset == "digits":
+                from training.data.digits import load_digits
+
+                setattr(self, attr, load_digits(name))
+            else:
+                setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg.get("root")))
         return getattr(self, attr)
 
     def _bag_kwargs(self) -> dict[str, Any]:
@@ -229,11 +236,18 @@ class QMILMethod(Method):
         }
 
 
-def load_class_names() -> tuple[str, ...]:
-    """Fashion-MNIST class names (without loading the images)."""
-    from training.data.fashion_mnist import CLASS_NAMES
+DATASETS = ("fashion_mnist", "digits")
 
-    return CLASS_NAMES
+
+def load_class_names(dataset: str = "fashion_mnist") -> tuple[str, ...]:
+    """Class names (the query words) of ``dataset``, without loading the images."""
+    if dataset == "digits":
+        from training.data.digits import CLASS_NAMES as names
+    elif dataset == "fashion_mnist":
+        from training.data.fashion_mnist import CLASS_NAMES as names
+    else:
+        raise ValueError(f"data.dataset must be one of {DATASETS}, got {dataset!r}")
+    return names
 
 
 def build(cfg: dict[str, Any]) -> QMILMethod:
