@@ -79,17 +79,26 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
 
 def export_all(artifacts: Path, runs: list[str] | None = None, gallery: bool = True,
                gallery_dir: str | None = None, gallery_limit: int | None = None) -> None:
-    """Export the named runs (default: every finished run), then gallery and examples."""
+    """Export the named runs (default: every finished run), then gallery and examples.
+
+    A run that fails (say, a checkpoint of an older architecture) is reported and skipped;
+    the rest are exported, and a RuntimeError naming the failed runs is raised at the end.
+    """
     run_root = artifacts / "runs"
     if runs is None:
         runs = sorted(p.parent.name for p in run_root.glob("*/summary.json"))
         if not runs:
             raise FileNotFoundError(f"no finished training runs under {run_root}; train first "
                                     f"(python -m training METHOD)")
+    failed: dict[str, str] = {}
     for run in runs:
         if run == "toy":
             continue
-        export_run(artifacts, run)
+        try:
+            export_run(artifacts, run)
+        except Exception as exc:  # one bad run must not stop the others; reported below
+            failed[run] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(f"[export] {run}: FAILED ({failed[run]})", flush=True)
     manifest = read_manifest(artifacts)
     if gallery and "dcl" in manifest["models"] and (
             "dcl" in runs or gallery_dir or not _gallery_matches(artifacts, manifest)):
@@ -99,6 +108,9 @@ def export_all(artifacts: Path, runs: list[str] | None = None, gallery: bool = T
     from export.examples import write_examples
 
     write_examples(artifacts)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed to export (the others "
+                           f"were exported): " + "; ".join(f"{r}: {m}" for r, m in failed.items()))
 
 
 def _gallery_matches(artifacts: Path, manifest: dict[str, Any]) -> bool:
