@@ -15,6 +15,7 @@ from pathlib import Path
 # run name -> (method, extra overrides)
 DEFAULT_RUNS: dict[str, tuple[str, list[str]]] = {
     "seqfake": ("seqfake", []),
+    "seqfake_attr": ("seqfake", ["data.task=attributes"]),  # the attributes variant (Seq-FaceAttr)
     "qmil": ("qmil", []),
     "dcl": ("dcl", []),
     "abcnorm": ("abcnorm", []),
@@ -66,7 +67,8 @@ def ensure_artifacts(artifacts: Path, smoke: bool = False, runs: list[str] | Non
     newest = max((p.stat().st_mtime for p in (artifacts / "runs").glob("*/checkpoint.pt")),
                  default=0.0)
     if trained or not manifest.is_file() or manifest.stat().st_mtime < newest:
-        cmd = [sys.executable, "-m", "export", "--all", "--artifacts", str(artifacts)]
+        # export the runs the app serves (other runs in the folder: python -m export --all)
+        cmd = [sys.executable, "-m", "export", *runs, "--artifacts", str(artifacts)]
         if smoke:
             cmd += ["--gallery-limit", "1000"]
         _run(cmd, "exporting to ONNX")

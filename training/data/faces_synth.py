@@ -57,6 +57,19 @@ import numpy as np
 
 COMPONENTS: tuple[str, ...] = ("nose", "eye", "eyebrow", "lip", "hair")
 """Component names in id order (id = index + 1), as Seq-FaceComp."""
+TASKS = {"components": "facial_components", "attributes": "facial_attributes"}
+"""Generator task -> the Seq-DeepFake folder it writes."""
+
+
+def task_names(task: str = "components") -> tuple[str, ...]:
+    """The five manipulation names of ``task`` in id order."""
+    if task == "attributes":
+        from training.data.faces_attrs import ATTRIBUTES
+
+        return ATTRIBUTES
+    if task != "components":
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
+    return COMPONENTS
 MAX_LEN = 5
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 11, "val": 22, "test": 33}
@@ -78,8 +91,12 @@ def _skin(rng: np.random.Generator) -> np.ndarray:
     return (dark + t * (light - dark)) * rng.uniform(0.93, 1.07, 3)
 
 
-def sample_face(rng: np.random.Generator, size: int = 256) -> dict[str, Any]:
-    """Sample the geometry and colours of one face (all coordinates in a 256 frame)."""
+def sample_face(rng: np.random.Generator, size: int = 256, task: str = "components"
+                ) -> dict[str, Any]:
+    """Sample the geometry and colours of one face (all coordinates in a 256 frame).
+
+    ``task="attributes"`` adds the face's attributes (``face["attrs"]``, see
+    :mod:`training.data.faces_attrs`)."""
     cx, cy = 128 + rng.uniform(-8, 8), 140 + rng.uniform(-8, 8)
     face = {
         "cx": cx, "cy": cy, "fa": rng.uniform(66, 82), "fb": rng.uniform(88, 104),
@@ -89,6 +106,10 @@ def sample_face(rng: np.random.Generator, size: int = 256) -> dict[str, Any]:
     }
     for name in COMPONENTS:
         face[name] = sample_component(rng, name, face)
+    if task == "attributes":
+        from training.data.faces_attrs import base_attributes
+
+        face["attrs"] = base_attributes(rng, face)
     return face
 
 
@@ -187,6 +208,11 @@ def render_face(face: dict[str, Any], background: np.ndarray) -> np.ndarray:
     mask = np.zeros(img.shape[:2], np.float32)
     cv2.fillPoly(mask, [hair_poly], 1.0, cv2.LINE_AA, shift=4)
     img = img * (1 - mask[..., None]) + mask[..., None] * np.array(hair_col, np.float32)
+    attrs = face.get("attrs")
+    if attrs is not None:  # age lines and beard (attributes variant)
+        from training.data import faces_attrs
+
+        img = faces_attrs.draw_under_features(img, face, g)
     # eyebrows
     b = face["eyebrow"]
     bcol = tuple(float(c) for c in b["color"])
@@ -217,7 +243,7 @@ def render_face(face: dict[str, Any], background: np.ndarray) -> np.ndarray:
         cv2.circle(img, _pts([(cx + s * n["w"] * 0.5, tip + 1)])[0], int(n["nostril"] * 16),
                    tuple(c * 0.6 for c in dark), -1, cv2.LINE_AA, shift=4)
     # lips
-    lp = face["lip"]
+    lp = face["lip"] if attrs is None else faces_attrs.smiling_lip(face["lip"], float(attrs["smiling"]))
     lcol = tuple(float(c) for c in lp["color"])
     my = g["mouth_y"]
     upper = [(cx + x, my - lp["h"] * (1 - (x / lp["w"]) ** 2) * 0.9) for x in np.linspace(-lp["w"], lp["w"], 11)]
@@ -227,11 +253,14 @@ def render_face(face: dict[str, Any], background: np.ndarray) -> np.ndarray:
     cv2.polylines(img, [_pts([(cx + x, my - lp["curve"] * (x / lp["w"]) ** 2)
                               for x in np.linspace(-lp["w"], lp["w"], 11)])], False,
                   tuple(c * 0.5 for c in lcol), 1, cv2.LINE_AA, shift=4)
+    if attrs is not None:  # teeth, bangs, eyeglasses (attributes variant)
+        img = faces_attrs.draw_over_features(img, face, g)
     # lighting and skin texture
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
     d = np.cos(face["light_dir"]) * (xx - 128) + np.sin(face["light_dir"]) * (yy - 128)
     img = img * (1 + face["light_amp"] * d / 128)[..., None]
-    img += face["skin_tex"] * _noise_field(face["tex_seed"], (256, 256), 2)
+    tex = face["skin_tex"] * (1.0 if attrs is None else float(attrs["young"]["tex"]))
+    img += tex * _noise_field(face["tex_seed"], (256, 256), 2)
     return np.clip(img, 0, 255)
 
 
@@ -263,6 +292,15 @@ def component_masks(face: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def region_masks(face: dict[str, Any], task: str = "components") -> dict[str, np.ndarray]:
+    """Region masks of the five manipulations of ``task`` (float32 (256, 256) each)."""
+    if task == "attributes":
+        from training.data.faces_attrs import attribute_masks
+
+        return attribute_masks(face, _geometry(face))
+    return component_masks(face)
+
+
 def landmarks(face: dict[str, Any]) -> np.ndarray:
     """5 landmarks (left eye, right eye, nose tip, mouth left, mouth right), float (5, 2) x,y."""
     g = _geometry(face)
@@ -271,10 +309,11 @@ def landmarks(face: dict[str, Any]) -> np.ndarray:
                     dtype=np.float32)
 
 
-def component_boxes(face: dict[str, Any]) -> dict[str, tuple[int, int, int, int]]:
-    """Bounding boxes (x0, y0, x1, y1) of the component regions."""
+def component_boxes(face: dict[str, Any], task: str = "components"
+                    ) -> dict[str, tuple[int, int, int, int]]:
+    """Bounding boxes (x0, y0, x1, y1) of the regions of ``task``."""
     boxes = {}
-    for k, m in component_masks(face).items():
+    for k, m in region_masks(face, task).items():
         ys, xs = np.nonzero(m > 0.5)
         boxes[k] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())) if len(xs) else (0, 0, 0, 0)
     return boxes
@@ -352,20 +391,22 @@ class SynthConfig:
 
 
 def sample_sequence(rng: np.random.Generator, length: int | None = None) -> list[int]:
-    """A manipulation sequence: length uniform in 0..5, distinct components in random order."""
+    """A manipulation sequence: length uniform in 0..5, distinct ids 1..5 in random order."""
     k = int(rng.integers(0, MAX_LEN + 1)) if length is None else length
-    return [int(c) + 1 for c in rng.permutation(len(COMPONENTS))[:k]]
+    return [int(c) + 1 for c in rng.permutation(MAX_LEN)[:k]]
 
 
 def make_sample(rng: np.random.Generator, sequence: list[int], bg_pool: list[np.ndarray],
-                cfg: SynthConfig = SynthConfig()) -> tuple[bytes, np.ndarray, dict[str, Any]]:
-    """Draw one face and apply ``sequence`` (component ids 1..5) to it.
+                cfg: SynthConfig = SynthConfig(), task: str = "components"
+                ) -> tuple[bytes, np.ndarray, dict[str, Any]]:
+    """Draw one face and apply ``sequence`` (ids 1..5 of ``task``'s names) to it.
 
     Returns:
         the final JPEG bytes, the 5 landmarks (5, 2) of the final face, and the final face
         parameters.
     """
-    face = sample_face(rng)
+    names = task_names(task)
+    face = sample_face(rng, task=task)
     img = render_face(face, sample_background(rng, bg_pool))
     data = b""
     for _ in range(int(rng.integers(cfg.pre_saves[0], cfg.pre_saves[1] + 1))):
@@ -374,11 +415,16 @@ def make_sample(rng: np.random.Generator, sequence: list[int], bg_pool: list[np.
     edited = np.zeros((256, 256, 1), np.float32)  # soft union of the regions edited so far
     fingerprint = _noise_field(int(rng.integers(2**31)), (256, 256), cfg.grain_cell, 3)
     for cid in sequence:
-        name = COMPONENTS[cid - 1]
-        old_mask = component_masks(face)[name]
+        name = names[cid - 1]
+        old_mask = region_masks(face, task)[name]
         face = dict(face)
-        face[name] = sample_component(rng, name, face)
-        region = np.maximum(old_mask, component_masks(face)[name])
+        if task == "attributes":
+            from training.data.faces_attrs import sample_attribute
+
+            face["attrs"] = {**face["attrs"], name: sample_attribute(rng, name, face)}
+        else:
+            face[name] = sample_component(rng, name, face)
+        region = np.maximum(old_mask, region_masks(face, task)[name])
         if bg is None:  # the source face shares the scene; only the region is used
             bg = img.copy()
         soft = cv2.GaussianBlur(region, (0, 0), cfg.feather)[..., None]
@@ -394,9 +440,10 @@ def make_sample(rng: np.random.Generator, sequence: list[int], bg_pool: list[np.
 # ----------------------------------------------------------------------------------------
 # Data set writer
 # ----------------------------------------------------------------------------------------
-def sequence_name(sequence: list[int]) -> str:
+def sequence_name(sequence: list[int], task: str = "components") -> str:
     """Folder name as in Seq-DeepFake: 'eyebrow-eye-hair' or 'original'."""
-    return "-".join(COMPONENTS[c - 1] for c in sequence) or "original"
+    names = task_names(task)
+    return "-".join(names[c - 1] for c in sequence) or "original"
 
 
 def format_label(sequence: list[int]) -> str:
@@ -412,9 +459,11 @@ def _balanced_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 0,
                    cfg: SynthConfig = SynthConfig(),
-                   progress: Callable[[int, int], None] | None = None) -> Path:
+                   progress: Callable[[int, int], None] | None = None,
+                   task: str = "components") -> Path:
     """Write ``n`` samples of one split; returns the annotations CSV path."""
-    root = Path(out) / "facial_components"
+    names = task_names(task)
+    root = Path(out) / TASKS[task]
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
     lengths = _balanced_lengths(rng, n)
     pool = _load_bg_images(split)
@@ -422,15 +471,15 @@ def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 
     for i in range(n):
         srng = np.random.default_rng([seed, _SPLIT_STREAM[split], i])
         seq = sample_sequence(srng, int(lengths[i]))
-        data, lm, face = make_sample(srng, seq, pool, cfg)
-        rel = f"images/{split}/{sequence_name(seq)}/{i:06d}.jpg"
+        data, lm, face = make_sample(srng, seq, pool, cfg, task)
+        rel = f"images/{split}/{sequence_name(seq, task)}/{i:06d}.jpg"
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         rows.append((rel, format_label(seq)))
-        boxes = component_boxes(face)
+        boxes = component_boxes(face, task)
         lm_rows.append([rel] + [f"{v:.1f}" for v in lm.reshape(-1)] +
-                       [" ".join(str(v) for v in boxes[k]) for k in COMPONENTS])
+                       [" ".join(str(v) for v in boxes[k]) for k in names])
         if progress is not None:
             progress(i + 1, n)
     ann = root / "annotations" / f"{split}.csv"
@@ -444,15 +493,16 @@ def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 
     with open(lmk, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file_path"] + [f"{p}_{a}" for p in LANDMARK_COLUMNS for a in "xy"] +
-                   [f"box_{k}" for k in COMPONENTS])
+                   [f"box_{k}" for k in names])
         w.writerows(lm_rows)
     return ann
 
 
 def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
              n_test: int = 600, seed: int = 0, cfg: SynthConfig = SynthConfig(),
-             verbose: bool = True) -> Path:
-    """Write the three splits under ``out``; returns ``out/facial_components``.
+             verbose: bool = True, task: str = "components") -> Path:
+    """Write the three splits under ``out``; returns ``out/facial_components`` (or
+    ``out/facial_attributes`` for ``task="attributes"``).
 
     A ``DONE`` marker (with the sizes and seed) is written last, so a half-written folder is
     regenerated rather than used.
@@ -465,16 +515,16 @@ def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
             if verbose and (i == total or i % 500 == 0):
                 print(f"[faces_synth] {split}: {i}/{total} ({time.time() - t0:.0f} s)", flush=True)
 
-        generate_split(out, split, n, seed, cfg, _progress)
-    marker = out / "facial_components" / "DONE"
+        generate_split(out, split, n, seed, cfg, _progress, task)
+    marker = out / TASKS[task] / "DONE"
     marker.write_text(_marker_text(n_train, n_val, n_test, seed) + "\n")
-    return out / "facial_components"
+    return out / TASKS[task]
 
 
 def is_generated(out: str | os.PathLike[str], n_train: int, n_val: int, n_test: int,
-                 seed: int) -> bool:
+                 seed: int, task: str = "components") -> bool:
     """True if ``out`` holds a complete generated set with exactly these sizes and seed."""
-    marker = Path(out) / "facial_components" / "DONE"
+    marker = Path(out) / TASKS[task] / "DONE"
     return marker.is_file() and marker.read_text().strip() == _marker_text(n_train, n_val, n_test, seed)
 
 
@@ -483,13 +533,14 @@ def _marker_text(n_train: int, n_val: int, n_test: int, seed: int) -> str:
             f"version={GENERATOR_VERSION}")
 
 
-def iter_preview(seed: int = 0, n: int = 6) -> Iterator[tuple[np.ndarray, list[int]]]:
+def iter_preview(seed: int = 0, n: int = 6, task: str = "components"
+                 ) -> Iterator[tuple[np.ndarray, list[int]]]:
     """Decoded samples (uint8 (256, 256, 3), sequence) of lengths 0..5, for figures/tests."""
     pool = _load_bg_images("train")
     for i in range(n):
         rng = np.random.default_rng([seed, 99, i])
         seq = sample_sequence(rng, i % (MAX_LEN + 1))
-        data, _, _ = make_sample(rng, seq, pool)
+        data, _, _ = make_sample(rng, seq, pool, task=task)
         img = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
                            cv2.COLOR_BGR2RGB)
         yield img, seq
@@ -498,14 +549,17 @@ def iter_preview(seed: int = 0, n: int = 6) -> Iterator[tuple[np.ndarray, list[i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.data.faces_synth",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output folder (facial_components/ is made in it)")
+    p.add_argument("--out", required=True,
+                   help="output folder (facial_components/ or facial_attributes/ is made in it)")
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-val", type=int, default=150)
     p.add_argument("--n-test", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=tuple(TASKS), default="components",
+                   help="facial components (Seq-FaceComp) or attributes (Seq-FaceAttr)")
     a = p.parse_args(argv)
     t0 = time.time()
-    root = generate(a.out, a.n_train, a.n_val, a.n_test, a.seed)
+    root = generate(a.out, a.n_train, a.n_val, a.n_test, a.seed, task=a.task)
     print(f"[faces_synth] wrote {root} in {time.time() - t0:.1f} s")
     return 0
 

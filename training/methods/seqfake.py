@@ -86,11 +86,12 @@ class SeqFakeMethod(Method):
         gen = {"n_train": 3000, "n_val": 150, "n_test": 600, "seed": 0,
                **(self.data_cfg.get("generate") or {})}
         args = (int(gen["n_train"]), int(gen["n_val"]), int(gen["n_test"]), int(gen["seed"]))
-        if not faces_synth.is_generated(out, *args):
+        task = "attributes" if self.task == "attributes" else "components"
+        if not faces_synth.is_generated(out, *args, task=task):
             if dist_utils.is_main():
-                print(f"[seqfake] generating faces under {out} (n_train={args[0]}, "
+                print(f"[seqfake] generating faces ({task}) under {out} (n_train={args[0]}, "
                       f"n_val={args[1]}, n_test={args[2]}, seed={args[3]}) ...", flush=True)
-                faces_synth.generate(out, *args)
+                faces_synth.generate(out, *args, task=task)
         if dist_utils.is_distributed():
             torch.distributed.barrier()
         return out
