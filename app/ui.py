@@ -166,6 +166,9 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
         r = res.report
         text = (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
                 f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
+        if r.get("warning"):
+            near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])
+            text += f"\n\n**Caution:** {r['warning']} Closest training queries (cosine): {near}."
         return text, res.tiles, r, _save_report(r, "query")
 
     @_guard

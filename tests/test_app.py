@@ -109,12 +109,23 @@ def test_query_seen_zero_shot_and_bad_words(client, smoke_artifacts):
 
     bag = sorted(p for p in (smoke_artifacts / "examples" / "bags").iterdir() if p.is_dir())[0]
     files = [handle_file(str(p)) for p in sorted(bag.glob("*.png"))]
-    for word in ("sneaker", "boot"):
+    for word in ("trouser", "sneaker", "boot"):
         text, gallery, report, _ = client.predict(files, word, api_name="/query")
         beta = [a["beta"] for a in report["attention"]]
         assert len(beta) == len(files) and abs(sum(beta) - 1) < 1e-3
         assert beta == sorted(beta, reverse=True) and len(gallery) == len(files)
         assert report["answer"] == ("yes" if report["probability"] >= 0.5 else "no")
+        if word == "trouser":  # a training query: no caution
+            assert report["query_kind"] == "seen in training" and "warning" not in report
+            assert "Caution" not in text
+        else:  # zero-shot: the closest training queries and the measured caution
+            near = report["closest_training_queries"]
+            cos = [c["cosine"] for c in near]
+            assert len(near) == 3 and cos == sorted(cos, reverse=True)
+            assert {c["query"] for c in near} <= {"t-shirt", "trouser", "pullover", "dress",
+                                                  "sandal", "bag", "ankle boot"}
+            assert "Caution" in text and "qmil_synonyms" in report["warning"]
+    assert near[0]["query"] == "ankle boot"  # "boot" is closest to "ankle boot"
     assert "close known words" in _err(client, files, "snekaer", api_name="/query") \
         or "did you mean" in _err(client, files, "snekaer", api_name="/query").lower()
     assert "Type a query" in _err(client, files, "   ", api_name="/query")

@@ -36,6 +36,23 @@ class BagResult:
     tiles: list[tuple[np.ndarray, str]]  # instances ordered by attention, with captions
 
 
+ZERO_SHOT_WARNING = (
+    "Answers to words outside the training queries were close to chance when measured for "
+    "the default model (reports/qmil_synonyms.md: synonyms of trained classes 0.57, held-out class names "
+    "0.52, unrelated words 0.49 bag accuracy); treat this answer as a guess.")
+
+
+def _zero_shot_hint(q: np.ndarray, extra: dict) -> dict:
+    """For a word that was not a training query: the closest training queries (cosine of the
+    unit word vectors, q (D,)) and the measured reliability warning."""
+    vectors = extra.get("query_vectors", {})
+    seen = [c for c in extra.get("seen_classes", []) if c in vectors]
+    sims = sorted(((float(np.dot(q, np.asarray(vectors[c], np.float32))), c) for c in seen),
+                  reverse=True)
+    return {"closest_training_queries": [{"query": c, "cosine": round(s, 3)} for s, c in sims[:3]],
+            "warning": ZERO_SHOT_WARNING}
+
+
 def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
               images: list[np.ndarray] | None = None) -> BagResult:
     """Ask whether a bag holds the class that ``word`` names.
@@ -67,6 +84,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     report = {
         "model": "qmil", "model_version": model.version, "provider": model.provider,
         "query": word, "query_kind": kind,
+        **({} if word in seen else _zero_shot_hint(q, extra)),
         "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),
         "bag_size": len(images),
         "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4)} for i in order],
