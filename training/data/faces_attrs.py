@@ -59,7 +59,8 @@ def base_attributes(rng: np.random.Generator, face: dict[str, Any]) -> dict[str,
 
 def smiling_lip(lip: dict[str, Any], smile: float) -> dict[str, Any]:
     """Lip parameters with ``smile`` applied (corners up, wider)."""
-    return {**lip, "curve": lip["curve"] + 7.0 * smile, "w": lip["w"] * (1 + 0.22 * max(0.0, smile))}
+    return {**lip, "curve": lip["curve"] + 7.0 * smile,
+            "w": lip["w"] * (1 + 0.22 * max(0.0, smile))}
 
 
 def _forehead_box(face: dict[str, Any], g: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -87,7 +88,8 @@ def draw_under_features(img: np.ndarray, face: dict[str, Any], g: dict[str, Any]
                          tuple(_pts([(corner + side * 8, ey + dy * 1.6)])[0]), 1.0, 1, cv2.LINE_AA,
                          shift=4)
             nose_w = face["nose"]["w"]
-            fold = [(cx + side * (nose_w + 4 + 6 * t), g["nose_tip"] + t * (g["mouth_y"] - g["nose_tip"] + 6))
+            drop = g["mouth_y"] - g["nose_tip"] + 6
+            fold = [(cx + side * (nose_w + 4 + 6 * t), g["nose_tip"] + t * drop)
                     for t in np.linspace(0, 1, 7)]
             cv2.polylines(layer, [_pts(fold)], False, 1.0, 2, cv2.LINE_AA, shift=4)
         layer = cv2.GaussianBlur(layer, (0, 0), 0.8) * (0.45 * age)
@@ -95,8 +97,9 @@ def draw_under_features(img: np.ndarray, face: dict[str, Any], g: dict[str, Any]
     beard = attrs["beard"]
     if beard is not None:
         m = np.zeros(img.shape[:2], np.float32)
-        cv2.ellipse(m, tuple(_pts([(cx, face["cy"])])[0]), (int(face["fa"] * 16), int(face["fb"] * 16)),
-                    0, 0, 360, 1.0, -1, cv2.LINE_AA, shift=4)
+        cv2.ellipse(m, tuple(_pts([(cx, face["cy"])])[0]),
+                    (int(face["fa"] * 16), int(face["fb"] * 16)), 0, 0, 360, 1.0, -1,
+                    cv2.LINE_AA, shift=4)
         top = g["nose_tip"] + beard["top"] * (g["mouth_y"] - g["nose_tip"])
         m[: int(top)] = 0
         m = cv2.GaussianBlur(m, (0, 0), 2.5) * beard["density"]
@@ -121,8 +124,8 @@ def draw_over_features(img: np.ndarray, face: dict[str, Any], g: dict[str, Any])
     if smile > 0.6:
         lp = smiling_lip(face["lip"], smile)
         cv2.ellipse(img, tuple(_pts([(cx, g["mouth_y"] - 0.5)])[0]),
-                    (int(lp["w"] * 0.62 * 16), int(max(1.5, lp["h"] * 0.45 * smile) * 16)), 0, 0, 180,
-                    (235, 232, 225), -1, cv2.LINE_AA, shift=4)
+                    (int(lp["w"] * 0.62 * 16), int(max(1.5, lp["h"] * 0.45 * smile) * 16)),
+                    0, 0, 180, (235, 232, 225), -1, cv2.LINE_AA, shift=4)
     bangs = attrs["bangs"]
     if bangs is not None:
         x0, y0, x1, _ = _forehead_box(face, g)
@@ -148,20 +151,22 @@ def draw_over_features(img: np.ndarray, face: dict[str, Any], g: dict[str, Any])
                 cv2.rectangle(lens, tuple(_pts([(ex - glasses["rx"], ey - glasses["ry"])])[0]),
                               tuple(_pts([(ex + glasses["rx"], ey + glasses["ry"])])[0]), 1.0, -1,
                               cv2.LINE_AA, shift=4)
-        img = img * (1 - glasses["tint"] * lens[..., None]) + glasses["tint"] * lens[..., None] * np.asarray(col)
+        tint = glasses["tint"] * lens[..., None]
+        img = img * (1 - tint) + tint * np.asarray(col)
         t = max(1, int(round(glasses["thick"])))
         for side, (ex, ey) in zip((-1, 1), g["eyes"]):
             c = tuple(_pts([(ex, ey)])[0])
             if glasses["round"]:
-                cv2.ellipse(img, c, (int(glasses["rx"] * 16), int(glasses["ry"] * 16)), 0, 0, 360, col, t,
-                            cv2.LINE_AA, shift=4)
+                cv2.ellipse(img, c, (int(glasses["rx"] * 16), int(glasses["ry"] * 16)), 0, 0, 360,
+                            col, t, cv2.LINE_AA, shift=4)
             else:
                 cv2.rectangle(img, tuple(_pts([(ex - glasses["rx"], ey - glasses["ry"])])[0]),
                               tuple(_pts([(ex + glasses["rx"], ey + glasses["ry"])])[0]), col, t,
                               cv2.LINE_AA, shift=4)
             outer = ex + side * glasses["rx"]
-            cv2.line(img, tuple(_pts([(outer, ey - 2)])[0]),
-                     tuple(_pts([(cx + side * face["fa"] * 0.98, ey - 5)])[0]), col, t, cv2.LINE_AA, shift=4)
+            temple_end = (cx + side * face["fa"] * 0.98, ey - 5)
+            cv2.line(img, tuple(_pts([(outer, ey - 2)])[0]), tuple(_pts([temple_end])[0]), col, t,
+                     cv2.LINE_AA, shift=4)
         (lx, ly), (rx_, ry_) = g["eyes"]
         cv2.line(img, tuple(_pts([(lx + glasses["rx"], ly - 2)])[0]),
                  tuple(_pts([(rx_ - glasses["rx"], ry_ - 2)])[0]), col, t, cv2.LINE_AA, shift=4)
@@ -175,15 +180,17 @@ def attribute_masks(face: dict[str, Any], g: dict[str, Any]) -> dict[str, np.nda
     x0, y0, x1, y1 = _forehead_box(face, g)
     cv2.rectangle(out["bangs"], (int(x0), int(y0 - 8)), (int(x1), int(y1 + 4)), 1.0, -1)
     for ex, ey in g["eyes"]:
-        cv2.rectangle(out["eyeglasses"], (int(ex - 23), int(ey - 18)), (int(ex + 23), int(ey + 18)), 1.0, -1)
+        cv2.rectangle(out["eyeglasses"], (int(ex - 23), int(ey - 18)), (int(ex + 23), int(ey + 18)),
+                      1.0, -1)
     ey = g["eyes"][0][1]  # bridge and temples: a band across the face at eye level
-    cv2.rectangle(out["eyeglasses"], (int(cx - fa - 4), int(ey - 12)), (int(cx + fa + 4), int(ey + 5)),
-                  1.0, -1)
-    cv2.ellipse(out["beard"], (int(cx), int(face["cy"])), (int(fa + 9), int(face["fb"] + 9)), 0, 0, 360, 1.0, -1)
+    cv2.rectangle(out["eyeglasses"], (int(cx - fa - 4), int(ey - 12)),
+                  (int(cx + fa + 4), int(ey + 5)), 1.0, -1)
+    cv2.ellipse(out["beard"], (int(cx), int(face["cy"])), (int(fa + 9), int(face["fb"] + 9)),
+                0, 0, 360, 1.0, -1)
     out["beard"][: int(g["nose_tip"] + 0.15 * (g["mouth_y"] - g["nose_tip"]) - 9)] = 0
     lp = smiling_lip(face["lip"], 1.2)
-    cv2.ellipse(out["smiling"], (int(cx), int(g["mouth_y"])), (int(lp["w"] + 12), int(lp["h"] + 14)),
-                0, 0, 360, 1.0, -1)
+    cv2.ellipse(out["smiling"], (int(cx), int(g["mouth_y"])),
+                (int(lp["w"] + 12), int(lp["h"] + 14)), 0, 0, 360, 1.0, -1)
     # young: forehead lines, crow's feet and nasolabial folds, with margins
     cv2.rectangle(out["young"], (int(cx - (x1 - x0) * 0.4), int(y0 + (y1 - y0) * 0.2)),
                   (int(cx + (x1 - x0) * 0.4), int(y1)), 1.0, -1)
