@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=2000, help="training rows used (of 3000)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--n-train", type=int, default=3000, help="training rows used (of 3000)")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra config overrides for every run")
