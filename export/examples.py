@@ -45,16 +45,25 @@ def write_examples(artifacts: Path, seed: int = 0) -> None:
             for k, i in enumerate(members):
                 Image.fromarray(test.images[i]).save(
                     folder / f"{k:02d}_{_slug(test.class_names[test.labels[i]])}.png")
-    faces_out = out / "faces"
-    for csv_path in sorted((artifacts / "data").glob("**/annotations/test.csv")):
-        root = csv_path.parent.parent
-        faces_out.mkdir(parents=True, exist_ok=True)
-        with open(csv_path) as fh:
-            rows = list(csv.DictReader(fh))
-        for k, row in enumerate(rows[:8]):
-            src = root / row["file_path"]
-            if not src.is_file():
-                src = root.parent / row["file_path"]
-            if src.is_file():
-                shutil.copyfile(src, faces_out / f"{k:02d}_{_slug(row['label'].strip('[]').replace(', ', '-'))}.png")
-        break
+    # generated test faces, one folder per task: faces/ (components), faces_attr/ (attributes)
+    for task_dir, folder in (("facial_components", "faces"), ("facial_attributes", "faces_attr")):
+        for csv_path in sorted((artifacts / "data").glob(f"**/{task_dir}/annotations/test.csv")):
+            _copy_faces(csv_path, out / folder)
+            break
+
+
+def _copy_faces(csv_path: Path, faces_out: Path, n: int = 8) -> None:
+    """Save the first ``n`` test faces of a Seq-DeepFake CSV as PNG, named by their label."""
+    root = csv_path.parent.parent
+    if faces_out.is_dir():  # faces of an earlier data set must not linger
+        shutil.rmtree(faces_out)
+    faces_out.mkdir(parents=True)
+    with open(csv_path) as fh:
+        rows = list(csv.DictReader(fh))
+    for k, row in enumerate(rows[:n]):
+        src = root / row["file_path"]
+        if not src.is_file():
+            src = root.parent / row["file_path"]
+        if src.is_file():
+            label = _slug(row["label"].strip("[]").replace(", ", "-"))
+            Image.open(src).convert("RGB").save(faces_out / f"{k:02d}_{label}.png")

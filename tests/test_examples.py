@@ -1,0 +1,24 @@
+"""App examples: component faces and attribute faces go to their own folders."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from export.examples import write_examples
+from training.data import faces_synth
+
+
+def test_face_examples_per_task(tmp_path):
+    data = tmp_path / "data" / "seqfake"
+    comp = faces_synth.generate(data, 4, 1, 3, seed=0, verbose=False)
+    attr = faces_synth.generate(data, 4, 1, 3, seed=0, verbose=False, task="attributes")
+    (tmp_path / "examples" / "faces").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "examples" / "faces" / "99_stale.png")
+    write_examples(tmp_path)
+    for folder, root in (("faces", comp), ("faces_attr", attr)):
+        files = sorted((tmp_path / "examples" / folder).glob("*.png"))
+        assert len(files) == 3, folder                          # the stale file is gone
+        expected = sorted((root / "images" / "test").rglob("*.jpg"), key=lambda p: p.name)
+        for f, src in zip(files, expected):
+            assert Image.open(f).format == "PNG"
+            assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(src).convert("RGB")))
