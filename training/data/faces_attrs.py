@@ -24,6 +24,8 @@ ATTRIBUTES: tuple[str, ...] = ("bangs", "eyeglasses", "beard", "smiling", "young
 
 
 def _pts(points: list[tuple[float, float]]) -> np.ndarray:
+    """Points (x, y) in pixels -> int32 fixed point for OpenCV's ``shift=4`` (shared with
+    :mod:`training.data.faces_synth`, which draws on top of this module)."""
     return np.round(np.asarray(points, dtype=np.float64) * 16).astype(np.int32)  # shift=4
 
 

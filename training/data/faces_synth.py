@@ -55,6 +55,9 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from training.data import faces_attrs
+from training.data.faces_attrs import _pts
+
 COMPONENTS: tuple[str, ...] = ("nose", "eye", "eyebrow", "lip", "hair")
 """Component names in id order (id = index + 1), as Seq-FaceComp."""
 TASKS = {"components": "facial_components", "attributes": "facial_attributes"}
@@ -64,9 +67,7 @@ TASKS = {"components": "facial_components", "attributes": "facial_attributes"}
 def task_names(task: str = "components") -> tuple[str, ...]:
     """The five manipulation names of ``task`` in id order."""
     if task == "attributes":
-        from training.data.faces_attrs import ATTRIBUTES
-
-        return ATTRIBUTES
+        return faces_attrs.ATTRIBUTES
     if task != "components":
         raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
     return COMPONENTS
@@ -107,9 +108,7 @@ def sample_face(rng: np.random.Generator, size: int = 256, task: str = "componen
     for name in COMPONENTS:
         face[name] = sample_component(rng, name, face)
     if task == "attributes":
-        from training.data.faces_attrs import base_attributes
-
-        face["attrs"] = base_attributes(rng, face)
+        face["attrs"] = faces_attrs.base_attributes(rng, face)
     return face
 
 
@@ -152,10 +151,6 @@ def _geometry(face: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------
-def _pts(points: list[tuple[float, float]]) -> np.ndarray:
-    return np.round(np.asarray(points, dtype=np.float64) * 16).astype(np.int32)  # shift=4
-
-
 def _hair_polygon(face: dict[str, Any], g: dict[str, Any]) -> np.ndarray:
     """The hair region above/around the face as a polygon (256 frame)."""
     cx, cy, fa, fb, h = face["cx"], face["cy"], face["fa"], face["fb"], face["hair"]
@@ -210,8 +205,6 @@ def render_face(face: dict[str, Any], background: np.ndarray) -> np.ndarray:
     img = img * (1 - mask[..., None]) + mask[..., None] * np.array(hair_col, np.float32)
     attrs = face.get("attrs")
     if attrs is not None:  # age lines and beard (attributes variant)
-        from training.data import faces_attrs
-
         img = faces_attrs.draw_under_features(img, face, g)
     # eyebrows
     b = face["eyebrow"]
@@ -243,7 +236,8 @@ def render_face(face: dict[str, Any], background: np.ndarray) -> np.ndarray:
         cv2.circle(img, _pts([(cx + s * n["w"] * 0.5, tip + 1)])[0], int(n["nostril"] * 16),
                    tuple(c * 0.6 for c in dark), -1, cv2.LINE_AA, shift=4)
     # lips
-    lp = face["lip"] if attrs is None else faces_attrs.smiling_lip(face["lip"], float(attrs["smiling"]))
+    lp = (face["lip"] if attrs is None
+          else faces_attrs.smiling_lip(face["lip"], float(attrs["smiling"])))
     lcol = tuple(float(c) for c in lp["color"])
     my = g["mouth_y"]
     upper = [(cx + x, my - lp["h"] * (1 - (x / lp["w"]) ** 2) * 0.9) for x in np.linspace(-lp["w"], lp["w"], 11)]
@@ -295,9 +289,7 @@ def component_masks(face: dict[str, Any]) -> dict[str, np.ndarray]:
 def region_masks(face: dict[str, Any], task: str = "components") -> dict[str, np.ndarray]:
     """Region masks of the five manipulations of ``task`` (float32 (256, 256) each)."""
     if task == "attributes":
-        from training.data.faces_attrs import attribute_masks
-
-        return attribute_masks(face, _geometry(face))
+        return faces_attrs.attribute_masks(face, _geometry(face))
     return component_masks(face)
 
 
@@ -419,9 +411,7 @@ def make_sample(rng: np.random.Generator, sequence: list[int], bg_pool: list[np.
         old_mask = region_masks(face, task)[name]
         face = dict(face)
         if task == "attributes":
-            from training.data.faces_attrs import sample_attribute
-
-            face["attrs"] = {**face["attrs"], name: sample_attribute(rng, name, face)}
+            face["attrs"] = {**face["attrs"], name: faces_attrs.sample_attribute(rng, name, face)}
         else:
             face[name] = sample_component(rng, name, face)
         region = np.maximum(old_mask, region_masks(face, task)[name])
