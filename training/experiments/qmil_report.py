@@ -47,10 +47,6 @@ ABLATIONS = (
 )
 
 
-REUSED: list[str] = []
-"""Runs loaded by ``--reuse`` instead of trained (named in the report)."""
-
-
 def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
                    ) -> torch.nn.Module | None:
     """The model of a finished run trained with exactly ``cfg``, else None."""
@@ -63,16 +59,18 @@ def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
     model = method.build_model()
     model.load_state_dict(ckpt["model"])
     print(f"[report] reusing {path.parent.name} (finished, same config)", flush=True)
-    REUSED.append(path.parent.name)
     return model.eval()
 
 
-def _train(cfg: dict[str, Any], root: Path, reuse: bool = False
+def _train(cfg: dict[str, Any], root: Path, reused: list[str] | None = None
            ) -> tuple[QMILMethod, torch.nn.Module, float]:
+    """Train a run; with ``reused`` (a list), load it instead when it finished with the same
+    config, and append its name to ``reused``."""
     method = QMILMethod(cfg)
-    if reuse:
+    if reused is not None:
         model = _load_finished(method, cfg, root)
         if model is not None:
+            reused.append(str(cfg["run"]["name"]))
             return method, model, float("nan")
     t0 = time.time()
     trainer = Trainer("qmil", method, cfg, artifacts=root, progress=False)
@@ -298,12 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     root = artifacts_dir(args.artifacts) / ("qmil_report" if dataset == "fashion_mnist"
                                             else f"qmil_report_{dataset}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reused: list[str] | None = [] if args.reuse else None  # runs loaded, not trained
     per_seed: list[dict[str, Any]] = []
     times: dict[str, float] = {}
     first_method = first_model = None
     for seed in args.seeds:
         cfg = _cfg(base, [f"run.seed={seed}", f"data.seed={seed}", f"run.name=qmil_s{seed}"])
-        method, model, dt = _train(cfg, root, args.reuse)
+        method, model, dt = _train(cfg, root, reused)
         times[f"qmil_s{seed}"] = dt
         print(f"[report] qMIL seed {seed} trained in {dt:.0f}s", flush=True)
         bags = method.eval_bags("seen")
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             gcfg = _cfg(cfg, ["model.name=gated_mil_lenet", "model.classifier_query=none",
                               f"data.train_queries=[{c}]",
                               f"run.name=gated_{name}_s{seed}"])
-            gm, gmodel, _ = _train(gcfg, root, args.reuse)
+            gm, gmodel, _ = _train(gcfg, root, reused)
             rows = np.flatnonzero(bags.query == c)
             pred = gm.predict(gmodel, bags.subset(rows), device)
             prob[rows], beta[rows] = pred["prob"], pred["beta"]
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
                               f"data.pos_fraction={frac}", f"run.name=qmil_pos{frac}_s{seed0}"])
-            method, model, dt = _train(cfg, root, args.reuse)
+            method, model, dt = _train(cfg, root, reused)
             times[f"qmil_pos{frac}"] = dt
         bags = method.eval_bags("seen")
         sc = _scores(method, bags, method.predict(model, bags, device), method.seen)
@@ -353,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         for tag, desc, extra in ABLATIONS:
             cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
                               f"run.name=qmil_{tag}_s{seed0}", *extra])
-            method, model, dt = _train(cfg, root, args.reuse)
+            method, model, dt = _train(cfg, root, reused)
             times[f"qmil_{tag}"] = dt
             bags = method.eval_bags("seen")
             sc = _scores(method, bags, method.predict(model, bags, device), method.seen)
@@ -407,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds, "quick": bool(args.quick),
         "seen_classes": seen_names, "unseen_classes": unseen_names,
         "config": base, "summary": summary, "per_seed": per_seed, "ratio": ratio,
-        "ablation": ablation, "times": times, "reused": list(REUSED), "wall_seconds": time.time() - t_start,
+        "ablation": ablation, "times": times, "reused": reused or [], "wall_seconds": time.time() - t_start,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "qmil.json", res)
