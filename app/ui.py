@@ -233,12 +233,12 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
                         f_where = gr.Image(label="Where (token dissimilarity)", height=220)
                     f_json = gr.JSON(label="Report", elem_id="face-json")
                     f_file = gr.File(label="Download JSON")
-            face_examples = [[str(p), 0.5, 1, True, "seqfake"]
-                             for p in sorted((examples / "faces").glob("*.png"))[:6]]
-            if "seqfake_attr" in seq_models:  # attribute faces go with the attributes model
-                face_examples += [[str(p), 0.5, 1, True, "seqfake_attr"]
-                                  for p in sorted((examples / "faces_attr").glob("*.png"))[:3]]
-            face_examples = [e for e in face_examples if e[4] in seq_models]
+            # component faces go with seqfake, attribute faces with seqfake_attr (if served)
+            face_examples = [[str(p), 0.5, 1, True, model]
+                             for folder, model, n in (("faces", "seqfake", 6),
+                                                      ("faces_attr", "seqfake_attr", 3))
+                             if model in seq_models
+                             for p in sorted((examples / folder).glob("*.png"))[:n]]
             if face_examples:
                 gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model])
             f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],

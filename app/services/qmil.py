@@ -38,8 +38,8 @@ class BagResult:
 
 ZERO_SHOT_WARNING = (
     "Answers to words outside the training queries were close to chance when measured for "
-    "the default model (reports/qmil_synonyms.md: synonyms of trained classes 0.57, held-out class names "
-    "0.52, unrelated words 0.49 bag accuracy); treat this answer as a guess.")
+    "the default model (reports/qmil_synonyms.md: synonyms of trained classes 0.57, held-out "
+    "class names 0.52, unrelated words 0.49 bag accuracy); treat this answer as a guess.")
 
 
 def _zero_shot_hint(q: np.ndarray, extra: dict) -> dict:

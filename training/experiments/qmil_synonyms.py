@@ -49,12 +49,12 @@ CONTROLS: list[str] = ["car", "banana", "democracy", "piano"]
 """Unrelated words, asked on every class's bags."""
 
 
-def _ask(method: QMILMethod, model: torch.nn.Module, bags, cls: int, vector: np.ndarray
-         ) -> dict[str, float]:
+def _ask(method: QMILMethod, model: torch.nn.Module, bags, cls: int, vector: np.ndarray,
+         device: torch.device) -> dict[str, float]:
     """Bag and attention accuracy when ``vector`` is asked in place of class ``cls``."""
     qv = method.query_vectors.clone()
     qv[cls] = torch.from_numpy(vector)
-    pred = predict_bags(model, bags, method.split("test").images, qv, "cpu",
+    pred = predict_bags(model, bags, method.split("test").images, qv, device,
                         batch_size=int(method.eval_cfg.get("batch_size", 64)))
     return {"bag_acc": bag_accuracy(pred["prob"], bags.label),
             "att_acc": attention_accuracy(pred["beta"], bags.instance_labels, bags.query,
@@ -69,7 +69,8 @@ def run(run_dir: Path) -> dict[str, Any]:
     method = QMILMethod(cfg)
     model = method.build_model()
     model.load_state_dict(ckpt["model"])
-    model.eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
     wv = get_word_vectors()
     rows: list[dict[str, Any]] = []
     for cls, name in enumerate(method.class_names):
@@ -87,7 +88,7 @@ def run(run_dir: Path) -> dict[str, Any]:
                 continue
             rows.append({"class": name, "word": word, "kind": kind, "unseen_class": unseen,
                          "cosine_to_class": float(vec @ base), "n_bags": len(bags),
-                         **_ask(method, model, bags, cls, vec)})
+                         **_ask(method, model, bags, cls, vec, device)})
     return {"rows": rows, "config": cfg, "run": str(run_dir),
             "seen_classes": [method.class_names[c] for c in method.seen],
             "unseen_classes": [method.class_names[c] for c in method.unseen]}
