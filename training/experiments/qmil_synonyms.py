@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 
 from models.artifacts import artifacts_dir, write_json_atomic
 from models.words import UnknownWordError, get_word_vectors
-from training.checkpoint import load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.engine import CHECKPOINT_NAME
 from training.methods.qmil import QMILMethod
 from training.metrics.qmil import attention_accuracy, bag_accuracy
@@ -146,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     run_dir = Path(a.run) if a.run else artifacts_dir(a.artifacts) / "runs" / "qmil"
-    res = run(run_dir)
+    try:
+        res = run(run_dir)
+    except CheckpointError as exc:
+        print(f"error: {exc} (train one: python -m training qmil)", file=sys.stderr)
+        return 2
     res.update(command="python -m training.experiments.qmil_synonyms" +
                "".join(f" {x}" for x in (argv or [])),
                machine=f"{platform.machine()} CPU, 1 torch thread, no GPU",
