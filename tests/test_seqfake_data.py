@@ -126,7 +126,8 @@ def test_manipulation_changes_only_near_its_region():
     assert lm.shape == (5, 2) and lm[0, 0] < lm[1, 0]
 
 
-def _band_energy_order(cfg: faces_synth.SynthConfig, n: int = 36) -> tuple[float, float]:
+def _band_energy_order(cfg: faces_synth.SynthConfig, n: int = 36, task: str = "components"
+                       ) -> tuple[float, float]:
     """Order each sample's true components by median band-pass energy in their region at
     64 px (a hand-made reader of the order cue); returns (Adaptive-Acc, random order)."""
     import cv2
@@ -138,14 +139,15 @@ def _band_energy_order(cfg: faces_synth.SynthConfig, n: int = 36) -> tuple[float
     for i in range(n):
         rng = np.random.default_rng([7, i])
         seq = faces_synth.sample_sequence(rng, 2 + i % 4)
-        data, _, face = faces_synth.make_sample(rng, seq, pool, cfg)
+        data, _, face = faces_synth.make_sample(rng, seq, pool, cfg, task)
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
         small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA)
         energy = ((small - cv2.GaussianBlur(small, (0, 0), 2.0)) ** 2).sum(-1)
-        masks = faces_synth.component_masks(face)
+        masks = faces_synth.region_masks(face, task)
+        names = faces_synth.task_names(task)
         score = {}
         for c in seq:
-            m = cv2.resize(masks[faces_synth.COMPONENTS[c - 1]], (64, 64),
+            m = cv2.resize(masks[names[c - 1]], (64, 64),
                            interpolation=cv2.INTER_AREA) > 0.5
             score[c] = float(np.median(energy[m]))
         preds.append(sorted(seq, key=lambda c: -score[c]))
