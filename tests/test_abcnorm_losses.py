@@ -118,6 +118,25 @@ def test_logit_adjustment_by_hand():
     la = LogitAdjustedLoss([3, 1], tau=1.0)
     got = la(torch.zeros(2, 2), torch.tensor([0, 1])).item()
     assert got == pytest.approx(-(math.log(0.75) + math.log(0.25)) / 2, rel=1e-6)
+    # That balanced batch cannot tell +tau log(prior) from -tau log(prior) (both give the
+    # same mean). One tail-class sample with zero logits can: prior = (3/4, 1/4),
+    # adjusted logits (log 3/4, log 1/4) -> softmax (3/4, 1/4) -> CE = -log(1/4) = 1.386;
+    # the flipped sign gives logits (log 4/3, log 4) -> softmax (1/4, 3/4) -> -log(3/4) = 0.288.
+    tail = la(torch.zeros(1, 2), torch.tensor([1])).item()
+    assert tail == pytest.approx(math.log(4), rel=1e-6)
+    assert tail == pytest.approx(1.386294, abs=1e-6)
+    head = la(torch.zeros(1, 2), torch.tensor([0])).item()
+    assert head == pytest.approx(-math.log(0.75), rel=1e-6)   # 0.288
+    # tau scales the adjustment: tau = 2, logits (2 log 3/4, 2 log 1/4) -> p = (9/10, 1/10)
+    la2 = LogitAdjustedLoss([3, 1], tau=2.0)
+    assert la2(torch.zeros(1, 2), torch.tensor([1])).item() == pytest.approx(math.log(10), rel=1e-6)
+    # non-zero logits: z = (1, 0) for a tail sample, three classes, counts (6, 3, 1)
+    # prior (0.6, 0.3, 0.1) -> adjusted (1 + log 0.6, log 0.3, log 0.1)
+    la3 = LogitAdjustedLoss([6, 3, 1], tau=1.0)
+    e = [math.e * 0.6, 0.3, 0.1]
+    want = -math.log(e[2] / sum(e))
+    got3 = la3(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([2])).item()
+    assert got3 == pytest.approx(want, rel=1e-6)
     # tau = 0 is plain CE
     z = torch.tensor([[1.0, 2.0]])
     assert LogitAdjustedLoss([3, 1], tau=0.0)(z, torch.tensor([0])).item() == \

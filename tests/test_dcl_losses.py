@@ -121,20 +121,45 @@ def test_npc_multiplier_proposition_1(n):
     assert grads["simclr"][1].norm() < grads["dcl"][1].norm()
 
 
+def _positive_grads(z1: torch.Tensor, z2: torch.Tensor, t: float, decoupled: bool,
+                    anchors: list[int]) -> torch.Tensor:
+    """Rows dL_i^(1)/dz_i^(2) of the project's per-anchor loss, for each anchor i given."""
+    b = z2.clone().requires_grad_()
+    terms = contrastive_terms(z1, b, temperature=t, decoupled=decoupled)
+    return torch.stack([torch.autograd.grad(terms[i], b, retain_graph=True)[0][i]
+                        for i in anchors])
+
+
 def test_npc_multiplier_grows_with_batch():
-    """Mean q_B over anchors rises towards 1 as the batch grows (Figure 3.1), fixed alignment."""
+    """q_B read off the project's SimCLR gradients (dL_i^(1)/dz_i^(2) = -(q_B/t) z_i^(1),
+    eqs. 3.3-3.4) equals 1 - exp(<z_i^1,z_i^2>/t) / (exp(<z_i^1,z_i^2>/t) + U_i) for every
+    anchor, and its mean rises towards 1 as the batch grows (Figure 3.1: SimCLR's positive
+    gradient shrinks at small batch); DCL's multiplier is exactly 1 at every batch size."""
     t = 0.1
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     means = []
     for n in (4, 32, 256):
-        z1 = F.normalize(torch.randn(n, 16), dim=1)
-        z2 = F.normalize(z1 + 0.5 * torch.randn(n, 16), dim=1)
-        s = torch.cat([z1, z2]) @ torch.cat([z1, z2]).T / t
-        pos = (z1 * z2).sum(1) / t
-        s.fill_diagonal_(float("-inf"))
-        den = torch.logsumexp(s[:n], dim=1)  # includes the positive (j = i, other view)
-        means.append((1 - torch.exp(pos - den)).mean().item())
-    assert means[0] < means[1] < means[2]
+        z1 = F.normalize(torch.randn(n, 16, generator=g, dtype=torch.float64), dim=1)
+        z2 = F.normalize(z1 + 0.5 * torch.randn(n, 16, generator=g, dtype=torch.float64), dim=1)
+        anchors = list(range(min(n, 32)))
+        # independent q_B (eq. 3.4), one anchor at a time
+        q_ref = []
+        for i in anchors:
+            pos = math.exp(float(z1[i] @ z2[i]) / t)
+            u = sum(math.exp(float(z1[i] @ z[j]) / t) for j in range(n) if j != i for z in (z1, z2))
+            q_ref.append(1 - pos / (pos + u))
+        q_ref = torch.tensor(q_ref, dtype=torch.float64)
+        simclr = _positive_grads(z1, z2, t, False, anchors)
+        dcl = _positive_grads(z1, z2, t, True, anchors)
+        torch.testing.assert_close(simclr, -(q_ref[:, None] / t) * z1[anchors])
+        torch.testing.assert_close(dcl, -(1 / t) * z1[anchors])
+        q_proj = -t * (simclr * z1[anchors]).sum(1)     # |z_i^(1)| = 1
+        torch.testing.assert_close(q_proj, q_ref)
+        torch.testing.assert_close(-t * (dcl * z1[anchors]).sum(1), torch.ones(len(anchors),
+                                                                                dtype=torch.float64))
+        means.append(q_proj.mean().item())
+    assert 0 < means[0] < means[1] < means[2] < 1
+    assert means[0] < 0.9 * means[2]  # the small-batch shrink is large, not a rounding effect
 
 
 def test_bad_inputs():

@@ -85,6 +85,34 @@ def test_rank_weights_thesis_example():
     torch.testing.assert_close(rank_weights(p, y, r, alpha=0.5), 0.5 * w)
 
 
+def test_rank_weights_genuine_ranked_exactly_at_size():
+    """Eq. 5.17 at its boundary: a genuine component with o_i = |Y| is ranked among the
+    manipulated (o_i <= |Y|), so it gets alpha * |o_i - L|, not alpha."""
+    # L = 5, Y = (4, 2): |Y| = 2, y = (0,1,0,1,0), r = (5,2,5,1,5)
+    # P = (0.9, 0.1, 0.8, 0.7, 0.2): sorted 0.9, 0.8, 0.7, 0.2, 0.1 -> o = (1, 5, 2, 3, 4)
+    # i=1 genuine, o=1 <= 2 -> |1-5| = 4
+    # i=2 in Y, r=2, o=5     -> |5-2| = 3
+    # i=3 genuine, o=2 = |Y| -> |2-5| = 3   (the boundary: o > |Y| does not hold)
+    # i=4 in Y, r=1, o=3     -> |3-1| = 2
+    # i=5 genuine, o=4 > 2   -> 1
+    y, r = sequence_targets(torch.tensor([[4, 2, 0, 0, 0]]), 5)
+    probs = [0.9, 0.1, 0.8, 0.7, 0.2]
+    p = torch.tensor([probs])
+    assert predicted_ranks(p).tolist() == [[1, 5, 2, 3, 4]]
+    assert rank_weights(p, y, r, alpha=1.0).tolist() == [[4.0, 3.0, 3.0, 2.0, 1.0]]
+    assert rank_weights(p, y, r, alpha=0.5).tolist() == [[2.0, 1.5, 1.5, 1.0, 0.5]]
+    # L_Rank = sum_i w_i BCE(P_i, y_i) on the fused logits f_i = log(P_i / (1 - P_i))
+    want = (4 * -math.log(1 - 0.9) + 3 * -math.log(0.1) + 3 * -math.log(1 - 0.8)
+            + 2 * -math.log(0.7) + 1 * -math.log(1 - 0.2))
+    logits = torch.tensor([[math.log(q / (1 - q)) for q in probs]], dtype=torch.float64)
+    assert rank_loss(logits, y.double(), r, alpha=1.0).item() == pytest.approx(want, rel=1e-6)
+    # |Y| = 1, Y = (3,): a genuine component ranked first (o = 1 = |Y|) -> |1 - 5| = 4;
+    # component 3 is second (o = 2, r = 1) -> 1; the rest genuine, o > 1 -> 1
+    y1, r1 = sequence_targets(torch.tensor([[3, 0, 0, 0, 0]]), 5)
+    p1 = torch.tensor([[0.6, 0.3, 0.5, 0.2, 0.1]])
+    assert rank_weights(p1, y1, r1).tolist() == [[4.0, 1.0, 1.0, 1.0, 1.0]]
+
+
 def test_rank_weights_real_image_all_alpha():
     y, r = sequence_targets(torch.zeros(1, 5, dtype=torch.long), 5)
     w = rank_weights(torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7]]), y, r, alpha=2.0)

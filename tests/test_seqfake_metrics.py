@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from models import sequence
+
 from training.metrics.seqfake import (adaptive_accuracy, decode, exact_set_accuracy,
                                       expected_random_order_accuracy, fixed_accuracy,
                                       multilabel_accuracy, pad, roc_auc, sequence_metrics,
@@ -19,6 +21,67 @@ def test_decode_threshold_and_order():
                       [0.8, 0.8, 0.0, 0.0, 0.0]])  # tie -> lower id first
     assert decode(probs, 0.5) == [[2, 4, 5], [], [1, 2]]
     assert decode(probs, 0.65) == [[2, 4], [], [1, 2]]
+
+
+def test_one_decoder_shared_by_evaluation_and_app_without_torch():
+    """The evaluation's ``decode`` is models.sequence's, and that module imports no torch."""
+    import subprocess
+    import sys
+
+    assert decode is sequence.decode
+    code = ("import sys, models.sequence, training.metrics.seqfake; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_decode_hand_worked_cases():
+    """SPEC.md section 4 inference: P_i above threshold, by decreasing P_i. "Above" is strict
+    (P_i > threshold), as the evaluation has always decoded: a probability exactly at the
+    threshold is not a manipulation."""
+    # one sample: P = (0.5, 0.75, 0.25, 0.5000001, 0.9), threshold 0.5
+    # above 0.5: index 1 (0.75), 3 (0.5000001), 4 (0.9); index 0 is exactly 0.5 -> out
+    # by decreasing P: 4 (0.9), 1 (0.75), 3 (0.5000001) -> 0-based [4, 1, 3], ids [5, 2, 4]
+    p = np.array([0.5, 0.75, 0.25, 0.5000001, 0.9])
+    assert sequence.decode_sequence(p, 0.5) == [4, 1, 3]
+    assert decode(p[None], 0.5) == [[5, 2, 4]]
+    # every probability exactly at the threshold -> real
+    assert sequence.decode_sequence(np.full(5, 0.25), 0.25) == []
+    assert decode(np.full((1, 5), 0.5), 0.5) == [[]]
+    # exactly at a non-dyadic threshold (the same float64) is also out
+    assert sequence.decode_sequence(np.array([0.3, 0.65, 0.7]), 0.65) == [2]
+    # float32 input (what ONNX returns) at a float32 threshold value
+    assert sequence.decode_sequence(np.array([0.5, 0.6, 0.4], np.float32), 0.5) == [1]
+    # ordering by decreasing probability, not by index, whatever the input order
+    assert sequence.decode_sequence(np.array([0.6, 0.7, 0.8, 0.9, 0.95]), 0.5) == [4, 3, 2, 1, 0]
+    assert sequence.decode_sequence(np.array([0.95, 0.9, 0.8, 0.7, 0.6]), 0.5) == [0, 1, 2, 3, 4]
+    # ties keep component order (lower id first), also inside a longer sequence
+    assert sequence.decode_sequence(np.array([0.7, 0.9, 0.7, 0.1, 0.7]), 0.5) == [1, 0, 2, 4]
+    assert decode(np.array([[0.7, 0.9, 0.7, 0.1, 0.7]]), 0.5) == [[2, 1, 3, 5]]
+    # nothing above threshold -> real ([]), at any threshold
+    assert decode(np.array([[0.1, 0.2, 0.3, 0.4, 0.45]]), 0.5) == [[]]
+    assert decode(np.array([[0.1, 0.2, 0.3, 0.4, 0.45]]), 0.4) == [[5]]
+    # a (1-D) list works for the single-sample decoder
+    assert sequence.decode_sequence([0.2, 0.8], 0.5) == [1]
+
+
+def test_decode_batch_slots_and_padding():
+    probs = np.array([[0.1, 0.9, 0.2, 0.7, 0.6],      # ids 2, 4, 5
+                      [0.5, 0.5, 0.5, 0.5, 0.5],      # all exactly at 0.5 -> real
+                      [0.6, 0.7, 0.8, 0.9, 0.95]])    # all five, reversed order
+    got = sequence.decode_batch(probs, 0.5)
+    assert got.dtype == np.int64 and got.shape == (3, 5)
+    assert got.tolist() == [[2, 4, 5, 0, 0], [0, 0, 0, 0, 0], [5, 4, 3, 2, 1]]
+    # fewer slots: keep the most probable components, in order
+    assert sequence.decode_batch(probs, 0.5, slots=2).tolist() == [[2, 4], [0, 0], [5, 4]]
+    # L = 6 > 5 slots: six above threshold, the least probable (id 1, 0.55) is cut
+    six = np.array([[0.55, 0.6, 0.7, 0.8, 0.9, 0.95]])
+    assert sequence.decode_batch(six, 0.5).tolist() == [[6, 5, 4, 3, 2]]
+    assert decode(six, 0.5) == [[6, 5, 4, 3, 2, 1]]
+    # padded output round-trips through the label helpers
+    assert [unpad(r) for r in got.tolist()] == decode(probs, 0.5)
+    assert [pad(s) for s in decode(probs, 0.5)] == got.tolist()
 
 
 def test_pad_unpad():

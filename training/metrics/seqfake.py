@@ -1,7 +1,8 @@
 """Decoding and metrics of sequential deepfake detection (SPEC.md section 4).
 
 Sequences are lists of component ids (1..L) in manipulation order; ``[]`` is a real face.
-Padded to 5 slots with 0 they are the Seq-DeepFake labels.
+Padded to 5 slots with 0 they are the Seq-DeepFake labels. Decoding probabilities into
+sequences is :func:`models.sequence.decode` (re-exported here as ``decode``).
 
 * Fixed-Acc: per-position accuracy over the 5-slot padded sequences, pooled over the set.
 * Adaptive-Acc: per sample compare the first max(len true, len predicted) positions; the
@@ -19,25 +20,8 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-SLOTS = 5
-
-
-def decode(probs: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
-    """Predicted sequences: ids with probability > threshold, by decreasing probability.
-
-    Args:
-        probs: (N, L) sigmoid outputs of the fused head.
-        threshold: decision threshold.
-
-    Returns:
-        N lists of 1-based ids (ties broken by lower id first); [] = real.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    out = []
-    for p in probs:
-        order = np.argsort(-p, kind="stable")
-        out.append([int(i) + 1 for i in order if p[i] > threshold])
-    return out
+# The one decoder (numpy only, shared with the app): ids with P > threshold, by decreasing P.
+from models.sequence import SLOTS, decode  # noqa: F401  (re-exported)
 
 
 def pad(seq: Sequence[int], slots: int = SLOTS) -> list[int]:
