@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
-    from models.artifacts import artifacts_dir
+    from runtime.artifacts import artifacts_dir
 
     artifacts = artifacts_dir(args.artifacts)
     if not args.no_build:

@@ -12,25 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-# run name -> (method, extra overrides)
-DEFAULT_RUNS: dict[str, tuple[str, list[str]]] = {
-    "seqfake": ("seqfake", []),
-    "seqfake_attr": ("seqfake", ["data.task=attributes"]),  # the attributes variant (Seq-FaceAttr)
-    "qmil": ("qmil", []),
-    "dcl": ("dcl", []),
-    "abcnorm": ("abcnorm", []),
-    "abcnorm_ce": ("abcnorm", ["loss.name=ce"]),
-}
-# Tiny budgets for smoke tests of the whole pipeline (not useful models).
-SMOKE_OVERRIDES: dict[str, list[str]] = {
-    "common": ["train.epochs=1", "train.max_steps=3", "train.log_every=1"],
-    "seqfake": ["data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
-                "train.batch_size=8"],
-    "qmil": ["data.bags_per_query=8", "data.eval_bags_per_query=4", "train.batch_size=8"],
-    "dcl": ["data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
-            "eval.random_init_reference=false", "train.batch_size=32"],
-    "abcnorm": ["train.batch_size=32"],
-}
+from methods import SMOKE_COMMON, get_method, served_runs
+
+
+
+def default_runs() -> dict[str, tuple[str, list[str]]]:
+    """run name -> (method, overrides): every registered method's default build runs."""
+    return {r.run: (d.name, list(r.overrides)) for d, r in served_runs()}
+
+
+def smoke_overrides(method: str) -> list[str]:
+    """Tiny budgets for the smoke build of ``method`` (pipeline checks, not useful models)."""
+    return [*SMOKE_COMMON, *get_method(method).smoke]
 
 
 def checkpoint_done(artifacts: Path, run: str) -> bool:
@@ -49,15 +42,16 @@ def _run(cmd: list[str], what: str) -> None:
 
 def ensure_artifacts(artifacts: Path, smoke: bool = False, runs: list[str] | None = None) -> None:
     """Train what is missing, then export if any checkpoint is newer than the manifest."""
-    runs = runs or list(DEFAULT_RUNS)
+    plan = default_runs()
+    runs = runs or list(plan)
     trained = False
     for i, run in enumerate(runs, 1):
         if checkpoint_done(artifacts, run):
             continue
-        method, overrides = DEFAULT_RUNS[run]
+        method, overrides = plan[run]
         over = [f"run.name={run}", *overrides]
         if smoke:
-            over += SMOKE_OVERRIDES["common"] + SMOKE_OVERRIDES.get(method, [])
+            over += smoke_overrides(method)
         cmd = [sys.executable, "-m", "training", method, "--artifacts", str(artifacts)]
         for o in over:
             cmd += ["--set", o]

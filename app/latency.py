@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.artifacts import artifacts_dir, write_json_atomic
+from runtime.artifacts import artifacts_dir, write_json_atomic
 
 
 def cold_start(artifacts: Path, port: int = 7977, timeout: float = 120) -> float:
@@ -44,7 +44,7 @@ def cold_start(artifacts: Path, port: int = 7977, timeout: float = 120) -> float
 def face_latency(artifacts: Path, repeats: int = 10) -> dict[str, float]:
     from skimage import data
 
-    from app.engine import Engine
+    from runtime.engine import Engine
     from app.faces import default_detector
     from app.services.face import analyze_face
 

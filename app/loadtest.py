@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from models.artifacts import artifacts_dir, write_json_atomic
+from runtime.artifacts import artifacts_dir, write_json_atomic
 
 
 def _free_port() -> int:
@@ -47,23 +47,13 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def requests_for(artifacts: Path) -> list[tuple[str, tuple, Any]]:
-    """(api_name, args, key-extractor) for each endpoint, on the shipped examples."""
+    """(api_name, args, key-extractor) for each endpoint, on the shipped examples (each tab
+    names its own requests)."""
     from gradio_client import handle_file
 
-    ex = artifacts / "examples"
-    fashion = sorted((ex / "fashion").glob("*.png"))
-    bag = sorted(p for p in (ex / "bags").iterdir() if p.is_dir())[0]
-    faces = sorted((ex / "faces").glob("*.png"))
-    reqs = [
-        ("/classify", (handle_file(str(fashion[0])), ""), lambda r: r[3]["abcnorm"]["top"]),
-        ("/neighbours", (handle_file(str(fashion[1])), 8, ""), lambda r: [h["index"] for h in r[2]["neighbours"]]),
-        ("/query", ([handle_file(str(p)) for p in sorted(bag.glob("*.png"))], "sneaker"),
-         lambda r: (r[2]["answer"], r[2]["probability"], r[2]["attention"])),
-    ]
-    if faces:
-        reqs.append(("/face", (handle_file(str(faces[0])), 0.5, 1, True, "seqfake"),
-                     lambda r: (r[4]["sequence"], r[4]["probabilities"])))
-    return reqs
+    from app.tabs import tabs
+
+    return [r for _, tab in tabs() for r in tab.sample_requests(artifacts / "examples", handle_file)]
 
 
 DOWNLOAD = [False]

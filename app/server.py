@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from app.engine import Engine
+from runtime.engine import Engine
 
 
 def auth_from_env() -> tuple[str, str] | None:

@@ -2,14 +2,15 @@
 
 Exports each finished training run under ``<artifacts>/runs/`` to
 ``<artifacts>/onnx/<run>.onnx``, records it in ``<artifacts>/manifest.json``, builds the
-retrieval gallery for the DCL encoder and writes example inputs for the app.
+retrieval gallery and the example inputs for the app (each method's post-export
+hooks, see ``methods/<name>/assets.py``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from models.artifacts import artifacts_dir
+from runtime.artifacts import artifacts_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         export_all(artifacts_dir(args.artifacts), args.runs or None,
-                   gallery=not args.no_gallery, gallery_dir=args.gallery_dir,
-                   gallery_limit=args.gallery_limit)
+                   {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
+                    "gallery_limit": args.gallery_limit})
     except (FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

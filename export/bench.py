@@ -18,11 +18,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from app.engine import OnnxModel
-from export.adapters import view_for
-from export.pipeline import load_trained
-from models.artifacts import artifacts_dir, write_json_atomic
-from models.manifest import read_manifest
+from runtime.engine import OnnxModel
+from export.pipeline import view_of
+from runtime.artifacts import artifacts_dir, write_json_atomic
+from training.checkpoint import load_trained
+from runtime.manifest import read_manifest
 
 
 def _time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
@@ -36,17 +36,9 @@ def _time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _inputs(method: str, entry: dict[str, Any], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    pre = entry["preprocess"]
-    c, (h, w) = int(pre["channels"]), pre["size"]
-    if method == "qmil":
-        k = 10
-        return {"images": rng.standard_normal((batch, k, c, h, w), dtype=np.float32),
-                "mask": np.ones((batch, k), np.float32),
-                "query": rng.standard_normal((batch, int(entry["extra"].get("word_dim", 50))),
-                                             dtype=np.float32)}
-    return {"image": rng.standard_normal((batch, c, h, w), dtype=np.float32)}
+def _inputs(view, batch: int) -> tuple[torch.Tensor, ...]:
+    """The view's example inputs, repeated along the batch axis to ``batch`` rows."""
+    return tuple(torch.cat([t] * -(-batch // t.shape[0]))[:batch] for t in view.inputs)
 
 
 def machine() -> dict[str, Any]:
@@ -62,14 +54,13 @@ def bench(artifacts: Path, batches: tuple[int, ...] = (1, 32), repeats: int = 30
     manifest = read_manifest(artifacts)
     results: dict[str, Any] = {}
     for name, entry in manifest["models"].items():
-        method = entry["method"]
         model, ckpt = load_trained(artifacts / entry["training"]["checkpoint"])
-        view = view_for(method, model, dict(ckpt["extra"]))
+        variant, view = view_of(model, ckpt)
         onnx = OnnxModel(name, entry, artifacts)
         rows = {}
         for b in batches:
-            feeds = _inputs(method, entry, b)
-            tin = tuple(torch.from_numpy(feeds[n]) for n in view.input_names)
+            tin = _inputs(view, b)
+            feeds = {n: t.numpy() for n, t in zip(variant.io.inputs, tin)}
             reps = repeats if b == 1 else max(5, repeats // 3)
 
             def run_torch() -> None:
@@ -82,7 +73,7 @@ def bench(artifacts: Path, batches: tuple[int, ...] = (1, 32), repeats: int = 30
                                   "speedup": round(t_torch / t_ort, 3)}
             print(f"[bench] {name} batch {b}: torch {1e3 * t_torch:.2f} ms, onnxruntime "
                   f"{1e3 * t_ort:.2f} ms, x{t_torch / t_ort:.2f}", flush=True)
-        results[name] = {"provider": onnx.provider, "inputs": {k: list(v.shape) for k, v in _inputs(method, entry, 1).items()},
+        results[name] = {"provider": onnx.provider, "inputs": {n: list(t.shape) for n, t in zip(variant.io.inputs, _inputs(view, 1))},
                          **rows}
     return results
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.artifacts import atomic_path
+from runtime.artifacts import atomic_path
 
 OPSET = 18
 

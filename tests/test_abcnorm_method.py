@@ -105,7 +105,7 @@ def test_ldam_drw_schedule_and_unknown_loss(tree):
     m.on_epoch_start(None, 2)
     w = m.criterion.class_weights
     assert w[2] > w[1] > w[0] and w.sum().item() == pytest.approx(3.0)
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="loss.name must be one of .*, got .focal."):
         build_method("abcnorm", apply_overrides(cfg, ["loss.name=focal"]))
 
 

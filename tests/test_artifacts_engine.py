@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import Engine, ModelUnavailableError, OnnxModel
+from runtime.engine import Engine, ModelUnavailableError, OnnxModel
 from export.onnx_export import export_module
-from models.artifacts import ArtifactWriteError, atomic_path, write_json_atomic
-from models.manifest import FORMAT_VERSION, ManifestError, read_manifest, sha256_file, update_manifest
-from models.preprocess import FASHION_MNIST
+from runtime.artifacts import ArtifactWriteError, atomic_path, write_json_atomic
+from runtime.manifest import FORMAT_VERSION, ManifestError, read_manifest, sha256_file, update_manifest
+from runtime.preprocess import FASHION_MNIST
 from training.checkpoint import save_checkpoint
 
 

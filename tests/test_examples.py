@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from export.examples import write_examples
+from methods.seqfake.assets import write_examples
 from training.data import faces_synth
 
 

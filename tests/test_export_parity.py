@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import Engine
-from export.adapters import view_for
-from export.pipeline import load_trained
+from runtime.engine import Engine
+from export.pipeline import view_of
+from training.checkpoint import load_trained
 from models.cam import cam_from_features
 from models.sequence import decode_sequence
 
@@ -17,8 +17,10 @@ ATOL = 1e-4
 
 
 def _torch_view(art, entry):
+    """(export view, model, output names from the registered contract) of a served model."""
     model, ckpt = load_trained(art / entry["training"]["checkpoint"])
-    return view_for(entry["method"], model, dict(ckpt["extra"])), model
+    variant, view = view_of(model, ckpt)
+    return view, model, variant.io.outputs
 
 
 def _images(art, kind="fashion", n=6):
@@ -49,12 +51,12 @@ def test_manifest_lists_four_models_with_required_fields(smoke_artifacts):
 def test_seqfake_parity_and_sequence(smoke_artifacts):
     engine = Engine(smoke_artifacts)
     m = engine.get("seqfake")
-    view, _ = _torch_view(smoke_artifacts, m.entry)
+    view, _, names = _torch_view(smoke_artifacts, m.entry)
     x = m.prepare(_images(smoke_artifacts, "faces"))
     out = m.run({"image": x})
     with torch.no_grad():
         ref = view.module(torch.from_numpy(x))
-    _close([out[k] for k in ("probs", "logits", "u", "dissim")], ref)
+    _close([out[k] for k in names], ref)
     for p_o, p_t in zip(out["probs"], ref[0].numpy()):
         for thr in (0.3, 0.5, 0.7):
             assert decode_sequence(p_o, thr) == decode_sequence(p_t, thr)
@@ -65,7 +67,7 @@ def test_qmil_parity_with_padding_and_answers(smoke_artifacts):
 
     engine = Engine(smoke_artifacts)
     m = engine.get("qmil")
-    view, _ = _torch_view(smoke_artifacts, m.entry)
+    view, _, names = _torch_view(smoke_artifacts, m.entry)
     imgs = m.prepare(_images(smoke_artifacts, "fashion", 8))          # (8, C, H, W)
     bags = np.stack([imgs, imgs[::-1]])                                # (2, 8, C, H, W)
     mask = np.ones((2, 8), np.float32)
@@ -74,7 +76,7 @@ def test_qmil_parity_with_padding_and_answers(smoke_artifacts):
     out = m.run({"images": bags, "mask": mask, "query": q})
     with torch.no_grad():
         ref = view.module(*(torch.from_numpy(a) for a in (bags, mask, q)))
-    _close([out[k] for k in ("prob", "logit", "alpha", "beta")], ref)
+    _close([out[k] for k in names], ref)
     assert np.all(out["beta"][1, 5:] == 0)                              # padding gets no attention
     np.testing.assert_allclose(out["beta"].sum(1), 1.0, atol=1e-5)
     assert list(out["prob"] >= 0.5) == list(ref[0].numpy() >= 0.5)
@@ -85,9 +87,9 @@ def test_dcl_parity_and_neighbours(smoke_artifacts):
 
     engine = Engine(smoke_artifacts)
     m = engine.get("dcl")
-    view, _ = _torch_view(smoke_artifacts, m.entry)
+    view, _, names = _torch_view(smoke_artifacts, m.entry)
     x = m.prepare(_images(smoke_artifacts, "fashion"))
-    out = m.run({"image": x})["embedding"]
+    out = m.run({"image": x})[names[0]]
     with torch.no_grad():
         ref = view.module(torch.from_numpy(x))
     _close([out], [ref])
@@ -113,12 +115,12 @@ def test_abcnorm_parity_top1_and_cam_equals_gradcam(smoke_artifacts):
 
     engine = Engine(smoke_artifacts)
     m = engine.get("abcnorm")
-    view, model = _torch_view(smoke_artifacts, m.entry)
+    view, model, names = _torch_view(smoke_artifacts, m.entry)
     x = m.prepare(_images(smoke_artifacts, "fashion"))
     out = m.run({"image": x})
     with torch.no_grad():
         ref = view.module(torch.from_numpy(x))
-    _close([out["logits"], out["features"]], ref)
+    _close([out[k] for k in names], ref)
     np.testing.assert_array_equal(out["logits"].argmax(1), ref[0].argmax(1).numpy())
     weight, _ = head_weights(m)
     xt = torch.from_numpy(x[:2])

@@ -30,7 +30,7 @@ def test_tiny_run_writes_a_loadable_checkpoint(tmp_path, extra):
     assert 0.0 <= m["bag_acc"] <= 1.0 and "att_acc/bag" in m
     if extra:
         assert ck["model_spec"]["name"] == "gated_mil_lenet" and "zs_bag_acc" not in m
-        assert list(ex["inputs"]) == ["images", "mask"]
+        assert ex["gated"] is True and ex["classifier_query"] is None
     else:
         assert ck["model_spec"]["kwargs"]["word_dim"] == 50 and "zs_iq_bag_acc" in m
 

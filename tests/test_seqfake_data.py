@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.preprocess import PreprocessSpec, to_input
+from runtime.preprocess import PreprocessSpec, to_input
 from training.data import faces_synth
 from training.data.face_aug import FaceAugment, StrongAug, WeakAug, self_blend
 from training.data.seqdeepfake import (CANONICAL_LANDMARKS, SeqDeepFakeDataset,

@@ -9,7 +9,7 @@ from tests.test_seqfake_data import write_fixture
 
 FAST = ["--set", "train.epochs=1", "--set", "model.out_indices=[2, 3]", "--set",
         "train.batch_size=2", "--set", "data.img_size=32", "--set", "model.dim=32", "--set", "model.heads=2", "--set", "train.log_every=1",
-        "--set", "train.warmup_steps=0", "--no-progress"]
+        "--set", "optim.warmup_steps=0", "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,6 +54,10 @@ def test_baseline_and_binary_modes(fixture_root, tmp_path):
 
 
 def test_bad_folder_is_a_clear_error(tmp_path, capsys):
-    rc = main(["seqfake", "--data", str(tmp_path / "nothing"), "--artifacts", str(tmp_path), *FAST])
+    (tmp_path / "empty").mkdir()
+    rc = main(["seqfake", "--data", str(tmp_path / "empty"), "--artifacts", str(tmp_path), *FAST])
     assert rc == 2
     assert "not a Seq-DeepFake folder" in capsys.readouterr().err
+    rc = main(["seqfake", "--data", str(tmp_path / "nothing"), "--artifacts", str(tmp_path), *FAST])
+    assert rc == 2
+    assert "nothing: no such file or folder" in capsys.readouterr().err

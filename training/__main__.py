@@ -8,20 +8,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from training.config import apply_overrides, default_config_path, load_config
-from training.methods import DESCRIPTIONS, METHODS
+from methods import all_methods
+from training.config import resolve_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    shown = [d for d in all_methods() if d.tab is not None]
     epilog = "methods and their default configs:\n" + "\n".join(
-        f"  {m:<8} {DESCRIPTIONS[m]}\n           config: training/configs/{m}.yaml"
-        for m in METHODS if m != "toy")
+        f"  {d.name:<8} {d.description}\n           config: training/configs/{d.config_file}"
+        + "".join(f"\n           variant {v.name}: {' '.join('--set ' + o for o in v.overrides)}"
+                  for v in d.variants.values() if v.overrides)
+        for d in shown)
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", choices=[m for m in METHODS], metavar="METHOD",
-                   help="one of: " + ", ".join(m for m in METHODS if m != "toy"))
-    p.add_argument("--config", help="YAML config (default: training/configs/METHOD.yaml)")
+    p.add_argument("method", choices=[d.name for d in all_methods()], metavar="METHOD",
+                   help="one of: " + ", ".join(d.name for d in shown))
+    p.add_argument("--config", help="YAML file merged over training/configs/METHOD.yaml "
+                                    "(it may hold only the keys it changes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--data", help="data folder (sets data.root), e.g. a Seq-DeepFake folder")
@@ -37,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     from training.methods import build_method
 
     try:
-        cfg = load_config(args.config or default_config_path(args.method))
         overrides = list(args.overrides)
         if args.data:
+            if not Path(args.data).expanduser().exists():
+                raise FileNotFoundError(f"--data {args.data}: no such file or folder")
             overrides.append(f"data.root={args.data}")
-        cfg = apply_overrides(cfg, overrides)
         if args.artifacts:  # methods that make data (generated faces) put it there too
-            cfg.setdefault("run", {})["artifacts"] = args.artifacts
+            overrides.append(f"run.artifacts={args.artifacts}")
+        cfg = resolve_config(args.method, args.config, overrides)
         method = build_method(args.method, cfg)
         trainer = Trainer(args.method, method, cfg, artifacts=args.artifacts,
                           progress=not args.no_progress)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifacts import atomic_path
+from runtime.artifacts import atomic_path
 
 
 def git_commit() -> str:
@@ -68,3 +68,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint written by this project")
     return ckpt
+
+
+def load_trained(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network of a checkpoint (``create_model(model_spec)`` + its weights), in
+    eval mode; returns ``(model, checkpoint)``. The one checkpoint-to-model rebuild."""
+    from models.registry import create_model
+
+    ckpt = load_checkpoint(path, map_location)
+    spec = ckpt["model_spec"]
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt

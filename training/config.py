@@ -1,4 +1,12 @@
-"""YAML run configuration: load a file, apply ``key.sub=value`` overrides."""
+"""YAML run configuration: the method's defaults, a user's file, ``--set`` overrides, checked.
+
+:func:`resolve_config` is the one way to make a run config: the method's YAML
+(``training/configs/<method>.yaml``, where every default is written once), a user's
+``--config`` file deep-merged over it (so it may hold only what it changes), then
+``key.sub=value`` overrides, validated against the method's typed schema
+(:mod:`methods.schema`): unknown keys, missing keys and wrong types are refused with the key
+in the message.
+"""
 from __future__ import annotations
 
 import copy
@@ -11,8 +19,31 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def default_config_path(method: str) -> Path:
-    """The shipped default config of a method: ``training/configs/<method>.yaml``."""
-    return CONFIG_DIR / f"{method}.yaml"
+    """The shipped default config of a method (its descriptor's ``config_file``)."""
+    from methods import get_method
+
+    return CONFIG_DIR / get_method(method).config_file
+
+
+def validate_config(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` checked against the method's schema; returns the converted copy.
+
+    Raises:
+        methods.schema.ConfigError (a ValueError) naming the offending key.
+    """
+    from methods import get_method
+    from methods.schema import validate
+
+    return validate(get_method(method).schema, cfg)
+
+
+def resolve_config(method: str, config: str | Path | dict[str, Any] | None = None,
+                   overrides: list[str] | None = None) -> dict[str, Any]:
+    """The validated run config: defaults <- ``config`` (a file or a dict) <- overrides."""
+    cfg = load_config(default_config_path(method))
+    if config is not None:
+        cfg = merge(cfg, config if isinstance(config, dict) else load_config(config))
+    return validate_config(method, apply_overrides(cfg, overrides))
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -18,9 +18,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from models.cam import overlay
-from models.preprocess import PreprocessSpec, to_input, to_pil
-from models.registry import create_model
-from training.checkpoint import load_checkpoint
+from runtime.preprocess import PreprocessSpec, to_input, to_pil
+from training.checkpoint import load_trained
 
 
 @dataclass
@@ -43,11 +42,7 @@ class Explanation:
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a classifier from a checkpoint; returns (model in eval mode, checkpoint)."""
-    ckpt = load_checkpoint(path)
-    spec = ckpt["model_spec"]
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+    return load_trained(path)
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, class_idx: int | None = None) -> np.ndarray:

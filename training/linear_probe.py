@@ -63,15 +63,12 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
 
 def probe_checkpoint(path: str | Path, epochs: int = 30, device: str = "cpu") -> dict[str, float]:
     """Linear probe of a DCL checkpoint on Fashion-MNIST (train -> test)."""
-    from models.preprocess import PreprocessSpec
-    from models.registry import create_model
-    from training.checkpoint import load_checkpoint
+    from runtime.preprocess import PreprocessSpec
+    from training.checkpoint import load_trained
     from training.data.fashion_mnist import load_fashion_mnist
     from training.metrics.embed import embed_tensor, prepare
 
-    ckpt = load_checkpoint(path)
-    model = create_model(ckpt["model_spec"]["name"], **ckpt["model_spec"].get("kwargs", {}))
-    model.load_state_dict(ckpt["model"])
+    model, ckpt = load_trained(path)
     spec = PreprocessSpec.from_dict(ckpt["extra"]["preprocess"])
     dev = torch.device(device)
     model.to(dev)
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     res["seconds"] = round(time.time() - t0, 1)
-    from models.artifacts import write_json_atomic
+    from runtime.artifacts import write_json_atomic
 
     write_json_atomic(Path(args.checkpoint).parent / "linear_probe.json", res)
     print(json.dumps(res, indent=2))

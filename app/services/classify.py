@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.engine import Engine, OnnxModel
-from app.inputs import InputError, load_image
+from runtime.engine import Engine, OnnxModel
+from app.inputs import InputError, display_rgb, load_image
 from app.viz import overlay_heatmap
 from models.cam import cam_from_features
+
+MODEL = "abcnorm"        # the tab's model (the method's first default run)
+BASELINE = "abcnorm_ce"  # shown beside it when served
 
 
 @dataclass
@@ -30,12 +33,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def head_weights(model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
     """The linear head (C, F) and bias (C,) exported beside the ONNX file; checked against
     the manifest's sha256 once, like the ONNX file itself."""
-    return _load_head(str(model.path.with_suffix(".head.npz")), model.entry.get("head_sha256"))
+    side = model.entry.get("sidecars", {}).get(".head.npz", {})
+    return _load_head(str(model.path.with_suffix(".head.npz")), side.get("sha256"))
 
 
 @functools.lru_cache(maxsize=8)
 def _load_head(path: str, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from models.manifest import sha256_file
+    from runtime.manifest import sha256_file
 
     side = Path(path)
     if not side.is_file() or sha256_file(side) != sha256:
@@ -44,7 +48,7 @@ def _load_head(path: str, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
         return z["weight"], z["bias"]
 
 
-def classify(engine: Engine, source: Any, model_name: str = "abcnorm",
+def classify(engine: Engine, source: Any, model_name: str = MODEL,
              cam_class: str | int | None = None, top_k: int = 5) -> ClassifyResult:
     """Top-k classes with probabilities and the Grad-CAM overlay for one class.
 
@@ -74,7 +78,7 @@ def classify(engine: Engine, source: Any, model_name: str = "abcnorm",
     weight, _ = head_weights(model)
     cam = cam_from_features(feats, weight, target)
     shown = model.preprocess.size
-    base = np.asarray(Image.fromarray(rgb).resize((max(224, shown[1]), max(224, shown[0]))))
+    base = np.asarray(Image.fromarray(display_rgb(rgb)).resize((max(224, shown[1]), max(224, shown[0]))))
     report = {
         "model": model_name, "model_version": model.version, "provider": model.provider,
         "loss": extra.get("loss"),

@@ -7,9 +7,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.engine import Engine
+from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop, draw_faces
-from app.inputs import InputError, load_image
+from app.inputs import InputError, display_rgb, load_image
 from app.viz import overlay_heatmap
 from models.sequence import decode_sequence
 
@@ -38,8 +38,13 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         raise InputError(f"The threshold must be between 0 and 1, got {thr}.")
     out = model.run({"image": model.prepare([crop])})
     probs = out["probs"][0].astype(float)
-    order = decode_sequence(probs, thr)
     labels = model.labels
+    if "sequence" in out:  # an autoregressive decoder (seqfakeformer): its own greedy order
+        tokens = [int(c) for c in out["sequence"][0]]
+        # up to the first "no edit" token, as the evaluation reads it (metrics.seqfake.unpad)
+        order = [c - 1 for c in tokens[:tokens.index(0) if 0 in tokens else len(tokens)]]
+    else:                  # the thesis: components above the threshold, by probability
+        order = decode_sequence(probs, thr)
     fake_p = float(probs.max()) if len(probs) else 0.0
     steps = [{"step": i + 1, "component": labels[c], "probability": round(float(probs[c]), 4)}
              for i, c in enumerate(order)]
@@ -54,7 +59,8 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         if steps else "no manipulation found",
         "probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, probs)},
         "trained_on": extra.get("data", ""),
-        "_dissim": out["dissim"][0],
+        "decoder": "autoregressive" if "sequence" in out else "probability-ranked",
+        "_dissim": out["dissim"][0] if "dissim" in out else None,
     }
 
 
@@ -68,7 +74,9 @@ def analyze_face(engine: Engine, detector: FaceDetector | None, source: Any,
         face_index: which detected face to analyse (0 = largest).
         is_crop: the image is already an aligned face crop (skip detection).
     """
-    rgb = load_image(source, min_side=32)
+    # detection and the aligned crop need RGB; the face model is RGB and its preprocessing
+    # would flatten transparency on white too (runtime.preprocess.to_pil)
+    rgb = display_rgb(load_image(source, min_side=32))
     faces: list[Face] = []
     annotated = None
     if is_crop:
@@ -91,4 +99,5 @@ def analyze_face(engine: Engine, detector: FaceDetector | None, source: Any,
     report["faces"] = [f.to_dict() for f in faces]
     report["face_index"] = face_index if faces else None
     report["detector"] = getattr(detector, "name", None) if not is_crop else "none (crop given)"
-    return FaceResult(report, annotated, crop, overlay_heatmap(crop, dissim))
+    where = overlay_heatmap(crop, dissim) if dissim is not None else crop
+    return FaceResult(report, annotated, crop, where)

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from app.engine import Engine
-from app.inputs import InputError, clean_query, load_bag
+from runtime.engine import Engine
+from app.inputs import InputError, clean_query, display_rgb, load_bag
 from app.viz import attention_tile
 
 
@@ -36,6 +36,7 @@ class BagResult:
     tiles: list[tuple[np.ndarray, str]]  # instances ordered by attention, with captions
 
 
+MODEL = "qmil"  # the served model (the method's first default run)
 ZERO_SHOT_WARNING = (
     "Answers to words outside the training queries were close to chance when measured for "
     "the default model (reports/qmil_synonyms.md: synonyms of trained classes 0.57, held-out "
@@ -67,7 +68,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
         images = load_bag(sources)
     elif not images:
         raise InputError("The bag is empty: upload at least one image (or a video).")
-    model = engine.get("qmil")
+    model = engine.get(MODEL)
     extra = model.entry.get("extra", {})
     max_bag = int(extra.get("max_bag_serving", 64))
     if len(images) > max_bag:
@@ -82,7 +83,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     seen = [c.lower() for c in extra.get("seen_classes", [])]
     kind = "seen in training" if word in seen else "zero-shot (not a training query)"
     report = {
-        "model": "qmil", "model_version": model.version, "provider": model.provider,
+        "model": MODEL, "model_version": model.version, "provider": model.provider,
         "query": word, "query_kind": kind,
         **({} if word in seen else _zero_shot_hint(q, extra)),
         "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),
@@ -90,6 +91,6 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
         "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4)} for i in order],
         "top_instance": int(order[0]) + 1,
     }
-    tiles = [(attention_tile(images[i], beta[i], beta.max(), top=(r == 0)),
+    tiles = [(attention_tile(display_rgb(images[i]), beta[i], beta.max(), top=(r == 0)),
               f"#{i + 1}  beta={beta[i]:.3f}") for r, i in enumerate(order)]
     return BagResult(report, tiles)

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from app.engine import Engine, ModelUnavailableError
+from runtime.engine import Engine, ModelUnavailableError
 from app.inputs import InputError, load_image
 
+MODEL = "dcl"  # the served encoder (the method's first default run)
 GALLERY_DIR = "gallery"
 MAX_K = 50
 
@@ -43,7 +44,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
     rgb = load_image(source, min_side=8)
-    model = engine.get("dcl")
+    model = engine.get(MODEL)
     gdir = Path(engine.artifacts) / GALLERY_DIR
     if not gdir.is_dir():
         raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")
@@ -58,7 +59,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     hits = [{"rank": r + 1, "index": int(i), "label": names[int(l)] if names else int(l),
              "similarity": round(float(s), 4)}
             for r, (s, i, l) in enumerate(zip(scores[0], idx[0], labels[0]))]
-    report: dict[str, Any] = {"model": "dcl", "model_version": model.version,
+    report: dict[str, Any] = {"model": MODEL, "model_version": model.version,
                               "provider": model.provider, "k": k, "neighbours": hits,
                               # the query itself is a gallery image (cosine ~ 1): rank 1 is itself
                               "query_in_gallery": bool(hits and hits[0]["similarity"] > 0.9999),

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine import Engine
+from runtime.engine import Engine
 from app.faces import FaceDetector
 from app.inputs import MAX_BAG, MAX_SIDE, InputError
 from app.services.face import analyze_face

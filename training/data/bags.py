@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.preprocess import FASHION_MNIST, PreprocessSpec, normalize
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec, normalize
 
 PAD = -1
 
@@ -135,7 +135,7 @@ def bag_images(images: np.ndarray, indices: np.ndarray,
         spec: preprocessing (its mean/std; the pool is already at the model's size).
 
     Returns:
-        float32 (..., K, 1, H, W) normalised with :func:`models.preprocess.normalize`;
+        float32 (..., K, 1, H, W) normalised with :func:`runtime.preprocess.normalize`;
         padding slots are zero images.
     """
     valid = indices != PAD

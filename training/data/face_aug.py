@@ -8,7 +8,7 @@
   covers one component region (eye, nose or lip) and the label becomes that component; in
   binary mode the mask covers the inner face and the label is "fake".
 
-Images are float32 (3, H, W) in [0, 1] (before ``models.preprocess.normalize``); labels are
+Images are float32 (3, H, W) in [0, 1] (before ``runtime.preprocess.normalize``); labels are
 5-slot int64 sequences; landmarks (5, 2) x, y in pixels (eyes, nose tip, mouth corners).
 Randomness comes from numpy's global generator, which the training engine seeds and saves
 in checkpoints (exact resume).
@@ -174,8 +174,8 @@ class FaceAugment:
             k: tuple(v) if isinstance(v, list) else v for k, v in w.items()})
         strong = None
         if s.pop("enabled", True) and task != "attributes":
-            if task == "binary":
-                s.setdefault("regions", ["face"])
+            if task == "binary":  # one class: a pseudo-fake of any region is "fake"
+                s["regions"] = ["face"]
             strong = StrongAug(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
         return cls(weak, strong)
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.preprocess import PreprocessSpec, normalize, to_array
+from runtime.preprocess import PreprocessSpec, normalize, to_array
 
 COMPONENT_NAMES: tuple[str, ...] = ("nose", "eye", "eyebrow", "lip", "hair")
 ATTRIBUTE_NAMES: tuple[str, ...] = ("bangs", "eyeglasses", "beard", "smiling", "young")
@@ -142,7 +142,7 @@ class SeqDeepFakeSplit:
 
 def load_split(root: str | os.PathLike[str], task: str, split: str, spec: PreprocessSpec,
                limit: int | None = None) -> SeqDeepFakeSplit:
-    """Read, resize (``models.preprocess.to_array``) and hold one split in memory."""
+    """Read, resize (``runtime.preprocess.to_array``) and hold one split in memory."""
     rows = read_annotations(root, task, split)[:limit]
     base = task_dir(root, task)
     lms = read_landmarks(root, task, split) or {}

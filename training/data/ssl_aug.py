@@ -3,7 +3,7 @@
 Two independent views per image: random resized crop, horizontal flip, and (with
 probability ``jitter_p``) brightness/contrast jitter; no blur (at 28 px it erases the
 object). The views are float in [0, 1]; :func:`two_views` then applies the shared
-:func:`models.preprocess.normalize`, so training and serving normalise identically.
+:func:`runtime.preprocess.normalize`, so training and serving normalise identically.
 
 All randomness comes from torch's global generator (or the one passed), which the
 training engine seeds and checkpoints, so augmented batches are reproducible on resume.
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.preprocess import PreprocessSpec, normalize
+from runtime.preprocess import PreprocessSpec, normalize
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def two_views(images: torch.Tensor, spec: PreprocessSpec, cfg: AugConfig = AugCo
 
     Args:
         images: uint8 images. Shape: (B, H, W) or (B, H, W, C), H x W = ``spec.size``.
-        spec: the model's preprocessing (mean/std via :func:`models.preprocess.normalize`).
+        spec: the model's preprocessing (mean/std via :func:`runtime.preprocess.normalize`).
         cfg: augmentation strengths.
 
     Returns:

@@ -15,8 +15,8 @@ Stage (section ``stage``): ``joint`` (end-to-end, instance-balanced sampling) or
 the linear head and train it with class-balanced sampling).
 
 Train batches are float images in [0, 1]; augmentation (random crop with zero padding,
-horizontal flip) happens in :meth:`loss`, then :func:`models.preprocess.normalize`.
-Evaluation inputs go through :func:`models.preprocess.to_input`.
+horizontal flip) happens in :meth:`loss`, then :func:`runtime.preprocess.normalize`.
+Evaluation inputs go through :func:`runtime.preprocess.to_input`.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from models.preprocess import FASHION_MNIST, PreprocessSpec, normalize, to_array, to_input
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec, normalize, to_array, to_input
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.folders import FileDataset, find_cifar, load_cifar, load_folder_splits
 from training.data.longtail import class_balanced_indices, class_groups, make_longtail
@@ -46,27 +46,27 @@ CIFAR_SPEC = PreprocessSpec(size=(32, 32), channels=3, mean=(0.4914, 0.4822, 0.4
 
 def build_loss(cfg: dict[str, Any], class_counts: Sequence[int]) -> nn.Module:
     """The loss named by ``cfg["name"]`` (one of :data:`LOSSES`), with its parameters."""
-    name = str(cfg.get("name", "abcnorm")).lower()
+    name = str(cfg["name"]).lower()
     if name == "abcnorm":
-        return ABCNormLoss(class_counts, lam=float(cfg.get("lam", 0.3)),
-                           tau=float(cfg.get("tau", 0.5)))
+        return ABCNormLoss(class_counts, lam=float(cfg["lam"]),
+                           tau=float(cfg["tau"]))
     if name == "ce":
         return CrossEntropyLoss()
     if name == "pc":
-        return PairwiseConfusionLoss(lam=float(cfg.get("pc_lam", 0.3)),
-                                     pairs=str(cfg.get("pc_pairs", "different")))
+        return PairwiseConfusionLoss(lam=float(cfg["pc_lam"]),
+                                     pairs=str(cfg["pc_pairs"]))
     if name == "maxent":
-        return MaxEntLoss(gamma=float(cfg.get("maxent_gamma", 0.3)))
+        return MaxEntLoss(gamma=float(cfg["maxent_gamma"]))
     if name == "la":
-        return LogitAdjustedLoss(class_counts, tau=float(cfg.get("la_tau", 1.0)))
+        return LogitAdjustedLoss(class_counts, tau=float(cfg["la_tau"]))
     if name == "ldam":
-        return LDAMLoss(class_counts, max_margin=float(cfg.get("ldam_max_m", 0.5)),
-                        s=float(cfg.get("ldam_s", 1.0)))
+        return LDAMLoss(class_counts, max_margin=float(cfg["ldam_max_m"]),
+                        s=float(cfg["ldam_s"]))
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
 
 
 class ImageArrayDataset(Dataset):
-    """In-memory images prepared with :func:`models.preprocess.to_array` (not normalised).
+    """In-memory images prepared with :func:`runtime.preprocess.to_array` (not normalised).
 
     Items: (float32 tensor (C, H, W) in [0, 1], int label).
     """
@@ -83,7 +83,7 @@ class ImageArrayDataset(Dataset):
 
 
 class ImageFileDataset(Dataset):
-    """Image files decoded on access, prepared with :func:`models.preprocess.to_array`."""
+    """Image files decoded on access, prepared with :func:`runtime.preprocess.to_array`."""
 
     def __init__(self, data: FileDataset, spec: PreprocessSpec) -> None:
         self.data, self.spec = data, spec
@@ -136,50 +136,50 @@ class ABCNormMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg: dict[str, Any] = dict(cfg.get("data") or {})
-        self.model_cfg: dict[str, Any] = dict(cfg.get("model") or {})
-        self.loss_cfg: dict[str, Any] = dict(cfg.get("loss") or {})
-        self.stage_cfg: dict[str, Any] = dict(cfg.get("stage") or {"name": "joint"})
-        self.seed = int((cfg.get("run") or {}).get("seed", 0))
-        self.stage = str(self.stage_cfg.get("name", "joint"))
+        self.data_cfg: dict[str, Any] = cfg["data"]
+        self.model_cfg: dict[str, Any] = cfg["model"]
+        self.loss_cfg: dict[str, Any] = cfg["loss"]
+        self.stage_cfg: dict[str, Any] = cfg["stage"]
+        self.seed = cfg["run"]["seed"]
+        self.stage = str(self.stage_cfg["name"])
         if self.stage not in ("joint", "crt"):
             raise ValueError(f"stage.name must be 'joint' or 'crt', got {self.stage!r}")
         self.last_eval: dict[str, Any] = {}
         self._load_data()
-        self.loss_name = str(self.loss_cfg.get("name", "abcnorm")).lower()
+        self.loss_name = str(self.loss_cfg["name"]).lower()
         self.criterion = build_loss(self.loss_cfg, self.class_counts)
 
     # --- data ------------------------------------------------------------------------
     def _spec(self, default: PreprocessSpec) -> PreprocessSpec:
         d = self.data_cfg
         return PreprocessSpec(
-            size=tuple(int(s) for s in d.get("size") or default.size),  # type: ignore[arg-type]
-            channels=int(d.get("channels") or default.channels),
-            mean=tuple(float(m) for m in d.get("mean") or default.mean),
-            std=tuple(float(s) for s in d.get("std") or default.std))
+            size=tuple(int(s) for s in d["size"] or default.size),  # type: ignore[arg-type]
+            channels=int(d["channels"] or default.channels),
+            mean=tuple(float(m) for m in d["mean"] or default.mean),
+            std=tuple(float(s) for s in d["std"] or default.std))
 
     def _longtail(self, train: ArrayDataset) -> ArrayDataset:
         d = self.data_cfg
-        ratio = float(d.get("imbalance_ratio", 100) or 1)
-        split = make_longtail(train.labels, ratio=ratio, order=str(d.get("class_order", "label")),
-                              order_seed=int(d.get("order_seed", 0)),
-                              seed=int(d.get("split_seed", 0)),
-                              n_max=d.get("n_max"), num_classes=len(train.class_names))
+        ratio = float(d["imbalance_ratio"] or 1)
+        split = make_longtail(train.labels, ratio=ratio, order=str(d["class_order"]),
+                              order_seed=int(d["order_seed"]),
+                              seed=int(d["split_seed"]),
+                              n_max=d["n_max"], num_classes=len(train.class_names))
         self.split_info = {k: v for k, v in split.to_dict().items() if k != "indices"}
         return train.subset(split.indices)
 
     def _load_data(self) -> None:
         d = self.data_cfg
-        root = d.get("root")
+        root = d["root"]
         self.split_info: dict[str, Any] = {}
         self.counts_source = "counted"
         self.real_data = bool(root)
         if not root:
             self.spec = self._spec(FASHION_MNIST)
-            train = self._longtail(load_fashion_mnist("train", d.get("fashion_mnist_dir")))
-            test = load_fashion_mnist("test", d.get("fashion_mnist_dir"))
+            train = self._longtail(load_fashion_mnist("train", d["fashion_mnist_dir"]))
+            test = load_fashion_mnist("test", d["fashion_mnist_dir"])
             self.dataset_name = f"Fashion-MNIST-LT (ratio {self.split_info['ratio']:g}, " \
-                                f"class order {d.get('class_order', 'label')})"
+                                f"class order {d['class_order']})"
             self._set_arrays(train, test)
             return
         try:
@@ -189,11 +189,11 @@ class ABCNormMethod(Method):
             is_cifar = False
         if is_cifar:
             self.spec = self._spec(CIFAR_SPEC)
-            train = load_cifar(root, "train", str(d.get("cifar_labels", "fine")))
-            if float(d.get("imbalance_ratio", 1) or 1) > 1:
+            train = load_cifar(root, "train", str(d["cifar_labels"]))
+            if float(d["imbalance_ratio"] or 1) > 1:
                 train = self._longtail(train)
             self.dataset_name = f"CIFAR ({root})"
-            self._set_arrays(train, load_cifar(root, "test", str(d.get("cifar_labels", "fine"))))
+            self._set_arrays(train, load_cifar(root, "test", str(d["cifar_labels"])))
             return
         self.spec = self._spec(PreprocessSpec(size=(224, 224), channels=3,
                                               mean=(0.485, 0.456, 0.406),
@@ -217,37 +217,38 @@ class ABCNormMethod(Method):
             raise ValueError("every class needs at least one training image")
         self.train_labels = np.asarray(train.labels)
         self._train = ImageArrayDataset(train, self.spec)
-        limit = self.data_cfg.get("eval_limit")  # first N test images (quick checks only)
+        limit = self.data_cfg["eval_limit"]  # first N test images (quick checks only)
         self._eval_images = test.images[:limit] if limit else test.images
         self._eval_x = None  # normalised with to_input on first evaluation
         self.eval_labels = np.asarray(test.labels[:limit] if limit else test.labels)
         self._set_groups()
 
     def _set_groups(self) -> None:
-        self.group_thresholds = {"many_above": int(self.data_cfg.get("many_above", 100)),
-                                 "few_below": int(self.data_cfg.get("few_below", 20))}
+        self.group_thresholds = {"many_above": int(self.data_cfg["many_above"]),
+                                 "few_below": int(self.data_cfg["few_below"])}
         self.groups = class_groups(self.class_counts, **self.group_thresholds)
 
     def train_dataset(self) -> Dataset:
         if self.stage == "crt":
-            n = int(self.stage_cfg.get("samples_per_epoch") or len(self._train))
+            n = int(self.stage_cfg["samples_per_epoch"] or len(self._train))
             idx = class_balanced_indices(self.train_labels, n,
-                                         seed=int(self.stage_cfg.get("sampling_seed", self.seed)))
+                                         seed=self.seed if self.stage_cfg["sampling_seed"] is None
+                                         else self.stage_cfg["sampling_seed"])
             return ResampledDataset(self._train, idx)
         return self._train
 
     # --- model -----------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
         m = self.model_cfg
-        if self.real_data and m.get("real_data"):  # e.g. resnet50 for ImageFolder data
+        if self.real_data and m["real_data"]:  # e.g. resnet50 for ImageFolder data
             m = {**m, **m["real_data"]}
         return {"name": "lt_classifier", "kwargs": {
-            "backbone": str(m.get("backbone", "resnet18")),
+            "backbone": str(m["backbone"]),
             "num_classes": len(self.class_names),
             "in_chans": int(self.spec.channels),
-            "stem": str(m.get("stem", "cifar")),
-            "stem_stride": int(m.get("stem_stride", 1)),
-            "backbone_kwargs": dict(m.get("backbone_kwargs") or {}),
+            "stem": str(m["stem"]),
+            "stem_stride": int(m["stem_stride"]),
+            "backbone_kwargs": dict(m["backbone_kwargs"]),
         }}
 
     def build_model(self) -> nn.Module:
@@ -255,7 +256,7 @@ class ABCNormMethod(Method):
         if self.stage == "crt":
             from training.checkpoint import load_checkpoint
 
-            path = self.stage_cfg.get("init_checkpoint")
+            path = self.stage_cfg["init_checkpoint"]
             if not path:
                 raise ValueError("stage 'crt' needs stage.init_checkpoint (a stage-1 checkpoint)")
             ckpt = load_checkpoint(path)
@@ -270,17 +271,17 @@ class ABCNormMethod(Method):
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         """LDAM's deferred re-weighting: class-balanced CE weights from ``drw_start_epoch``."""
         if isinstance(self.criterion, LDAMLoss):
-            start = self.loss_cfg.get("drw_start_epoch")
+            start = self.loss_cfg["drw_start_epoch"]
             on = start is not None and int(start) >= 0 and epoch >= int(start)
             self.criterion.set_class_weights(
-                drw_class_weights(self.class_counts, float(self.loss_cfg.get("drw_beta", 0.9999)))
+                drw_class_weights(self.class_counts, float(self.loss_cfg["drw_beta"]))
                 if on else None)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        aug = self.data_cfg.get("augment") or {}
-        x = augment(x, pad=int(aug.get("crop_pad", 0)), hflip=bool(aug.get("hflip", False)))
+        aug = self.data_cfg["augment"]
+        x = augment(x, pad=int(aug["crop_pad"]), hflip=bool(aug["hflip"]))
         x = torch.from_numpy(normalize(x.numpy(), self.spec)).to(device)
         y = y.to(device)
         self.criterion.to(device)
@@ -313,7 +314,7 @@ class ABCNormMethod(Method):
         return torch.cat(out).numpy()
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        logits = self.predict_eval(model, device, int(self.data_cfg.get("eval_batch_size", 500)))
+        logits = self.predict_eval(model, device, int(self.data_cfg["eval_batch_size"]))
         preds = logits.argmax(1)
         metrics = longtail_accuracy(self.eval_labels, preds, self.groups)
         cm = confusion_matrix(self.eval_labels, preds, len(self.class_names))

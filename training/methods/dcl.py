@@ -1,7 +1,7 @@
 """DCL plug-in: SimCLR-style two-view pre-training with NT-Xent, DCL or DCLW (Chapter 3).
 
 Data: Fashion-MNIST train (uint8 28x28), two views per image from
-:mod:`training.data.ssl_aug`, normalised by the shared :func:`models.preprocess.normalize`.
+:mod:`training.data.ssl_aug`, normalised by the shared :func:`runtime.preprocess.normalize`.
 Monitor: weighted kNN (k=200, T=0.1) of test images against a fixed train subset, on the
 l2-normalised backbone features (``model.embed``). Optionally the same kNN for a
 random-init encoder of the same architecture, as a reference.
@@ -19,16 +19,13 @@ import torch
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from models.preprocess import FASHION_MNIST, PreprocessSpec
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.ssl_aug import AugConfig, two_views
 from training.losses.dcl import build_loss
 from training.methods.base import Method
 from training.metrics.embed import embed_tensor, prepare
 from training.metrics.knn import knn_accuracy
-
-DEFAULT_MODEL = {"name": "dcl_resnet18",
-                 "kwargs": {"in_chans": 1, "stem": "timm", "proj_hidden": 512, "proj_dim": 128}}
 
 
 class DCLMethod(Method):
@@ -38,18 +35,18 @@ class DCLMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.dcl_cfg = dict(cfg.get("dcl", {}))
-        self.data_cfg = dict(cfg.get("data", {}) or {})
-        self.eval_cfg = dict(cfg.get("eval", {}) or {})
-        model = cfg.get("model") or DEFAULT_MODEL
-        self._model_spec = {"name": str(model["name"]), "kwargs": dict(model.get("kwargs", {}))}
-        self.loss_name = str(self.dcl_cfg.get("loss", "dcl")).lower()
+        self.dcl_cfg = dict(cfg["dcl"])
+        self.data_cfg = dict(cfg["data"])
+        self.eval_cfg = dict(cfg["eval"])
+        model = cfg["model"]
+        self._model_spec = {"name": str(model["name"]), "kwargs": dict(model["kwargs"])}
+        self.loss_name = str(self.dcl_cfg["loss"]).lower()
         self.criterion = build_loss(self.loss_name,
-                                    temperature=float(self.dcl_cfg.get("temperature", 0.1)),
-                                    sigma=float(self.dcl_cfg.get("sigma", 0.5)),
-                                    gather_distributed=bool(self.dcl_cfg.get("gather_distributed", True)))
-        self.aug = AugConfig.from_dict(cfg.get("aug"))
-        size = int(self.data_cfg.get("image_size", 28))
+                                    temperature=float(self.dcl_cfg["temperature"]),
+                                    sigma=float(self.dcl_cfg["sigma"]),
+                                    gather_distributed=bool(self.dcl_cfg["gather_distributed"]))
+        self.aug = AugConfig.from_dict(cfg["aug"])
+        size = int(self.data_cfg["image_size"])
         self.spec = PreprocessSpec(size=(size, size), channels=1, mean=FASHION_MNIST.mean,
                                    std=FASHION_MNIST.std)
         self._train: ArrayDataset | None = None
@@ -64,10 +61,10 @@ class DCLMethod(Method):
     # --- data --------------------------------------------------------------------------
     def _train_data(self) -> ArrayDataset:
         if self._train is None:
-            ds = load_fashion_mnist("train", root=self.data_cfg.get("root"))
-            n = self.data_cfg.get("train_subset")
+            ds = load_fashion_mnist("train", root=self.data_cfg["root"])
+            n = self.data_cfg["train_subset"]
             if n:
-                idx = np.random.default_rng(int(self.data_cfg.get("subset_seed", 0))).permutation(
+                idx = np.random.default_rng(int(self.data_cfg["subset_seed"])).permutation(
                     len(ds))[: int(n)]
                 ds = ds.subset(np.sort(idx))
             self._train = ds
@@ -93,10 +90,10 @@ class DCLMethod(Method):
     def _eval_tensors(self) -> dict[str, torch.Tensor]:
         """Prepared gallery (a fixed train subset) and test inputs, built once."""
         if self._eval_cache is None:
-            train = load_fashion_mnist("train", root=self.data_cfg.get("root"))
-            test = load_fashion_mnist("test", root=self.data_cfg.get("root"))
-            g_n = min(int(self.eval_cfg.get("gallery_size", 10000)), len(train))
-            t_n = min(int(self.eval_cfg.get("test_size", 10000)), len(test))
+            train = load_fashion_mnist("train", root=self.data_cfg["root"])
+            test = load_fashion_mnist("test", root=self.data_cfg["root"])
+            g_n = min(int(self.eval_cfg["gallery_size"]), len(train))
+            t_n = min(int(self.eval_cfg["test_size"]), len(test))
             g_idx = np.sort(np.random.default_rng(12345).permutation(len(train))[:g_n])
             t_idx = np.sort(np.random.default_rng(54321).permutation(len(test))[:t_n])
             self._eval_cache = {
@@ -110,12 +107,12 @@ class DCLMethod(Method):
     def knn_top1(self, model: nn.Module, device: torch.device) -> float:
         """Weighted kNN top-1 of the test subset against the gallery subset, in [0, 1]."""
         d = self._eval_tensors()
-        bs = int(self.eval_cfg.get("batch_size", 512))
+        bs = int(self.eval_cfg["batch_size"])
         gal = embed_tensor(model, d["gallery_x"], device, bs)
         qry = embed_tensor(model, d["test_x"], device, bs)
         return knn_accuracy(qry, d["test_y"], gal, d["gallery_y"], num_classes=10,
-                            k=int(self.eval_cfg.get("k", 200)),
-                            temperature=float(self.eval_cfg.get("temperature", 0.1)))
+                            k=int(self.eval_cfg["k"]),
+                            temperature=float(self.eval_cfg["temperature"]))
 
     def random_init_knn_top1(self, device: torch.device, seed: int = 0) -> float:
         """kNN top-1 of an untrained encoder of the same architecture (RNG state untouched)."""
@@ -128,7 +125,7 @@ class DCLMethod(Method):
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         metrics = {"knn_top1": self.knn_top1(model, device)}
-        if self.eval_cfg.get("random_init_reference", True):
+        if self.eval_cfg["random_init_reference"]:
             metrics["knn_top1_random_init"] = self.random_init_knn_top1(device)
         return metrics
 
@@ -150,11 +147,11 @@ class DCLMethod(Method):
             "embedding_dim": dim,
             "embed_method": "embed",
             "temperature": float(self.criterion.temperature),
-            "sigma": float(getattr(self.criterion, "sigma", self.dcl_cfg.get("sigma", 0.5))),
-            "knn": {"k": int(self.eval_cfg.get("k", 200)),
-                    "temperature": float(self.eval_cfg.get("temperature", 0.1))},
+            "sigma": float(getattr(self.criterion, "sigma", self.dcl_cfg["sigma"])),
+            "knn": {"k": int(self.eval_cfg["k"]),
+                    "temperature": float(self.eval_cfg["temperature"])},
             "training_data": "Fashion-MNIST train (60k, labels unused)"
-            if not self.data_cfg.get("train_subset")
+            if not self.data_cfg["train_subset"]
             else f"Fashion-MNIST train subset of {int(self.data_cfg['train_subset'])} (labels unused)",
         }
 

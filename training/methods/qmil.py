@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.preprocess import FASHION_MNIST
+from runtime.preprocess import FASHION_MNIST
 from models.words import PACKAGE as WORD_PACKAGE
 from models.words import get_word_vectors
 from training.data.bags import BagDataset, BagSet, sample_bags, trim_collate
@@ -33,10 +33,6 @@ from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
 from training.zeroshot import predict_bags
-
-DEFAULT_MODEL = {"name": "qmil_lenet", "encoder": "lenet", "feat_dim": 500, "embed_dim": 128,
-                 "attn_dim": 128, "temperature": 0.5, "classifier_hidden": 128,
-                 "classifier_query": "bilinear", "embed_norm": True, "attn_init": "scaled"}
 
 
 def _key(name: str) -> str:
@@ -50,17 +46,15 @@ class QMILMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg = dict(cfg.get("data") or {})
-        self.model_cfg = {**DEFAULT_MODEL, **(cfg.get("model") or {})}
-        self.loss_cfg = dict(cfg.get("loss") or {})
-        self.eval_cfg = dict(cfg.get("eval") or {})
+        self.data_cfg, self.model_cfg = cfg["data"], cfg["model"]
+        self.loss_cfg, self.eval_cfg = cfg["loss"], cfg["eval"]
         self._train: ArrayDataset | None = None
         self._test: ArrayDataset | None = None
-        self.dataset = str(self.data_cfg.get("dataset", "fashion_mnist"))
+        self.dataset = str(self.data_cfg["dataset"])
         self.class_names: list[str] = list(load_class_names(self.dataset))
-        self.unseen = [self._class_id(c) for c in self.data_cfg.get("unseen_classes") or []]
+        self.unseen = [self._class_id(c) for c in self.data_cfg["unseen_classes"] or []]
         self.seen = [i for i in range(len(self.class_names)) if i not in self.unseen]
-        tq = self.data_cfg.get("train_queries")
+        tq = self.data_cfg["train_queries"]
         self.train_queries = self.seen if not tq else [self._class_id(c) for c in tq]
         if any(q in self.unseen for q in self.train_queries):
             raise ValueError("train_queries may not contain unseen classes")
@@ -92,22 +86,22 @@ class QMILMethod(Method):
 
                 setattr(self, attr, load_digits(name))
             else:
-                setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg.get("root")))
+                setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg["root"]))
         return getattr(self, attr)
 
     def _bag_kwargs(self) -> dict[str, Any]:
         d = self.data_cfg
-        return {"size_mean": float(d.get("size_mean", 10.0)),
-                "size_std": float(d.get("size_std", 2.0)),
-                "min_size": int(d.get("min_size", 2)), "max_size": int(d.get("max_size", 16))}
+        return {"size_mean": float(d["size_mean"]),
+                "size_std": float(d["size_std"]),
+                "min_size": int(d["min_size"]), "max_size": int(d["max_size"])}
 
     def train_bags(self) -> BagSet:
         """Training bags: every seen query's bags, filtered to ``train_queries``."""
         d = self.data_cfg
         bags = sample_bags(self.split("train").labels, self.seen,
-                           int(d.get("bags_per_query", 1000)), instance_classes=self.seen,
-                           pos_fraction=float(d.get("pos_fraction", 0.5)),
-                           seed=int(d.get("seed", 0)), **self._bag_kwargs())
+                           int(d["bags_per_query"]), instance_classes=self.seen,
+                           pos_fraction=float(d["pos_fraction"]),
+                           seed=int(d["seed"]), **self._bag_kwargs())
         return bags.subset(np.flatnonzero(np.isin(bags.query, self.train_queries)))
 
     def eval_bags(self, kind: str = "seen") -> BagSet:
@@ -116,8 +110,8 @@ class QMILMethod(Method):
         unseen-class instances only)."""
         if kind not in self._eval_bags:
             d = self.data_cfg
-            n = int(d.get("eval_bags_per_query", 200))
-            seed = int(d.get("eval_seed", 12345))
+            n = int(d["eval_bags_per_query"])
+            seed = int(d["eval_seed"])
             labels = self.split("test").labels
             if kind == "seen":
                 bags = sample_bags(labels, self.seen, n, instance_classes=self.seen,
@@ -170,7 +164,7 @@ class QMILMethod(Method):
         images, mask = batch["images"].to(device), batch["mask"].to(device)
         label = batch["label"].to(device)
         out = self.forward(model, images, mask, batch["query"].to(device), device)
-        lam = 0.0 if self.gated else float(self.loss_cfg.get("lam", 1e-4))
+        lam = 0.0 if self.gated else float(self.loss_cfg["lam"])
         loss, logs = qmil_loss(out["logit"], out["alpha"], mask, label, lam)
         logs["acc"] = float(((out["logit"].detach() > 0).float() == label).float().mean())
         return loss, logs
@@ -181,9 +175,9 @@ class QMILMethod(Method):
         """prob, beta, keep of ``model`` over test-split ``bags``."""
         return predict_bags(model, bags, self.split("test").images,
                             None if self.gated else self.query_vectors, device,
-                            batch_size=int(self.eval_cfg.get("batch_size", 64)),
+                            batch_size=int(self.eval_cfg["batch_size"]),
                             seen=self.seen if iterative else None,
-                            strong_rel=float(self.eval_cfg.get("strong_rel", 0.5)))
+                            strong_rel=float(self.eval_cfg["strong_rel"]))
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         was_training = model.training
@@ -225,14 +219,13 @@ class QMILMethod(Method):
             "train_queries": [self.class_names[i] for i in self.train_queries],
             "word_vectors": WORD_PACKAGE,
             "word_dim": int(self.word_dim),
-            "max_bag": int(self.data_cfg.get("max_size", 16)),
-            "temperature": 1.0 if self.gated else float(self.model_cfg.get("temperature", 0.5)),
+            "max_bag": int(self.data_cfg["max_size"]),
+            "temperature": 1.0 if self.gated else float(self.model_cfg["temperature"]),
             "query_vectors": {n: [float(v) for v in self.query_vectors[i].tolist()]
                               for i, n in enumerate(self.class_names)},
-            "inputs": ["images", "mask"] if self.gated else ["images", "mask", "query"],
-            "outputs": ["logit", "prob", "alpha", "beta"],
-            "mask_dtype": "bool",
-            "strong_rel": float(self.eval_cfg.get("strong_rel", 0.5)),
+            "gated": self.gated,
+            "classifier_query": None if self.gated else self.model_cfg["classifier_query"],
+            "strong_rel": float(self.eval_cfg["strong_rel"]),
         }
 
 

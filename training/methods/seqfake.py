@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from models.artifacts import artifacts_dir
-from models.preprocess import PreprocessSpec
-from models.seqfake import OUTPUT_NAMES
+from runtime.artifacts import artifacts_dir
+from runtime.preprocess import PreprocessSpec
 from training import distributed as dist_utils
 from training.data import faces_synth
 from training.data.face_aug import FaceAugment
@@ -53,39 +52,29 @@ class SeqFakeMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg = cfg.setdefault("data", {})
-        self.model_cfg = cfg.setdefault("model", {})
-        self.loss_cfg = cfg.setdefault("loss", {})
-        self.eval_cfg = cfg.setdefault("eval", {})
-        self.task = str(self.data_cfg.get("task", "components"))
-        if self.task not in TASKS:
-            raise ValueError(f"data.task must be one of {TASKS}, got {self.task!r}")
-        self.arch = str(self.model_cfg.get("arch", "seqfake"))
-        if self.arch not in ("seqfake", "seqfakeformer"):
-            raise ValueError(f"model.arch must be seqfake or seqfakeformer, got {self.arch!r}")
+        self.data_cfg, self.model_cfg = cfg["data"], cfg["model"]
+        self.loss_cfg, self.eval_cfg = cfg["loss"], cfg["eval"]
+        self.task = self.data_cfg["task"]     # the schema checks it is one of TASKS
+        self.arch = self.model_cfg["arch"]
         if self.arch == "seqfakeformer" and self.task == "binary":
             raise ValueError("the seqfakeformer baseline predicts sequences; use arch seqfake "
                              "for the binary task")
-        size = int(self.data_cfg.get("img_size", 64))
+        size = self.data_cfg["img_size"]
         self.spec = PreprocessSpec(size=(size, size), channels=3, mean=MEAN, std=STD)
         self.num_classes = 1 if self.task == "binary" else 5
-        self.threshold = float(self.eval_cfg.get("threshold", 0.5))
-        self.decode_from = str(self.eval_cfg.get("decode_from", "fused"))
-        threads = cfg.get("train", {}).get("threads")
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.threshold = self.eval_cfg["threshold"]
+        self.decode_from = self.eval_cfg["decode_from"]
         self._eval_split: SeqDeepFakeSplit | None = None
 
     # --- data --------------------------------------------------------------------------
     def data_root(self) -> Path:
         """The Seq-DeepFake folder: ``data.root``, or the generated set (made if absent)."""
-        root = self.data_cfg.get("root")
+        root = self.data_cfg["root"]
         if root:
             return Path(root).expanduser()
-        out = default_data_dir(self.cfg.get("run", {}).get("artifacts"))
-        gen = {"n_train": 3000, "n_val": 150, "n_test": 600, "seed": 0,
-               **(self.data_cfg.get("generate") or {})}
-        args = (int(gen["n_train"]), int(gen["n_val"]), int(gen["n_test"]), int(gen["seed"]))
+        out = default_data_dir(self.cfg["run"]["artifacts"])
+        gen = self.data_cfg["generate"]
+        args = (gen["n_train"], gen["n_val"], gen["n_test"], gen["seed"])
         task = "attributes" if self.task == "attributes" else "components"
         if not faces_synth.is_generated(out, *args, task=task):
             if dist_utils.is_main():
@@ -97,34 +86,30 @@ class SeqFakeMethod(Method):
         return out
 
     def _load(self, split: str, limit_key: str) -> SeqDeepFakeSplit:
-        limit = self.data_cfg.get(limit_key)
         return load_split(self.data_root(), self.task, split, self.spec,
-                          int(limit) if limit else None)
+                          self.data_cfg[limit_key])
 
     def train_dataset(self) -> SeqDeepFakeDataset:
-        split = self._load(str(self.data_cfg.get("train_split", "train")), "limit_train")
-        aug = FaceAugment.from_config(self.cfg.get("aug"), self.task)
+        split = self._load(self.data_cfg["train_split"], "limit_train")
+        aug = FaceAugment.from_config(self.cfg["aug"], self.task)
         return SeqDeepFakeDataset(split, self.spec, aug)
 
     def eval_split(self) -> SeqDeepFakeSplit:
         if self._eval_split is None:
-            self._eval_split = self._load(str(self.eval_cfg.get("split", "test")), "limit_eval")
+            self._eval_split = self._load(self.eval_cfg["split"], "limit_eval")
         return self._eval_split
 
     # --- model -------------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
         m = self.model_cfg
-        backbone = str(m.get("backbone", "resnet18"))
-        kw: dict[str, Any] = {"num_classes": self.num_classes, "dim": int(m.get("dim", 128)),
-                              "heads": int(m.get("heads", 4)), "img_size": self.spec.size[0],
-                              "out_level": int(m.get("out_level", 0)),
-                              "out_indices": [int(i) for i in m.get("out_indices", [2, 3, 4])]}
+        kw: dict[str, Any] = {"num_classes": self.num_classes, "dim": m["dim"],
+                              "heads": m["heads"], "img_size": self.spec.size[0],
+                              "out_level": m["out_level"], "out_indices": list(m["out_indices"])}
         if self.arch == "seqfake":
-            kw.update(depth=int(m.get("depth", 1)), pos_embed=bool(m.get("pos_embed", True)),
-                      dropout=float(m.get("dropout", 0.0)))
+            kw.update(depth=m["depth"], pos_embed=m["pos_embed"], dropout=m["dropout"])
         else:
-            kw.update(enc_depth=int(m.get("depth", 1)), dec_depth=int(m.get("dec_depth", 1)))
-        return {"name": f"{self.arch}_{backbone}", "kwargs": kw}
+            kw.update(enc_depth=m["depth"], dec_depth=m["dec_depth"])
+        return {"name": f"{self.arch}_{m['backbone']}", "kwargs": kw}
 
     # --- optimisation --------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Any, device: torch.device
@@ -134,15 +119,14 @@ class SeqFakeMethod(Method):
             loss = teacher_forcing_loss(model, x, seq)
             return loss, {"loss_ce": float(loss.detach())}
         out = model(x)
-        weights = {k: float(v) for k, v in (self.loss_cfg.get("weights") or {}).items()}
+        weights = dict(self.loss_cfg["weights"])
         if self.task == "binary":
             weights["rank"] = 0.0  # binary mode: no ranking loss
         n = out["u"].shape[1]
-        ks = torch.randint(1, n, (int(self.loss_cfg.get("num_k", 100)),)).to(device)
-        return total_loss(out, seq, ks, weights, alpha=float(self.loss_cfg.get("alpha", 1.0)),
-                          a=float(self.loss_cfg.get("a", 1.0)),
-                          tau=float(self.loss_cfg.get("tau", 0.2)),
-                          reg_reduction=str(self.loss_cfg.get("reg_reduction", "sum")))
+        ks = torch.randint(1, n, (self.loss_cfg["num_k"],)).to(device)
+        return total_loss(out, seq, ks, weights, alpha=self.loss_cfg["alpha"],
+                          a=self.loss_cfg["a"], tau=self.loss_cfg["tau"],
+                          reg_reduction=self.loss_cfg["reg_reduction"])
 
     # --- evaluation --------------------------------------------------------------------
     @torch.no_grad()
@@ -150,7 +134,7 @@ class SeqFakeMethod(Method):
                 ) -> dict[str, np.ndarray]:
         """Model outputs over a split (no augmentation), as numpy arrays."""
         ds = SeqDeepFakeDataset(split, self.spec, None)
-        loader = DataLoader(ds, batch_size=int(self.eval_cfg.get("batch_size", 64)))
+        loader = DataLoader(ds, batch_size=self.eval_cfg["batch_size"])
         keep = ("sequence",) if self.arch == "seqfakeformer" else ("logits", "logits_patch", "u")
         outs: dict[str, list[np.ndarray]] = {k: [] for k in keep}
         mil: list[np.ndarray] = []
@@ -162,8 +146,8 @@ class SeqFakeMethod(Method):
                 n = out["u"].shape[1]
                 # a fixed, evenly spaced set of k at evaluation (training samples them)
                 ks = torch.linspace(1, n - 1, min(100, n - 1), device=device).round().long()
-                mil.append(mil_probability(out["u"], ks, float(self.loss_cfg.get("a", 1.0)),
-                                           float(self.loss_cfg.get("tau", 0.2))).cpu().numpy())
+                mil.append(mil_probability(out["u"], ks, self.loss_cfg["a"],
+                                           self.loss_cfg["tau"]).cpu().numpy())
         res = {k: np.concatenate(v) for k, v in outs.items()}
         if mil:
             res["mil_prob"] = np.concatenate(mil)
@@ -200,7 +184,7 @@ class SeqFakeMethod(Method):
         return metrics
 
     def extra_state(self) -> dict[str, Any]:
-        root = self.data_cfg.get("root")
+        root = self.data_cfg["root"]
         return {
             "preprocess": self.spec.to_dict(),
             "labels": list(names_for(self.task)) if self.task != "binary" else ["fake"],
@@ -209,7 +193,6 @@ class SeqFakeMethod(Method):
             "decode_from": self.decode_from,
             "arch": self.arch,
             "slots": 5,
-            "output_names": list(OUTPUT_NAMES) if self.arch == "seqfake" else ["logits", "sequence"],
             "data": (f"Seq-DeepFake folder {root}" if root else
                      "generated faces (training.data.faces_synth), not real deepfakes"),
         }

@@ -16,22 +16,22 @@ class ToyMethod(Method):
 
     def model_spec(self) -> dict[str, Any]:
         return {"name": "toy_regressor", "kwargs": {"in_dim": 8, "hidden": 16,
-                                                    "dropout": float(self.cfg.get("dropout", 0.1))}}
+                                                    "dropout": float(self.cfg["dropout"])}}
 
     def train_dataset(self) -> TensorDataset:
         g = torch.Generator().manual_seed(123)
-        x = torch.randn(int(self.cfg.get("n", 96)), 8, generator=g)
+        x = torch.randn(int(self.cfg["n"]), 8, generator=g)
         y = x @ torch.linspace(-1, 1, 8).unsqueeze(1) + 0.1 * torch.randn(len(x), 1, generator=g)
         return TensorDataset(x, y)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = (t.to(device) for t in batch)
-        if self.cfg.get("step_sleep"):  # lets the fault tests kill a run mid-epoch
+        if self.cfg["step_sleep"]:  # lets the fault tests kill a run mid-epoch
             import time
 
             time.sleep(float(self.cfg["step_sleep"]))
-        noise = torch.randn_like(x) * float(self.cfg.get("input_noise", 0.0))  # uses the RNG
+        noise = torch.randn_like(x) * float(self.cfg["input_noise"])  # uses the RNG
         return F.mse_loss(model(x + noise), y), {}
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
@@ -42,4 +42,4 @@ class ToyMethod(Method):
 
 
 def build(cfg: dict[str, Any]) -> ToyMethod:
-    return ToyMethod(cfg.get("toy", {}))
+    return ToyMethod(cfg["toy"])

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.preprocess import PreprocessSpec, to_input
+from runtime.preprocess import PreprocessSpec, to_input
 
 
 def prepare(images: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> torch.Tensor:

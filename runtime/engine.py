@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from models.artifacts import artifacts_dir
-from models.manifest import ManifestError, read_manifest, sha256_file
-from models.preprocess import PreprocessSpec, to_input
+from runtime.artifacts import artifacts_dir
+from runtime.manifest import ManifestError, read_manifest, sha256_file
+from runtime.preprocess import PreprocessSpec, to_input
 
 
 class ModelUnavailableError(RuntimeError):
@@ -77,7 +77,7 @@ class OnnxModel:
         self.version: str = str(entry.get("version", "?"))
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
-        """The training preprocessing (:func:`models.preprocess.to_input`): (N, C, H, W)."""
+        """The training preprocessing (:func:`runtime.preprocess.to_input`): (N, C, H, W)."""
         return to_input(images, self.preprocess)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,17 +1,43 @@
-"""Build the retrieval gallery with the exported DCL encoder (onnxruntime)."""
+"""DCL's post-export hook: the retrieval gallery (embedded with the exported encoder in
+onnxruntime) and the Fashion-MNIST example images of the Retrieval tab."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from app.engine import OnnxModel
+from export.examples import write_class_examples
+from methods.dcl import DESCRIPTOR
 from models.gallery import GalleryIndex, read_image_folder
-from models.manifest import read_manifest, update_manifest
+from runtime.engine import OnnxModel
+from runtime.manifest import read_manifest, update_manifest
 from training.data.fashion_mnist import load_fashion_mnist
 
 GALLERY_DIR = "gallery"
+# the gallery belongs to the served encoder: the method's first default run
+SERVED = DESCRIPTOR.default_runs[0].run
+
+
+def post_export(artifacts: Path, runs: list[str], options: dict[str, Any]) -> None:
+    """(Re)build the gallery when the served encoder was exported now, another image folder
+    is asked for, or the saved gallery was embedded by another encoder; write examples."""
+    manifest = read_manifest(artifacts)
+    if options.get("gallery", True) and SERVED in manifest["models"] and (
+            SERVED in runs or options.get("gallery_dir") or not _gallery_matches(artifacts, manifest)):
+        build_gallery(artifacts, options.get("gallery_dir"), limit=options.get("gallery_limit"))
+    write_class_examples(artifacts)
+
+
+def _gallery_matches(artifacts: Path, manifest: dict[str, Any]) -> bool:
+    """True when the saved gallery was embedded by the served encoder in the manifest."""
+    meta = artifacts / GALLERY_DIR / "meta.json"
+    try:
+        return json.loads(meta.read_text()).get("encoder_hash") == manifest["models"][SERVED]["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
@@ -24,8 +50,8 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     first N images (quick builds).
     """
     manifest = read_manifest(artifacts)
-    entry = manifest["models"]["dcl"]
-    model = OnnxModel("dcl", entry, artifacts)
+    entry = manifest["models"][SERVED]
+    model = OnnxModel(SERVED, entry, artifacts)
     if image_dir:
         images, labels, names, _ = read_image_folder(image_dir)
         source = f"image folder {image_dir}"
@@ -52,7 +78,7 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     entry = dict(entry)
     entry["gallery"] = {"source": source, "count": len(gallery), f"precision_at_{k_eval}": p_at_k,
                         "dir": GALLERY_DIR}
-    update_manifest(artifacts, "dcl", entry)
+    update_manifest(artifacts, SERVED, entry)
     print(f"[export] gallery: {len(gallery)} images from {source}, precision@{k_eval} = "
           f"{p_at_k if p_at_k is None else round(p_at_k, 4)} ({time.time() - t0:.0f} s)", flush=True)
     return gallery

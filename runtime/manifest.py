@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.artifacts import write_json_atomic
+from runtime.artifacts import write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

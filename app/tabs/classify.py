@@ -1,0 +1,91 @@
+"""Classifier tab (ABC-Norm, :mod:`methods.abcnorm`): ``/classify``; CLI ``classify``.
+
+The method's first default run is explained beside the other served runs of the method (the
+CE baseline by default) for a side-by-side Grad-CAM."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine import Engine
+
+from app.services import classify as classify_svc
+from runtime.engine import ModelUnavailableError
+
+if TYPE_CHECKING:
+    from app.ui_common import TabContext
+
+TITLE = "Classifier (ABC-Norm)"
+
+
+def build(ctx: "TabContext") -> None:
+    """The tab's components and events, inside the app's Blocks."""
+    import gradio as gr
+
+    from app.ui_common import SafeImage, file_path, guard, save_report
+
+    labels_cls = ctx.engine.manifest["models"].get(classify_svc.MODEL, {}).get("labels", [])
+
+    @guard
+    def classify(image, cam_class):
+        """Top-5 classes with frequency groups and Grad-CAM (ABC-Norm, and CE if present)."""
+        res = classify_svc.classify(ctx.engine, file_path(image), classify_svc.MODEL, cam_class or None)
+        r = {classify_svc.MODEL: res.report}
+        cam_ce = None
+        if classify_svc.BASELINE in ctx.engine.names():
+            try:
+                ce = classify_svc.classify(ctx.engine, file_path(image), classify_svc.BASELINE, cam_class or None)
+                r["ce"], cam_ce = ce.report, ce.cam
+            except ModelUnavailableError as exc:
+                r["ce"] = {"error": str(exc)}
+        rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
+                         for t in res.report["top"])
+        text = ("| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
+        return text, res.cam, cam_ce, r, save_report(r, "classify")
+
+    with gr.Tab("Classifier (ABC-Norm)"):
+        with gr.Row():
+            with gr.Column():
+                c_img = SafeImage(type="filepath", label="Image", elem_id="classify-input")
+                c_cls = gr.Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
+                c_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
+            with gr.Column():
+                c_text = gr.Markdown()
+                with gr.Row():
+                    c_cam = gr.Image(label="Grad-CAM: ABC-Norm", height=240)
+                    c_cam_ce = gr.Image(label="Grad-CAM: CE baseline", height=240)
+                c_json = gr.JSON(label="Report", elem_id="classify-json")
+                c_file = gr.File(label="Download JSON")
+        if (ctx.examples / "fashion").is_dir():
+            gr.Examples([[str(p), ""] for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
+                        [c_img, c_cls])
+        c_btn.click(classify, [c_img, c_cls], [c_text, c_cam, c_cam_ce, c_json, c_file],
+                    api_name="classify")
+
+
+# --- CLI and load-test requests ------------------------------------------------------------
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("classify", help="top-5 classes and Grad-CAM (ABC-Norm)")
+    c.add_argument("image")
+    c.add_argument("--model", default=classify_svc.MODEL)
+    c.add_argument("--cam-class", help="class to explain (default: predicted)")
+    c.add_argument("--cam-out", help="write the Grad-CAM overlay PNG here")
+
+
+def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
+    if args.cmd != "classify":
+        return None
+    res = classify_svc.classify(engine, args.image, args.model, args.cam_class)
+    if args.cam_out:
+        from PIL import Image
+
+        Image.fromarray(res.cam).save(args.cam_out)
+    return res.report
+
+
+def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
+    fashion = sorted((examples / "fashion").glob("*.png"))
+    if not fashion:
+        return []
+    return [("/classify", (handle_file(str(fashion[0])), ""),
+             lambda r: r[3][classify_svc.MODEL]["top"])]

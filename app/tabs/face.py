@@ -1,0 +1,131 @@
+"""Face tab (sequential deepfake detection, :mod:`methods.seqfake`): ``/face``, ``/face_video``;
+CLI ``face`` and ``video``. Serves every exported model of the method (a model switch)."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine import Engine
+
+from app.services import face as face_svc
+
+if TYPE_CHECKING:
+    from app.ui_common import TabContext
+
+TITLE = "Face (sequential deepfake)"
+
+
+def build(ctx: "TabContext") -> None:
+    """The tab's components and events, inside the app's Blocks."""
+    import gradio as gr
+
+    from app.ui_common import SafeImage, file_path, guard, save_report
+
+    seq_models = ctx.models or ["seqfake"]
+
+    @guard
+    def face(image, threshold, face_number, is_crop, model_name):
+        """Sequential deepfake analysis of the face in an image."""
+        res = face_svc.analyze_face(ctx.engine, ctx.detector(), file_path(image), threshold=threshold,
+                                    face_index=int(face_number or 1) - 1, is_crop=bool(is_crop),
+                                    model_name=model_name or seq_models[0])
+        r = res.report
+        text = (f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
+                f"**Sequence:** {r['sequence_text']}\n\n"
+                + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
+                            for s in r["sequence"]))
+        if r.get("trained_on"):
+            text += f"\n\n_{r['trained_on']}_"
+        return (text, res.annotated if res.annotated is not None else res.crop, res.crop,
+                res.where, r, save_report(r, "face"))
+
+    @guard
+    def face_video(video, threshold, max_frames, is_crop):
+        """Per-frame sequential deepfake analysis over sampled video frames."""
+        from app.services.video import analyze_video
+
+        res = analyze_video(ctx.engine, ctx.detector(), file_path(video), threshold=threshold,
+                            max_frames=int(max_frames or 16), is_crop=bool(is_crop))
+        return res.timeline, res.report, save_report(res.report, "video")
+
+    with gr.Tab("Face (sequential deepfake)"):
+        gr.Markdown("The default model is trained on **procedurally generated faces** "
+                    "(no face data set ships offline). It is **not** a detector for real "
+                    "deepfakes until it is retrained on real data (`python -m training "
+                    "seqfake --data SEQ_DEEPFAKE_DIR`).")
+        with gr.Row():
+            with gr.Column():
+                f_img = SafeImage(type="filepath", label="Image with a face", elem_id="face-input")
+                f_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
+                f_idx = gr.Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
+                f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
+                                     elem_id="face-crop")
+                f_model = gr.Dropdown(seq_models, value=seq_models[0], label="Model (components/attributes)")
+                f_btn = gr.Button("Analyse", variant="primary", elem_id="face-btn")
+            with gr.Column():
+                f_text = gr.Markdown()
+                with gr.Row():
+                    f_annot = gr.Image(label="Detected faces", height=220)
+                    f_cropimg = gr.Image(label="Aligned crop", height=220)
+                    f_where = gr.Image(label="Where (token dissimilarity)", height=220)
+                f_json = gr.JSON(label="Report", elem_id="face-json")
+                f_file = gr.File(label="Download JSON")
+        # component faces go with seqfake, attribute faces with seqfake_attr (if served)
+        face_examples = [[str(p), 0.5, 1, True, model]
+                         for folder, model, n in (("faces", "seqfake", 6),
+                                                  ("faces_attr", "seqfake_attr", 3))
+                         if model in seq_models
+                         for p in sorted((ctx.examples / folder).glob("*.png"))[:n]]
+        if face_examples:
+            gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model])
+        f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
+                    [f_text, f_annot, f_cropimg, f_where, f_json, f_file], api_name="face")
+        with gr.Accordion("Video", open=False):
+            v_in = gr.Video(label="Video with a face")
+            v_frames = gr.Slider(2, 64, value=16, step=1, label="Frames to sample")
+            v_crop = gr.Checkbox(value=False, label="Frames are face crops")
+            v_btn = gr.Button("Analyse video")
+            v_plot = gr.Image(label="Timeline")
+            v_json = gr.JSON(label="Per-frame report")
+            v_file = gr.File(label="Download JSON")
+            v_btn.click(face_video, [v_in, f_thr, v_frames, v_crop], [v_plot, v_json, v_file],
+                        api_name="face_video")
+
+
+# --- CLI and load-test requests ------------------------------------------------------------
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("face", help="sequential deepfake analysis of a face image")
+    f.add_argument("image")
+    f.add_argument("--threshold", type=float)
+    f.add_argument("--face", type=int, default=1, help="which face (1 = largest)")
+    f.add_argument("--crop", action="store_true", help="the image is already a face crop")
+    f.add_argument("--model", default="seqfake")
+    v = sub.add_parser("video", help="per-frame analysis of a video")
+    v.add_argument("video")
+    v.add_argument("--threshold", type=float)
+    v.add_argument("--frames", type=int, default=16)
+    v.add_argument("--crop", action="store_true")
+
+
+def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
+    """The report of a ``face`` / ``video`` command; None for other commands."""
+    if args.cmd not in ("face", "video"):
+        return None
+    from app.faces import default_detector
+
+    det = None if args.crop else default_detector()
+    if args.cmd == "face":
+        return face_svc.analyze_face(engine, det, args.image, args.threshold, args.face - 1,
+                                     args.crop, args.model).report
+    from app.services.video import analyze_video
+
+    return analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop).report
+
+
+def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
+    """(api_name, args, answer key) on the shipped examples, for the load test."""
+    faces = sorted((examples / "faces").glob("*.png"))
+    if not faces:
+        return []
+    return [("/face", (handle_file(str(faces[0])), 0.5, 1, True, "seqfake"),
+             lambda r: (r[4]["sequence"], r[4]["probabilities"]))]

@@ -1,0 +1,97 @@
+"""Bag query tab (qMIL, :mod:`methods.qmil`): ``/query``; CLI ``query``."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine import Engine
+
+from app.services import qmil as qmil_svc
+
+if TYPE_CHECKING:
+    from app.ui_common import TabContext
+
+TITLE = "Bag query (qMIL)"
+
+
+def build(ctx: "TabContext") -> None:
+    """The tab's components and events, inside the app's Blocks."""
+    import gradio as gr
+
+    from app.ui_common import SafeImage, file_path, guard, save_report
+
+    @guard
+    def query(files, word):
+        """Does the bag of images hold what the query word names?"""
+        paths = [file_path(f) for f in (files or [])]
+        if len(paths) == 1 and str(paths[0]).lower().endswith((".mp4", ".avi", ".mov", ".mkv", ".webm")):
+            from app.services.video import video_bag
+
+            res = qmil_svc.query_bag(ctx.engine, None, word, images=video_bag(paths[0]))
+        else:
+            res = qmil_svc.query_bag(ctx.engine, paths, word)
+        r = res.report
+        text = (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
+                f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
+        if r.get("warning"):
+            near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])
+            text += f"\n\n**Caution:** {r['warning']} Closest training queries (cosine): {near}."
+        return text, res.tiles, r, save_report(r, "query")
+
+    with gr.Tab("Bag query (qMIL)"):
+        with gr.Row():
+            with gr.Column():
+                q_files = gr.File(file_count="multiple", label="Bag: several images, or one video",
+                                  elem_id="query-input")
+                q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot",
+                                    elem_id="query-word")
+                q_btn = gr.Button("Ask", variant="primary", elem_id="query-btn")
+            with gr.Column():
+                q_text = gr.Markdown()
+                q_gal = gr.Gallery(label="Instances by attention (bar = beta, red frame = top)",
+                                   columns=6, height=360)
+                q_json = gr.JSON(label="Report", elem_id="query-json")
+                q_file = gr.File(label="Download JSON")
+        if (ctx.examples / "bags").is_dir():
+            bags = sorted(p for p in (ctx.examples / "bags").iterdir() if p.is_dir())[:4]
+            gr.Examples([[sorted(str(f) for f in b.glob("*.png")), b.name.split("_", 1)[-1].replace("-", " ")]
+                         for b in bags], [q_files, q_word])
+        q_btn.click(query, [q_files, q_word], [q_text, q_gal, q_json, q_file], api_name="query")
+
+
+# --- CLI and load-test requests ------------------------------------------------------------
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("query", help="ask whether a bag holds a query word")
+    q.add_argument("--bag", required=True, help="folder of images, or a video file")
+    q.add_argument("--word", required=True)
+
+
+def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
+    if args.cmd != "query":
+        return None
+    from pathlib import Path
+
+    from app.inputs import InputError
+
+    bag = Path(args.bag)
+    if bag.is_file() and bag.suffix.lower() in VIDEO_EXT:
+        from app.services.video import video_bag
+
+        return qmil_svc.query_bag(engine, None, args.word, images=video_bag(bag)).report
+    if not bag.is_dir():
+        raise InputError(f"--bag must be a folder of images or a video file: {bag}")
+    files = sorted(p for p in bag.iterdir() if p.suffix.lower() in IMAGE_EXT)
+    return qmil_svc.query_bag(engine, files, args.word).report
+
+
+def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
+    bags = sorted(p for p in (examples / "bags").iterdir() if p.is_dir()) \
+        if (examples / "bags").is_dir() else []
+    if not bags:
+        return []
+    return [("/query", ([handle_file(str(p)) for p in sorted(bags[0].glob("*.png"))], "sneaker"),
+             lambda r: (r[2]["answer"], r[2]["probability"], r[2]["attention"]))]

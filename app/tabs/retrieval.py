@@ -1,0 +1,74 @@
+"""Retrieval tab (DCL, :mod:`methods.dcl`): ``/neighbours``; CLI ``neighbours``."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine import Engine
+
+from app.services import retrieval as retrieval_svc
+
+if TYPE_CHECKING:
+    from app.ui_common import TabContext
+
+TITLE = "Retrieval (DCL)"
+
+
+def build(ctx: "TabContext") -> None:
+    """The tab's components and events, inside the app's Blocks."""
+    import gradio as gr
+
+    from app.ui_common import SafeImage, file_path, guard, save_report
+
+    labels_dcl = ctx.engine.manifest["models"].get(retrieval_svc.MODEL, {}).get("labels", [])
+
+    @guard
+    def neighbours(image, k, label):
+        """The k nearest gallery images under the DCL encoder."""
+        res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k), query_label=label or None)
+        r = res.report
+        text = f"{len(r['neighbours'])} nearest neighbours"
+        if "precision_at_k" in r:
+            text += f"; precision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
+        return text, res.tiles, r, save_report(r, "neighbours")
+
+    with gr.Tab("Retrieval (DCL)"):
+        with gr.Row():
+            with gr.Column():
+                r_img = SafeImage(type="filepath", label="Query image", elem_id="retrieval-input")
+                r_k = gr.Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
+                r_lab = gr.Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
+                r_btn = gr.Button("Search", variant="primary", elem_id="retrieval-btn")
+            with gr.Column():
+                r_text = gr.Markdown()
+                r_gal = gr.Gallery(label="Nearest gallery images", columns=4, height=360)
+                r_json = gr.JSON(label="Report", elem_id="retrieval-json")
+                r_file = gr.File(label="Download JSON")
+        if (ctx.examples / "fashion").is_dir():
+            gr.Examples([[str(p), 8, p.stem.split("_", 1)[-1].replace("-", " ")]
+                         for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
+                        [r_img, r_k, r_lab])
+        r_btn.click(neighbours, [r_img, r_k, r_lab], [r_text, r_gal, r_json, r_file],
+                    api_name="neighbours")
+
+
+# --- CLI and load-test requests ------------------------------------------------------------
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    n = sub.add_parser("neighbours", help="nearest gallery images (DCL)")
+    n.add_argument("image")
+    n.add_argument("-k", type=int, default=8)
+    n.add_argument("--label", help="the query's true label (reports precision)")
+
+
+def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
+    if args.cmd != "neighbours":
+        return None
+    return retrieval_svc.neighbours(engine, args.image, args.k, args.label).report
+
+
+def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
+    fashion = sorted((examples / "fashion").glob("*.png"))
+    if len(fashion) < 2:
+        return []
+    return [("/neighbours", (handle_file(str(fashion[1])), 8, ""),
+             lambda r: [h["index"] for h in r[2]["neighbours"]])]

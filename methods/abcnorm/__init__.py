@@ -1,0 +1,120 @@
+"""ABC-Norm, long-tailed classification (thesis Chapter 4): descriptor and config schema.
+
+Network: :mod:`models.classifier`; training plug-in: :mod:`training.methods.abcnorm`
+(ABC-Norm and the baselines CE, PC, MaxEnt, LA, LDAM-DRW, cRT); app tab:
+:mod:`app.tabs.classify`; defaults: ``training/configs/abcnorm.yaml``; docs: docs/abcnorm.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
+from methods.schema import OptimConfig, RunConfig, TrainConfig, non_negative, positive
+
+
+@dataclass
+class AugmentConfig:
+    crop_pad: int = non_negative()
+    hflip: bool
+
+
+@dataclass
+class DataConfig:
+    root: str | None
+    fashion_mnist_dir: str | None
+    imbalance_ratio: float
+    n_max: int | None = positive()
+    class_order: Literal["label", "permutation"]
+    order_seed: int
+    split_seed: int
+    cifar_labels: Literal["fine", "coarse"]
+    many_above: int = non_negative()
+    few_below: int = non_negative()
+    size: tuple[int, int] | None             # (height, width); null: the data set's own
+    channels: Literal[1, 3] | None
+    mean: list[float] | None
+    std: list[float] | None
+    augment: AugmentConfig
+    eval_batch_size: int = positive()
+    eval_limit: int | None = positive()
+
+
+@dataclass
+class RealDataModel:
+    backbone: str
+    stem: Literal["cifar", "imagenet"]
+    stem_stride: int = positive()
+    backbone_kwargs: dict[str, Any]
+
+
+@dataclass
+class ModelConfig:
+    backbone: str
+    stem: Literal["cifar", "imagenet"]
+    stem_stride: int = positive()
+    backbone_kwargs: dict[str, Any]
+    real_data: RealDataModel | None
+
+
+@dataclass
+class LossConfig:
+    name: Literal["abcnorm", "ce", "pc", "maxent", "la", "ldam"]
+    lam: float
+    tau: float
+    pc_lam: float
+    pc_pairs: Literal["different", "same", "all"]
+    maxent_gamma: float
+    la_tau: float
+    ldam_max_m: float
+    ldam_s: float
+    drw_start_epoch: int | None
+    drw_beta: float
+
+
+@dataclass
+class StageConfig:
+    name: Literal["joint", "crt"]
+    init_checkpoint: str | None
+    samples_per_epoch: int | None = positive()
+    sampling_seed: int | None
+
+
+@dataclass
+class ABCNormConfig:
+    run: RunConfig
+    train: TrainConfig
+    optim: OptimConfig
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    stage: StageConfig
+
+
+CLASSIFIER_IO = ExportIO(inputs=("image",), outputs=("logits", "features"),
+                         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
+                                       "features": {0: "batch"}})
+
+
+def variant_of(extra: dict[str, Any]) -> str:
+    return "classifier"
+
+
+DESCRIPTOR = MethodDescriptor(
+    name="abcnorm", title="ABC-Norm long-tailed classification", chapter="4",
+    description="long-tailed classification with ABC-Norm and baselines (Chapter 4)",
+    schema=ABCNormConfig, config_file="abcnorm.yaml",
+    plugin="training.methods.abcnorm:build",
+    variants={"classifier": Variant("classifier", (), CLASSIFIER_IO,
+                                    "methods.abcnorm.views:classifier_view",
+                                    "backbone + linear head; logits and the last feature map "
+                                    "(Grad-CAM), any loss")},
+    variant_of=variant_of,
+    tab="app.tabs.classify",
+    limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "
+           "(many/medium/few) use the thresholds stored with the model.",
+    default_runs=(BuildRun("abcnorm"), BuildRun("abcnorm_ce", ("loss.name=ce",))),
+    smoke=("train.batch_size=32",),
+    build_cost=1.0, docs="docs/abcnorm.md",
+    post_export=("methods.abcnorm.assets:write_examples",),
+)

@@ -1,0 +1,119 @@
+"""The method descriptor: everything the rest of RepLens needs to know about a method.
+
+A descriptor is plain data plus ``"module:attribute"`` references that are imported only
+when used, so reading the registry needs neither torch (training, export) nor gradio (the
+UI). ``export/``, ``app/build.py``, the UI and the training CLI iterate over the registry
+(:mod:`methods`); none of them names a method.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+def resolve(ref: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module, _, attr = ref.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj
+
+
+@dataclass(frozen=True)
+class ExportIO:
+    """The serving contract of one export view: names, order and dynamic axes.
+
+    Read by the exporter (``torch.onnx.export``), the manifest, the parity tests and the
+    app's services; written once, here.
+
+    Attributes:
+        inputs: ONNX input names, in order.
+        outputs: ONNX output names, in order (the wrapper's tuple order).
+        dynamic_axes: per name, axis index -> symbolic size ("batch", "bag").
+        output_dtypes: dtype of outputs that are not float32 (e.g. token ids).
+    """
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+    output_dtypes: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"inputs": list(self.inputs), "outputs": list(self.outputs),
+                "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                                 for k, v in self.dynamic_axes.items()},
+                "output_dtypes": dict(self.output_dtypes)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant of a method, selectable by config overrides.
+
+    Attributes:
+        name: the variant's name ("thesis", "seqfakeformer", ...).
+        overrides: ``--set`` overrides (over the method's YAML) that select it.
+        io: its export contract.
+        view: ``"module:function"``; ``function(model, extra) -> (module, example_inputs,
+            check_inputs, sidecars)`` builds the export wrapper (see :mod:`export.views`).
+        description: one line for the docs and the model card.
+        served: whether the app can serve it (a tab understands its outputs).
+    """
+    name: str
+    overrides: tuple[str, ...]
+    io: ExportIO
+    view: str
+    description: str
+    served: bool = True
+
+
+@dataclass(frozen=True)
+class BuildRun:
+    """A run the app builds when missing (``python -m training METHOD --set ...``)."""
+    run: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodDescriptor:
+    """One method, described once.
+
+    Attributes:
+        name: the method's name (``python -m training NAME``, the checkpoint's ``method``).
+        title: human-readable name; ``chapter`` of the thesis.
+        description: one line for ``python -m training --help``.
+        schema: the typed config (a dataclass; defaults live in ``config_file``).
+        config_file: the YAML with every default, under ``training/configs/``.
+        plugin: ``"module:build"``, the training plug-in factory (``build(cfg) -> Method``).
+        variants: its model variants; ``variant_of(extra)`` names the variant of a trained
+            checkpoint from its ``extra`` state.
+        tab: ``"module"`` of its app tab (a ``build_tab(ctx)`` and a ``TAB`` spec), or None.
+        limits: the limits paragraph of its model card.
+        default_runs: what ``python -m app`` builds; ``smoke`` overrides make them tiny.
+        post_export: ``"module:function"`` hooks ``fn(artifacts, runs, options)`` run after
+            export (the retrieval gallery, example inputs).
+        build_cost: relative cost of its default runs (build order: cheapest first).
+        docs: the method's documentation page.
+    """
+    name: str
+    title: str
+    chapter: str
+    description: str
+    schema: type
+    config_file: str
+    plugin: str
+    variants: dict[str, Variant]
+    variant_of: Callable[[dict[str, Any]], str]
+    tab: str | None
+    limits: str
+    default_runs: tuple[BuildRun, ...] = ()
+    smoke: tuple[str, ...] = ()
+    post_export: tuple[str, ...] = ()
+    build_cost: float = 1.0
+    docs: str = ""
+
+    def variant(self, extra: dict[str, Any]) -> Variant:
+        """The variant of a trained model, from its checkpoint's ``extra`` state."""
+        name = self.variant_of(extra)
+        if name not in self.variants:
+            raise KeyError(f"{self.name}: no export view for variant {name!r}; registered: "
+                           + ", ".join(self.variants))
+        return self.variants[name]

@@ -1,0 +1,94 @@
+"""DCL, decoupled contrastive learning (thesis Chapter 3): descriptor and config schema.
+
+Network: :mod:`models.dcl`; training plug-in: :mod:`training.methods.dcl`; app tab:
+:mod:`app.tabs.retrieval` (kNN over a gallery built by :mod:`methods.dcl.assets`);
+defaults: ``training/configs/dcl.yaml``; docs: docs/dcl.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
+from methods.schema import OptimConfig, RunConfig, TrainConfig, positive
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["dcl_resnet18", "dcl_encoder", "dcl_small_cnn"]
+    kwargs: dict[str, Any]                # the factory's keyword arguments (models/dcl.py)
+
+
+@dataclass
+class LossConfig:
+    loss: Literal["simclr", "dcl", "dclw"]
+    temperature: float
+    sigma: float
+    gather_distributed: bool
+
+
+@dataclass
+class DataConfig:
+    root: str | None
+    train_subset: int | None = positive()
+    subset_seed: int
+    image_size: int = positive()
+
+
+@dataclass
+class AugConfig:
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip_p: float
+    brightness: float
+    contrast: float
+    jitter_p: float
+
+
+@dataclass
+class EvalConfig:
+    k: int = positive()
+    temperature: float
+    gallery_size: int = positive()
+    test_size: int = positive()
+    batch_size: int = positive()
+    random_init_reference: bool
+
+
+@dataclass
+class DCLConfig:
+    run: RunConfig
+    train: TrainConfig
+    optim: OptimConfig
+    model: ModelConfig
+    dcl: LossConfig
+    data: DataConfig
+    aug: AugConfig
+    eval: EvalConfig
+
+
+EMBED_IO = ExportIO(inputs=("image",), outputs=("embedding",),
+                    dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}})
+
+
+def variant_of(extra: dict[str, Any]) -> str:
+    return "encoder"
+
+
+DESCRIPTOR = MethodDescriptor(
+    name="dcl", title="Decoupled contrastive learning", chapter="3",
+    description="decoupled contrastive learning pre-training (Chapter 3)",
+    schema=DCLConfig, config_file="dcl.yaml",
+    plugin="training.methods.dcl:build",
+    variants={"encoder": Variant("encoder", (), EMBED_IO, "methods.dcl.views:embed_view",
+                                 "the encoder's l2-normalised embedding (any backbone)")},
+    variant_of=variant_of,
+    tab="app.tabs.retrieval",
+    limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "
+           "retrieval quality on other image domains is untested.",
+    default_runs=(BuildRun("dcl"),),
+    smoke=("data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
+           "eval.random_init_reference=false", "train.batch_size=32"),
+    build_cost=8.0, docs="docs/dcl.md",
+    post_export=("methods.dcl.assets:post_export",),
+)

@@ -1,0 +1,110 @@
+"""qMIL, query-based multiple instance learning (thesis Chapter 2): descriptor and schema.
+
+Network: :mod:`models.qmil` (and the gated-attention baseline :mod:`models.gated_mil`);
+training plug-in: :mod:`training.methods.qmil`; app tab: :mod:`app.tabs.query`; defaults:
+``training/configs/qmil.yaml``; docs: docs/qmil.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
+from methods.schema import OptimConfig, RunConfig, TrainConfig, positive
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["fashion_mnist", "digits"]
+    root: str | None
+    unseen_classes: list[str]
+    train_queries: list[str] | None
+    bags_per_query: int = positive()
+    pos_fraction: float
+    size_mean: float
+    size_std: float
+    min_size: int = positive()
+    max_size: int = positive()
+    seed: int
+    eval_bags_per_query: int = positive()
+    eval_seed: int
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
+    encoder: str
+    feat_dim: int = positive()
+    embed_dim: int = positive()
+    attn_dim: int = positive()
+    temperature: float
+    classifier_hidden: int
+    classifier_query: Literal["bilinear", "none"]
+    embed_norm: bool
+    attn_init: Literal["scaled", "torch"]
+
+
+@dataclass
+class LossConfig:
+    lam: float
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = positive()
+    strong_rel: float
+
+
+@dataclass
+class QMILConfig:
+    run: RunConfig
+    train: TrainConfig
+    optim: OptimConfig
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    eval: EvalConfig
+
+
+_OUT_AXES = {"prob": {0: "batch"}, "logit": {0: "batch"}, "alpha": {0: "batch", 1: "bag"},
+             "beta": {0: "batch", 1: "bag"}}
+_BAG_AXES = {"images": {0: "batch", 1: "bag"}, "mask": {0: "batch", 1: "bag"}}
+QMIL_IO = ExportIO(inputs=("images", "mask", "query"), outputs=("prob", "logit", "alpha", "beta"),
+                   dynamic_axes={**_BAG_AXES, "query": {0: "batch"}, **_OUT_AXES})
+GATED_IO = ExportIO(inputs=("images", "mask"), outputs=("prob", "logit", "alpha", "beta"),
+                    dynamic_axes={**_BAG_AXES, **_OUT_AXES})
+
+
+def variant_of(extra: dict[str, Any]) -> str:
+    if extra.get("gated"):
+        return "gated"
+    return "thesis_classifier" if extra.get("classifier_query") == "none" else "qmil"
+
+
+DESCRIPTOR = MethodDescriptor(
+    name="qmil", title="Query-based multiple instance learning", chapter="2",
+    description="query-based multiple instance learning (Chapter 2)",
+    schema=QMILConfig, config_file="qmil.yaml",
+    plugin="training.methods.qmil:build",
+    variants={
+        "qmil": Variant("qmil", (), QMIL_IO, "methods.qmil.views:query_view",
+                        "qMIL with the query-conditioned (bilinear) classifier, the default"),
+        "thesis_classifier": Variant("thesis_classifier", ("model.classifier_query=none",),
+                                     QMIL_IO, "methods.qmil.views:query_view",
+                                     "qMIL with the thesis-literal classifier on z alone"),
+        "gated": Variant("gated", ("model.name=gated_mil_lenet", "data.train_queries=[bag]"),
+                         GATED_IO, "methods.qmil.views:gated_view",
+                         "gated-attention MIL baseline (one class; ignores the query)",
+                         served=False),
+    },
+    variant_of=variant_of,
+    tab="app.tabs.query",
+    limits="instances are 28 x 28 grayscale Fashion-MNIST-like images; photos of real "
+           "clothes differ from that domain. Query words are GloVe 6B 50-d vectors (not the "
+           "thesis' word2vec); zero-shot words work only as far as GloVe places them near "
+           "the training classes.",
+    default_runs=(BuildRun("qmil"),),
+    smoke=("data.bags_per_query=8", "data.eval_bags_per_query=4", "train.batch_size=8"),
+    build_cost=1.5, docs="docs/qmil.md",
+    post_export=("methods.qmil.assets:write_examples",),
+)

@@ -1,0 +1,41 @@
+"""qMIL post-export hook: example bags for the Bag query tab (``examples/bags/<i>_<word>``).
+
+Each bag holds 7 Fashion-MNIST test images; a positive bag has one image of the query's
+class at a random position. Seeded, so the examples are the same on every build.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from export.examples import slug
+from training.data.fashion_mnist import DatasetNotFoundError, load_fashion_mnist
+
+BAG_QUERIES = (("sneaker", True), ("trouser", False), ("bag", True), ("sandal", True))
+
+
+def write_examples(artifacts: Path, runs: list[str] | None = None,
+                   options: dict[str, Any] | None = None, seed: int = 0) -> None:
+    try:
+        test = load_fashion_mnist("test")
+    except DatasetNotFoundError:
+        return
+    rng = np.random.default_rng(seed)
+    bags = artifacts / "examples" / "bags"
+    for b, (word, positive) in enumerate(BAG_QUERIES):
+        c = test.class_names.index(word)
+        folder = bags / f"{b}_{slug(word)}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        others = rng.choice(np.flatnonzero(test.labels != c), size=7, replace=False)
+        members = list(others)
+        if positive:
+            members[rng.integers(0, len(members))] = rng.choice(np.flatnonzero(test.labels == c))
+        for k, i in enumerate(members):
+            Image.fromarray(test.images[i]).save(
+                folder / f"{k:02d}_{slug(test.class_names[test.labels[i]])}.png")

@@ -1,0 +1,203 @@
+"""Typed run configurations: dataclass schemas and a strict validator.
+
+Every method declares its config as nested dataclasses (see ``methods/<name>.py``). The
+method's YAML file (``training/configs/<name>.yaml``) holds every default, exactly once:
+schema fields carry types and documentation but **no defaults**, so a value can only come
+from the YAML, a user's ``--config`` file merged over it, or a ``--set`` override.
+
+:func:`validate` checks a config dict against a schema: unknown keys are refused with the
+list of valid ones (a typo such as ``train.epohcs`` cannot pass silently), missing keys are
+named, and values are checked and converted to the declared types (``train.epochs=0.5`` or
+``train.epochs=one`` are refused with the key in the message). torch-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+
+class ConfigError(ValueError):
+    """A config that does not match its schema; the message names the key."""
+
+
+def positive(**meta: Any) -> Any:
+    """A field whose value must be >= 1 (counts: epochs, batch sizes)."""
+    return field(metadata={"min": 1, **meta})
+
+
+def non_negative(**meta: Any) -> Any:
+    """A field whose value must be >= 0."""
+    return field(metadata={"min": 0, **meta})
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a section"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against and converted to ``tp``; ConfigError names ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a section (a mapping), got {value!r}")
+        return validate(tp, value, key)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+            return [_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        inner = args[0] if args else Any
+        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[1] if args else Any
+        return {k: _convert(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"schema type {tp!r} of {key} is not supported")
+
+
+def validate(schema: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` checked against the dataclass ``schema``; returns the converted dict.
+
+    Raises:
+        ConfigError: an unknown key (with the valid keys and the closest match), a missing
+            key, or a value of the wrong type or out of range.
+    """
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    where = f" in {prefix}" if prefix else ""
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key {_join(prefix, k)!r}{hint}; valid keys{where}: "
+                          + ", ".join(sorted(fields)))
+    missing = [k for k in fields if k not in data]
+    if missing:
+        raise ConfigError(f"config key {_join(prefix, missing[0])!r} is missing (every key of "
+                          f"the method's YAML must be present; keys{where}: "
+                          + ", ".join(sorted(fields)) + ")")
+    out: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        value = _convert(data[name], hints[name], key)
+        lo = f.metadata.get("min")
+        if lo is not None and value is not None and value < lo:
+            raise ConfigError(f"{key} must be >= {lo}, got {value!r}")
+        out[name] = value
+    return out
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def keys_with_defaults(schema: type, prefix: str = "") -> list[str]:
+    """Schema fields that define a default in code (the test asserts there are none)."""
+    found = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = _join(prefix, f.name)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            found.append(key)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            found += keys_with_defaults(tp, key)
+    return found
+
+
+# --- sections shared by every method -------------------------------------------------------
+@dataclass
+class RunConfig:
+    """``run``: name (folder under ``<artifacts>/runs``), seed, device ("auto", "cpu",
+    "cuda", "cuda:1"), and ``artifacts`` (set from ``--artifacts``; null = default)."""
+    name: str
+    seed: int
+    device: str
+    artifacts: str | None
+
+
+@dataclass
+class TrainConfig:
+    """``train``: the engine's loop (see :mod:`training.engine`)."""
+    epochs: int = positive()
+    max_steps: int | None = positive()        # stop after this many optimiser steps
+    batch_size: int = positive()              # global batch (split over DDP processes)
+    shuffle: bool
+    log_every: int = positive()
+    ckpt_every: int = non_negative()          # 0: checkpoint at epoch ends only
+    eval_every: int = non_negative()          # epochs between evaluations; 0: at the end only
+    num_workers: int = non_negative()
+    grad_clip: float | None
+    threads: int | None = positive()          # torch threads (null: torch's default)
+
+
+@dataclass
+class OptimConfig:
+    """``optim``: optimiser and learning-rate schedule."""
+    name: Literal["sgd", "adam", "adamw"]
+    lr: float
+    weight_decay: float
+    momentum: float                           # sgd only
+    nesterov: bool                            # sgd only
+    schedule: Literal["none", "cosine"]
+    warmup_steps: int = non_negative()

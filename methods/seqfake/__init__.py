@@ -1,0 +1,162 @@
+"""Sequential deepfake detection (thesis Chapter 5): descriptor and config schema.
+
+Network: :mod:`models.seqfake` (the thesis model) and :mod:`models.seqfakeformer` (the
+SeqFakeFormer-style baseline); training plug-in: :mod:`training.methods.seqfake`; app tab:
+:mod:`app.tabs.face`; defaults: ``training/configs/seqfake.yaml``; docs: docs/seqfake.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
+from methods.schema import OptimConfig, RunConfig, TrainConfig, non_negative, positive
+
+
+@dataclass
+class GenerateConfig:
+    """``data.generate``: the generated-face set made when ``data.root`` is null."""
+    n_train: int = positive()
+    n_val: int = positive()
+    n_test: int = positive()
+    seed: int
+
+
+@dataclass
+class DataConfig:
+    root: str | None                      # null: generated faces; or a Seq-DeepFake folder
+    task: Literal["components", "attributes", "binary"]
+    img_size: int = positive()
+    train_split: str
+    limit_train: int | None = positive()
+    limit_eval: int | None = positive()
+    generate: GenerateConfig
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["seqfake", "seqfakeformer"]
+    backbone: Literal["resnet18", "resnet34", "resnet50"]
+    dim: int = positive()
+    depth: int = positive()               # transformer encoder layers
+    dec_depth: int = positive()           # seqfakeformer: decoder layers
+    heads: int = positive()
+    out_indices: list[int]
+    out_level: int = non_negative()
+    pos_embed: bool
+    dropout: float
+
+
+@dataclass
+class LossWeights:
+    cls: float
+    bce_patch: float
+    bce_cls: float
+    rank: float
+
+
+@dataclass
+class LossConfig:
+    weights: LossWeights
+    alpha: float
+    a: float
+    tau: float
+    num_k: int = positive()
+    reg_reduction: Literal["sum", "mean"]
+
+
+@dataclass
+class WeakAugConfig:
+    enabled: bool
+    hflip: float
+    brightness: float
+    contrast: float
+    saturation: float
+    crop_scale: float
+    blur_p: float
+    blur_sigma: tuple[float, float]
+
+
+@dataclass
+class StrongAugConfig:
+    enabled: bool
+    p: float
+    regions: list[str]
+    landmark_jitter: float
+    shift: float
+    blend: tuple[float, float]
+
+
+@dataclass
+class AugConfig:
+    weak: WeakAugConfig
+    strong: StrongAugConfig
+
+
+@dataclass
+class EvalConfig:
+    split: str
+    threshold: float
+    decode_from: Literal["fused", "patch"]
+    batch_size: int = positive()
+
+
+@dataclass
+class SeqFakeConfig:
+    run: RunConfig
+    train: TrainConfig
+    optim: OptimConfig
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    aug: AugConfig
+    eval: EvalConfig
+
+
+_IMAGE_AXES = {"image": {0: "batch"}}
+THESIS_IO = ExportIO(
+    inputs=("image",), outputs=("probs", "logits", "u", "dissim"),
+    dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "logits": {0: "batch"},
+                  "u": {0: "batch"}, "dissim": {0: "batch"}})
+DECODER_IO = ExportIO(
+    inputs=("image",), outputs=("probs", "step_probs", "sequence"),
+    dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_probs": {0: "batch"},
+                  "sequence": {0: "batch"}},
+    output_dtypes={"sequence": "int64"})
+
+
+def variant_of(extra: dict[str, Any]) -> str:
+    """thesis | attributes | binary | seqfakeformer, from the checkpoint's extra state."""
+    if extra.get("arch") == "seqfakeformer":
+        return "seqfakeformer"
+    return {"attributes": "attributes", "binary": "binary"}.get(extra.get("task"), "thesis")
+
+
+DESCRIPTOR = MethodDescriptor(
+    name="seqfake", title="Sequential deepfake detection", chapter="5",
+    description="sequential deepfake detection (Chapter 5)",
+    schema=SeqFakeConfig, config_file="seqfake.yaml",
+    plugin="training.methods.seqfake:build",
+    variants={
+        "thesis": Variant("thesis", (), THESIS_IO, "methods.seqfake.views:thesis_view",
+                          "the thesis model: facial components, probability-ranked sequence"),
+        "attributes": Variant("attributes", ("data.task=attributes",), THESIS_IO,
+                              "methods.seqfake.views:thesis_view",
+                              "the thesis model on facial attributes (Seq-FaceAttr)"),
+        "binary": Variant("binary", ("data.task=binary",), THESIS_IO,
+                          "methods.seqfake.views:thesis_view", "real / fake only (no sequence)"),
+        "seqfakeformer": Variant("seqfakeformer", ("model.arch=seqfakeformer",), DECODER_IO,
+                                 "methods.seqfake.views:decoder_view",
+                                 "SeqFakeFormer-style autoregressive decoder (baseline)"),
+    },
+    variant_of=variant_of,
+    tab="app.tabs.face",
+    limits="trained by default on procedurally generated faces with synthetic edits; it is "
+           "not a detector for real deepfakes until retrained on real data (Seq-DeepFake). "
+           "Crops must contain the whole face with hair.",
+    default_runs=(BuildRun("seqfake"), BuildRun("seqfake_attr", ("data.task=attributes",))),
+    smoke=("data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
+           "train.batch_size=8"),
+    build_cost=9.0, docs="docs/seqfake.md",
+    post_export=("methods.seqfake.assets:write_examples",),
+)

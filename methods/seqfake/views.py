@@ -1,0 +1,46 @@
+"""Export views of the sequential deepfake variants (contracts in :mod:`methods.seqfake`).
+
+* thesis / attributes / binary: image (B, 3, S, S) -> probs (B, L) = sigmoid(logits),
+  logits (B, L), u (B, n) token dissimilarities, dissim (B, h, w) where-map.
+* seqfakeformer: image -> probs (B, L) (per component, the largest probability the decoder
+  gives it over the slots), step_probs (B, S, L + 1) softmax per slot (0 = no edit),
+  sequence (B, S) int64 greedy tokens (0 = no edit).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from export.view import ExportView, image_view
+
+
+class ThesisOnnx(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        return torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"]
+
+
+class DecoderOnnx(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        step = torch.softmax(out["logits"], dim=-1)          # (B, S, L + 1)
+        probs = step[:, :, 1:].amax(dim=1)                   # (B, L)
+        return probs, step, out["sequence"]
+
+
+def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
+    return image_view(ThesisOnnx(model.eval()), extra)
+
+
+def decoder_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
+    return image_view(DecoderOnnx(model.eval()), extra)
