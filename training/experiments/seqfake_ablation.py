@@ -14,14 +14,16 @@ Adaptive-Acc, multi-label accuracy, training time, inference throughput (batch 1
 and the accuracy of a random order of the detected components.
 
     python -m training.experiments.seqfake_ablation --seeds 0 1
+
+Runs go through the experiment harness (:mod:`training.experiments.harness`): a run with the
+same config hash as a finished one is reused with its stored metrics and throughput
+(``--fresh`` retrains). ``--render reports/seqfake.json`` re-renders the report from the
+stored per-run numbers, without training.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifacts import artifacts_dir, write_json_atomic, atomic_path
-from training.config import apply_overrides, default_config_path, load_config
+from runtime.artifacts import artifacts_dir, write_json_atomic, atomic_path
 from training.data.seqdeepfake import describe
-from training.engine import Trainer
+from training.experiments import harness
 from training.methods import build_method
+
+MODULE = "training.experiments.seqfake_ablation"
 
 VARIANTS: dict[str, list[str]] = {
     "full": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}", "eval.decode_from=fused",
@@ -70,32 +73,38 @@ def throughput(model: torch.nn.Module, img_size: int, batch: int, seconds: float
     return n * batch / (time.perf_counter() - t0)
 
 
-def run_one(variant: str, seed: int, base: list[str], artifacts: Path, img_size: int
-            ) -> dict[str, Any]:
-    """Train one variant/seed; returns its metrics, time and throughput."""
-    cfg = apply_overrides(load_config(default_config_path("seqfake")),
-                          base + VARIANTS[variant] + [f"run.seed={seed}",
-                                                       f"run.name=seqfake_ablation/{variant}_s{seed}"])
-    method = build_method("seqfake", cfg)
-    trainer = Trainer("seqfake", method, cfg, artifacts=artifacts, progress=False)
-    t0 = time.time()
-    summary = trainer.fit()
-    wall = time.time() - t0
-    model = trainer.model.cpu()
+def run_one(variant: str, seed: int, base: list[str], artifacts: Path, img_size: int,
+            reuse: bool = True) -> dict[str, Any]:
+    """Train one variant/seed through the harness (or reuse it); returns its metrics, time
+    and throughput."""
+    cfg = harness.resolve_config("seqfake", base + VARIANTS[variant] + [
+        f"run.seed={seed}", f"run.name={variant}_s{seed}"])
+
+    def measure(trainer: Any, method: Any) -> dict[str, Any]:
+        model = trainer.model.cpu()
+        return {"images_per_s_batch1": round(throughput(model, img_size, 1), 1),
+                "images_per_s_batch32": round(throughput(model, img_size, 32), 1),
+                "throughput_device": "cpu", "throughput_threads": torch.get_num_threads(),
+                "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+
+    run = harness.train_run("seqfake", cfg, artifacts / "seqfake_ablation", measure=measure,
+                            reuse=reuse, extra={"throughput_img_size": img_size})
+    summary = run.summary
     rec = {"variant": variant, "seed": seed, "steps": summary["steps"],
-           "train_seconds": summary["train_seconds"], "wall_seconds": round(wall, 1),
-           "metrics": summary["metrics"],
-           "images_per_s_batch1": round(throughput(model, img_size, 1), 1),
-           "images_per_s_batch32": round(throughput(model, img_size, 32), 1),
-           "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+           "train_seconds": summary["train_seconds"], "wall_seconds": run.wall_seconds,
+           "metrics": summary["metrics"], **run.result, "key": run.key, "reused": run.reused,
+           "device": run.provenance.get("device"),
+           "device_name": run.provenance.get("device_name"), "run_dir": str(run.run_dir)}
     print(f"[ablation] {variant} seed {seed}: " + ", ".join(
         f"{k}={rec['metrics'].get(k, float('nan')):.4f}" for k in METRICS[:3]) +
-        f", train {rec['train_seconds']:.0f}s", flush=True)
+        f", train {rec['train_seconds']:.0f}s" + (" (reused)" if run.reused else ""), flush=True)
     return rec
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, per-seed values and spread (max - min over seeds) of each metric per variant."""
+    """Per variant and metric: mean and sample std over seeds (:func:`harness.seed_stats`),
+    the per-seed values and their range (max - min, the noise bar of :func:`verdicts`;
+    also under its old name ``spread``)."""
     out: dict[str, Any] = {}
     for v in VARIANTS:
         rs = [r for r in runs if r["variant"] == v]
@@ -104,8 +113,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {}
         for k in METRICS + ("train_seconds", "images_per_s_batch1", "images_per_s_batch32"):
             vals = [float(r["metrics"][k]) if k in r["metrics"] else float(r[k]) for r in rs]
-            entry[k] = {"mean": float(np.mean(vals)), "spread": float(np.max(vals) - np.min(vals)),
-                        "values": vals}
+            rng = float(np.max(vals) - np.min(vals))
+            entry[k] = {**harness.seed_stats(vals), "values": vals, "range": rng,
+                        "spread": rng}
         out[v] = entry
     return out
 
@@ -121,9 +131,9 @@ def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
         if name in summary and "bce_only" in summary:
             f, b = summary[name]["fixed_acc"], summary["bce_only"]["fixed_acc"]
             margin = f["mean"] - b["mean"]
-            spread = max(f["spread"], b["spread"])
+            rng = max(f["range"], b["range"])
             key = "full_vs_bce_only_fixed_acc" if name == "full" else f"{name}_vs_bce_only_fixed_acc"
-            res[key] = {"margin": margin, "max_seed_spread": spread, "holds": bool(margin > spread)}
+            res[key] = {"margin": margin, "max_seed_range": rng, "holds": bool(margin > rng)}
     for name in ("full", "full_regmean", "bce_rank", "seqfakeformer", "bce_only"):
         if name in summary:
             a = summary[name]["adaptive_acc"]["mean"]
@@ -133,10 +143,30 @@ def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def _fmt(e: dict[str, float], pct: bool = True) -> str:
+def _fmt(e: dict[str, Any], pct: bool = True) -> str:
     if pct:
-        return f"{100 * e['mean']:.1f} ± {100 * e['spread'] / 2:.1f}"
+        return harness.fmt_mean_sd(e, digits=1, scale=100, label=False)
     return f"{e['mean']:.0f}"
+
+
+def budget_text(cfg: dict[str, Any]) -> str:
+    """The per-run budget, read from the resolved config."""
+    t, o, d, m = cfg["train"], cfg["optim"], cfg["data"], cfg["model"]
+    n = d.get("limit_train") or d["generate"]["n_train"]
+    return (f"{t['epochs']} epochs x {n} images, batch {t['batch_size']}, {o['name']} lr "
+            f"{o['lr']:g} (weight decay {o['weight_decay']:g}, {o['schedule']} schedule, "
+            f"{o['warmup_steps']} warm-up steps), {m['backbone']} stages 1-"
+            f"{max(m['out_indices'])} + FPN + {m['depth']}-layer transformer (d={m['dim']}, "
+            f"{m['heads']} heads), {d['img_size']} px, {t.get('threads') or 'default'} torch "
+            f"thread(s)")
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    if "provenance" in report:
+        return [f"- {x.rstrip()}" for x in harness.provenance_lines(
+            report["provenance"], report.get("devices_used"))]
+    lines = harness.legacy_header(report, report.get("rendered", {}).get("provenance", {}))
+    return [f"- {x.rstrip()}" for x in lines[:-2]] + ["", lines[-1]]
 
 
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
@@ -148,13 +178,14 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         "these numbers say nothing about real deepfakes. Thesis numbers (Seq-FaceComp, "
         "ResNet-50, 200 epochs) are quoted for orientation only, never as measurements here.",
         "",
-        f"- Command: `{report['command']}`",
-        f"- Machine: {report['machine']}",
+        *_header(report),
+        "",
         f"- Data: {report['data']}",
-        f"- Budget per run: {report['budget']}",
+        f"- Budget per run{'' if 'provenance' in report else ' (as written by the original run)'}: "
+        f"{report['budget']}",
         f"- Seeds: {report['seeds']}; total wall time {report['total_wall_seconds'] / 60:.1f} min",
         "",
-        "Values: mean over seeds ± half the spread (max - min) over seeds, in %. "
+        "Values in %. " + harness.legend([e["fixed_acc"]["n"] for e in s.values()]) + " "
         "Random order = expected accuracy when the model's detected components are kept but "
         "put in a uniformly random order (exact expectation).",
         "",
@@ -178,10 +209,11 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     for key, c in v.items():
         if key.endswith("_vs_bce_only_fixed_acc"):
             name = "full" if key.startswith("full_vs") else key[: -len("_vs_bce_only_fixed_acc")]
+            rng = c.get("max_seed_range", c.get("max_seed_spread"))
             lines.append(f"- {LABELS[name]} vs BCE-only, Fixed-Acc: margin "
-                         f"{100 * c['margin']:+.1f} points, largest seed spread "
-                         f"{100 * c['max_seed_spread']:.1f} points -> "
-                         f"**{'holds' if c['holds'] else 'does NOT hold'}** (margin > spread).")
+                         f"{100 * c['margin']:+.1f} points, largest range over seeds (max - "
+                         f"min) {100 * rng:.1f} points -> "
+                         f"**{'holds' if c['holds'] else 'does NOT hold'}** (margin > range).")
         elif key.startswith("order_learnable_"):
             name = key[len("order_learnable_"):]
             lines.append(f"- Order learnable, {LABELS[name]}: Adaptive-Acc "
@@ -192,6 +224,10 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     lines += ["", "Generated faces (lengths 0..5; order in the caption), as stored at 256 px:", "",
               "![samples](seqfake_samples.png)"]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    if "provenance" not in report:  # notes written with a run from before the harness
+        lines.append("- (Added when re-rendered:) in the notes above, \"seed spread\" is the "
+                     "range (max - min) over seeds, the noise bar of the checks, not the ± "
+                     "of the table.")
     lines += ["", "Per-run numbers: `reports/seqfake.json`."]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -228,12 +264,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra config overrides for every run")
     p.add_argument("--artifacts", default=None)
     p.add_argument("--out", default="reports")
+    p.add_argument("--fresh", action="store_true", help="retrain runs that are cached")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="combine the runs of earlier reports (e.g. one per seed, run in "
                         "parallel) into one report; no training")
     p.add_argument("--note", action="append", default=[],
                    help="with --merge: a sentence of interpretation to add to the notes")
+    p.add_argument("--render", metavar="JSON",
+                   help="re-render the report from this seqfake.json (no training)")
     a = p.parse_args(argv)
+    if a.render:
+        return render(Path(a.render), Path(a.out), argv)
     if a.merge:
         return merge_reports([Path(m) for m in a.merge], Path(a.out), argv, a.note)
     torch.set_num_threads(1)
@@ -241,29 +282,27 @@ def main(argv: list[str] | None = None) -> int:
     base = [f"train.epochs={a.epochs}", f"train.eval_every={a.epochs}", f"data.limit_train={a.n_train}",
             f"data.img_size={a.img_size}", "train.threads=1", "train.ckpt_every=0",
             f"run.artifacts={artifacts}", *a.overrides]
+    prov = harness.provenance(module=MODULE, args=argv)
     t0 = time.time()
     runs: list[dict[str, Any]] = []
-    cfg = apply_overrides(load_config(default_config_path("seqfake")), base)
+    cfg = harness.resolve_config("seqfake", base)
     method = build_method("seqfake", cfg)
     train_desc = describe(method._load("train", "limit_train"))
     test_desc = describe(method.eval_split())
     out = Path(a.out)
     for seed in a.seeds:
         for variant in a.variants:
-            runs.append(run_one(variant, seed, base, artifacts, a.img_size))
+            runs.append(run_one(variant, seed, base, artifacts, a.img_size, reuse=not a.fresh))
             summary = summarise(runs)
             report = {
-                "command": "python -m training.experiments.seqfake_ablation " + " ".join(
-                    argv if argv is not None else sys.argv[1:]),
-                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores shared with "
-                           f"other jobs, no GPU, torch {torch.__version__}, 1 thread",
-                "data": (f"generated faces (faces_synth, seed 0): train {train_desc['n']} rows "
-                         f"(by length {train_desc['by_length']}), test {test_desc['n']} rows "
-                         f"(by length {test_desc['by_length']}), 256 px JPEGs resized to "
-                         f"{a.img_size} px"),
-                "budget": (f"{a.epochs} epochs x {a.n_train} images, batch 32, AdamW lr 1e-3 "
-                           f"cosine, ResNet-18 stages 1-3 + FPN + 1-layer transformer (d=128), "
-                           f"{a.img_size} px"),
+                "command": prov["command"], "provenance": prov,
+                "devices_used": _devices(runs),
+                "data": (f"generated faces (faces_synth, seed {cfg['data']['generate']['seed']}): "
+                         f"train {train_desc['n']} rows (by length {train_desc['by_length']}), "
+                         f"test {test_desc['n']} rows (by length {test_desc['by_length']}), "
+                         f"256 px JPEGs resized to {cfg['data']['img_size']} px"),
+                "budget": budget_text(cfg),
+                "config": cfg,
                 "seeds": a.seeds,
                 "total_wall_seconds": round(time.time() - t0, 1),
                 "runs": runs,
@@ -276,6 +315,26 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(out / "seqfake.md", report)
     write_samples(out / "seqfake_samples.png")
     print(json.dumps(report["verdicts"], indent=2))
+    return 0
+
+
+def _devices(runs: list[dict[str, Any]]) -> dict[str, int]:
+    return harness.devices_used({"device": r.get("device", ""), "device_name":
+                                 r.get("device_name", "not recorded")} if r.get("device") else {}
+                                for r in runs)
+
+
+def render(path: Path, out: Path, argv: list[str] | None) -> int:
+    """Re-render ``seqfake.md`` (summary and checks recomputed from the stored runs)."""
+    report = json.loads(path.read_text())
+    summary = summarise(report["runs"])
+    report.update(summary=summary, verdicts=verdicts(summary))
+    report["rendered"] = {"provenance": harness.provenance(module=MODULE, args=argv),
+                          "note": "summary and checks recomputed from runs with the harness' "
+                                  "seed_stats (mean, sample std ddof=1, n); runs not retrained"}
+    write_json_atomic(out / "seqfake.json", report)
+    write_markdown(out / "seqfake.md", report)
+    print(f"[ablation] re-rendered {out / 'seqfake.md'} from {path}", flush=True)
     return 0
 
 
@@ -292,7 +351,7 @@ def trivial_baselines(targets: list[list[int]]) -> dict[str, float]:
 def _always_real() -> dict[str, float]:
     from training.metrics.seqfake import unpad
 
-    cfg = load_config(default_config_path("seqfake"))
+    cfg = harness.resolve_config("seqfake")
     split = build_method("seqfake", cfg).eval_split()
     return trivial_baselines([unpad(t) for t in split.labels.tolist()])
 
@@ -304,16 +363,18 @@ def merge_reports(paths: list[Path], out: Path, argv: list[str] | None,
     runs = [r for part in parts for r in part["runs"]]
     summary = summarise(runs)
     report = dict(parts[0])
+    prov = harness.provenance(module=MODULE, args=argv)
+    prov["command"] = " & ".join(part["command"] for part in parts) + " ; then " + prov["command"]
     report.update(
-        command=" & ".join(part["command"] for part in parts) + " ; then python -m "
-                "training.experiments.seqfake_ablation --merge " + " ".join(str(p) for p in paths),
+        command=prov["command"], provenance=prov, devices_used=_devices(runs),
+        parts_provenance=[part.get("provenance") for part in parts],
         seeds=sorted({r["seed"] for r in runs}),
         total_wall_seconds=max(part["total_wall_seconds"] for part in parts),
         runs=runs, summary=summary, verdicts=verdicts(summary),
         always_real_baseline=_always_real(),
-        notes=parts[0]["notes"] + [f"The {len(parts)} partial runs were made in parallel "
-                                    "processes (one per seed), 1 thread each; total wall time "
-                                    "is the longest of them."] + list(extra_notes or []))
+        notes=parts[0]["notes"] + [f"The {len(parts)} partial runs were made in separate "
+                                    "processes (one per seed, see the command); total wall "
+                                    "time is the longest of them."] + list(extra_notes or []))
     write_json_atomic(out / "seqfake.json", report)
     write_markdown(out / "seqfake.md", report)
     write_samples(out / "seqfake_samples.png")
@@ -322,10 +383,11 @@ def merge_reports(paths: list[Path], out: Path, argv: list[str] | None,
 
 
 NOTES = [
-    "Throughput: eval forward in torch eager on random inputs, 1 thread, on the shared CPU "
-    "(other jobs were running), so it varies run to run; SeqFakeFormer's includes its 5 "
-    "greedy decoding steps.",
-    "Training time is wall-clock seconds of the engine's loop on the shared 2-core CPU.",
+    "Throughput: eval forward in torch eager on random inputs, on the CPU with the torch "
+    "threads each run recorded (runs[].throughput_threads in the JSON); it varies with the "
+    "machine's load; SeqFakeFormer's includes its 5 greedy decoding steps.",
+    "Training time is wall-clock seconds of the engine's loop, on the device each run "
+    "recorded (runs[].device_name in the JSON).",
     "Multi-label accuracy is the per-label (Hamming) accuracy over the 5 components; "
     "'exact set' is the fraction of images whose predicted set of components is exactly right.",
     "(a) and (b) decode from the patch stream f^U (the only trained head, as the thesis' "
