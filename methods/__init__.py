@@ -11,6 +11,7 @@ Import-light: descriptors need neither torch nor gradio.
 from __future__ import annotations
 
 import importlib
+import os
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant, resolve
 
@@ -43,7 +44,10 @@ def unregister(name: str) -> None:
 
 
 def _load_builtin() -> None:
-    for mod in _BUILTIN:
+    """Register the built-in methods and those named in ``$REPLENS_METHODS`` (comma-separated
+    modules with a ``DESCRIPTOR``: a method of your own, without editing this file)."""
+    extra = [m.strip() for m in os.environ.get("REPLENS_METHODS", "").split(",") if m.strip()]
+    for mod in (*_BUILTIN, *extra):
         desc = importlib.import_module(mod).DESCRIPTOR
         _REGISTRY.setdefault(desc.name, desc)
 

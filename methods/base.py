@@ -81,7 +81,8 @@ class MethodDescriptor:
         title: human-readable name; ``chapter`` of the thesis.
         description: one line for ``python -m training --help``.
         schema: the typed config (a dataclass; defaults live in ``config_file``).
-        config_file: the YAML with every default, under ``training/configs/``.
+        config_file: the YAML with every default, under ``training/configs/`` (or an
+            absolute path).
         plugin: ``"module:build"``, the training plug-in factory (``build(cfg) -> Method``).
         variants: its model variants; ``variant_of(extra)`` names the variant of a trained
             checkpoint from its ``extra`` state.

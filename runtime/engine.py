@@ -72,12 +72,15 @@ class OnnxModel:
         self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.preprocess = PreprocessSpec.from_dict(entry["preprocess"])
+        pre = entry.get("preprocess")  # None for models whose inputs are not images
+        self.preprocess = PreprocessSpec.from_dict(pre) if pre else None
         self.labels: list[str] = list(entry.get("labels", []))
         self.version: str = str(entry.get("version", "?"))
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         """The training preprocessing (:func:`runtime.preprocess.to_input`): (N, C, H, W)."""
+        if self.preprocess is None:
+            raise ValueError(f"{self.name}: the model takes no images (no preprocessing)")
         return to_input(images, self.preprocess)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

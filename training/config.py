@@ -19,7 +19,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def default_config_path(method: str) -> Path:
-    """The shipped default config of a method (its descriptor's ``config_file``)."""
+    """The default config of a method: its descriptor's ``config_file``, relative to
+    ``training/configs/`` (or an absolute path, for methods that live elsewhere)."""
     from methods import get_method
 
     return CONFIG_DIR / get_method(method).config_file
