@@ -179,27 +179,33 @@ def variant_artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("variants")
 
 
+def _train_and_export(art: Path, method: str, variant: str) -> tuple[str, dict]:
+    """One smoke step of (method, variant) with its registered overrides, exported."""
+    from export.pipeline import export_run
+    from training.engine import Trainer
+    from training.methods import build_method
+
+    desc = get_method(method)
+    run = f"{method}-{variant}"
+    cfg = resolve_config(method, overrides=[*SMOKE_COMMON, *desc.smoke,
+                                            *desc.variants[variant].overrides,
+                                            "train.max_steps=1", f"run.name={run}",
+                                            f"run.artifacts={art}"])
+    Trainer(method, build_method(method, cfg), cfg, artifacts=art, progress=False).fit()
+    return run, export_run(art, run)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method, variant", VARIANTS, ids=[f"{m}-{v}" for m, v in VARIANTS])
 def test_every_registered_variant_exports_and_passes_parity(method, variant, variant_artifacts):
     """Train one step of each (method, variant) with its registered overrides, export it
     through the registry and check the ONNX file against eager torch."""
-    from export.pipeline import export_run
-    from runtime.engine import OnnxModel
-    from training.engine import Trainer
-    from training.methods import build_method
-
     import torch
 
-    desc = get_method(method)
-    v = desc.variants[variant]
-    run = f"{method}-{variant}"
-    cfg = resolve_config(method, overrides=[*SMOKE_COMMON, *desc.smoke, *v.overrides,
-                                            "train.max_steps=1", f"run.name={run}",
-                                            f"run.artifacts={variant_artifacts}"])
-    Trainer(method, build_method(method, cfg), cfg, artifacts=variant_artifacts,
-            progress=False).fit()
-    entry = export_run(variant_artifacts, run)
+    from runtime.engine import OnnxModel
+
+    v = get_method(method).variants[variant]
+    run, entry = _train_and_export(variant_artifacts, method, variant)
     assert entry["variant"] == variant and entry["method"] == method
     assert entry["outputs"] == list(v.io.outputs)
     assert [i["name"] for i in entry["inputs"]] == list(v.io.inputs)
@@ -220,6 +226,26 @@ def test_every_registered_variant_exports_and_passes_parity(method, variant, var
     got = onnx.run({n: t.numpy() for n, t in zip(v.io.inputs, ins)})
     for name, r in zip(v.io.outputs, ref):
         np.testing.assert_allclose(got[name], r.numpy(), atol=1e-4, rtol=0, err_msg=name)
+
+
+@pytest.mark.slow
+def test_the_face_service_answers_with_the_decoder_variant(variant_artifacts):
+    """A served seqfakeformer model: the report's order is the decoder's greedy sequence."""
+    from app.services.face import analyze_face
+    from runtime.engine import Engine
+
+    run, entry = _train_and_export(variant_artifacts, "seqfake", "seqfakeformer")
+    engine = Engine(variant_artifacts)
+    crop = (np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)
+    res = analyze_face(engine, None, crop, is_crop=True, model_name=run)
+    r = res.report
+    assert r["decoder"] == "autoregressive" and r["model"] == run
+    seq = engine.get(run).run({"image": engine.get(run).prepare([res.crop])})["sequence"][0]
+    tokens = list(seq) + [0]
+    expected = [int(c) for c in tokens[:tokens.index(0)]]
+    assert [entry["labels"].index(s["component"]) + 1 for s in r["sequence"]] == expected
+    assert r["verdict"] == ("manipulated" if expected else "real")
+    assert res.where.shape == res.crop.shape                  # no where-map: the crop
 
 
 # --- a method added through the registry alone ---------------------------------------------
