@@ -3,8 +3,13 @@
 Every problem becomes an :class:`InputError` whose message is shown as-is in the UI and
 printed by the CLI. Images are decoded with Pillow under size limits: the file size and
 the pixel count from the header are checked *before* decoding (a decompression bomb is
-refused), animated images give their first frame, 16-bit / CMYK / palette / alpha images
-are converted, EXIF orientation is applied, and large photos are downscaled.
+refused), animated images give their first frame, 16-bit / CMYK / palette images are
+converted, EXIF orientation is applied, and large photos are downscaled.
+
+Transparency is kept (an RGBA array) and left to the model's own preprocessing
+(:func:`runtime.preprocess.to_input`), which composites it as training did: on black for
+the 1-channel models, on white for the RGB ones. :func:`display_rgb` flattens it for
+showing (and for RGB-only steps such as face detection).
 """
 from __future__ import annotations
 
@@ -91,7 +96,9 @@ def _open(source: Any) -> tuple[Image.Image, str]:
 
 
 def load_image(source: Any, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> np.ndarray:
-    """Decode an upload into an RGB uint8 array (H, W, 3) within the size limits.
+    """Decode an upload into an RGB uint8 array (H, W, 3) within the size limits; an image
+    with transparent pixels gives RGBA (H, W, 4), its alpha left to the model's
+    preprocessing (:func:`runtime.preprocess.to_input`; :func:`display_rgb` for showing it).
 
     Args:
         source: a path, bytes, a PIL image or a numpy array.
@@ -124,10 +131,12 @@ def load_image(source: Any, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) 
             lo, hi = float(arr.min()), float(arr.max())
             img = Image.fromarray(((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(bg, rgba)
-        img = img.convert("RGB")
+            img = img.convert("RGBA")
+            if img.getchannel("A").getextrema()[0] == 255:  # opaque: nothing to composite
+                img = img.convert("RGB")
+            # else: kept; the model's preprocessing (to_input) composites it as in training
+        else:
+            img = img.convert("RGB")
     except InputError:
         raise
     except Exception as exc:  # truncated data is found while decoding
@@ -139,8 +148,22 @@ def load_image(source: Any, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) 
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image from :func:`load_image` as RGB uint8 (H, W, 3) for showing: transparency
+    flattened on white, as the RGB models' preprocessing does (:func:`runtime.preprocess.to_pil`).
+    RGB arrays are returned as they are."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    img = Image.fromarray(image)
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
 def load_bag(sources: list[Any] | None, max_bag: int = MAX_BAG) -> list[np.ndarray]:
-    """Decode a bag of images; an empty or oversized bag is refused."""
+    """Decode a bag of images (RGB, or RGBA where transparent, as :func:`load_image`); an
+    empty or oversized bag is refused."""
     sources = [s for s in (sources or []) if s is not None]
     if not sources:
         raise InputError("The bag is empty: upload at least one image (or a video).")

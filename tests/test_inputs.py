@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.inputs import (MAX_BAG, MAX_SIDE, InputError, clean_query, load_bag, load_image)
+from app.inputs import (MAX_BAG, MAX_SIDE, InputError, clean_query, display_rgb, load_bag,
+                        load_image)
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -150,3 +151,56 @@ def test_query_words_without_vectors_are_input_errors(word, pattern):
 
     with pytest.raises(InputError, match=pattern):
         query_vector(clean_query(word))
+
+
+def _transparent_png(path):
+    """A light-grey disc on a fully transparent background whose hidden colour is white."""
+    rgba = np.zeros((40, 48, 4), np.uint8)
+    rgba[..., :3] = 255                          # what a white flattening would show
+    yy, xx = np.mgrid[:40, :48]
+    disc = (yy - 20) ** 2 + (xx - 24) ** 2 < 12 ** 2
+    rgba[disc] = (200, 180, 160, 255)
+    rgba[disc & (xx > 24), 3] = 128              # half of it semi-transparent
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_transparency_is_left_to_the_models_preprocessing(tmp_path, channels):
+    """An RGBA upload reaches ``to_input`` with its alpha, so the app's input equals the
+    training-time preprocessing of the same file (``FileDataset.load`` + ``to_array``):
+    black background for a 1-channel model, white for an RGB one."""
+    from runtime.preprocess import FASHION_MNIST, PreprocessSpec, normalize, to_array, to_input
+    from training.data.folders import FileDataset
+
+    path = _transparent_png(tmp_path / "t.png")
+    arr = load_image(path)
+    assert arr.shape == (40, 48, 4)               # alpha kept
+    spec = FASHION_MNIST if channels == 1 else PreprocessSpec(
+        size=(32, 32), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    served = to_input([arr], spec)
+    train = FileDataset([str(path)], np.zeros(1, np.int64), ("x",))
+    trained = normalize(to_array(train.load(0), spec)[None], spec)
+    np.testing.assert_array_equal(served, trained)
+    corner = served[0, :, 0, 0] * np.asarray(spec.std) + np.asarray(spec.mean)
+    np.testing.assert_allclose(corner, 0.0 if channels == 1 else 1.0, atol=1e-6)
+    if channels == 1:  # the old flattening on white gave a white background instead
+        white = to_input([display_rgb(arr)], spec)
+        assert not np.allclose(white, trained)
+
+
+def test_display_rgb_flattens_on_white_and_opaque_rgba_is_rgb(tmp_path):
+    """What is shown (and what face detection sees) is the white flattening that the RGB
+    models' preprocessing applies; an opaque RGBA upload is plain RGB."""
+    from runtime.preprocess import to_pil
+
+    arr = load_image(_transparent_png(tmp_path / "t.png"))
+    shown = display_rgb(arr)
+    assert shown.shape == (40, 48, 3) and tuple(shown[0, 0]) == (255, 255, 255)
+    assert tuple(shown[20, 18]) == (200, 180, 160)
+    np.testing.assert_array_equal(shown, np.asarray(to_pil(arr, channels=3)))
+    rgb = _rgb()
+    opaque = load_image(_png_bytes(rgb.convert("RGBA")))  # alpha 255 everywhere
+    np.testing.assert_array_equal(opaque, np.asarray(rgb))
+    bag = load_bag([_png_bytes(Image.open(tmp_path / "t.png"))])
+    assert bag[0].shape == (40, 48, 4)
