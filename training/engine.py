@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from models.artifacts import artifacts_dir, atomic_path, write_json_atomic
+from runtime.artifacts import artifacts_dir, atomic_path, write_json_atomic
 from training import distributed as dist_utils
 from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
@@ -88,6 +89,33 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], total_steps
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+@dataclass
+class _Run:
+    """The state of one :meth:`Trainer.fit`: what :meth:`Trainer._build` makes once, the
+    loop settings, and the position that :meth:`Trainer._restore` and
+    :meth:`Trainer._train_epoch` advance."""
+
+    model: nn.Module
+    train_model: nn.Module          # ``model``, wrapped in DDP under torchrun
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    dataset: Any
+    sampler: ResumableSampler
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    ckpt_every: int
+    log_every: int
+    grad_clip: Any
+    eval_every: int
+    start_epoch: int = 0
+    start_batch: int = 0
+    step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+
 class Trainer:
     """Train a :class:`Method` from a config.
 
@@ -101,15 +129,18 @@ class Trainer:
 
     def __init__(self, method_name: str, method: Method, cfg: dict[str, Any],
                  artifacts: str | Path | None = None, progress: bool = True) -> None:
+        from training.config import validate_config
+
+        cfg = validate_config(method_name, cfg)  # the schema: every key present and typed
         self.method_name, self.method, self.cfg = method_name, method, cfg
-        run = cfg.setdefault("run", {})
-        self.train_cfg = cfg.setdefault("train", {})
-        self.optim_cfg = cfg.setdefault("optim", {})
-        self.seed = int(run.get("seed", 0))
-        self.run_dir = artifacts_dir(artifacts) / "runs" / str(run.get("name", method_name))
+        run, self.train_cfg, self.optim_cfg = cfg["run"], cfg["train"], cfg["optim"]
+        self.seed = run["seed"]
+        self.run_dir = artifacts_dir(artifacts) / "runs" / run["name"]
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
-        self.device = select_device(str(run.get("device", "auto")))
+        self.device = select_device(run["device"])
         self.progress = progress
+        if self.train_cfg["threads"]:
+            torch.set_num_threads(self.train_cfg["threads"])
 
     # ------------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -145,8 +176,53 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after_steps: int | None = None) -> dict[str, Any]:
-        """Train; return the summary. ``stop_after_steps`` saves and stops early (resumable)."""
+        """Train; return the summary. ``stop_after_steps`` saves and stops early (resumable).
+
+        Builds the run (:meth:`_build`), restores it from the checkpoint with ``resume``
+        (:meth:`_restore`), then per epoch trains (:meth:`_train_epoch`), evaluates on the
+        main process (:meth:`_evaluate`) and saves the checkpoint; ``summary.json`` last.
+        """
         ddp = dist_utils.init_distributed(self.device)
+        run = self._build()
+        if resume and self.ckpt_path.exists():
+            if self._restore(run):
+                return self._summary(run.metrics, run.step, 0.0)
+        elif dist_utils.is_main() and self.ckpt_path.exists():
+            print(f"[train] overwriting previous run in {self.run_dir} (use --resume to continue)")
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+        if dist_utils.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.run_dir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+
+        run.train_model = run.model
+        if ddp:
+            run.train_model = DDP(run.model, device_ids=[self.device.index]
+                                  if self.device.type == "cuda" else None)
+        t0 = time.time()
+        run.done = run.step >= run.total_steps
+        for epoch in range(run.start_epoch, run.epochs):
+            if run.done:
+                break
+            if not self._train_epoch(run, epoch, stop_after_steps):
+                return self._summary(run.metrics, run.step, time.time() - t0, interrupted=True)
+            if dist_utils.is_main() and run.eval_every and (
+                    (epoch + 1) % run.eval_every == 0 or run.done or epoch + 1 == run.epochs):
+                run.metrics = self._evaluate(run, epoch)
+            finished = run.done or epoch + 1 == run.epochs
+            self._save(run.model, run.opt, run.sched, epoch + 1, 0, run.step, run.metrics,
+                       finished)
+        summary = self._summary(run.metrics, run.step, time.time() - t0)
+        if dist_utils.is_main():
+            write_json_atomic(self.run_dir / "summary.json", summary)
+        self.model = run.model
+        return summary
+
+    def _build(self) -> _Run:
+        """Seed, then build the model, optimiser, data set, sampler and scheduler of a fresh
+        run (position: epoch 0, batch 0, step 0), in this order (the order fixes the RNG
+        draws, so a resumed run builds the same things before :meth:`_restore`)."""
         rank, world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(self.seed)
         model = self.method.build_model().to(self.device)
@@ -165,104 +241,113 @@ class Trainer:
         if max_steps:
             total_steps = min(total_steps, int(max_steps))
         sched = build_scheduler(opt, self.optim_cfg, total_steps)
+        return _Run(model=model, train_model=model, params=params, opt=opt, sched=sched,
+                    dataset=dataset, sampler=sampler, epochs=epochs,
+                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    ckpt_every=int(self.train_cfg.get("ckpt_every", 0) or 0),
+                    log_every=int(self.train_cfg.get("log_every", 20)),
+                    grad_clip=self.train_cfg.get("grad_clip"),
+                    eval_every=int(self.train_cfg.get("eval_every", 1) or 0))
 
-        start_epoch, start_batch, step, metrics = 0, 0, 0, {}
-        if resume and self.ckpt_path.exists():
-            ckpt = load_checkpoint(self.ckpt_path)
-            if ckpt.get("method") != self.method_name:
-                raise ValueError(f"{self.ckpt_path} holds a {ckpt.get('method')!r} run, "
-                                 f"not {self.method_name!r}")
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["global_step"]
-            metrics = ckpt.get("metrics", {})
-            set_rng_state(ckpt["rng"])
-            if ckpt.get("finished"):
-                if dist_utils.is_main():
-                    print(f"[train] {self.ckpt_path} is already finished; nothing to resume")
-                return self._summary(metrics, step, 0.0)
-            if start_batch >= steps_per_epoch:
-                start_epoch, start_batch = start_epoch + 1, 0
+    def _restore(self, run: _Run) -> bool:
+        """Load ``checkpoint.pt`` into ``run`` (for ``--resume``): model, optimiser and
+        scheduler states, the position (epoch, batch, step), the last metrics and the RNG
+        states, so the run continues with the same batch order and random draws.
+
+        Returns:
+            True if the checkpoint is of a finished run (nothing is left to train).
+
+        Raises:
+            ValueError: the checkpoint holds another method's run.
+        """
+        ckpt = load_checkpoint(self.ckpt_path)
+        if ckpt.get("method") != self.method_name:
+            raise ValueError(f"{self.ckpt_path} holds a {ckpt.get('method')!r} run, "
+                             f"not {self.method_name!r}")
+        run.model.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.sched.load_state_dict(ckpt["scheduler"])
+        run.start_epoch, run.start_batch, run.step = (ckpt["epoch"], ckpt["batch"],
+                                                      ckpt["global_step"])
+        run.metrics = ckpt.get("metrics", {})
+        set_rng_state(ckpt["rng"])
+        if ckpt.get("finished"):
             if dist_utils.is_main():
-                print(f"[train] resuming from epoch {start_epoch}, batch {start_batch} "
-                      f"(step {step})")
-        elif dist_utils.is_main() and self.ckpt_path.exists():
-            print(f"[train] overwriting previous run in {self.run_dir} (use --resume to continue)")
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-
+                print(f"[train] {self.ckpt_path} is already finished; nothing to resume")
+            return True
+        if run.start_batch >= run.steps_per_epoch:
+            run.start_epoch, run.start_batch = run.start_epoch + 1, 0
         if dist_utils.is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.run_dir / "config.yaml") as tmp:
-                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+            print(f"[train] resuming from epoch {run.start_epoch}, batch {run.start_batch} "
+                  f"(step {run.step})")
+        return False
 
-        train_model: nn.Module = model
-        if ddp:
-            train_model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                              else None)
-        ckpt_every = int(self.train_cfg.get("ckpt_every", 0) or 0)
-        log_every = int(self.train_cfg.get("log_every", 20))
-        grad_clip = self.train_cfg.get("grad_clip")
-        eval_every = int(self.train_cfg.get("eval_every", 1) or 0)
-        t0 = time.time()
-        done = step >= total_steps
-        for epoch in range(start_epoch, epochs):
-            if done:
+    def _train_epoch(self, run: _Run, epoch: int, stop_after_steps: int | None) -> bool:
+        """Train one epoch (from ``run.start_batch`` in the epoch a resumed run starts in),
+        logging to ``metrics.jsonl`` every ``log_every`` steps and checkpointing every
+        ``ckpt_every``; sets ``run.done`` when ``total_steps`` is reached.
+
+        Returns:
+            False if it stopped at ``stop_after_steps`` (after saving a resumable
+            checkpoint at that batch), else True.
+
+        Raises:
+            FloatingPointError: the loss is not finite.
+        """
+        model, sampler = run.model, run.sampler
+        sampler.set_epoch(epoch, run.start_batch if epoch == run.start_epoch else 0)
+        loader = DataLoader(run.dataset, batch_size=sampler.local_batch, sampler=sampler,
+                            drop_last=True, collate_fn=self.method.collate_fn(),
+                            num_workers=int(self.train_cfg.get("num_workers", 0)),
+                            generator=torch.Generator().manual_seed(self.seed + epoch))
+        self.method.on_epoch_start(model, epoch)
+        model.train()
+        bar = tqdm(loader, desc=f"{self.method_name} epoch {epoch + 1}/{run.epochs}",
+                   disable=not (self.progress and dist_utils.is_main()), leave=False,
+                   dynamic_ncols=True)
+        batch_idx = sampler.start_batch if epoch == run.start_epoch else 0
+        for batch in bar:
+            loss, logs = self.method.loss(run.train_model, batch, self.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if run.grad_clip:
+                torch.nn.utils.clip_grad_norm_(run.params, float(run.grad_clip))
+            run.opt.step()
+            run.sched.step()
+            run.step += 1
+            batch_idx += 1
+            if run.step % run.log_every == 0 or run.step == 1:
+                rec = {"step": run.step, "epoch": epoch, "loss": float(loss.item()),
+                       "lr": run.opt.param_groups[0]["lr"], **logs}
+                self._log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            if run.step >= run.total_steps:
+                run.done = True
+            if run.ckpt_every and run.step % run.ckpt_every == 0 and not run.done:
+                self._save(model, run.opt, run.sched, epoch, batch_idx, run.step, run.metrics,
+                           False)
+            if stop_after_steps is not None and run.step >= stop_after_steps and not run.done:
+                self._save(model, run.opt, run.sched, epoch, batch_idx, run.step, run.metrics,
+                           False)
+                return False
+            if run.done:
                 break
-            sampler.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-            loader = DataLoader(dataset, batch_size=sampler.local_batch, sampler=sampler,
-                                drop_last=True, collate_fn=self.method.collate_fn(),
-                                num_workers=int(self.train_cfg.get("num_workers", 0)),
-                                generator=torch.Generator().manual_seed(self.seed + epoch))
-            self.method.on_epoch_start(model, epoch)
-            model.train()
-            bar = tqdm(loader, desc=f"{self.method_name} epoch {epoch + 1}/{epochs}",
-                       disable=not (self.progress and dist_utils.is_main()), leave=False,
-                       dynamic_ncols=True)
-            batch_idx = sampler.start_batch if epoch == start_epoch else 0
-            for batch in bar:
-                loss, logs = self.method.loss(train_model, batch, self.device)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
-                opt.step()
-                sched.step()
-                step += 1
-                batch_idx += 1
-                if step % log_every == 0 or step == 1:
-                    rec = {"step": step, "epoch": epoch, "loss": float(loss.item()),
-                           "lr": opt.param_groups[0]["lr"], **logs}
-                    self._log(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                if step >= total_steps:
-                    done = True
-                if ckpt_every and step % ckpt_every == 0 and not done:
-                    self._save(model, opt, sched, epoch, batch_idx, step, metrics, False)
-                if stop_after_steps is not None and step >= stop_after_steps and not done:
-                    self._save(model, opt, sched, epoch, batch_idx, step, metrics, False)
-                    return self._summary(metrics, step, time.time() - t0, interrupted=True)
-                if done:
-                    break
-            bar.close()
-            if dist_utils.is_main() and eval_every and ((epoch + 1) % eval_every == 0 or done
-                                                        or epoch + 1 == epochs):
-                model.eval()
-                metrics = self.method.evaluate(model, self.device)
-                self._log({"step": step, "epoch": epoch, "eval": metrics})
-                if metrics and self.progress:
-                    print(f"[{self.method_name}] epoch {epoch + 1}: " +
-                          ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                    if isinstance(v, (int, float))))
-            finished = done or epoch + 1 == epochs
-            self._save(model, opt, sched, epoch + 1, 0, step, metrics, finished)
-        summary = self._summary(metrics, step, time.time() - t0)
-        if dist_utils.is_main():
-            write_json_atomic(self.run_dir / "summary.json", summary)
-        self.model = model
-        return summary
+        bar.close()
+        return True
+
+    def _evaluate(self, run: _Run, epoch: int) -> dict[str, Any]:
+        """Evaluate the model (eval mode) with the method's metrics, log them to
+        ``metrics.jsonl`` and print them (with ``progress``); returns the metrics."""
+        run.model.eval()
+        metrics = self.method.evaluate(run.model, self.device)
+        self._log({"step": run.step, "epoch": epoch, "eval": metrics})
+        if metrics and self.progress:
+            print(f"[{self.method_name}] epoch {epoch + 1}: " +
+                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                            if isinstance(v, (int, float))))
+        return metrics
 
     def _summary(self, metrics: dict[str, Any], step: int, seconds: float,
                  interrupted: bool = False) -> dict[str, Any]:
