@@ -19,13 +19,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-ATTRIBUTES: tuple[str, ...] = ("bangs", "eyeglasses", "beard", "smiling", "young")
-"""Attribute names in id order (id = index + 1), as Seq-FaceAttr."""
+from training.data.seqdeepfake import ATTRIBUTE_NAMES
+
+ATTRIBUTES: tuple[str, ...] = ATTRIBUTE_NAMES
+"""Attribute names in id order (id = index + 1), as Seq-FaceAttr (the loader's names)."""
 
 
 def _pts(points: list[tuple[float, float]]) -> np.ndarray:
     """Points (x, y) in pixels -> int32 fixed point for OpenCV's ``shift=4`` (shared with
-    :mod:`training.data.faces_synth`, which draws on top of this module)."""
+    :mod:`training.data.faces_render`, which draws on top of this module)."""
     return np.round(np.asarray(points, dtype=np.float64) * 16).astype(np.int32)  # shift=4
 
 
