@@ -118,17 +118,6 @@ class LongTailClassifier(nn.Module):
         return self
 
 
-class ClassifierWithFeatures(nn.Module):
-    """Export view: ``forward(x) -> (logits (B, C), feature map (B, Cf, h, w))``."""
-
-    def __init__(self, model: LongTailClassifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_with_features(x)
-
-
 @register_model
 def lt_classifier(**kwargs: Any) -> LongTailClassifier:
     """Any timm backbone + GAP + linear head (see :class:`LongTailClassifier`)."""

@@ -12,8 +12,8 @@ Stems (``stem``):
     ``timm``     the backbone's own stem (7x7 stride 2 + max-pool for ResNets).
 
 :meth:`ContrastiveEncoder.embed` gives the l2-normalised backbone features used by the
-kNN monitor, the linear probe and the retrieval gallery; :meth:`ContrastiveEncoder.embedder`
-wraps it as a module whose ``forward`` is ``embed`` (what export turns into ONNX).
+kNN monitor, the linear probe and the retrieval gallery (the export view
+:func:`methods.dcl.views.embed_view` turns ``embed`` into the ONNX encoder).
 """
 from __future__ import annotations
 
@@ -96,24 +96,6 @@ class ContrastiveEncoder(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """l2-normalised backbone features for kNN / retrieval. (B, C, H, W) -> (B, F)."""
         return F.normalize(self.features(x), dim=1)
-
-    def embedder(self) -> "Embedder":
-        """This encoder as a module whose ``forward`` is :meth:`embed` (for ONNX export).
-
-        The wrapper takes this encoder's train/eval mode.
-        """
-        return Embedder(self).train(self.training)
-
-
-class Embedder(nn.Module):
-    """Wraps a :class:`ContrastiveEncoder`: ``forward(x) = encoder.embed(x)``, (B, F) unit rows."""
-
-    def __init__(self, encoder: ContrastiveEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.embed(x)
 
 
 class SmallConvNet(nn.Module):
