@@ -58,23 +58,23 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    name = cfg.get("name", "adam").lower()
-    lr, wd = float(cfg.get("lr", 1e-3)), float(cfg.get("weight_decay", 0.0))
+    name = cfg["name"].lower()
+    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd,
-                               momentum=float(cfg.get("momentum", 0.9)),
-                               nesterov=bool(cfg.get("nesterov", False)))
+                               momentum=float(cfg["momentum"]),
+                               nesterov=bool(cfg["nesterov"]))
     raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    kind = cfg.get("schedule", "none")
-    warmup = int(cfg.get("warmup_steps", 0))
+    kind = cfg["schedule"]
+    warmup = int(cfg["warmup_steps"])
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -230,13 +230,13 @@ class Trainer:
         opt = build_optimizer(params, self.optim_cfg)
 
         dataset = self.method.train_dataset()
-        global_batch = int(self.train_cfg.get("batch_size", 64))
+        global_batch = int(self.train_cfg["batch_size"])
         sampler = ResumableSampler(len(dataset), global_batch, seed=self.seed,
-                                   shuffle=bool(self.train_cfg.get("shuffle", True)),
+                                   shuffle=bool(self.train_cfg["shuffle"]),
                                    rank=rank, world=world)
-        epochs = int(self.train_cfg.get("epochs", 1))
+        epochs = int(self.train_cfg["epochs"])
         steps_per_epoch = sampler.batches_per_epoch
-        max_steps = self.train_cfg.get("max_steps")
+        max_steps = self.train_cfg["max_steps"]
         total_steps = epochs * steps_per_epoch
         if max_steps:
             total_steps = min(total_steps, int(max_steps))
@@ -244,10 +244,10 @@ class Trainer:
         return _Run(model=model, train_model=model, params=params, opt=opt, sched=sched,
                     dataset=dataset, sampler=sampler, epochs=epochs,
                     steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                    ckpt_every=int(self.train_cfg.get("ckpt_every", 0) or 0),
-                    log_every=int(self.train_cfg.get("log_every", 20)),
-                    grad_clip=self.train_cfg.get("grad_clip"),
-                    eval_every=int(self.train_cfg.get("eval_every", 1) or 0))
+                    ckpt_every=int(self.train_cfg["ckpt_every"]),
+                    log_every=int(self.train_cfg["log_every"]),
+                    grad_clip=self.train_cfg["grad_clip"],
+                    eval_every=int(self.train_cfg["eval_every"]))
 
     def _restore(self, run: _Run) -> bool:
         """Load ``checkpoint.pt`` into ``run`` (for ``--resume``): model, optimiser and
@@ -298,7 +298,7 @@ class Trainer:
         sampler.set_epoch(epoch, run.start_batch if epoch == run.start_epoch else 0)
         loader = DataLoader(run.dataset, batch_size=sampler.local_batch, sampler=sampler,
                             drop_last=True, collate_fn=self.method.collate_fn(),
-                            num_workers=int(self.train_cfg.get("num_workers", 0)),
+                            num_workers=int(self.train_cfg["num_workers"]),
                             generator=torch.Generator().manual_seed(self.seed + epoch))
         self.method.on_epoch_start(model, epoch)
         model.train()
