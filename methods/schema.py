@@ -201,3 +201,12 @@ class OptimConfig:
     nesterov: bool                            # sgd only
     schedule: Literal["none", "cosine"]
     warmup_steps: int = non_negative()
+
+
+@dataclass
+class EngineConfig:
+    """The sections every method's config starts with; a method's schema subclasses it and
+    adds its own sections."""
+    run: RunConfig
+    train: TrainConfig
+    optim: OptimConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import OptimConfig, RunConfig, TrainConfig, positive
+from methods.schema import EngineConfig, positive
 
 NAME = "toyline"
 CONFIG = Path(__file__).with_name("toy_method.yaml")
@@ -27,10 +27,7 @@ class LineSection:
 
 
 @dataclass
-class ToyLineConfig:
-    run: RunConfig
-    train: TrainConfig
-    optim: OptimConfig
+class ToyLineConfig(EngineConfig):
     line: LineSection
 
 

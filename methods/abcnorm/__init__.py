@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import OptimConfig, RunConfig, TrainConfig, non_negative, positive
+from methods.schema import EngineConfig, non_negative, positive
 
 
 @dataclass
@@ -49,12 +49,8 @@ class RealDataModel:
 
 
 @dataclass
-class ModelConfig:
-    backbone: str
-    stem: Literal["cifar", "imagenet"]
-    stem_stride: int = positive()
-    backbone_kwargs: dict[str, Any]
-    real_data: RealDataModel | None
+class ModelConfig(RealDataModel):
+    real_data: RealDataModel | None   # replaces the keys above for ImageFolder / list files
 
 
 @dataclass
@@ -81,10 +77,7 @@ class StageConfig:
 
 
 @dataclass
-class ABCNormConfig:
-    run: RunConfig
-    train: TrainConfig
-    optim: OptimConfig
+class ABCNormConfig(EngineConfig):
     data: DataConfig
     model: ModelConfig
     loss: LossConfig

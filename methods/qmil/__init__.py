@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import OptimConfig, RunConfig, TrainConfig, positive
+from methods.schema import EngineConfig, positive
 
 
 @dataclass
@@ -56,10 +56,7 @@ class EvalConfig:
 
 
 @dataclass
-class QMILConfig:
-    run: RunConfig
-    train: TrainConfig
-    optim: OptimConfig
+class QMILConfig(EngineConfig):
     data: DataConfig
     model: ModelConfig
     loss: LossConfig

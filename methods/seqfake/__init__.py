@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import OptimConfig, RunConfig, TrainConfig, non_negative, positive
+from methods.schema import EngineConfig, non_negative, positive
 
 
 @dataclass
@@ -102,10 +102,7 @@ class EvalConfig:
 
 
 @dataclass
-class SeqFakeConfig:
-    run: RunConfig
-    train: TrainConfig
-    optim: OptimConfig
+class SeqFakeConfig(EngineConfig):
     data: DataConfig
     model: ModelConfig
     loss: LossConfig

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from methods.base import ExportIO, MethodDescriptor, Variant
-from methods.schema import OptimConfig, RunConfig, TrainConfig, non_negative, positive
+from methods.schema import EngineConfig, non_negative, positive
 
 
 @dataclass
@@ -22,10 +22,7 @@ class ToySection:
 
 
 @dataclass
-class ToyConfig:
-    run: RunConfig
-    train: TrainConfig
-    optim: OptimConfig
+class ToyConfig(EngineConfig):
     toy: ToySection
 
 
