@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     shown = [d for d in all_methods() if d.tab is not None]
     epilog = "methods and their default configs:\n" + "\n".join(
         f"  {d.name:<8} {d.description}\n           config: training/configs/{d.config_file}"
-        + "".join(f"\n           variant {v.name}: {' '.join('--set ' + o for o in v.overrides)}"
+        + "".join(f"\n           variant {v.name}: {' '.join('--set ' + shlex.quote(o) for o in v.overrides)}"
                   for v in d.variants.values() if v.overrides)
         for d in shown)
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
