@@ -108,19 +108,15 @@ def evaluate_checkpoint(path: Path, gallery_ks: list[int], probe_epochs: int,
     """
     from models.gallery import GalleryIndex
     from runtime.preprocess import PreprocessSpec
-    from models.registry import create_model
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_trained
     from training.data.fashion_mnist import load_fashion_mnist
     from training.linear_probe import fit_linear_probe
     from training.metrics.embed import embed_tensor, prepare
 
     t0 = time.time()
-    ck = load_checkpoint(path)
+    model, ck = load_trained(path)
     if not ck.get("finished"):
         raise ValueError(f"{path} is not a finished run (step {ck.get('global_step')})")
-    model = create_model(ck["model_spec"]["name"], **ck["model_spec"]["kwargs"])
-    model.load_state_dict(ck["model"])
-    model.eval()
     spec = PreprocessSpec.from_dict(ck["extra"]["preprocess"])
     device = select_device("auto")
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
