@@ -1,9 +1,10 @@
 """The main command: build the default artifacts if missing, then serve the app.
 
-    python -m app [--artifacts DIR] [--port 7860] [--expose] [--no-build] [--build-only]
+    python -m app [--artifacts DIR] [--port 7860] [--expose [--no-auth]] [--no-build] [--build-only]
 
-Binds 127.0.0.1 unless ``--expose`` is given; then basic authentication is enabled when
-``REPLENS_AUTH=user:password`` is set.
+Binds 127.0.0.1 unless ``--expose`` is given; then ``REPLENS_AUTH=user:password`` is
+required (basic authentication), or ``--no-auth`` to serve without a login, with a warning
+on the console and on the page. A busy port is refused before anything is built.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("REPLENS_PORT", 7860)))
     p.add_argument("--expose", action="store_true",
                    help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1")
+    p.add_argument("--no-auth", action="store_true",
+                   help="with --expose: serve without a login (refused unless given; warned)")
     p.add_argument("--no-build", action="store_true", help="serve what exists; build nothing")
     p.add_argument("--build-only", action="store_true", help="build the artifacts and exit")
     p.add_argument("--smoke", action="store_true",
@@ -31,19 +34,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
+    from runtime.cli import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     from runtime.artifacts import artifacts_dir
 
     artifacts = artifacts_dir(args.artifacts)
+    if not args.build_only:  # refuse a bad login setting or a busy port before any build
+        from app.server import check_port_free, serving_auth
+
+        serving_auth(args.expose, args.no_auth)
+        check_port_free("0.0.0.0" if args.expose else "127.0.0.1", args.port)
     if not args.no_build:
         from app.build import ensure_artifacts
 
-        try:
-            ensure_artifacts(artifacts, smoke=args.smoke)
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        ensure_artifacts(artifacts, smoke=args.smoke)
     if args.build_only:
         print(f"[app] artifacts ready in {artifacts}")
         return 0
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return launch(artifacts, port=args.port, expose=args.expose,
                   retinaface_weights=args.retinaface_weights, concurrency=args.concurrency,
-                  t0=t0)
+                  t0=t0, no_auth=args.no_auth)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ def smoke_overrides(method: str) -> list[str]:
     return [*SMOKE_COMMON, *get_method(method).smoke]
 
 
+class BuildError(RuntimeError):
+    """A training or export step of the build failed (its output says why)."""
+
+    user_error = True  # runtime.cli: one line, exit 2
+
+
 def checkpoint_done(artifacts: Path, run: str) -> bool:
     """True when ``runs/<run>/summary.json`` exists (written when training finishes)."""
     return (artifacts / "runs" / run / "summary.json").is_file()
@@ -36,7 +42,7 @@ def _run(cmd: list[str], what: str) -> None:
     t0 = time.time()
     proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}); see the output above")
+        raise BuildError(f"{what} failed (exit {proc.returncode}); see the output above")
     print(f"[build] {what} done in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -44,6 +50,11 @@ def ensure_artifacts(artifacts: Path, smoke: bool = False, runs: list[str] | Non
     """Train what is missing, then export if any checkpoint is newer than the manifest."""
     plan = default_runs()
     runs = runs or list(plan)
+    missing = [r for r in runs if not checkpoint_done(artifacts, r)]
+    if missing:
+        print(f"[build] {artifacts} lacks trained models for: {', '.join(missing)}; training "
+              f"them now{' (smoke budgets)' if smoke else ''}. To serve only what exists, run "
+              f"`python -m app --no-build`.", flush=True)
     trained = False
     for i, run in enumerate(runs, 1):
         if checkpoint_done(artifacts, run):

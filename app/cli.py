@@ -18,7 +18,8 @@ import sys
 
 from app.inputs import InputError
 from app.tabs import tabs
-from runtime.engine import Engine, ModelUnavailableError
+from runtime.cli import run_main
+from runtime.engine import Engine
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,12 +45,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        report = run(args)
-    except (InputError, ModelUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    report = run(_parser().parse_args(argv))
     print(json.dumps(report, indent=2, default=str))
     return 0
 

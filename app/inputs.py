@@ -68,6 +68,9 @@ def _open(source: Any) -> tuple[Image.Image, str]:
     else:
         path = Path(os.fspath(source))
         name = path.name
+        if path.is_dir():
+            raise InputError(f"{name} is a folder, not an image file (give one image; a bag "
+                             f"query takes a folder with --bag)")
         if not path.is_file():
             raise InputError(f"File not found: {name}")
         size = path.stat().st_size

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 from runtime.engine import Engine
+
+
+NO_AUTH_WARNING = ("WARNING: serving on every network interface WITHOUT a login (--no-auth): "
+                   "anyone who can reach this machine can use the app. Set "
+                   "REPLENS_AUTH=user:password to require one.")
 
 
 def auth_from_env() -> tuple[str, str] | None:
@@ -13,13 +19,44 @@ def auth_from_env() -> tuple[str, str] | None:
     raw = os.environ.get("REPLENS_AUTH", "")
     if not raw:
         return None
-    if ":" not in raw:
-        raise ValueError("REPLENS_AUTH must look like user:password")
-    user, pw = raw.split(":", 1)
+    user, _, pw = raw.partition(":")
+    if not user or not pw:
+        raise ValueError("REPLENS_AUTH must look like user:password (both non-empty), e.g. "
+                         "REPLENS_AUTH=analyst:s3cret")
     return user, pw
 
 
-def create_app(artifacts: Path, retinaface_weights: str | None = None, concurrency: int = 2):
+def serving_auth(expose: bool, no_auth: bool = False) -> tuple[str, str] | None:
+    """The login of a server: none on 127.0.0.1; when exposed, REPLENS_AUTH, or nothing only
+    when ``no_auth`` says so explicitly.
+
+    Raises:
+        ValueError: exposed without REPLENS_AUTH and without ``no_auth``; a bad REPLENS_AUTH.
+    """
+    if not expose:
+        return None
+    auth = auth_from_env()
+    if auth is None and not no_auth:
+        raise ValueError("--expose listens on every network interface: set "
+                         "REPLENS_AUTH=user:password to require a login, or pass --no-auth to "
+                         "serve without one (anyone on the network could use the app)")
+    return auth
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ValueError naming --port when ``host:port`` cannot be bound (already in use)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"port {port} on {host} is in use ({exc.strerror}); another "
+                             f"RepLens may be running. Choose a free port with --port N (or "
+                             f"REPLENS_PORT=N)") from None
+
+
+def create_app(artifacts: Path, retinaface_weights: str | None = None, concurrency: int = 2,
+               banner: str | None = None):
     """Build the Blocks app with its queue configured (also used by tests)."""
     from app.faces import default_detector
     from app.ui import build_ui
@@ -30,17 +67,25 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None, concurren
             engine.get(name)
         except Exception:  # noqa: BLE001 - shown per tab; others keep working
             pass
-    demo = build_ui(engine, lambda: default_detector(retinaface_weights))
+    demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner)
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo, engine
 
 
 def launch(artifacts: Path, port: int = 7860, expose: bool = False,
            retinaface_weights: str | None = None, concurrency: int = 2,
-           t0: float | None = None, block: bool = True):
-    demo, engine = create_app(artifacts, retinaface_weights, concurrency)
+           t0: float | None = None, block: bool = True, no_auth: bool = False):
     host = "0.0.0.0" if expose else "127.0.0.1"
-    auth = auth_from_env() if expose else None
+    auth = serving_auth(expose, no_auth)
+    check_port_free(host, port)
+    banner = NO_AUTH_WARNING if expose and auth is None else None
+    if banner:
+        print(f"[app] {banner}", flush=True)
+    demo, engine = create_app(artifacts, retinaface_weights, concurrency, banner=banner)
+    if not engine.names():
+        print(f"[app] no models in {artifacts}: run `python -m app --artifacts {artifacts}` "
+              f"without --no-build to build the defaults, or train and export your own "
+              f"(`python -m training METHOD`, `python -m export --all`)", flush=True)
     for name, st in engine.status().items():
         print(f"[app] {name}: {st.get('status')} {st.get('provider', st.get('error', ''))}")
     demo.launch(server_name=host, server_port=port, auth=auth, show_error=False,

@@ -56,8 +56,10 @@ def served_models(engine: Engine, method: str) -> list[str]:
             if e.get("method") == method and e.get("served", True)]
 
 
-def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) -> gr.Blocks:
-    """Build the Blocks app. ``detector_factory`` builds the face detector on first use."""
+def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
+             banner: str | None = None) -> gr.Blocks:
+    """Build the Blocks app. ``detector_factory`` builds the face detector on first use;
+    ``banner`` is a warning shown on top of every page (e.g. serving without a login)."""
     detector_box: dict[str, Any] = {}
 
     def detector():
@@ -76,6 +78,8 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None) 
     with gr.Blocks(title="RepLens") as demo:
         gr.Markdown("# RepLens\nSequential deepfakes, query-based MIL, contrastive retrieval "
                     "and long-tailed classification - served from ONNX with onnxruntime.")
+        if banner:
+            gr.Markdown(f"**{banner}**", elem_id="banner")
         for desc, tab in tabs():
             tab.build(TabContext(engine, detector, examples, served_models(engine, desc.name)))
         with gr.Tab("Models"):

@@ -5,6 +5,7 @@ components inside :func:`app.ui.build_ui`'s Blocks with a :class:`TabContext`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -40,7 +41,9 @@ def save_report(report: dict[str, Any], name: str) -> str:
 
 def guard(fn: Callable) -> Callable:
     """Turn expected errors into gr.Error messages; log unexpected ones without a traceback
-    in the page."""
+    in the page. The wrapper keeps ``fn``'s signature, so the API's parameters have its
+    names (``image``, ``threshold``, ...) rather than ``param_0``."""
+    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
         try:
             return fn(*args, **kwargs)
@@ -52,8 +55,6 @@ def guard(fn: Callable) -> Callable:
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Internal error ({type(exc).__name__}); the app is still running. "
                            f"See the server log for details.", print_exception=False) from None
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 

@@ -11,9 +11,15 @@ import argparse
 import sys
 
 from runtime.artifacts import artifacts_dir
+from runtime.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run names under <artifacts>/runs (default with --all: all)")
@@ -27,13 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("name runs to export or pass --all")
     from export.pipeline import export_all
 
-    try:
-        export_all(artifacts_dir(args.artifacts), args.runs or None,
-                   {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
-                    "gallery_limit": args.gallery_limit})
-    except (FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    export_all(artifacts_dir(args.artifacts), args.runs or None,
+               {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
+                "gallery_limit": args.gallery_limit})
     return 0
 
 

@@ -24,6 +24,12 @@ from training.checkpoint import load_trained
 ONNX_DIR = "onnx"
 
 
+class ExportError(RuntimeError):
+    """Some runs could not be exported (each is named with its reason)."""
+
+    user_error = True  # runtime.cli: one line, exit 2
+
+
 def _shape(t: torch.Tensor, axes: dict[int, str]) -> list[int | str]:
     return [axes.get(i, int(s)) for i, s in enumerate(t.shape)]
 
@@ -112,5 +118,5 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
         for hook in desc.post_export:
             resolve(hook)(artifacts, mine, dict(options or {}))
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed to export (the others "
+        raise ExportError(f"{len(failed)} of {len(runs)} runs failed to export (the others "
                            f"were exported): " + "; ".join(f"{r}: {m}" for r, m in failed.items()))

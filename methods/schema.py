@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -32,6 +33,16 @@ def positive(**meta: Any) -> Any:
 def non_negative(**meta: Any) -> Any:
     """A field whose value must be >= 0."""
     return field(metadata={"min": 0, **meta})
+
+
+def probability(**meta: Any) -> Any:
+    """A field whose value must lie in [0, 1]."""
+    return field(metadata={"min": 0, "max": 1, **meta})
+
+
+def existing_path(**meta: Any) -> Any:
+    """A path that must exist when it is set (null: the method's built-in default)."""
+    return field(metadata={"path": True, **meta})
 
 
 def _type_name(tp: Any) -> str:
@@ -140,9 +151,13 @@ def validate(schema: type, data: dict[str, Any], prefix: str = "") -> dict[str, 
     for name, f in fields.items():
         key = _join(prefix, name)
         value = _convert(data[name], hints[name], key)
-        lo = f.metadata.get("min")
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if lo is not None and value is not None and value < lo:
             raise ConfigError(f"{key} must be >= {lo}, got {value!r}")
+        if hi is not None and value is not None and value > hi:
+            raise ConfigError(f"{key} must be <= {hi}, got {value!r}")
+        if f.metadata.get("path") and value is not None and not Path(value).expanduser().exists():
+            raise ConfigError(f"{key}: {value} does not exist")
         out[name] = value
     return out
 

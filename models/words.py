@@ -38,6 +38,8 @@ _SUGGEST_VOCAB = 50_000
 class UnknownWordError(LookupError):
     """A query word has no vector. ``word`` is the unknown part, ``suggestions`` close words."""
 
+    user_error = True  # runtime.cli: one line, exit 2
+
     def __init__(self, word: str, query: str, suggestions: Sequence[str]) -> None:
         self.word, self.query, self.suggestions = word, query, list(suggestions)
         hint = (f"; close known words: {', '.join(self.suggestions)}" if self.suggestions

@@ -20,6 +20,8 @@ DEFAULT_DIR = "artifacts"
 class ArtifactWriteError(OSError):
     """Raised when an artifact cannot be written (read-only folder, disk full, ...)."""
 
+    user_error = True  # disk full, read-only folder: runtime.cli says so in one line
+
 
 def artifacts_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Return the artifacts folder (not created).

@@ -24,6 +24,8 @@ from runtime.preprocess import PreprocessSpec, to_input
 class ModelUnavailableError(RuntimeError):
     """A model cannot be served (missing, corrupt, or not in the manifest)."""
 
+    user_error = True  # runtime.cli: a one-line message, exit 2
+
 
 def available_providers() -> list[str]:
     """Execution providers to request, in preference order (CUDA -> CPU)."""
@@ -113,7 +115,16 @@ class Engine:
     def names(self) -> list[str]:
         return list(self.manifest["models"])
 
-    def get(self, name: str) -> OnnxModel:
+    def get(self, name: str, method: str | None = None) -> OnnxModel:
+        """The model ``name``; with ``method``, refused unless it is a model of that method
+        (a face command given a bag model, say), naming the models that would do."""
+        if method is not None:
+            entry = self.manifest["models"].get(name)
+            if entry is not None and entry.get("method") != method:
+                fit = [n for n, e in self.manifest["models"].items() if e.get("method") == method]
+                raise ModelUnavailableError(
+                    f"model {name!r} is a {entry.get('method')} model; this needs a {method} "
+                    f"model: " + (", ".join(fit) if fit else "none is exported"))
         with self._lock:
             if name in self._models:
                 return self._models[name]

@@ -21,6 +21,8 @@ MODEL_NAMES = ("seqfake", "qmil", "dcl", "abcnorm")
 class ManifestError(RuntimeError):
     """The manifest is missing, malformed, from another version, or disagrees with a file."""
 
+    user_error = True  # runtime.cli: a one-line message, exit 2
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""

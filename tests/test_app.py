@@ -81,7 +81,7 @@ def test_face_detection_on_a_photo(client, tmp_path):
     p = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).save(p)
     *_, report, _ = client.predict(handle_file(str(p)), 0.5, 1, False, "seqfake", api_name="/face")
-    assert len(report["faces"]) >= 1 and report["face_index"] == 0
+    assert len(report["faces"]) >= 1 and report["face_number"] == 1
     assert report["detector"].startswith("MTCNN")
 
 

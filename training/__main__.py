@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from methods import all_methods
+from runtime.cli import run_main
 from training.config import resolve_config
 
 
@@ -38,26 +39,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
+    return run_main(_run, argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
     from training.engine import Trainer
     from training.methods import build_method
 
-    try:
-        overrides = list(args.overrides)
-        if args.data:
-            if not Path(args.data).expanduser().exists():
-                raise FileNotFoundError(f"--data {args.data}: no such file or folder")
-            overrides.append(f"data.root={args.data}")
-        if args.artifacts:  # methods that make data (generated faces) put it there too
-            overrides.append(f"run.artifacts={args.artifacts}")
-        cfg = resolve_config(args.method, args.config, overrides)
-        method = build_method(args.method, cfg)
-        trainer = Trainer(args.method, method, cfg, artifacts=args.artifacts,
-                          progress=not args.no_progress)
-        summary = trainer.fit(resume=args.resume)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    overrides = list(args.overrides)
+    if args.data:
+        if not Path(args.data).expanduser().exists():
+            raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+        overrides.append(f"data.root={args.data}")
+    if args.artifacts:  # methods that make data (generated faces) put it there too
+        overrides.append(f"run.artifacts={args.artifacts}")
+    cfg = resolve_config(args.method, args.config, overrides)
+    method = build_method(args.method, cfg)
+    trainer = Trainer(args.method, method, cfg, artifacts=args.artifacts,
+                      progress=not args.no_progress)
+    summary = trainer.fit(resume=args.resume)
     from training.distributed import is_main
     if is_main():
         print(json.dumps(summary, indent=2))

@@ -55,6 +55,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or not one of ours."""
 
+    user_error = True  # runtime.cli: a one-line message, exit 2
+
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no arbitrary unpickling)."""

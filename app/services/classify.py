@@ -16,6 +16,7 @@ from models.cam import cam_from_features
 
 MODEL = "abcnorm"        # the tab's model (the method's first default run)
 BASELINE = "abcnorm_ce"  # shown beside it when served
+METHOD = "abcnorm"  # the method whose models this service runs
 
 
 @dataclass
@@ -56,7 +57,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
         cam_class: class name or index to explain; the predicted class by default.
     """
     rgb = load_image(source, min_side=8)
-    model = engine.get(model_name)
+    model = engine.get(model_name, METHOD)
     extra = model.entry.get("extra", {})
     out = model.run({"image": model.prepare([rgb])})
     logits, feats = out["logits"][0], out["features"][0]

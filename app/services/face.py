@@ -14,6 +14,7 @@ from app.viz import overlay_heatmap
 from models.sequence import decode_sequence
 
 CROP_SIZE = 256
+METHOD = "seqfake"  # the method whose models this service runs
 
 
 @dataclass
@@ -31,7 +32,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     Returns a dict with the verdict, the ordered components with probabilities, every
     component's probability, and the raw where-map (h, w) under ``_dissim``.
     """
-    model = engine.get(model_name)
+    model = engine.get(model_name, METHOD)
     extra = model.entry.get("extra", {})
     thr = float(extra.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
@@ -97,7 +98,7 @@ def analyze_face(engine: Engine, detector: FaceDetector | None, source: Any,
     report = analyze_crop(engine, crop, model_name, threshold)
     dissim = report.pop("_dissim")
     report["faces"] = [f.to_dict() for f in faces]
-    report["face_index"] = face_index if faces else None
+    report["face_number"] = face_index + 1 if faces else None  # 1-based, as --face / "Face #"
     report["detector"] = getattr(detector, "name", None) if not is_crop else "none (crop given)"
     where = overlay_heatmap(crop, dissim) if dissim is not None else crop
     return FaceResult(report, annotated, crop, where)

@@ -11,6 +11,8 @@ from runtime.engine import Engine
 from app.inputs import InputError, clean_query, display_rgb, load_bag
 from app.viz import attention_tile
 
+METHOD = "qmil"  # the method whose models this service runs
+
 
 @functools.lru_cache(maxsize=1)
 def word_vectors():
@@ -68,7 +70,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
         images = load_bag(sources)
     elif not images:
         raise InputError("The bag is empty: upload at least one image (or a video).")
-    model = engine.get(MODEL)
+    model = engine.get(MODEL, METHOD)
     extra = model.entry.get("extra", {})
     max_bag = int(extra.get("max_bag_serving", 64))
     if len(images) > max_bag:

@@ -15,6 +15,8 @@ MODEL = "dcl"  # the served encoder (the method's first default run)
 GALLERY_DIR = "gallery"
 MAX_K = 50
 
+METHOD = "dcl"  # the method whose models this service runs
+
 
 @functools.lru_cache(maxsize=4)
 def _load_gallery(path: str):
@@ -44,7 +46,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
     rgb = load_image(source, min_side=8)
-    model = engine.get(MODEL)
+    model = engine.get(MODEL, METHOD)
     gdir = Path(engine.artifacts) / GALLERY_DIR
     if not gdir.is_dir():
         raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")

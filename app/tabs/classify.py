@@ -75,11 +75,25 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cmd != "classify":
         return None
+    if args.cam_out:
+        from pathlib import Path
+
+        from app.inputs import InputError
+
+        out = Path(args.cam_out)
+        if not out.parent.is_dir():
+            raise InputError(f"--cam-out {out}: the folder {out.parent} does not exist")
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise InputError(f"--cam-out {out}: give a .png or .jpg file name")
     res = classify_svc.classify(engine, args.image, args.model, args.cam_class)
     if args.cam_out:
         from PIL import Image
 
-        Image.fromarray(res.cam).save(args.cam_out)
+        from runtime.artifacts import atomic_path
+
+        with atomic_path(out) as tmp:  # no half-written picture under the name asked for
+            Image.fromarray(res.cam).save(tmp, format="PNG" if out.suffix.lower() == ".png"
+                                          else "JPEG")
     return res.report
 
 

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 TITLE = "Bag query (qMIL)"
 
 
+def example_word(folder: str) -> str:
+    """``2_ankle-boot_holds`` -> "ankle boot" (the example bag's query word)."""
+    return folder.split("_")[1].replace("-", " ")
+
+
 def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
@@ -54,8 +59,9 @@ def build(ctx: "TabContext") -> None:
                 q_file = gr.File(label="Download JSON")
         if (ctx.examples / "bags").is_dir():
             bags = sorted(p for p in (ctx.examples / "bags").iterdir() if p.is_dir())[:4]
-            gr.Examples([[sorted(str(f) for f in b.glob("*.png")), b.name.split("_", 1)[-1].replace("-", " ")]
-                         for b in bags], [q_files, q_word])
+            gr.Examples([[sorted(str(f) for f in b.glob("*.png")), example_word(b.name)]
+                         for b in bags], [q_files, q_word],
+                        label="Examples (folder name: the word and whether the bag holds it)")
         q_btn.click(query, [q_files, q_word], [q_text, q_gal, q_json, q_file], api_name="query")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, non_negative, positive
+from methods.schema import EngineConfig, existing_path, non_negative, positive
 
 
 @dataclass
@@ -21,8 +21,8 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    root: str | None
-    fashion_mnist_dir: str | None
+    root: str | None = existing_path()
+    fashion_mnist_dir: str | None = existing_path()
     imbalance_ratio: float
     n_max: int | None = positive()
     class_order: Literal["label", "permutation"]
@@ -71,7 +71,7 @@ class LossConfig:
 @dataclass
 class StageConfig:
     name: Literal["joint", "crt"]
-    init_checkpoint: str | None
+    init_checkpoint: str | None = existing_path()
     samples_per_epoch: int | None = positive()
     sampling_seed: int | None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, positive
+from methods.schema import EngineConfig, existing_path, probability, positive
 
 
 @dataclass
@@ -29,7 +29,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    root: str | None
+    root: str | None = existing_path()
     train_subset: int | None = positive()
     subset_seed: int
     image_size: int = positive()
@@ -39,10 +39,10 @@ class DataConfig:
 class AugConfig:
     crop_scale: tuple[float, float]
     crop_ratio: tuple[float, float]
-    flip_p: float
+    flip_p: float = probability()
     brightness: float
     contrast: float
-    jitter_p: float
+    jitter_p: float = probability()
 
 
 @dataclass

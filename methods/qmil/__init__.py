@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, positive
+from methods.schema import EngineConfig, existing_path, probability, positive
 
 
 @dataclass
 class DataConfig:
     dataset: Literal["fashion_mnist", "digits"]
-    root: str | None
+    root: str | None = existing_path()
     unseen_classes: list[str]
     train_queries: list[str] | None
     bags_per_query: int = positive()
-    pos_fraction: float
+    pos_fraction: float = probability()
     size_mean: float
     size_std: float
     min_size: int = positive()
@@ -52,7 +52,7 @@ class LossConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = positive()
-    strong_rel: float
+    strong_rel: float = probability()
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""qMIL post-export hook: example bags for the Bag query tab (``examples/bags/<i>_<word>``).
+"""qMIL post-export hook: example bags for the Bag query tab.
 
-Each bag holds 7 Fashion-MNIST test images; a positive bag has one image of the query's
-class at a random position. Seeded, so the examples are the same on every build.
+``examples/bags/<i>_<word>_<holds|lacks>/NN_<class>.png``: each bag holds 7 Fashion-MNIST
+test images numbered from 01 (the 1-based instance numbers of the answer); a bag that
+"holds" the word has one image of its class at a random position. The folder name is the
+truth the tab shows beside the model's answer. Seeded: the same on every build.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def write_examples(artifacts: Path, runs: list[str] | None = None,
     bags = artifacts / "examples" / "bags"
     for b, (word, positive) in enumerate(BAG_QUERIES):
         c = test.class_names.index(word)
-        folder = bags / f"{b}_{slug(word)}"
+        folder = bags / f"{b}_{slug(word)}_{'holds' if positive else 'lacks'}"
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -38,4 +40,4 @@ def write_examples(artifacts: Path, runs: list[str] | None = None,
             members[rng.integers(0, len(members))] = rng.choice(np.flatnonzero(test.labels == c))
         for k, i in enumerate(members):
             Image.fromarray(test.images[i]).save(
-                folder / f"{k:02d}_{slug(test.class_names[test.labels[i]])}.png")
+                folder / f"{k + 1:02d}_{slug(test.class_names[test.labels[i]])}.png")

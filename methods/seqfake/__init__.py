@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, non_negative, positive
+from methods.schema import EngineConfig, existing_path, probability, non_negative, positive
 
 
 @dataclass
@@ -24,7 +24,7 @@ class GenerateConfig:
 
 @dataclass
 class DataConfig:
-    root: str | None                      # null: generated faces; or a Seq-DeepFake folder
+    root: str | None = existing_path()    # null: generated faces; or a Seq-DeepFake folder
     task: Literal["components", "attributes", "binary"]
     img_size: int = positive()
     train_split: str
@@ -68,19 +68,19 @@ class LossConfig:
 @dataclass
 class WeakAugConfig:
     enabled: bool
-    hflip: float
+    hflip: float = probability()
     brightness: float
     contrast: float
     saturation: float
     crop_scale: float
-    blur_p: float
+    blur_p: float = probability()
     blur_sigma: tuple[float, float]
 
 
 @dataclass
 class StrongAugConfig:
     enabled: bool
-    p: float
+    p: float = probability()
     regions: list[str]
     landmark_jitter: float
     shift: float
@@ -96,7 +96,7 @@ class AugConfig:
 @dataclass
 class EvalConfig:
     split: str
-    threshold: float
+    threshold: float = probability()
     decode_from: Literal["fused", "patch"]
     batch_size: int = positive()
 

@@ -119,6 +119,12 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
     """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if root and find_root(root) != Path(root):  # a folder was named: never fall back
+        raise DatasetNotFoundError(
+            f"{root} holds no Fashion-MNIST IDX files (train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or "
+            ".gz); this data option reads a Fashion-MNIST IDX folder, not an image folder. "
+            "Leave it unset to use the installed Fashion-MNIST.")
     folder = find_root(root)
     if folder is None and download:
         from torchvision.datasets import FashionMNIST
