@@ -7,7 +7,6 @@ warm-up, median wall time over repeats; writes ``reports/bench.json`` and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from runtime.engine import OnnxModel
@@ -111,4 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from runtime.cli import run_main
+
+    raise SystemExit(run_main(main))

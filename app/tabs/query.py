@@ -23,7 +23,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import SafeImage, file_path, guard, save_report
+    from app.ui_common import file_path, guard, save_report
 
     @guard
     def query(files, word):

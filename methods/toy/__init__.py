@@ -7,7 +7,6 @@ view in :mod:`methods.toy.views`. No app tab and no default build run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from methods.base import ExportIO, MethodDescriptor, Variant
 from methods.schema import EngineConfig, non_negative, positive

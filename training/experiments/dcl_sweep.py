@@ -23,7 +23,6 @@ import copy
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -599,4 +598,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli import run_main
+
+    raise SystemExit(run_main(main))

@@ -396,4 +396,6 @@ NOTES = [
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from runtime.cli import run_main
+
+    raise SystemExit(run_main(main))
