@@ -76,6 +76,15 @@ class SafeImage(gr.Image):
             return getattr(payload, "path", None)
 
 
+def example_truth(path: Any) -> str | None:
+    """The truth an example file is named with (``NN_<truth>.png``, ``-`` for spaces), or
+    None for a file that is not named that way: ``03_ankle-boot.png`` -> "ankle boot"."""
+    import re
+
+    m = re.fullmatch(r"\d{2}_(.+)", Path(str(path)).stem) if path else None
+    return m.group(1).replace("-", " ") if m else None
+
+
 def file_path(f: Any) -> Any:
     """Gradio file values may be paths or objects with .name/.path."""
     if f is None:

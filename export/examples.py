@@ -33,8 +33,11 @@ def write_class_examples(artifacts: Path) -> None:
         Image.fromarray(test.images[i]).save(fashion / f"{c:02d}_{slug(test.class_names[c])}.png")
 
 
-def copy_faces(csv_path: Path, faces_out: Path, n: int = 8) -> None:
-    """Save the first ``n`` test faces of a Seq-DeepFake CSV as PNG, named by their label."""
+def copy_faces(csv_path: Path, faces_out: Path, n: int = 8,
+               names: tuple[str, ...] | list[str] | None = None) -> None:
+    """Save the first ``n`` test faces of a Seq-DeepFake CSV as PNG, named by their label:
+    with ``names`` (class names of ids 1..L), ``NN_<name>-<name>.png`` in sequence order or
+    ``NN_real.png``; without, the label's numbers."""
     root = csv_path.parent.parent
     if faces_out.is_dir():  # faces of an earlier data set must not linger
         shutil.rmtree(faces_out)
@@ -46,5 +49,10 @@ def copy_faces(csv_path: Path, faces_out: Path, n: int = 8) -> None:
         if not src.is_file():
             src = root.parent / row["file_path"]
         if src.is_file():
-            label = slug(row["label"].strip("[]").replace(", ", "-"))
+            ids = [int(v) for v in row["label"].strip("[]").split(",") if v.strip()]
+            if names is not None:
+                seq = [slug(names[i - 1]) for i in ids if i > 0]
+                label = "-".join(seq) if seq else "real"
+            else:
+                label = "-".join(str(i) for i in ids)
             Image.open(src).convert("RGB").save(faces_out / f"{k:02d}_{label}.png")

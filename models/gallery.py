@@ -15,6 +15,7 @@ hash of the encoder that embedded it and refuses queries embedded by another enc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,6 +84,19 @@ def make_thumbnails(images: Sequence[np.ndarray], size: int = 64) -> np.ndarray:
     return np.stack(out).astype(np.uint8)
 
 
+def pixel_digest(image: np.ndarray | Image.Image) -> str:
+    """A short sha256 of an image's pixels (16 hex digits), the same for a gray image and
+    its RGB copy: how a query is recognised as a gallery item."""
+    arr = _as_uint8(image)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.ndim == 3 and (arr == arr[..., :1]).all():
+        arr = arr[..., 0]
+    h = hashlib.sha256(repr(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
 class GalleryIndex:
     """Embeddings of a labelled image set in a FAISS inner-product index.
 
@@ -93,11 +107,15 @@ class GalleryIndex:
         thumbnails: uint8 (N, h, w[, 3]).
         encoder_hash: identifies the encoder that produced the vectors (e.g. the ONNX sha256).
         meta: extra JSON-able facts (source, build time).
+        ids: an id per item users can find the image by (its path in an image folder, or
+            ``<source>#<index>``); default: the index as text.
+        digests: :func:`pixel_digest` per item (empty strings when unknown).
     """
 
     def __init__(self, index: faiss.Index, labels: np.ndarray, label_names: Sequence[str],
                  thumbnails: np.ndarray, encoder_hash: str,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, ids: Sequence[str] | None = None,
+                 digests: Sequence[str] | None = None) -> None:
         if index.ntotal != len(labels) or len(labels) != len(thumbnails):
             raise GalleryError(f"gallery parts disagree: {index.ntotal} vectors, "
                                f"{len(labels)} labels, {len(thumbnails)} thumbnails")
@@ -107,6 +125,17 @@ class GalleryIndex:
         self.thumbnails = thumbnails
         self.encoder_hash = str(encoder_hash)
         self.meta = dict(meta or {})
+        n = len(self.labels)
+        self.ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
+        self.digests = [str(d) for d in digests] if digests is not None else [""] * n
+        if len(self.ids) != n or len(self.digests) != n:
+            raise GalleryError(f"gallery parts disagree: {n} items, {len(self.ids)} ids, "
+                               f"{len(self.digests)} digests")
+        self._by_digest = {d: i for i, d in enumerate(self.digests) if d}
+
+    def find(self, image: np.ndarray | Image.Image) -> int | None:
+        """The index of the gallery item with exactly these pixels, or None."""
+        return self._by_digest.get(pixel_digest(image))
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -121,7 +150,8 @@ class GalleryIndex:
               labels: Sequence[int] | np.ndarray | None, label_names: Sequence[str],
               encoder_hash: str, batch_size: int = 256, thumb_size: int = 64,
               progress: Callable[[int, int], None] | None = None,
-              meta: dict[str, Any] | None = None) -> "GalleryIndex":
+              meta: dict[str, Any] | None = None,
+              ids: Sequence[str] | None = None) -> "GalleryIndex":
         """Embed ``images`` with ``embed_fn`` and index them.
 
         Args:
@@ -133,6 +163,7 @@ class GalleryIndex:
             batch_size: images per ``embed_fn`` call.
             thumb_size: thumbnail side (see :func:`make_thumbnails`).
             progress: called with (done, total) after each batch.
+            ids: an id per image (its path, say); default: the index.
         """
         arrays = [_as_uint8(im) for im in images]
         if not arrays:
@@ -158,7 +189,7 @@ class GalleryIndex:
         index.add(x)
         info = {"built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})}
         return cls(index, lab, label_names, make_thumbnails(arrays, thumb_size), encoder_hash,
-                   info)
+                   info, ids=ids, digests=[pixel_digest(a) for a in arrays])
 
     # --- query ---------------------------------------------------------------------------
     def check_encoder(self, encoder_hash: str) -> None:
@@ -225,6 +256,8 @@ class GalleryIndex:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             np.save(tmp / "labels.npy", self.labels)
             np.save(tmp / "thumbs.npy", self.thumbnails)
+            (tmp / "items.json").write_text(json.dumps({"ids": self.ids,
+                                                        "digests": self.digests}))
             meta = {"format": FORMAT_VERSION, "encoder_hash": self.encoder_hash,
                     "label_names": self.label_names, "count": len(self), "dim": self.dim,
                     "metric": "cosine (inner product of l2-normalised vectors)", **self.meta}
@@ -255,6 +288,8 @@ class GalleryIndex:
             index = faiss.read_index(str(folder / "index.faiss"))
             labels = np.load(folder / "labels.npy", allow_pickle=False)
             thumbs = np.load(folder / "thumbs.npy", allow_pickle=False)
+            items = (json.loads((folder / "items.json").read_text())
+                     if (folder / "items.json").is_file() else {})  # older galleries: none
         except (OSError, ValueError, RuntimeError) as exc:
             raise GalleryError(f"gallery {folder} is damaged: {exc}") from exc
         if meta.get("format") != FORMAT_VERSION:
@@ -262,7 +297,8 @@ class GalleryIndex:
                                f"expected {FORMAT_VERSION}")
         extra = {k: v for k, v in meta.items()
                  if k not in ("format", "encoder_hash", "label_names", "count", "dim", "metric")}
-        return cls(index, labels, meta["label_names"], thumbs, meta["encoder_hash"], extra)
+        return cls(index, labels, meta["label_names"], thumbs, meta["encoder_hash"], extra,
+                   ids=items.get("ids"), digests=items.get("digests"))
 
 
 def read_image_folder(root: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS

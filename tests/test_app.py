@@ -141,6 +141,10 @@ def test_neighbours_with_label_precision(client, smoke_artifacts):
     assert len(sims) == 5 and sims == sorted(sims, reverse=True)
     labels = [h["label"] for h in report["neighbours"]]
     assert report["precision_at_k"] == pytest.approx(labels.count("sneaker") / 5, abs=1e-4)
+    # the example is a gallery image (Fashion-MNIST test): marked, and not its own neighbour
+    assert report["query_in_gallery"] is True and report["query_gallery_id"].startswith(
+        "fashion-mnist-test#")
+    assert report["query_gallery_id"] not in [h["id"] for h in report["neighbours"]]
     assert "minimum" in _err(client, handle_file(str(f)), 0, "", api_name="/neighbours")
 
 

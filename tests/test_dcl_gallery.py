@@ -142,3 +142,19 @@ def test_thumbnails_keep_small_uniform_images():
 def test_gallery_module_does_not_import_torch():
     code = "import sys, models.gallery; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_items_have_ids_and_a_query_is_found_by_its_pixels(tmp_path):
+    from models.gallery import pixel_digest
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (8, 8), dtype=np.uint8) for _ in range(5)]
+    g = GalleryIndex.build(lambda b: np.stack([im.reshape(-1)[:4].astype(np.float32) + 1
+                                               for im in b]), imgs, [0, 1, 0, 1, 0], ["a", "b"],
+                           encoder_hash="e", ids=[f"img{i}.png" for i in range(5)])
+    assert pixel_digest(imgs[2]) == pixel_digest(np.repeat(imgs[2][..., None], 3, axis=2))
+    assert pixel_digest(imgs[2]) != pixel_digest(imgs[3])
+    back = GalleryIndex.load(g.save(tmp_path / "g"))
+    assert back.ids == [f"img{i}.png" for i in range(5)]
+    assert back.find(np.repeat(imgs[3][..., None], 3, axis=2)) == 3
+    assert back.find(rng.integers(0, 255, (8, 8), dtype=np.uint8)) is None

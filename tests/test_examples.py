@@ -22,3 +22,22 @@ def test_face_examples_per_task(tmp_path):
         for f, src in zip(files, expected):
             assert Image.open(f).format == "PNG"
             assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(src).convert("RGB")))
+
+
+def test_face_examples_are_named_with_their_true_sequence(tmp_path):
+    import csv
+
+    from app.ui_common import example_truth
+    from training.data.seqdeepfake import COMPONENT_NAMES
+
+    data = tmp_path / "data" / "seqfake"
+    comp = faces_synth.generate(data, 4, 1, 6, seed=0, verbose=False)
+    write_examples(tmp_path)
+    rows = list(csv.DictReader(open(comp / "annotations" / "test.csv")))
+    files = sorted((tmp_path / "examples" / "faces").glob("*.png"))
+    assert len(files) == 6
+    for f, row in zip(files, rows):
+        ids = [int(v) for v in row["label"].strip("[]").split(",") if int(v) > 0]
+        truth = " ".join(COMPONENT_NAMES[i - 1] for i in ids) if ids else "real"
+        assert example_truth(f) == truth, (f.name, row["label"])
+    assert example_truth("upload.png") is None and example_truth("03_ankle-boot.png") == "ankle boot"

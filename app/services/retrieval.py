@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.engine import Engine, ModelUnavailableError
-from app.inputs import InputError, load_image
+from app.inputs import InputError, display_rgb, load_image
 
 MODEL = "dcl"  # the served encoder (the method's first default run)
 GALLERY_DIR = "gallery"
@@ -52,20 +52,26 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
         raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")
     gallery = _load_gallery(str(gdir))
     emb = model.run({"image": model.prepare([rgb])})["embedding"]
+    self_index = gallery.find(display_rgb(rgb))  # the query is itself a gallery item
+    want = min(k + (self_index is not None), len(gallery))
     try:
-        scores, idx, labels = gallery.query(emb, k=min(k, len(gallery)),
-                                            encoder_hash=model.entry["sha256"])
+        scores, idx, labels = gallery.query(emb, k=want, encoder_hash=model.entry["sha256"])
     except ValueError as exc:  # GalleryError: another encoder's gallery, bad shape
         raise ModelUnavailableError(str(exc)) from exc
     names = gallery.label_names
-    hits = [{"rank": r + 1, "index": int(i), "label": names[int(l)] if names else int(l),
-             "similarity": round(float(s), 4)}
-            for r, (s, i, l) in enumerate(zip(scores[0], idx[0], labels[0]))]
-    report: dict[str, Any] = {"model": MODEL, "model_version": model.version,
-                              "provider": model.provider, "k": k, "neighbours": hits,
-                              # the query itself is a gallery image (cosine ~ 1): rank 1 is itself
-                              "query_in_gallery": bool(hits and hits[0]["similarity"] > 0.9999),
-                              "gallery": gallery.meta.get("source", "")}
+    found = [(s, int(i), int(lab)) for s, i, lab in zip(scores[0], idx[0], labels[0])
+             if int(i) != self_index][:k]
+    hits = [{"rank": r + 1, "index": i, "id": gallery.ids[i],
+             "label": names[lab] if names else lab, "similarity": round(float(s), 4)}
+            for r, (s, i, lab) in enumerate(found)]
+    report: dict[str, Any] = {
+        "model": MODEL, "model_version": model.version, "provider": model.provider, "k": k,
+        "neighbours": hits,
+        # a query with exactly the pixels of a gallery item is that item: it is left out
+        # of the neighbours and of precision@k
+        "query_in_gallery": self_index is not None,
+        "query_gallery_id": gallery.ids[self_index] if self_index is not None else None,
+        "gallery": gallery.meta.get("source", "")}
     if query_label:
         if names and query_label not in names:
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")

@@ -19,7 +19,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import SafeImage, file_path, guard, save_report
+    from app.ui_common import SafeImage, example_truth, file_path, guard, save_report
 
     seq_models = ctx.models or ["seqfake"]
 
@@ -34,6 +34,9 @@ def build(ctx: "TabContext") -> None:
                 f"**Sequence:** {r['sequence_text']}\n\n"
                 + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
                             for s in r["sequence"]))
+        truth = example_truth(file_path(image))
+        if truth:  # an example: its true sequence is in its name
+            text += f"\n\n**Truth (example's name):** {truth.replace(' ', ' -> ')}"
         if r.get("trained_on"):
             text += f"\n\n_{r['trained_on']}_"
         return (text, res.annotated if res.annotated is not None else res.crop, res.crop,

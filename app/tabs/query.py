@@ -23,7 +23,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import file_path, guard, save_report
+    from app.ui_common import example_truth, file_path, guard, save_report
 
     @guard
     def query(files, word):
@@ -41,6 +41,12 @@ def build(ctx: "TabContext") -> None:
         if r.get("warning"):
             near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])
             text += f"\n\n**Caution:** {r['warning']} Closest training queries (cosine): {near}."
+        classes = [example_truth(p) for p in paths]
+        if classes and all(classes):  # example files: each is named with its class
+            where = [i + 1 for i, c in enumerate(classes) if c == r["query"]]
+            text += (f"\n\n**Truth (examples' names):** the bag "
+                     + (f"holds '{r['query']}' (instance {', '.join(map(str, where))})" if where
+                        else f"holds no '{r['query']}'"))
         return text, res.tiles, r, save_report(r, "query")
 
     with gr.Tab("Bag query (qMIL)"):

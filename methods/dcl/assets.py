@@ -53,14 +53,16 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     entry = manifest["models"][SERVED]
     model = OnnxModel(SERVED, entry, artifacts)
     if image_dir:
-        images, labels, names, _ = read_image_folder(image_dir)
+        images, labels, names, paths = read_image_folder(image_dir)
         source = f"image folder {image_dir}"
+        ids = paths
     else:
         test = load_fashion_mnist("test")
         images, labels, names = list(test.images), test.labels, list(test.class_names)
         source = "Fashion-MNIST test split"
+        ids = [f"fashion-mnist-test#{i}" for i in range(len(images))]
     if limit:
-        images, labels = images[:limit], labels[:limit]
+        images, labels, ids = images[:limit], labels[:limit], ids[:limit]
     bar = tqdm(total=len(images), desc="embedding gallery", leave=False)
 
     def embed(batch):
@@ -71,7 +73,7 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
 
     t0 = time.time()
     gallery = GalleryIndex.build(embed, images, labels, names, encoder_hash=entry["sha256"],
-                                 progress=progress, meta={"source": source})
+                                 progress=progress, meta={"source": source}, ids=ids)
     bar.close()
     gallery.save(artifacts / GALLERY_DIR)
     p_at_k = gallery.precision_at_k(k_eval) if (labels >= 0).any() else None
