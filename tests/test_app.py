@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.api_schema import ValidatingClient
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,7 +29,8 @@ def _serve(art: Path):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     from gradio_client import Client
 
-    return demo, Client(f"http://127.0.0.1:{port}/", verbose=False)
+    # every answer is checked against its schema in docs/api/ (tests/api_schema.py)
+    return demo, ValidatingClient(Client(f"http://127.0.0.1:{port}/", verbose=False))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.api_schema import validate
+
 pytestmark = pytest.mark.slow
 
 
@@ -33,18 +35,18 @@ def test_cli_commands(smoke_artifacts, tmp_path):
     fashion = sorted((ex / "fashion").glob("*.png"))
     r = cli(smoke_artifacts, "classify", fashion[0], "--cam-out", tmp_path / "cam.png")
     assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep = validate("/classify", json.loads(r.stdout), cli=True)
     assert len(rep["top"]) == 5 and (tmp_path / "cam.png").is_file()
     bag = sorted(p for p in (ex / "bags").iterdir() if p.is_dir())[0]
     r = cli(smoke_artifacts, "query", "--bag", bag, "--word", "ankle boot")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["bag_size"] == len(list(bag.glob("*.png")))
+    assert validate("/query", json.loads(r.stdout))["bag_size"] == len(list(bag.glob("*.png")))
     r = cli(smoke_artifacts, "neighbours", fashion[3], "-k", 4)
-    assert r.returncode == 0 and len(json.loads(r.stdout)["neighbours"]) == 4
+    assert r.returncode == 0 and len(validate("/neighbours", json.loads(r.stdout))["neighbours"]) == 4
     face = sorted((ex / "faces").glob("*.png"))[0]
     r = cli(smoke_artifacts, "face", face, "--crop")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["verdict"] in ("real", "manipulated")
+    assert validate("/face", json.loads(r.stdout))["verdict"] in ("real", "manipulated")
 
 
 def test_cli_bad_inputs_exit_2(smoke_artifacts, tmp_path):
@@ -71,14 +73,14 @@ def test_video_face_timeline_and_video_bag(smoke_artifacts, tmp_path):
     _video(tmp_path / "v.mp4", faces * 3)
     r = cli(smoke_artifacts, "video", tmp_path / "v.mp4", "--crop", "--frames", 6)
     assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep = validate("/face_video", json.loads(r.stdout))
     assert rep["frames_sampled"] == 6 and rep["frames_analysed"] == 6
     fashion = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)))
                for p in sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))]
     _video(tmp_path / "bag.mp4", fashion)
     r = cli(smoke_artifacts, "query", "--bag", tmp_path / "bag.mp4", "--word", "sneaker")
     assert r.returncode == 0, r.stderr
-    assert 1 <= json.loads(r.stdout)["bag_size"] <= len(fashion)
+    assert 1 <= validate("/query", json.loads(r.stdout))["bag_size"] <= len(fashion)
     (tmp_path / "empty.mp4").write_bytes(b"")
     r = cli(smoke_artifacts, "video", tmp_path / "empty.mp4", "--crop")
     assert r.returncode == 2 and "error:" in r.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import shlex
 import subprocess
 import sys
@@ -23,12 +22,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+def shell_blocks(text: str) -> list[str]:
+    """The bodies of fenced blocks marked bash/sh/shell or unmarked, in order."""
+    blocks, body, lang = [], None, ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if body is None:
+                lang, body = line.strip()[3:].strip(), []
+            else:
+                if lang in ("", "bash", "sh", "shell"):
+                    blocks.append("\n".join(body) + "\n")
+                body = None
+        elif body is not None:
+            body.append(line)
+    return blocks
+
+
 def doc_commands() -> list[tuple[str, list[str]]]:
     """(where, argv after ``-m``) of every python module command in a fenced shell block."""
     found = []
     for doc in DOCS:
-        text = doc.read_text()
-        for block in re.findall(r"```(?:bash|sh|shell)?\n(.*?)```", text, flags=re.S):
+        for block in shell_blocks(doc.read_text()):
             for line in block.replace("\\\n", " ").splitlines():
                 try:
                     tokens = shlex.split(line, comments=True)
