@@ -106,3 +106,22 @@ def test_doc_help_commands_run(argv):
     r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
+
+
+TRAINING = [(w, argv) for w, argv in COMMANDS if argv[0] == "training" and "--help" not in argv
+            and not any(a in ("--data", "--resume") for a in argv)
+            and "stage.name=crt" not in " ".join(argv)]      # crt needs a stage-1 checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, argv", TRAINING, ids=[w[:90] for w, _ in TRAINING])
+def test_doc_training_command_runs_with_a_step_limit(where, argv, tmp_path):
+    """The command as written, plus the method's smoke budget and one optimiser step."""
+    from methods import SMOKE_COMMON, get_method
+    from training.__main__ import main
+
+    method = argv[1]
+    limit = [*SMOKE_COMMON, *get_method(method).smoke, "train.max_steps=1"]
+    extra = [x for o in limit for x in ("--set", o)]
+    assert main([*argv[1:], *extra, "--artifacts", str(tmp_path), "--no-progress"]) == 0, where
+    assert list((tmp_path / "runs").glob("*/summary.json"))

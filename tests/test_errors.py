@@ -166,3 +166,12 @@ def test_indices_users_see_are_one_based(smoke_artifacts):
         assert json.loads(r.stdout)["face_number"] == 1
     else:                     # the generated face may not be detected: a clear message then
         assert "No face was found" in _one_line_error(r.stderr)
+
+
+def test_an_empty_artifacts_folder_says_what_it_builds(tmp_path, monkeypatch, capsys):
+    from app import build
+
+    monkeypatch.setattr(build, "_run", lambda cmd, what: None)   # no real training here
+    build.ensure_artifacts(tmp_path, runs=["qmil", "dcl"])
+    out = capsys.readouterr().out
+    assert "lacks trained models for: qmil, dcl" in out and "python -m app --no-build" in out
