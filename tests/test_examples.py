@@ -41,3 +41,28 @@ def test_face_examples_are_named_with_their_true_sequence(tmp_path):
         truth = " ".join(COMPONENT_NAMES[i - 1] for i in ids) if ids else "real"
         assert example_truth(f) == truth, (f.name, row["label"])
     assert example_truth("upload.png") is None and example_truth("03_ankle-boot.png") == "ankle boot"
+
+
+def test_model_cards_are_read_from_the_runs(tmp_path):
+    """Every number of a card is the run's own: change summary.json, the card follows."""
+    import json
+
+    import yaml
+
+    from export.model_cards import main
+
+    run = tmp_path / "runs" / "qmil"
+    run.mkdir(parents=True)
+    summary = {"steps": 17, "train_seconds": 1.5, "device": "cpu", "world_size": 1,
+               "git_commit": "abcdef123", "metrics": {"bag_acc": 0.8125, "att_acc": 0.5}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.yaml").write_text(yaml.safe_dump({"train": {"epochs": 3, "batch_size": 16}}))
+    out = tmp_path / "cards.md"
+    assert main(["--artifacts", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| bag_acc | 0.8125 |" in text and "17 steps in 1.5 s" in text
+    assert "## `seqfake` - not built" in text                      # missing runs are named
+    summary["metrics"]["bag_acc"] = 0.25
+    (run / "summary.json").write_text(json.dumps(summary))
+    main(["--artifacts", str(tmp_path), "--out", str(out)])
+    assert "| bag_acc | 0.2500 |" in out.read_text()
