@@ -52,6 +52,14 @@ def _err(client, *args, api_name):
     return str(info.value)
 
 
+def test_endpoints_have_named_parameters(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = {ep: [p["parameter_name"] for p in info["parameters"]] for ep, info in api.items()}
+    assert names["/face"] == ["image", "threshold", "face_number", "is_crop", "model_name"]
+    assert names["/query"] == ["files", "word"] and names["/classify"] == ["image", "cam_class"]
+    assert names["/neighbours"] == ["image", "k", "label"]
+
+
 def test_status_lists_models_and_provider(client):
     st = client.predict(api_name="/status")
     assert st["manifest_error"] is None

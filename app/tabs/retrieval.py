@@ -45,7 +45,11 @@ def build(ctx: "TabContext") -> None:
                 r_json = gr.JSON(label="Report", elem_id="retrieval-json")
                 r_file = gr.File(label="Download JSON")
         if (ctx.examples / "fashion").is_dir():
-            gr.Examples([[str(p), 8, p.stem.split("_", 1)[-1].replace("-", " ")]
+            def label_of(stem: str) -> str:  # "00_t-shirt" -> "t-shirt", "09_ankle-boot" -> "ankle boot"
+                part = stem.split("_", 1)[-1]
+                return next((lab for lab in labels_dcl if lab.replace(" ", "-") == part), "")
+
+            gr.Examples([[str(p), 8, label_of(p.stem)]
                          for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
                         [r_img, r_k, r_lab])
         r_btn.click(neighbours, [r_img, r_k, r_lab], [r_text, r_gal, r_json, r_file],
