@@ -49,16 +49,21 @@ def test_any_timm_backbone_and_bad_stem():
 # --- augmentations -------------------------------------------------------------------
 def test_identity_augmentation_and_flip():
     x = torch.rand(4, 1, 28, 28)
-    ident = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0)
+    ident = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, brightness=0.4,
+                      contrast=0.4, jitter_p=0.0)
     torch.testing.assert_close(augment(x, ident), x, atol=1e-5, rtol=0)
-    flip = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=1.0, jitter_p=0.0)
+    flip = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=1.0, brightness=0.4,
+                     contrast=0.4, jitter_p=0.0)
     torch.testing.assert_close(augment(x, flip), x.flip(-1), atol=1e-5, rtol=0)
 
 
 def test_two_views_differ_are_normalised_and_reproducible():
     imgs = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8))
-    a1, a2 = two_views(imgs, FASHION_MNIST, generator=torch.Generator().manual_seed(1))
-    b1, b2 = two_views(imgs, FASHION_MNIST, generator=torch.Generator().manual_seed(1))
+    from training.config import resolve_config
+
+    cfg = AugConfig.from_dict(resolve_config("dcl")["aug"])
+    a1, a2 = two_views(imgs, FASHION_MNIST, cfg, generator=torch.Generator().manual_seed(1))
+    b1, b2 = two_views(imgs, FASHION_MNIST, cfg, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a1, b1)
     assert a1.shape == (5, 1, 28, 28) and not torch.allclose(a1, a2)
     lo, hi = normalize(np.zeros((1, 1, 1), np.float32), FASHION_MNIST).item(), normalize(

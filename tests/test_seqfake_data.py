@@ -207,7 +207,7 @@ def test_attribute_edit_changes_only_near_its_region():
 def test_weak_aug_shapes_and_range():
     np.random.seed(0)
     img = np.random.rand(3, 32, 32).astype(np.float32)
-    out = WeakAug(blur_p=1.0)(img)
+    out = WeakAug(**{**_aug("weak"), "blur_p": 1.0})(img)
     assert out.shape == img.shape and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
 
@@ -223,14 +223,26 @@ def test_strong_aug_labels_component_and_stays_local():
     assert diff.max() > 0.01
     # fakes are never re-labelled; p = 0 leaves reals alone
     fake = np.array([1, 0, 0, 0, 0])
-    assert StrongAug(p=1.0)(img, fake, lm)[1] is fake
-    assert StrongAug(p=0.0)(img, np.zeros(5, np.int64), lm)[1].tolist() == [0] * 5
+    assert StrongAug(**{**_aug("strong"), "p": 1.0})(img, fake, lm)[1] is fake
+    assert StrongAug(**{**_aug("strong"), "p": 0.0})(img, np.zeros(5, np.int64), lm)[1].tolist() == [0] * 5
+
+
+def _aug(section: str) -> dict:
+    """The YAML's augmentation values (the only place they are written), minus ``enabled``."""
+    from training.config import resolve_config
+
+    cfg = dict(resolve_config("seqfake")["aug"][section])
+    cfg.pop("enabled")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
 
 
 def test_face_augment_from_config():
-    aug = FaceAugment.from_config({"weak": {"enabled": False}, "strong": {"p": 0.5}}, "binary")
+    from training.config import resolve_config
+
+    aug = FaceAugment.from_config(resolve_config("seqfake", overrides=[
+        "aug.weak.enabled=false", "aug.strong.p=0.5"])["aug"], "binary")
     assert aug.weak is None and aug.strong.regions == ("face",) and aug.strong.p == 0.5
-    assert FaceAugment.from_config({}, "attributes").strong is None
+    assert FaceAugment.from_config(resolve_config("seqfake")["aug"], "attributes").strong is None
     np.random.seed(0)
     img, lab = aug(np.random.rand(3, 32, 32).astype(np.float32), np.zeros(5, np.int64),
                    CANONICAL_LANDMARKS * 32 / 256)

@@ -15,7 +15,7 @@ in checkpoints (exact resume).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -36,13 +36,13 @@ class WeakAug:
         blur_p: probability of a Gaussian blur (sigma in ``blur_sigma``).
     """
 
-    hflip: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    crop_scale: float = 0.9
-    blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.3, 1.0)
+    hflip: float
+    brightness: float
+    contrast: float
+    saturation: float
+    crop_scale: float
+    blur_p: float
+    blur_sigma: tuple[float, float]
 
     def __call__(self, img: np.ndarray, rng: Any = _RNG) -> np.ndarray:
         """Shape: (3, H, W) -> (3, H, W)."""
@@ -114,11 +114,11 @@ class StrongAug:
         blend: (min, max) blend ratio inside the mask.
     """
 
-    p: float = 0.1
-    regions: tuple[str, ...] = ("eye", "nose", "lip")
-    landmark_jitter: float = 0.02
-    shift: float = 0.02
-    blend: tuple[float, float] = (0.6, 1.0)
+    p: float
+    regions: tuple[str, ...]
+    landmark_jitter: float
+    shift: float
+    blend: tuple[float, float]
 
     def __call__(self, img: np.ndarray, label: np.ndarray, lm: np.ndarray, rng: Any = _RNG
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -159,21 +159,21 @@ def self_blend(img: np.ndarray, lm: np.ndarray, region: str, rng: Any = _RNG,
 class FaceAugment:
     """Strong (on real samples, first) then weak augmentation, from a YAML section.
 
-    ``FaceAugment.from_config({"weak": {...}, "strong": {...}})``; missing keys take the
-    dataclass defaults; ``enabled: false`` in a section switches it off.
+    ``FaceAugment.from_config(cfg["aug"], task)`` with the validated ``aug`` section of
+    ``training/configs/seqfake.yaml`` (every key present: no defaults here);
+    ``enabled: false`` in a section switches it off.
     """
 
-    weak: WeakAug | None = field(default_factory=WeakAug)
-    strong: StrongAug | None = field(default_factory=StrongAug)
+    weak: WeakAug | None
+    strong: StrongAug | None
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None, task: str = "components") -> "FaceAugment":
-        cfg = cfg or {}
-        w, s = dict(cfg.get("weak", {}) or {}), dict(cfg.get("strong", {}) or {})
-        weak = None if not w.pop("enabled", True) else WeakAug(**{
+    def from_config(cls, cfg: dict[str, Any], task: str) -> "FaceAugment":
+        w, s = dict(cfg["weak"]), dict(cfg["strong"])
+        weak = None if not w.pop("enabled") else WeakAug(**{
             k: tuple(v) if isinstance(v, list) else v for k, v in w.items()})
         strong = None
-        if s.pop("enabled", True) and task != "attributes":
+        if s.pop("enabled") and task != "attributes":
             if task == "binary":  # one class: a pseudo-fake of any region is "fake"
                 s["regions"] = ["face"]
             strong = StrongAug(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})

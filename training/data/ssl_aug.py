@@ -31,14 +31,16 @@ class AugConfig:
         brightness: brightness factor drawn from [1 - b, 1 + b].
         contrast: contrast factor drawn from [1 - c, 1 + c].
         jitter_p: probability of applying brightness/contrast jitter.
+
+    No defaults: the values come from the ``aug`` section of ``training/configs/dcl.yaml``.
     """
 
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    brightness: float = 0.4
-    contrast: float = 0.4
-    jitter_p: float = 0.8
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip_p: float
+    brightness: float
+    contrast: float
+    jitter_p: float
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "AugConfig":
@@ -53,7 +55,7 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def augment(x: torch.Tensor, cfg: AugConfig = AugConfig(),
+def augment(x: torch.Tensor, cfg: AugConfig,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """One random view of each image.
 
@@ -99,7 +101,7 @@ def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
-def two_views(images: torch.Tensor, spec: PreprocessSpec, cfg: AugConfig = AugConfig(),
+def two_views(images: torch.Tensor, spec: PreprocessSpec, cfg: AugConfig,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented, normalised views of a batch.
 

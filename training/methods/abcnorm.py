@@ -109,7 +109,7 @@ class ResampledDataset(Dataset):
         return self.base[int(self.indices[i])]
 
 
-def augment(x: torch.Tensor, pad: int = 0, hflip: bool = False) -> torch.Tensor:
+def augment(x: torch.Tensor, pad: int, hflip: bool) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, per image.
 
     Args:
