@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="build with tiny training budgets (pipeline check, not useful models)")
     p.add_argument("--retinaface-weights", help="use RetinaFace with this local weights file")
-    p.add_argument("--concurrency", type=int, default=2, help="requests processed at once")
+    from app.settings import add_arguments
+
+    add_arguments(p)  # --concurrency, --queue-size, --request-timeout-s, ... (app/serve.yaml)
     return p.parse_args(argv)
 
 
@@ -45,6 +47,9 @@ def _main(argv: list[str] | None) -> int:
     t0 = time.time()
     from runtime.artifacts import artifacts_dir
 
+    from app.settings import configure, from_args
+
+    configure(from_args(args))  # a bad limit is refused before anything runs
     artifacts = artifacts_dir(args.artifacts)
     if not args.build_only:  # refuse a bad login setting or a busy port before any build
         from app.server import check_port_free, serving_auth
@@ -63,8 +68,7 @@ def _main(argv: list[str] | None) -> int:
     from app.server import launch
 
     return launch(artifacts, port=args.port, expose=args.expose,
-                  retinaface_weights=args.retinaface_weights, concurrency=args.concurrency,
-                  t0=t0, no_auth=args.no_auth)
+                  retinaface_weights=args.retinaface_weights, t0=t0, no_auth=args.no_auth)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Every problem becomes an :class:`InputError` whose message is shown as-is in the
 printed by the CLI. Images are decoded with Pillow under size limits: the file size and
 the pixel count from the header are checked *before* decoding (a decompression bomb is
 refused), animated images give their first frame, 16-bit / CMYK / palette images are
-converted, EXIF orientation is applied, and large photos are downscaled.
+converted, EXIF orientation is applied, and large photos are downscaled. The limits are
+the serving settings in force (:mod:`app.settings`, defaults in ``app/serve.yaml``).
 
 Transparency is kept (an RGBA array) and left to the model's own preprocessing
 (:func:`runtime.preprocess.to_input`), which composites it as training did: on black for
@@ -24,14 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_FILE_BYTES = 25 * 1024 * 1024
-MAX_PIXELS = 40_000_000          # refuse bigger headers (20000 x 20000 = 400 M: refused)
-MAX_SIDE = 1024                  # photos are downscaled to this longest side
-MIN_SIDE = 16                    # smaller images cannot be analysed
-MAX_BAG = 64                     # images in one qMIL bag
-MAX_QUERY_CHARS = 64
-
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check as a second line
+from app.settings import current as limits  # the limits in force (app/serve.yaml, flags, env)
 
 
 class InputError(ValueError):
@@ -74,48 +68,55 @@ def _open(source: Any) -> tuple[Image.Image, str]:
         if not path.is_file():
             raise InputError(f"File not found: {name}")
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        if size > limits().max_upload_bytes:
             raise InputError(f"{name} is {size / 2**20:.1f} MB; the limit is "
-                             f"{MAX_FILE_BYTES // 2**20} MB.")
+                             f"{limits().max_upload_mb:g} MB.")
         data = _read_settled(path)
     if len(data) == 0:
         raise InputError(f"{name} is an empty file (0 bytes), not an image.")
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB.")
+    if len(data) > limits().max_upload_bytes:
+        raise InputError(f"{name} is larger than {limits().max_upload_mb:g} MB.")
+    max_pixels = limits().max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:  # from the header, before any decoding
+                raise Image.DecompressionBombError(f"{w * h} pixels")
     except (UnidentifiedImageError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
             raise InputError(f"{name} is not an image Pillow can read (PNG, JPEG, WebP, BMP, "
                              f"GIF, TIFF).") from exc
         raise InputError(f"{name} declares too many pixels (decompression bomb?); the limit "
-                         f"is {MAX_PIXELS / 1e6:.0f} megapixels.") from exc
+                         f"is {max_pixels / 1e6:.0f} megapixels.") from exc
     except Exception as exc:  # malformed headers raise assorted errors
         raise InputError(f"{name} could not be read as an image: {exc}") from exc
     return img, name
 
 
-def load_image(source: Any, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> np.ndarray:
+def load_image(source: Any, max_side: int | None = None, min_side: int | None = None
+               ) -> np.ndarray:
     """Decode an upload into an RGB uint8 array (H, W, 3) within the size limits; an image
     with transparent pixels gives RGBA (H, W, 4), its alpha left to the model's
     preprocessing (:func:`runtime.preprocess.to_input`; :func:`display_rgb` for showing it).
 
     Args:
         source: a path, bytes, a PIL image or a numpy array.
-        max_side: longer side after downscaling.
-        min_side: smaller images are refused.
+        max_side: longer side after downscaling (None: the ``max_side`` setting).
+        min_side: smaller images are refused (None: the ``min_side`` setting).
 
     Raises:
         InputError: with a message for the user.
     """
+    max_side = limits().max_side if max_side is None else max_side
+    min_side = limits().min_side if min_side is None else min_side
     img, name = _open(source)
     w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise InputError(f"{name} is {w} x {h} pixels; the limit is {MAX_PIXELS / 1e6:.0f} "
-                         f"megapixels.")
+    if w * h > limits().max_pixels:
+        raise InputError(f"{name} is {w} x {h} pixels; the limit is "
+                         f"{limits().max_pixels / 1e6:.0f} megapixels.")
     if min(w, h) < min_side:
         raise InputError(f"{name} is only {w} x {h} pixels; images must be at least "
                          f"{min_side} x {min_side}.")
@@ -164,9 +165,10 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def load_bag(sources: list[Any] | None, max_bag: int = MAX_BAG) -> list[np.ndarray]:
+def load_bag(sources: list[Any] | None, max_bag: int | None = None) -> list[np.ndarray]:
     """Decode a bag of images (RGB, or RGBA where transparent, as :func:`load_image`); an
-    empty or oversized bag is refused."""
+    empty bag or one over ``max_bag`` (None: the ``max_bag`` setting) is refused."""
+    max_bag = limits().max_bag if max_bag is None else max_bag
     sources = [s for s in (sources or []) if s is not None]
     if not sources:
         raise InputError("The bag is empty: upload at least one image (or a video).")
@@ -186,9 +188,9 @@ def clean_query(text: Any) -> str:
     if text is None or not str(text).strip():
         raise InputError("Type a query word, for example 'sneaker' or 'bag'.")
     text = unicodedata.normalize("NFKC", str(text)).strip().lower()
-    if len(text) > MAX_QUERY_CHARS:
+    if len(text) > limits().max_query_chars:
         raise InputError(f"The query is {len(text)} characters long; the limit is "
-                         f"{MAX_QUERY_CHARS}.")
+                         f"{limits().max_query_chars}.")
     if any(unicodedata.category(c).startswith("C") for c in text):
         raise InputError("The query contains control characters; type a plain word.")
     return text

@@ -1,12 +1,23 @@
-"""Start the Gradio server (127.0.0.1 by default; auth when exposed)."""
+"""Start the Gradio server (127.0.0.1 by default; auth when exposed), with the queue,
+concurrency and upload limits of the serving settings (:mod:`app.settings`)."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
+from app.settings import ServeSettings, current as current_settings
 from runtime.engine import Engine
+
+log = logging.getLogger("replens.server")
+
+
+def busy_message(settings: ServeSettings) -> str:
+    return (f"RepLens is busy: {settings.queue_size} requests are already waiting (the "
+            f"queue_size setting). Try again in a few seconds.")
 
 
 NO_AUTH_WARNING = ("WARNING: serving on every network interface WITHOUT a login (--no-auth): "
@@ -55,9 +66,29 @@ def check_port_free(host: str, port: int) -> None:
                              f"REPLENS_PORT=N)") from None
 
 
-def create_app(artifacts: Path, retinaface_weights: str | None = None, concurrency: int = 2,
-               banner: str | None = None):
-    """Build the Blocks app with its queue configured (also used by tests)."""
+def _answer_busy_at_once(demo: Any, settings: ServeSettings) -> None:
+    """A request beyond the queue is refused by Gradio at once (HTTP 503); this gives that
+    answer RepLens' message. Gradio's own message stays if its queue API differs."""
+    queue = getattr(demo, "_queue", None)
+    push = getattr(queue, "push", None)
+    if push is None:
+        log.warning("this Gradio has no queue.push; a full queue answers with Gradio's message")
+        return
+
+    async def push_or_busy(*args: Any, **kwargs: Any):
+        ok, message, kind = await push(*args, **kwargs)
+        if kind == "queue_full":
+            log.info("request refused: the queue is full (%d waiting)", settings.queue_size)
+            message = busy_message(settings)
+        return ok, message, kind
+
+    queue.push = push_or_busy
+
+
+def create_app(artifacts: Path, retinaface_weights: str | None = None,
+               banner: str | None = None, settings: ServeSettings | None = None):
+    """Build the Blocks app with its queue configured (also used by tests); ``settings``
+    default to the ones in force (:func:`app.settings.current`)."""
     from app.faces import default_detector
     from app.ui import build_ui
 
@@ -67,21 +98,24 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None, concurren
             engine.get(name)
         except Exception:  # noqa: BLE001 - shown per tab; others keep working
             pass
+    s = settings or current_settings()
     demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner)
-    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    demo.queue(default_concurrency_limit=s.concurrency, max_size=s.queue_size)
+    _answer_busy_at_once(demo, s)
     return demo, engine
 
 
 def launch(artifacts: Path, port: int = 7860, expose: bool = False,
-           retinaface_weights: str | None = None, concurrency: int = 2,
-           t0: float | None = None, block: bool = True, no_auth: bool = False):
+           retinaface_weights: str | None = None, t0: float | None = None, block: bool = True,
+           no_auth: bool = False):
     host = "0.0.0.0" if expose else "127.0.0.1"
     auth = serving_auth(expose, no_auth)
     check_port_free(host, port)
     banner = NO_AUTH_WARNING if expose and auth is None else None
     if banner:
         print(f"[app] {banner}", flush=True)
-    demo, engine = create_app(artifacts, retinaface_weights, concurrency, banner=banner)
+    settings = current_settings()
+    demo, engine = create_app(artifacts, retinaface_weights, banner=banner, settings=settings)
     if not engine.names():
         print(f"[app] no models in {artifacts}: run `python -m app --artifacts {artifacts}` "
               f"without --no-build to build the defaults, or train and export your own "
@@ -89,7 +123,7 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
     for name, st in engine.status().items():
         print(f"[app] {name}: {st.get('status')} {st.get('provider', st.get('error', ''))}")
     demo.launch(server_name=host, server_port=port, auth=auth, show_error=False,
-                prevent_thread_lock=True, quiet=True, max_file_size="25mb")
+                prevent_thread_lock=True, quiet=True, max_file_size=settings.max_upload_bytes)
     url = f"http://{host}:{port}/"
     took = f" (ready in {time.time() - t0:.1f} s)" if t0 else ""
     print(f"[app] RepLens running at {url}{took}. Press Ctrl+C to stop.", flush=True)

@@ -14,6 +14,8 @@ import gradio as gr
 
 from app import __version__
 from app.tabs import tabs
+from app.outputs import OutputStore
+from app.settings import as_dict, current as settings
 from app.ui_common import TabContext
 from methods import get_method
 from runtime.engine import Engine
@@ -56,10 +58,22 @@ def served_models(engine: Engine, method: str) -> list[str]:
             if e.get("method") == method and e.get("served", True)]
 
 
+def answer_store() -> OutputStore:
+    """Where the answers' files go: inside Gradio's upload/cache folder (served in place),
+    bounded by the ``answer_cache_*`` settings."""
+    from gradio.utils import get_upload_folder
+
+    s = settings()
+    return OutputStore(Path(get_upload_folder()) / "replens-answers", s.answer_cache_answers,
+                       s.answer_cache_age_s)
+
+
 def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
-             banner: str | None = None) -> gr.Blocks:
+             banner: str | None = None, outputs: OutputStore | None = None) -> gr.Blocks:
     """Build the Blocks app. ``detector_factory`` builds the face detector on first use;
-    ``banner`` is a warning shown on top of every page (e.g. serving without a login)."""
+    ``banner`` is a warning shown on top of every page (e.g. serving without a login);
+    ``outputs`` is where answers' files are written (default :func:`answer_store`)."""
+    outputs = outputs or answer_store()
     detector_box: dict[str, Any] = {}
 
     def detector():
@@ -71,8 +85,11 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
 
     def status():
         """Active provider, versions and availability of every model."""
+        models = engine.status()
         return {"app_version": __version__, "artifacts": str(engine.artifacts),
-                "manifest_error": engine.manifest_error, "models": engine.status()}
+                "manifest_error": engine.manifest_error,
+                "manifest_warning": engine.manifest_warning, "limits": as_dict(settings()),
+                "models": models}
 
     examples = Path(engine.artifacts) / EXAMPLES_DIR
     with gr.Blocks(title="RepLens") as demo:
@@ -81,7 +98,8 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
         if banner:
             gr.Markdown(f"**{banner}**", elem_id="banner")
         for desc, tab in tabs():
-            tab.build(TabContext(engine, detector, examples, served_models(engine, desc.name)))
+            tab.build(TabContext(engine, detector, examples, served_models(engine, desc.name),
+                                 outputs))
         with gr.Tab("Models"):
             gr.Markdown(model_card_markdown(engine))
             s_btn = gr.Button("Status")

@@ -1,14 +1,21 @@
-"""What every tab shares: the error guard, JSON downloads, safe image uploads, file paths.
+"""What every tab shares: the request guard, the answer files, quiet inputs, file paths.
 
 A tab module (``app/tabs/<name>.py``, named by its method's descriptor) builds its
 components inside :func:`app.ui.build_ui`'s Blocks with a :class:`TabContext`.
+
+:func:`guard` wraps every endpoint: it runs the request under the time limit
+(``request_timeout_s``; a request over it is stopped - its onnxruntime runs are terminated -
+and answered with a message, and the worker is freed at once), turns the user's mistakes into
+a one-line log entry and a ``gr.Error`` message, and gives an unexpected failure an error id
+that is both in the user's message and beside the traceback in the server log.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
-import json
 import logging
-import tempfile
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,46 +23,132 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.inputs import InputError
+from app.outputs import OutputError, OutputStore
+from app.settings import current as settings
+from runtime.deadline import Deadline, RequestTimeout, using
 from runtime.engine import Engine, ModelUnavailableError
 
 log = logging.getLogger("replens.ui")
+
+# what a user can cause and fix: one line in the log, the message on the page
+EXPECTED = (InputError, ModelUnavailableError, OutputError, RequestTimeout)
 
 
 @dataclass
 class TabContext:
     """What a tab gets: the engine, the face detector (built on first use), the examples
-    folder, and the manifest names of the models of its method that can be served."""
+    folder, the manifest names of the models of its method that can be served, and the
+    store its answers' files are written to (:mod:`app.outputs`)."""
     engine: Engine
     detector: Callable[[], Any]
     examples: Path
     models: list[str]
+    outputs: OutputStore
 
 
-def save_report(report: dict[str, Any], name: str) -> str:
-    """Write a JSON report to a temp file for download."""
-    fd, path = tempfile.mkstemp(prefix=f"replens-{name}-", suffix=".json")
-    with open(fd, "w") as fh:
-        json.dump(report, fh, indent=2, default=str)
-    return path
+def error_id() -> str:
+    """A short id that ties a user's error message to its server log line."""
+    return uuid.uuid4().hex[:8]
+
+
+def _answer(endpoint: str, exc: BaseException) -> gr.Error:
+    """The message for a failed request (and its log line)."""
+    if isinstance(exc, EXPECTED):
+        log.info("/%s refused: %s", endpoint, " ".join(str(exc).split()))
+        return gr.Error(str(exc), print_exception=False)
+    if isinstance(exc, gr.Error):
+        log.info("/%s refused: %s", endpoint, " ".join(str(exc.message).split()))
+        return gr.Error(exc.message, print_exception=False)
+    eid = error_id()
+    log.error("/%s failed unexpectedly [error id %s]", endpoint, eid, exc_info=exc)
+    return gr.Error(f"Internal error ({type(exc).__name__}) [error id {eid}]; the app is still "
+                    f"running. If you report it, give this id: it marks the details in the "
+                    f"server log.", print_exception=False)
 
 
 def guard(fn: Callable) -> Callable:
-    """Turn expected errors into gr.Error messages; log unexpected ones without a traceback
-    in the page. The wrapper keeps ``fn``'s signature, so the API's parameters have its
-    names (``image``, ``threshold``, ...) rather than ``param_0``."""
+    """An endpoint under the request time limit, with expected errors as messages.
+
+    The wrapper keeps ``fn``'s signature, so the API's parameters have its names (``image``,
+    ``threshold``, ...) rather than ``param_0``; the endpoint is named after ``fn``."""
+    endpoint = fn.__name__
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
-        try:
-            return fn(*args, **kwargs)
-        except (InputError, ModelUnavailableError) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except gr.Error:
-            raise
-        except Exception as exc:  # keep serving; details go to the server log only
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Internal error ({type(exc).__name__}); the app is still running. "
-                           f"See the server log for details.", print_exception=False) from None
+        limit = settings().request_timeout_s
+        deadline = Deadline(limit)
+        box: dict[str, Any] = {}
+        context = contextvars.copy_context()  # Gradio's request context goes along
+
+        def work() -> None:
+            try:
+                with using(deadline):
+                    box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                box["error"] = exc
+
+        worker = threading.Thread(target=context.run, args=(work,), daemon=True,
+                                  name=f"replens-{endpoint}")
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():  # over the limit: stop its model runs, free this worker now
+            deadline.cancel()
+            raise _answer(endpoint, RequestTimeout(
+                f"The request took longer than the limit of {limit:g} s and was stopped. Try "
+                f"a smaller input (fewer images or frames, a smaller photo); the limit is the "
+                f"request_timeout_s setting.")) from None
+        if "error" in box:
+            raise _answer(endpoint, box["error"]) from None
+        return box["value"]
     return wrapper
+
+
+def _quietly(preprocess: Callable) -> Callable:
+    """A component's ``preprocess`` whose own input checks (a slider value out of range, a
+    choice not in the list) are logged as one line instead of printed with a traceback."""
+
+    def wrapped(self, payload):  # type: ignore[no-untyped-def]
+        try:
+            return preprocess(self, payload)
+        except gr.Error as exc:
+            log.info("input %r refused: %s", getattr(self, "label", "?"),
+                     " ".join(str(exc.message).split()))
+            raise gr.Error(exc.message, print_exception=False) from None
+    return wrapped
+
+
+# Subclasses render with their Gradio parent's front end (``is_template``, the parent's id).
+class Slider(gr.Slider):
+    """gr.Slider with quiet range checks."""
+
+    is_template = True
+    preprocess = _quietly(gr.Slider.preprocess)
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Slider.get_component_class_id()
+
+
+class Number(gr.Number):
+    """gr.Number with quiet range checks."""
+
+    is_template = True
+    preprocess = _quietly(gr.Number.preprocess)
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Number.get_component_class_id()
+
+
+class Dropdown(gr.Dropdown):
+    """gr.Dropdown with a quiet choice check."""
+
+    is_template = True
+    preprocess = _quietly(gr.Dropdown.preprocess)
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Dropdown.get_component_class_id()
 
 
 class SafeImage(gr.Image):

@@ -6,9 +6,19 @@
   active provider is reported.
 * ``run`` is safe to call from several threads: onnxruntime's ``InferenceSession.run`` is
   thread-safe and the engine keeps no per-call state; lazy loading is guarded by a lock.
+* Files can change under a running app: each ``get`` looks at the manifest's and the model
+  file's stat (inode, size, mtime). A changed manifest is re-read (a request in flight
+  finishes with the model it has); a model whose entry changed is reloaded after its sha256
+  check, so a re-export is served without a restart. A model file deleted or rewritten
+  under the app gives that model a clear error (the others keep answering) until a file
+  matching the manifest is back. An unreadable manifest (being rewritten by hand, say)
+  keeps the last good one in service.
+* Under a request deadline (:mod:`runtime.deadline`) a run is terminated when the request
+  is stopped.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -16,9 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from runtime import deadline as deadlines
 from runtime.artifacts import artifacts_dir
-from runtime.manifest import ManifestError, read_manifest, sha256_file
+from runtime.manifest import ManifestError, manifest_path, read_manifest, sha256_file
 from runtime.preprocess import PreprocessSpec, to_input
+
+log = logging.getLogger("replens.engine")
+FileStat = tuple[int, int, int]
+
+
+def file_stat(path: Path) -> FileStat | None:
+    """(inode, size, mtime_ns) of ``path``, None when it is missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class ModelUnavailableError(RuntimeError):
@@ -53,6 +76,7 @@ class OnnxModel:
 
         self.name, self.entry = name, entry
         self.path = artifacts / entry["file"]
+        self.stat = file_stat(self.path)  # what was loaded (before reading: a later change shows)
         if not self.path.is_file():
             raise ModelUnavailableError(f"{name}: ONNX file {self.path} is missing; "
                                         f"re-run `python -m export --all`")
@@ -90,7 +114,17 @@ class OnnxModel:
         missing = set(self.input_names) - set(inputs)
         if missing:
             raise ValueError(f"{self.name}: missing inputs {sorted(missing)}")
-        outs = self.session.run(None, {k: inputs[k] for k in self.input_names})
+        feeds = {k: inputs[k] for k in self.input_names}
+        deadline = deadlines.current()
+        if deadline is None:
+            outs = self.session.run(None, feeds)
+        else:  # a request with a time limit: the run is terminated if the request is stopped
+            import onnxruntime as ort
+
+            deadline.check()
+            opts = ort.RunOptions()
+            with deadline.watch(opts):
+                outs = self.session.run(None, feeds, opts)
         return dict(zip(self.output_names, outs))
 
 
@@ -104,42 +138,92 @@ class Engine:
     def __init__(self, artifacts: str | Path | None = None) -> None:
         self.artifacts = artifacts_dir(artifacts)
         self._models: dict[str, OnnxModel] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, tuple[str, FileStat | None]] = {}  # message, file stat then
         self._lock = threading.Lock()
+        self.manifest: dict[str, Any] = {"models": {}}
+        self.manifest_error: str | None = None
+        self.manifest_warning: str | None = None
+        self._manifest_stat: FileStat | None = None
+        self._manifest_loaded = False
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Re-read the manifest if its file changed (call with the lock held)."""
+        path = manifest_path(self.artifacts)
+        st = file_stat(path)
+        if self._manifest_loaded and st == self._manifest_stat:
+            return
         try:
-            self.manifest: dict[str, Any] = read_manifest(self.artifacts)
-            self.manifest_error: str | None = None
+            new = read_manifest(self.artifacts)
         except ManifestError as exc:
+            if self.manifest["models"] and self.manifest_error is None:
+                msg = (f"{exc}; still serving the models of the last readable manifest")
+                if msg != self.manifest_warning:
+                    log.warning(msg)
+                self.manifest_warning = msg
+                return  # retried on the next request
             self.manifest, self.manifest_error = {"models": {}}, str(exc)
+            self._manifest_stat, self._manifest_loaded = st, True
+            return
+        old = self.manifest["models"]
+        self.manifest, self.manifest_error, self.manifest_warning = new, None, None
+        self._manifest_stat, self._manifest_loaded = st, True
+        for name in set(self._models) | set(self._errors):
+            if old.get(name) != new["models"].get(name):  # re-exported or removed: reload
+                self._models.pop(name, None)
+                self._errors.pop(name, None)
+                log.info("manifest changed: %s will be reloaded", name)
 
     def names(self) -> list[str]:
+        with self._lock:
+            self._refresh()
         return list(self.manifest["models"])
 
     def get(self, name: str, method: str | None = None) -> OnnxModel:
         """The model ``name``; with ``method``, refused unless it is a model of that method
         (a face command given a bag model, say), naming the models that would do."""
-        if method is not None:
-            entry = self.manifest["models"].get(name)
-            if entry is not None and entry.get("method") != method:
-                fit = [n for n, e in self.manifest["models"].items() if e.get("method") == method]
-                raise ModelUnavailableError(
-                    f"model {name!r} is a {entry.get('method')} model; this needs a {method} "
-                    f"model: " + (", ".join(fit) if fit else "none is exported"))
         with self._lock:
+            self._refresh()
+            if method is not None:
+                entry = self.manifest["models"].get(name)
+                if entry is not None and entry.get("method") != method:
+                    fit = [n for n, e in self.manifest["models"].items()
+                           if e.get("method") == method]
+                    raise ModelUnavailableError(
+                        f"model {name!r} is a {entry.get('method')} model; this needs a "
+                        f"{method} model: " + (", ".join(fit) if fit else "none is exported"))
             if name in self._models:
-                return self._models[name]
+                model = self._models[name]
+                now = file_stat(model.path)
+                if now == model.stat:
+                    return model
+                del self._models[name]  # the file changed under the app: check it again
+                if now is None:
+                    msg = (f"{name}: its ONNX file {model.path} was deleted while the app was "
+                           f"running; re-export it (`python -m export --all`): the app serves "
+                           f"it again without a restart")
+                    log.warning(msg)
+                    self._errors[name] = (msg, None)
+                    raise ModelUnavailableError(msg)
+                log.warning("%s: %s changed on disk; checking it again", name, model.path)
             if self.manifest_error:
                 raise ModelUnavailableError(self.manifest_error)
             if name not in self.manifest["models"]:
                 raise ModelUnavailableError(
                     f"model {name!r} is not in {self.artifacts}/manifest.json; train and "
                     f"export it (`python -m training {name}` then `python -m export --all`)")
+            entry = self.manifest["models"][name]
             if name in self._errors:
-                raise ModelUnavailableError(self._errors[name])
+                msg, then = self._errors[name]
+                if file_stat(self.artifacts / str(entry.get("file", ""))) == then:
+                    raise ModelUnavailableError(msg)
+                del self._errors[name]  # the file changed since: try again
             try:
-                model = OnnxModel(name, self.manifest["models"][name], self.artifacts)
+                model = OnnxModel(name, entry, self.artifacts)
             except (ModelUnavailableError, KeyError, OSError) as exc:
-                self._errors[name] = str(exc)
+                stat = file_stat(self.artifacts / str(entry.get("file", "")))
+                self._errors[name] = (str(exc), stat)
                 raise ModelUnavailableError(str(exc)) from exc
             self._models[name] = model
             return model

@@ -201,10 +201,10 @@ def test_missing_model_disables_only_its_tab(smoke_artifacts, tmp_path):
 def test_oversized_bag_and_unicode_query(client, smoke_artifacts):
     from gradio_client import handle_file
 
-    from app.inputs import MAX_BAG
+    from app.settings import current as limits
 
     f = handle_file(str(_files(smoke_artifacts, "fashion")[0]))
-    assert "limit" in _err(client, [f] * (MAX_BAG + 1), "bag", api_name="/query")
+    assert "limit" in _err(client, [f] * (limits().max_bag + 1), "bag", api_name="/query")
     msg = _err(client, [f, f], "ünïcödé-wörd", api_name="/query")
     assert "no word vector" in msg
     assert "limit" in _err(client, [f, f], "w" * 300, api_name="/query")

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.inputs import (MAX_BAG, MAX_SIDE, InputError, clean_query, display_rgb, load_bag,
+from app.settings import current as limits
+from app.inputs import (InputError, clean_query, display_rgb, load_bag,
                         load_image)
 
 
@@ -91,7 +92,7 @@ def test_animated_gif_first_frame(tmp_path):
 
 def test_large_photo_downscaled():
     arr = load_image(_png_bytes(_rgb(3000, 1500)))
-    assert max(arr.shape[:2]) == MAX_SIDE and arr.shape[1] == MAX_SIDE
+    assert max(arr.shape[:2]) == limits().max_side and arr.shape[1] == limits().max_side
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,7 +123,7 @@ def test_bags():
         load_bag(None)
     png = _png_bytes(_rgb(28, 28))
     with pytest.raises(InputError, match="limit"):
-        load_bag([png] * (MAX_BAG + 1))
+        load_bag([png] * (limits().max_bag + 1))
     with pytest.raises(InputError, match="Image 2 of the bag"):
         load_bag([png, b"garbage"])
     assert len(load_bag([png, png])) == 2

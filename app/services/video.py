@@ -8,12 +8,10 @@ import numpy as np
 
 from runtime.engine import Engine
 from app.faces import FaceDetector
-from app.inputs import MAX_BAG, MAX_SIDE, InputError
+from app.inputs import InputError
 from app.services.face import analyze_face
+from app.settings import current as limits
 from app.viz import timeline
-
-MAX_VIDEO_FRAMES = 64
-MAX_VIDEO_SECONDS = 600
 
 
 def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[float]]:
@@ -24,11 +22,12 @@ def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[floa
 
     if path is None:
         raise InputError("No video was given.")
-    if not 1 <= max_frames <= MAX_VIDEO_FRAMES:
-        raise InputError(f"Frames to sample must be between 1 and {MAX_VIDEO_FRAMES}.")
+    lim = limits()
+    if not 1 <= max_frames <= lim.max_video_frames:
+        raise InputError(f"Frames to sample must be between 1 and {lim.max_video_frames}.")
     try:
         frames = video_to_frames(str(path), max_frames=max_frames,
-                                 max_seconds=MAX_VIDEO_SECONDS, size=MAX_SIDE)
+                                 max_seconds=lim.max_video_seconds, size=lim.max_side)
     except (VideoReadError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     if not frames:
@@ -37,7 +36,7 @@ def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[floa
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     cap.release()
-    duration = min(count / fps, MAX_VIDEO_SECONDS) if fps > 0 and count > 0 else float(len(frames))
+    duration = min(count / fps, lim.max_video_seconds) if fps > 0 and count > 0 else float(len(frames))
     # video_to_frames samples the centres of equal segments
     times = [(i + 0.5) * duration / len(frames) for i in range(len(frames))]
     return frames, times
@@ -45,7 +44,7 @@ def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[floa
 
 def video_bag(path: Any, max_frames: int = 16) -> list[np.ndarray]:
     """A video as a qMIL bag of evenly sampled frames."""
-    frames, _ = read_frames(path, min(max_frames, MAX_BAG))
+    frames, _ = read_frames(path, min(max_frames, limits().max_bag))
     return frames
 
 

@@ -22,7 +22,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import SafeImage, file_path, guard, save_report
+    from app.ui_common import Dropdown, SafeImage, file_path, guard
 
     labels_cls = ctx.engine.manifest["models"].get(classify_svc.MODEL, {}).get("labels", [])
 
@@ -41,13 +41,15 @@ def build(ctx: "TabContext") -> None:
         rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
                          for t in res.report["top"])
         text = ("| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
-        return text, res.cam, cam_ce, r, save_report(r, "classify")
+        out = ctx.outputs.new("classify")
+        return (text, out.image(res.cam, "gradcam"), out.image(cam_ce, "gradcam-ce"), r,
+                out.json(r, "classify"))
 
     with gr.Tab("Classifier (ABC-Norm)"):
         with gr.Row():
             with gr.Column():
                 c_img = SafeImage(type="filepath", label="Image", elem_id="classify-input")
-                c_cls = gr.Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
+                c_cls = Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
                 c_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
             with gr.Column():
                 c_text = gr.Markdown()

@@ -19,7 +19,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import SafeImage, example_truth, file_path, guard, save_report
+    from app.ui_common import Dropdown, Number, SafeImage, Slider, example_truth, file_path, guard
 
     seq_models = ctx.models or ["seqfake"]
 
@@ -39,8 +39,9 @@ def build(ctx: "TabContext") -> None:
             text += f"\n\n**Truth (example's name):** {truth.replace(' ', ' -> ')}"
         if r.get("trained_on"):
             text += f"\n\n_{r['trained_on']}_"
-        return (text, res.annotated if res.annotated is not None else res.crop, res.crop,
-                res.where, r, save_report(r, "face"))
+        out = ctx.outputs.new("face")  # the answer's own files, never rewritten
+        return (text, out.image(res.annotated if res.annotated is not None else res.crop, "faces"),
+                out.image(res.crop, "crop"), out.image(res.where, "where"), r, out.json(r, "face"))
 
     @guard
     def face_video(video, threshold, max_frames, is_crop):
@@ -49,7 +50,8 @@ def build(ctx: "TabContext") -> None:
 
         res = analyze_video(ctx.engine, ctx.detector(), file_path(video), threshold=threshold,
                             max_frames=int(max_frames or 16), is_crop=bool(is_crop))
-        return res.timeline, res.report, save_report(res.report, "video")
+        out = ctx.outputs.new("face_video")
+        return out.image(res.timeline, "timeline"), res.report, out.json(res.report, "video")
 
     with gr.Tab("Face (sequential deepfake)"):
         gr.Markdown("The default model is trained on **procedurally generated faces** "
@@ -59,11 +61,11 @@ def build(ctx: "TabContext") -> None:
         with gr.Row():
             with gr.Column():
                 f_img = SafeImage(type="filepath", label="Image with a face", elem_id="face-input")
-                f_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
-                f_idx = gr.Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
+                f_thr = Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
+                f_idx = Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
                 f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
                                      elem_id="face-crop")
-                f_model = gr.Dropdown(seq_models, value=seq_models[0], label="Model (components/attributes)")
+                f_model = Dropdown(seq_models, value=seq_models[0], label="Model (components/attributes)")
                 f_btn = gr.Button("Analyse", variant="primary", elem_id="face-btn")
             with gr.Column():
                 f_text = gr.Markdown()
@@ -85,7 +87,7 @@ def build(ctx: "TabContext") -> None:
                     [f_text, f_annot, f_cropimg, f_where, f_json, f_file], api_name="face")
         with gr.Accordion("Video", open=False):
             v_in = gr.Video(label="Video with a face")
-            v_frames = gr.Slider(2, 64, value=16, step=1, label="Frames to sample")
+            v_frames = Slider(2, 64, value=16, step=1, label="Frames to sample")
             v_crop = gr.Checkbox(value=False, label="Frames are face crops")
             v_btn = gr.Button("Analyse video")
             v_plot = gr.Image(label="Timeline")

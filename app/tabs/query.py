@@ -23,7 +23,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import example_truth, file_path, guard, save_report
+    from app.ui_common import example_truth, file_path, guard
 
     @guard
     def query(files, word):
@@ -47,7 +47,8 @@ def build(ctx: "TabContext") -> None:
             text += (f"\n\n**Truth (examples' names):** the bag "
                      + (f"holds '{r['query']}' (instance {', '.join(map(str, where))})" if where
                         else f"holds no '{r['query']}'"))
-        return text, res.tiles, r, save_report(r, "query")
+        out = ctx.outputs.new("query")
+        return text, out.gallery(res.tiles, "instance"), r, out.json(r, "query")
 
     with gr.Tab("Bag query (qMIL)"):
         with gr.Row():

@@ -18,7 +18,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import SafeImage, file_path, guard, save_report
+    from app.ui_common import Dropdown, SafeImage, Slider, file_path, guard
 
     labels_dcl = ctx.engine.manifest["models"].get(retrieval_svc.MODEL, {}).get("labels", [])
 
@@ -30,14 +30,15 @@ def build(ctx: "TabContext") -> None:
         text = f"{len(r['neighbours'])} nearest neighbours"
         if "precision_at_k" in r:
             text += f"; precision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
-        return text, res.tiles, r, save_report(r, "neighbours")
+        out = ctx.outputs.new("neighbours")
+        return text, out.gallery(res.tiles, "neighbour"), r, out.json(r, "neighbours")
 
     with gr.Tab("Retrieval (DCL)"):
         with gr.Row():
             with gr.Column():
                 r_img = SafeImage(type="filepath", label="Query image", elem_id="retrieval-input")
-                r_k = gr.Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
-                r_lab = gr.Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
+                r_k = Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
+                r_lab = Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
                 r_btn = gr.Button("Search", variant="primary", elem_id="retrieval-btn")
             with gr.Column():
                 r_text = gr.Markdown()
