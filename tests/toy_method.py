@@ -116,8 +116,10 @@ def run_cli(args: argparse.Namespace, engine) -> dict[str, Any] | None:
     return predict(engine, args.values) if args.cmd == "toyline" else None
 
 
-def sample_requests(examples, handle_file) -> list:
-    return [("/toyline", ("1,1,1,1,1,1,1,1",), lambda r: r["y"])]
+def load_requests(lc) -> list:
+    from app.loadmix import Request
+
+    return [Request("/toyline", ("1,1,1,1,1,1,1,1",), lambda r: r["y"], label="toy line")]
 
 
 DESCRIPTOR = MethodDescriptor(

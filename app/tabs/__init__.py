@@ -3,7 +3,7 @@
 A tab module defines ``TITLE``, ``build(ctx)`` (its Gradio components and events, inside
 the app's Blocks; gradio is imported there, so the CLI does not pay for it),
 ``add_cli(subparsers)`` / ``run_cli(args, engine)`` (its ``python -m app.cli`` commands)
-and ``sample_requests(examples, handle_file)`` (what the load test sends).
+and ``load_requests(lc)`` (what the load test and the soak send: :mod:`app.loadmix`).
 """
 from __future__ import annotations
 

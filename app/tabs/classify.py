@@ -99,9 +99,18 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     return res.report
 
 
-def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
-    fashion = sorted((examples / "fashion").glob("*.png"))
-    if not fashion:
+def load_requests(lc: Any) -> list[Any]:
+    """What the load test sends: Fashion-MNIST images and a photograph; hostile: a text
+    file named .png, a 4 x 4 image."""
+    from app.loadmix import Request
+
+    def key(r):
+        return {k: v.get("top") for k, v in r[3].items()}
+
+    fashion = sorted((lc.examples / "fashion").glob("*.png"))
+    if classify_svc.MODEL not in lc.served or not fashion:
         return []
-    return [("/classify", (handle_file(str(fashion[0])), ""),
-             lambda r: r[3][classify_svc.MODEL]["top"])]
+    return ([Request("/classify", (lc.file(p), ""), key, label=f"classify {p.name}") for p in fashion[:3]]
+            + [Request("/classify", (lc.file(lc.photos["coffee"]), ""), key, label="classify a photograph"),
+               Request("/classify", (lc.file(lc.hostile["text"]), ""), key, True, "text file named .png"),
+               Request("/classify", (lc.file(lc.hostile["tiny"]), ""), key, True, "4 x 4 image")])

@@ -127,10 +127,33 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     return analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop).report
 
 
-def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
-    """(api_name, args, answer key) on the shipped examples, for the load test."""
-    faces = sorted((examples / "faces").glob("*.png"))
-    if not faces:
-        return []
-    return [("/face", (handle_file(str(faces[0])), 0.5, 1, True, "seqfake"),
-             lambda r: (r[4]["sequence"], r[4]["probabilities"]))]
+def load_requests(lc: Any) -> list[Any]:
+    """What the load test sends (:class:`app.loadmix.Request`): face crops, a photograph
+    with a face (detected), a video of crops; hostile: a truncated PNG, a photograph with no
+    face."""
+    from app.loadmix import Request, video_from
+
+    def key(r):
+        return r[4]["sequence"], r[4]["probabilities"]
+
+    faces = sorted((lc.examples / "faces").glob("*.png"))
+    attrs = sorted((lc.examples / "faces_attr").glob("*.png"))
+    out: list[Any] = []
+    if "seqfake" in lc.served and faces:
+        out += [Request("/face", (lc.file(p), 0.5, 1, True, "seqfake"), key, label=f"face crop {p.name}")
+                for p in faces[:4]]
+        out.append(Request("/face", (lc.file(lc.photos["astronaut"]), 0.5, 1, False, "seqfake"), key,
+                           label="face photograph (astronaut, detected)"))
+        video = video_from(faces[:4], lc.work / "faces.mp4")
+        if video is not None:
+            out.append(Request("/face_video", (lc.file(video), 0.5, 4, True),
+                               lambda r: [(f.get("fake_probability"), f.get("error"))
+                                          for f in r[1]["frames"]], label="video of face crops"))
+        out += [Request("/face", (lc.file(lc.hostile["truncated"]), 0.5, 1, False, "seqfake"), key,
+                        True, "truncated PNG"),
+                Request("/face", (lc.file(lc.photos["china"]), 0.5, 1, False, "seqfake"), key,
+                        True, "photograph without a face")]
+    if "seqfake_attr" in lc.served and attrs:
+        out.append(Request("/face", (lc.file(attrs[0]), 0.5, 1, True, "seqfake_attr"), key,
+                           label=f"attribute face {attrs[0].name}"))
+    return out

@@ -101,10 +101,24 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     return qmil_svc.query_bag(engine, files, args.word).report
 
 
-def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
-    bags = sorted(p for p in (examples / "bags").iterdir() if p.is_dir()) \
-        if (examples / "bags").is_dir() else []
-    if not bags:
+def load_requests(lc: Any) -> list[Any]:
+    """What the load test sends: the example bags with their words, a bag of photographs;
+    hostile: a bag holding a text file, a query that is not a word."""
+    from app.loadmix import Request
+
+    def key(r):
+        return r[2]["answer"], r[2]["probability"], r[2]["attention"]
+
+    bags = sorted(p for p in (lc.examples / "bags").iterdir() if p.is_dir()) \
+        if (lc.examples / "bags").is_dir() else []
+    if qmil_svc.MODEL not in lc.served or not bags:
         return []
-    return [("/query", ([handle_file(str(p)) for p in sorted(bags[0].glob("*.png"))], "sneaker"),
-             lambda r: (r[2]["answer"], r[2]["probability"], r[2]["attention"]))]
+    out = [Request("/query", ([lc.file(p) for p in sorted(b.glob("*.png"))], example_word(b.name)),
+                   key, label=f"bag {b.name}") for b in bags[:3]]
+    out.append(Request("/query", ([lc.file(lc.photos[n]) for n in ("china", "flower", "coffee")],
+                                  "sneaker"), key, label="bag of photographs"))
+    first = [lc.file(p) for p in sorted(bags[0].glob("*.png"))][:3]
+    out += [Request("/query", (first + [lc.file(lc.hostile["text"])], "sneaker"), key, True,
+                    "bag with a text file"),
+            Request("/query", (first, "zqxjv"), key, True, "query that is not a word")]
+    return out

@@ -71,9 +71,19 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     return retrieval_svc.neighbours(engine, args.image, args.k, args.label).report
 
 
-def sample_requests(examples: Any, handle_file: Any) -> list[tuple[str, tuple, Any]]:
-    fashion = sorted((examples / "fashion").glob("*.png"))
-    if len(fashion) < 2:
+def load_requests(lc: Any) -> list[Any]:
+    """What the load test sends: Fashion-MNIST images and a photograph; hostile: an empty
+    file."""
+    from app.loadmix import Request
+
+    def key(r):
+        return [(n["id"], n["similarity"]) for n in r[2]["neighbours"]]
+
+    fashion = sorted((lc.examples / "fashion").glob("*.png"))
+    if retrieval_svc.MODEL not in lc.served or not fashion:
         return []
-    return [("/neighbours", (handle_file(str(fashion[1])), 8, ""),
-             lambda r: [h["index"] for h in r[2]["neighbours"]])]
+    return ([Request("/neighbours", (lc.file(p), 8, ""), key, label=f"neighbours {p.name}")
+             for p in fashion[1:3]]
+            + [Request("/neighbours", (lc.file(lc.photos["chelsea"]), 4, ""), key,
+                       label="neighbours of a photograph"),
+               Request("/neighbours", (lc.file(lc.hostile["empty"]), 8, ""), key, True, "empty file")])
