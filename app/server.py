@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.settings import ServeSettings, current as current_settings
+from app.settings import ServeSettings, configure, current as current_settings
 from runtime.engine import Engine
 
 log = logging.getLogger("replens.server")
@@ -87,8 +87,9 @@ def _answer_busy_at_once(demo: Any, settings: ServeSettings) -> None:
 
 def create_app(artifacts: Path, retinaface_weights: str | None = None,
                banner: str | None = None, settings: ServeSettings | None = None):
-    """Build the Blocks app with its queue configured (also used by tests); ``settings``
-    default to the ones in force (:func:`app.settings.current`)."""
+    """Build the Blocks app with its queue configured (also used by tests); ``settings``,
+    when given, become the ones in force (:func:`app.settings.configure`), else those in
+    force are used."""
     from app.faces import default_detector
     from app.ui import build_ui
 
@@ -98,7 +99,7 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None,
             engine.get(name)
         except Exception:  # noqa: BLE001 - shown per tab; others keep working
             pass
-    s = settings or current_settings()
+    s = configure(settings) if settings is not None else current_settings()
     demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner)
     demo.queue(default_concurrency_limit=s.concurrency, max_size=s.queue_size)
     _answer_busy_at_once(demo, s)
