@@ -25,9 +25,11 @@ EXAMPLES_DIR = "examples"
 
 def model_card_markdown(engine: Engine) -> str:
     """A model card per exported model, from the manifest and the method's descriptor."""
-    lines = [f"**RepLens {__version__}** - artifacts: `{engine.artifacts}`\n"]
+    limits = ", ".join(f"{k} {v:g}" for k, v in as_dict(settings()).items())
+    lines = [f"**RepLens {__version__}** - artifacts: `{engine.artifacts}`\n",
+             f"Serving limits in force (app/serve.yaml, REPLENS_<KEY>, flags): {limits}\n"]
     if engine.manifest_error:
-        return lines[0] + f"\n**No models:** {engine.manifest_error}"
+        return "\n".join(lines) + f"\n**No models:** {engine.manifest_error}"
     for name, st in engine.status().items():
         entry = engine.manifest["models"][name]
         lines.append(f"### {name}")

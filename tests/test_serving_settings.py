@@ -25,6 +25,13 @@ def test_every_setting_has_its_default_once_in_serve_yaml():
     assert load_settings({}, environ={}).queue_size == data["queue_size"]
 
 
+def test_readme_documents_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, value in yaml.safe_load(SETTINGS_FILE.read_text()).items():
+        row = f"| `{key}` | {value} | `REPLENS_{key.upper()}` | `--{key.replace('_', '-')}` |"
+        assert row in readme, row
+
+
 def test_environment_then_flags_override_the_file():
     s = load_settings({}, environ={"REPLENS_QUEUE_SIZE": "7", "REPLENS_REQUEST_TIMEOUT_S": "2.5"})
     assert s.queue_size == 7 and s.request_timeout_s == 2.5
