@@ -199,6 +199,7 @@ def run_level(url: str, mix: list[Request], expected: dict[int, Any], clients: i
         t.join()
     wall = time.time() - t_start
     end = _rss(proc)
+    rss["peak"] = max(rss["peak"], end)
     warm = rss["warm"] or end
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
     return {"clients": clients, "duration_s": round(wall, 1), **counts,
