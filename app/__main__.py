@@ -1,6 +1,8 @@
-"""The main command: build the default artifacts if missing, then serve the app.
+"""The main command: serve the app at once, and build the default models that are missing
+behind it (a background worker; each tab answers when its model lands; progress on the page).
 
     python -m app [--artifacts DIR] [--port 7860] [--expose [--no-auth]] [--no-build] [--build-only]
+                  [--smoke] [--only RUN,...]
 
 Binds 127.0.0.1 unless ``--expose`` is given; then ``REPLENS_AUTH=user:password`` is
 required (basic authentication), or ``--no-auth`` to serve without a login, with a warning
@@ -28,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--build-only", action="store_true", help="build the artifacts and exit")
     p.add_argument("--smoke", action="store_true",
                    help="build with tiny training budgets (pipeline check, not useful models)")
+    p.add_argument("--only", metavar="RUN,...",
+                   help="build only these default runs (others are served if present)")
     p.add_argument("--retinaface-weights", help="use RetinaFace with this local weights file")
     from app.settings import add_arguments
 
@@ -56,19 +60,23 @@ def _main(argv: list[str] | None) -> int:
 
         serving_auth(args.expose, args.no_auth)
         check_port_free("0.0.0.0" if args.expose else "127.0.0.1", args.port)
-    if not args.no_build:
-        from app.build import ensure_artifacts
+    from app.build import ensure_artifacts, iter_runs, plan, start_background
 
-        ensure_artifacts(artifacts, smoke=args.smoke)
+    only = iter_runs(args.only)
+    plan(artifacts, args.smoke, only)  # an unknown --only run is refused before anything runs
     if args.build_only:
+        ensure_artifacts(artifacts, smoke=args.smoke, only=only)
         print(f"[app] artifacts ready in {artifacts}")
         return 0
+    # serve at once; what is missing is built behind the page by a worker process
+    worker = None if args.no_build else start_background(artifacts, smoke=args.smoke, only=only)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from app.server import launch
 
     return launch(artifacts, port=args.port, expose=args.expose,
-                  retinaface_weights=args.retinaface_weights, t0=t0, no_auth=args.no_auth)
+                  retinaface_weights=args.retinaface_weights, t0=t0, no_auth=args.no_auth,
+                  worker=worker)
 
 
 if __name__ == "__main__":

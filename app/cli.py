@@ -5,7 +5,7 @@
     python -m app.cli query --bag DIR_OR_VIDEO --word WORD
     python -m app.cli neighbours IMAGE [-k 8] [--label sneaker]
     python -m app.cli classify IMAGE [--model abcnorm] [--cam-class sneaker]
-    python -m app.cli status
+    python -m app.cli status         # models, and the background build's queue (as /status)
 
 Each tab (``app/tabs/``) adds its own commands. Bad input exits with status 2 and a
 one-line message on stderr.
@@ -36,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     engine = Engine(args.artifacts)
     if args.cmd == "status":
-        return {"manifest_error": engine.manifest_error, "models": engine.status()}
+        from app.build import read_status
+
+        return {"manifest_error": engine.manifest_error, "build": read_status(engine.artifacts),
+                "models": engine.status()}
     for _, tab in tabs():
         report = tab.run_cli(args, engine)
         if report is not None:

@@ -99,16 +99,37 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None,
             engine.get(name)
         except Exception:  # noqa: BLE001 - shown per tab; others keep working
             pass
+    from app.build import pending_message, read_status
+
+    engine.pending = lambda name: pending_message(engine.artifacts, name)  # "training qmil: ..."
     s = configure(settings) if settings is not None else current_settings()
-    demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner)
+    demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner,
+                    build_status=lambda: read_status(engine.artifacts))
     demo.queue(default_concurrency_limit=s.concurrency, max_size=s.queue_size)
     _answer_busy_at_once(demo, s)
     return demo, engine
 
 
+def stop_worker(worker: Any, timeout: float = 150) -> None:
+    """Stop the build worker: SIGTERM (the running training saves a resumable checkpoint)."""
+    import signal
+    import subprocess
+
+    if worker is None or worker.poll() is not None:
+        return
+    print("[app] stopping the build worker (the running training saves a checkpoint) ...", flush=True)
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
 def launch(artifacts: Path, port: int = 7860, expose: bool = False,
            retinaface_weights: str | None = None, t0: float | None = None, block: bool = True,
-           no_auth: bool = False):
+           no_auth: bool = False, worker: Any = None):
+    """Serve (blocking unless ``block=False``); ``worker`` is the background build process,
+    stopped with the server (Ctrl-C or SIGTERM)."""
     host = "0.0.0.0" if expose else "127.0.0.1"
     auth = serving_auth(expose, no_auth)
     check_port_free(host, port)
@@ -117,10 +138,13 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
         print(f"[app] {banner}", flush=True)
     settings = current_settings()
     demo, engine = create_app(artifacts, retinaface_weights, banner=banner, settings=settings)
-    if not engine.names():
+    if not engine.names() and worker is None:
         print(f"[app] no models in {artifacts}: run `python -m app --artifacts {artifacts}` "
               f"without --no-build to build the defaults, or train and export your own "
               f"(`python -m training METHOD`, `python -m export --all`)", flush=True)
+    elif worker is not None:
+        print(f"[app] building the missing models in the background (pid {worker.pid}); each "
+              f"tab answers once its model is exported; progress on the page", flush=True)
     for name, st in engine.status().items():
         print(f"[app] {name}: {st.get('status')} {st.get('provider', st.get('error', ''))}")
     demo.launch(server_name=host, server_port=port, auth=auth, show_error=False,
@@ -130,9 +154,16 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
     print(f"[app] RepLens running at {url}{took}. Press Ctrl+C to stop.", flush=True)
     if not block:
         return demo
+    import signal
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        stop_worker(worker)
         demo.close()
     return 0

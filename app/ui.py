@@ -16,7 +16,7 @@ from app import __version__
 from app.tabs import tabs
 from app.outputs import OutputStore
 from app.settings import as_dict, current as settings
-from app.ui_common import TabContext
+from app.ui_common import TabContext, served_models
 from methods import get_method
 from runtime.engine import Engine
 
@@ -54,12 +54,6 @@ def model_card_markdown(engine: Engine) -> str:
     return "\n".join(lines)
 
 
-def served_models(engine: Engine, method: str) -> list[str]:
-    """Manifest names of the servable models of ``method``, in manifest order."""
-    return [n for n, e in engine.manifest["models"].items()
-            if e.get("method") == method and e.get("served", True)]
-
-
 def answer_store() -> OutputStore:
     """Where the answers' files go: inside Gradio's upload/cache folder (served in place),
     bounded by the ``answer_cache_*`` settings."""
@@ -70,11 +64,33 @@ def answer_store() -> OutputStore:
                        s.answer_cache_age_s)
 
 
+def build_markdown(st: dict[str, Any] | None) -> str:
+    """The build queue as Markdown: one line per model, elapsed time and the time left."""
+    from app.build import _about, describe_run
+
+    if not st:
+        return ""
+    done = sum(r["state"] == "ready" for r in st["runs"])
+    head = (f"**Building the default models** ({done} of {len(st['runs'])} ready"
+            + (f", {_about(st['eta_s'])} in all" if st.get("eta_s") else "") + "). "
+            "Tabs answer as soon as their model is ready; no restart needed."
+            if st.get("running") else
+            f"**Build finished** ({done} of {len(st['runs'])} ready).")
+    rows = ["| model | state | elapsed | now |", "|---|---|---|---|"]
+    for r in st["runs"]:
+        el = f"{r['elapsed_s']:.0f} s" if r.get("elapsed_s") is not None else ""
+        rows.append(f"| {r['run']} | {r['state']} | {el} | {describe_run(r)} |")
+    return head + "\n\n" + "\n".join(rows)
+
+
 def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
-             banner: str | None = None, outputs: OutputStore | None = None) -> gr.Blocks:
+             banner: str | None = None, outputs: OutputStore | None = None,
+             build_status: Callable[[], dict[str, Any] | None] | None = None) -> gr.Blocks:
     """Build the Blocks app. ``detector_factory`` builds the face detector on first use;
     ``banner`` is a warning shown on top of every page (e.g. serving without a login);
-    ``outputs`` is where answers' files are written (default :func:`answer_store`)."""
+    ``outputs`` is where answers' files are written (default :func:`answer_store`);
+    ``build_status`` reads the background build's status (:func:`app.build.read_status`):
+    while it runs, a panel on top of every page shows the queue, refreshed every 2 s."""
     outputs = outputs or answer_store()
     detector_box: dict[str, Any] = {}
 
@@ -91,7 +107,7 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
         return {"app_version": __version__, "artifacts": str(engine.artifacts),
                 "manifest_error": engine.manifest_error,
                 "manifest_warning": engine.manifest_warning, "limits": as_dict(settings()),
-                "models": models}
+                "build": build_status() if build_status else None, "models": models}
 
     examples = Path(engine.artifacts) / EXAMPLES_DIR
     with gr.Blocks(title="RepLens") as demo:
@@ -99,12 +115,33 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
                     "and long-tailed classification - served from ONNX with onnxruntime.")
         if banner:
             gr.Markdown(f"**{banner}**", elem_id="banner")
+        first = build_status() if build_status else None
+        queue_md = gr.Markdown(build_markdown(first), elem_id="build-status",
+                               visible=bool(first and first.get("running")))
+        contexts = []
         for desc, tab in tabs():
-            tab.build(TabContext(engine, detector, examples, served_models(engine, desc.name),
-                                 outputs))
+            ctx = TabContext(engine, detector, examples, served_models(engine, desc.name),
+                             outputs, desc.name)
+            tab.build(ctx)
+            contexts.append(ctx)
         with gr.Tab("Models"):
-            gr.Markdown(model_card_markdown(engine))
+            cards = gr.Markdown(model_card_markdown(engine))
             s_btn = gr.Button("Status")
             s_json = gr.JSON()
             s_btn.click(status, None, s_json, api_name="status")
+        for ctx in contexts:  # model-dependent choices, fresh on every page load
+            for fn, outs in ctx.on_load:
+                demo.load(fn, None, outs, queue=False, api_visibility="private")
+        if build_status is not None:
+            timer = gr.Timer(2.0, active=bool(first and first.get("running")))
+
+            def tick():
+                st = build_status()
+                running = bool(st and st.get("running"))
+                return (gr.Markdown(build_markdown(st), visible=running),
+                        gr.Markdown(model_card_markdown(engine)), gr.Timer(active=running))
+
+            timer.tick(tick, None, [queue_md, cards, timer], queue=False, api_visibility="private",
+                       show_progress="hidden")
+            demo.load(tick, None, [queue_md, cards, timer], queue=False, api_visibility="private")
     return demo

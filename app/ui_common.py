@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +44,25 @@ class TabContext:
     examples: Path
     models: list[str]
     outputs: OutputStore
+    method: str = ""
+    # (fn, outputs) run on every page load: choices that depend on models exported later
+    on_load: list[tuple[Callable[[], Any], list[Any]]] = field(default_factory=list)
+
+    def served(self) -> list[str]:
+        """The servable models of this tab's method now (the manifest can change)."""
+        self.engine.names()  # re-reads a changed manifest
+        return served_models(self.engine, self.method)
+
+    def labels(self, model: str) -> list[str]:
+        """The class names of ``model`` now ([] while it is not exported)."""
+        self.engine.names()
+        return list(self.engine.manifest["models"].get(model, {}).get("labels", []))
+
+
+def served_models(engine: Engine, method: str) -> list[str]:
+    """Manifest names of the servable models of ``method``, in manifest order."""
+    return [n for n, e in engine.manifest["models"].items()
+            if e.get("method") == method and e.get("served", True)]
 
 
 def error_id() -> str:

@@ -45,10 +45,12 @@ def unregister(name: str) -> None:
 
 def _load_builtin() -> None:
     """Register the built-in methods and those named in ``$REPLENS_METHODS`` (comma-separated
-    modules with a ``DESCRIPTOR``: a method of your own, without editing this file)."""
+    modules with a ``DESCRIPTOR``, or ``module:NAME`` for another attribute: a method of your
+    own, without editing this file)."""
     extra = [m.strip() for m in os.environ.get("REPLENS_METHODS", "").split(",") if m.strip()]
-    for mod in (*_BUILTIN, *extra):
-        desc = importlib.import_module(mod).DESCRIPTOR
+    for spec in (*_BUILTIN, *extra):
+        mod, _, attr = spec.partition(":")
+        desc = getattr(importlib.import_module(mod), attr or "DESCRIPTOR")
         _REGISTRY.setdefault(desc.name, desc)
 
 

@@ -67,9 +67,15 @@ class Variant:
 
 @dataclass(frozen=True)
 class BuildRun:
-    """A run the app builds when missing (``python -m training METHOD --set ...``)."""
+    """A run the app builds when missing (``python -m training METHOD --set ...``).
+
+    ``seconds``: what the run took on the reference machine (2 CPU cores, data generation
+    included), measured; the build queue orders runs by it (cheapest first) and uses it as the
+    time-left estimate until the run has measured step times of its own (and, once built,
+    ``<artifacts>/build/timings.json``)."""
     run: str
     overrides: tuple[str, ...] = ()
+    seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,6 @@ class MethodDescriptor:
         default_runs: what ``python -m app`` builds; ``smoke`` overrides make them tiny.
         post_export: ``"module:function"`` hooks ``fn(artifacts, runs, options)`` run after
             export (the retrieval gallery, example inputs).
-        build_cost: relative cost of its default runs (build order: cheapest first).
         docs: the method's documentation page.
     """
     name: str
@@ -108,7 +113,6 @@ class MethodDescriptor:
     default_runs: tuple[BuildRun, ...] = ()
     smoke: tuple[str, ...] = ()
     post_export: tuple[str, ...] = ()
-    build_cost: float = 1.0
     docs: str = ""
 
     def variant(self, extra: dict[str, Any]) -> Variant:

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -145,6 +145,8 @@ class Engine:
         self.manifest_warning: str | None = None
         self._manifest_stat: FileStat | None = None
         self._manifest_loaded = False
+        # what to say of a model that is not exported yet (the app's build queue sets it)
+        self.pending: Callable[[str], str | None] | None = None
         with self._lock:
             self._refresh()
 
@@ -207,6 +209,10 @@ class Engine:
                     self._errors[name] = (msg, None)
                     raise ModelUnavailableError(msg)
                 log.warning("%s: %s changed on disk; checking it again", name, model.path)
+            building = self.pending(name) if self.pending is not None and \
+                name not in self.manifest["models"] else None
+            if building:
+                raise ModelUnavailableError(building)
             if self.manifest_error:
                 raise ModelUnavailableError(self.manifest_error)
             if name not in self.manifest["models"]:

@@ -171,7 +171,9 @@ def test_indices_users_see_are_one_based(smoke_artifacts):
 def test_an_empty_artifacts_folder_says_what_it_builds(tmp_path, monkeypatch, capsys):
     from app import build
 
-    monkeypatch.setattr(build, "_run", lambda cmd, what: None)   # no real training here
-    build.ensure_artifacts(tmp_path, runs=["qmil", "dcl"])
+    monkeypatch.setattr(build, "_stream", lambda cmd, log: (0, ""))   # no real training here
+    with pytest.raises(build.BuildError, match="2 of 2 runs failed"):  # nothing was trained
+        build.ensure_artifacts(tmp_path, only=["qmil", "dcl"])
     out = capsys.readouterr().out
-    assert "lacks trained models for: qmil, dcl" in out and "python -m app --no-build" in out
+    assert "lacks: qmil, dcl" in out and "python -m app --no-build" in out
+    assert "cheapest first" in out

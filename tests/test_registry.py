@@ -264,11 +264,12 @@ def test_a_method_added_through_the_registry_alone_is_trained_exported_and_serve
     monkeypatch.chdir(ROOT)                          # the subprocesses import tests.toy_method
     try:
         assert toy_method.NAME in [d.name for d in all_methods()]
-        from app.build import default_runs, ensure_artifacts
+        from app.build import ensure_artifacts, plan
 
-        assert default_runs()[toy_method.NAME] == (toy_method.NAME, [])
         art = tmp_path / "art"
-        ensure_artifacts(art, smoke=True, runs=[toy_method.NAME])   # python -m training/export
+        (item,) = plan(art, smoke=True, only=[toy_method.NAME])
+        assert item.method == toy_method.NAME and f"run.name={toy_method.NAME}" in item.overrides
+        ensure_artifacts(art, smoke=True, only=[toy_method.NAME])   # python -m training/export
         manifest = json.loads((art / "manifest.json").read_text())
         entry = manifest["models"][toy_method.NAME]
         assert entry["method"] == toy_method.NAME and entry["parity_max_abs_diff"] < 1e-4

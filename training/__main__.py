@@ -63,6 +63,10 @@ def _run(argv: list[str] | None) -> int:
     from training.distributed import is_main
     if is_main():
         print(json.dumps(summary, indent=2))
+    if summary.get("interrupted"):  # stopped by a signal: resumable with --resume
+        print(f"[train] interrupted at step {summary['steps']}; continue with --resume",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -5,7 +5,12 @@ Seeding, device selection, DDP (torchrun), tqdm progress, metrics to ``metrics.j
 
 Run folder: ``<artifacts>/runs/<run.name>/`` with ``checkpoint.pt`` (latest state,
 written every ``train.ckpt_every`` steps and at each epoch end), ``metrics.jsonl``,
-``summary.json`` and ``config.yaml``.
+``summary.json``, ``config.yaml`` and ``progress.json`` (:mod:`training.progress`: phase,
+epoch, step, measured step time and time left, for the app's build queue).
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM during training saves a resumable checkpoint after the
+current step and ends the run as interrupted (exit status 130 from ``python -m training``);
+``--resume`` continues it exactly. A second signal stops at once.
 
 Exact resume: the batch order is a function of (seed, epoch) (see
 :mod:`training.sampler`), the DataLoader gets its own generator, and the checkpoint holds
@@ -17,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +42,16 @@ from training import distributed as dist_utils
 from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
 from training.methods.base import Method
+from training.progress import Progress
 from training.sampler import ResumableSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics of an evaluation, rounded (for progress.json)."""
+    return {k: round(float(v), 4) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def seed_everything(seed: int) -> None:
@@ -139,6 +153,8 @@ class Trainer:
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
         self.device = select_device(run["device"])
         self.progress = progress
+        self._stop_signal: int | None = None
+        self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
 
@@ -182,10 +198,38 @@ class Trainer:
         (:meth:`_restore`), then per epoch trains (:meth:`_train_epoch`), evaluates on the
         main process (:meth:`_evaluate`) and saves the checkpoint; ``summary.json`` last.
         """
+        restore = self._catch_stop_signals()
+        try:
+            return self._fit(resume, stop_after_steps)
+        finally:
+            restore()
+
+    def _catch_stop_signals(self):
+        """SIGINT/SIGTERM: stop after the current step with a resumable checkpoint (a
+        second signal: at once). Returns the function that restores the old handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None or self.tracker.state["phase"] == "preparing":
+                raise KeyboardInterrupt  # a second signal, or nothing to save yet
+            self._stop_signal = signum
+            if dist_utils.is_main():
+                print(f"\n[train] {signal.Signals(signum).name}: stopping after this step with a "
+                      f"resumable checkpoint (again: stop at once)", flush=True)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+    def _fit(self, resume: bool, stop_after_steps: int | None) -> dict[str, Any]:
         ddp = dist_utils.init_distributed(self.device)
+        self.tracker.update(force=True, phase="preparing")
         run = self._build()
         if resume and self.ckpt_path.exists():
             if self._restore(run):
+                self.tracker.update(force=True, phase="finished", step=run.step,
+                                    total_steps=run.total_steps, epochs=run.epochs,
+                                    epoch=run.epochs, last=run.metrics)
                 return self._summary(run.metrics, run.step, 0.0)
         elif dist_utils.is_main() and self.ckpt_path.exists():
             print(f"[train] overwriting previous run in {self.run_dir} (use --resume to continue)")
@@ -205,17 +249,24 @@ class Trainer:
         for epoch in range(run.start_epoch, run.epochs):
             if run.done:
                 break
-            if not self._train_epoch(run, epoch, stop_after_steps):
+            if self._stop_signal is not None or not self._train_epoch(run, epoch, stop_after_steps):
+                self.tracker.update(force=True, phase="interrupted")
                 return self._summary(run.metrics, run.step, time.time() - t0, interrupted=True)
             if dist_utils.is_main() and run.eval_every and (
                     (epoch + 1) % run.eval_every == 0 or run.done or epoch + 1 == run.epochs):
+                self.tracker.update(force=True, phase="evaluating")
+                t_eval = time.time()
                 run.metrics = self._evaluate(run, epoch)
+                self.tracker.eval_time(time.time() - t_eval)
+                self.tracker.update(force=True, phase="training", last=dict(
+                    self.tracker.state.get("last", {}), metrics=_numbers(run.metrics)))
             finished = run.done or epoch + 1 == run.epochs
             self._save(run.model, run.opt, run.sched, epoch + 1, 0, run.step, run.metrics,
                        finished)
         summary = self._summary(run.metrics, run.step, time.time() - t0)
         if dist_utils.is_main():
             write_json_atomic(self.run_dir / "summary.json", summary)
+        self.tracker.update(force=True, phase="finished", evals_left=0)
         self.model = run.model
         return summary
 
@@ -306,6 +357,10 @@ class Trainer:
                    disable=not (self.progress and dist_utils.is_main()), leave=False,
                    dynamic_ncols=True)
         batch_idx = sampler.start_batch if epoch == run.start_epoch else 0
+        evals_left = (len([e for e in range(epoch, run.epochs) if run.eval_every and (
+            (e + 1) % run.eval_every == 0 or e + 1 == run.epochs)]) if dist_utils.is_main() else 0)
+        self.tracker.update(force=True, phase="training", epoch=epoch + 1, epochs=run.epochs,
+                            step=run.step, total_steps=run.total_steps, evals_left=evals_left)
         for batch in bar:
             loss, logs = self.method.loss(run.train_model, batch, self.device)
             if not torch.isfinite(loss):
@@ -323,12 +378,17 @@ class Trainer:
                        "lr": run.opt.param_groups[0]["lr"], **logs}
                 self._log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                self.tracker.state["last"] = dict(self.tracker.state.get("last", {}),
+                                                  loss=round(rec["loss"], 5))
+            self.tracker.update(step=run.step)
             if run.step >= run.total_steps:
                 run.done = True
             if run.ckpt_every and run.step % run.ckpt_every == 0 and not run.done:
                 self._save(model, run.opt, run.sched, epoch, batch_idx, run.step, run.metrics,
                            False)
-            if stop_after_steps is not None and run.step >= stop_after_steps and not run.done:
+            stop_now = self._stop_signal is not None or (
+                stop_after_steps is not None and run.step >= stop_after_steps)
+            if stop_now and not run.done:
                 self._save(model, run.opt, run.sched, epoch, batch_idx, run.step, run.metrics,
                            False)
                 return False

@@ -24,7 +24,7 @@ def build(ctx: "TabContext") -> None:
 
     from app.ui_common import Dropdown, SafeImage, file_path, guard
 
-    labels_cls = ctx.engine.manifest["models"].get(classify_svc.MODEL, {}).get("labels", [])
+    labels_cls = ctx.labels(classify_svc.MODEL)
 
     @guard
     def classify(image, cam_class):
@@ -61,6 +61,7 @@ def build(ctx: "TabContext") -> None:
         if (ctx.examples / "fashion").is_dir():
             gr.Examples([[str(p), ""] for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
                         [c_img, c_cls])
+        ctx.on_load.append((lambda: Dropdown(choices=[""] + ctx.labels(classify_svc.MODEL)), [c_cls]))
         c_btn.click(classify, [c_img, c_cls], [c_text, c_cam, c_cam_ce, c_json, c_file],
                     api_name="classify")
 

@@ -83,6 +83,7 @@ def build(ctx: "TabContext") -> None:
                          for p in sorted((ctx.examples / folder).glob("*.png"))[:n]]
         if face_examples:
             gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model])
+        ctx.on_load.append((lambda: Dropdown(choices=ctx.served() or seq_models), [f_model]))
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
                     [f_text, f_annot, f_cropimg, f_where, f_json, f_file], api_name="face")
         with gr.Accordion("Video", open=False):

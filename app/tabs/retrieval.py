@@ -20,7 +20,7 @@ def build(ctx: "TabContext") -> None:
 
     from app.ui_common import Dropdown, SafeImage, Slider, file_path, guard
 
-    labels_dcl = ctx.engine.manifest["models"].get(retrieval_svc.MODEL, {}).get("labels", [])
+    labels_dcl = ctx.labels(retrieval_svc.MODEL)
 
     @guard
     def neighbours(image, k, label):
@@ -48,11 +48,13 @@ def build(ctx: "TabContext") -> None:
         if (ctx.examples / "fashion").is_dir():
             def label_of(stem: str) -> str:  # "00_t-shirt" -> "t-shirt", "09_ankle-boot" -> "ankle boot"
                 part = stem.split("_", 1)[-1]
-                return next((lab for lab in labels_dcl if lab.replace(" ", "-") == part), "")
+                return next((lab for lab in ctx.labels(retrieval_svc.MODEL)
+                             if lab.replace(" ", "-") == part), "")
 
             gr.Examples([[str(p), 8, label_of(p.stem)]
                          for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
                         [r_img, r_k, r_lab])
+        ctx.on_load.append((lambda: Dropdown(choices=[""] + ctx.labels(retrieval_svc.MODEL)), [r_lab]))
         r_btn.click(neighbours, [r_img, r_k, r_lab], [r_text, r_gal, r_json, r_file],
                     api_name="neighbours")
 

@@ -83,9 +83,9 @@ DESCRIPTOR = MethodDescriptor(
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "
            "retrieval quality on other image domains is untested.",
-    default_runs=(BuildRun("dcl"),),
+    default_runs=(BuildRun("dcl", seconds=521),),
     smoke=("data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
            "eval.random_init_reference=false", "train.batch_size=32"),
-    build_cost=8.0, docs="docs/dcl.md",
+    docs="docs/dcl.md",
     post_export=("methods.dcl.assets:post_export",),
 )

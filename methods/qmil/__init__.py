@@ -100,8 +100,8 @@ DESCRIPTOR = MethodDescriptor(
            "clothes differ from that domain. Query words are GloVe 6B 50-d vectors (not the "
            "thesis' word2vec); zero-shot words work only as far as GloVe places them near "
            "the training classes.",
-    default_runs=(BuildRun("qmil"),),
+    default_runs=(BuildRun("qmil", seconds=86),),
     smoke=("data.bags_per_query=8", "data.eval_bags_per_query=4", "train.batch_size=8"),
-    build_cost=1.5, docs="docs/qmil.md",
+    docs="docs/qmil.md",
     post_export=("methods.qmil.assets:write_examples",),
 )

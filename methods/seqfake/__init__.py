@@ -151,9 +151,10 @@ DESCRIPTOR = MethodDescriptor(
     limits="trained by default on procedurally generated faces with synthetic edits; it is "
            "not a detector for real deepfakes until retrained on real data (Seq-DeepFake). "
            "Crops must contain the whole face with hair.",
-    default_runs=(BuildRun("seqfake"), BuildRun("seqfake_attr", ("data.task=attributes",))),
+    default_runs=(BuildRun("seqfake", seconds=550),
+                  BuildRun("seqfake_attr", ("data.task=attributes",), seconds=532)),
     smoke=("data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
            "train.batch_size=8"),
-    build_cost=9.0, docs="docs/seqfake.md",
+    docs="docs/seqfake.md",
     post_export=("methods.seqfake.assets:write_examples",),
 )
