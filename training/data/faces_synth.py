@@ -103,31 +103,74 @@ def _balanced_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(lengths)
 
 
+_WORKER: dict[str, object] = {}  # a generator worker's state: its split's backgrounds
+
+
+def _init_worker(split: str, one_thread: bool = True) -> None:
+    if one_thread:  # a worker process: the processes are the parallelism
+        cv2.setNumThreads(1)
+    _WORKER["split"], _WORKER["pool"] = split, _load_bg_images(split)
+
+
+def _sample(args: tuple[int, int, int, SynthConfig, str]
+            ) -> tuple[int, list[int], bytes, np.ndarray, dict[str, list[int]]]:
+    """One sample ``i`` of the worker's split: (i, sequence, JPEG bytes, landmarks, boxes).
+    Every sample draws from its own stream ``[seed, split, i]``, so the result does not
+    depend on which process made it or in what order."""
+    i, seed, length, cfg, task = args
+    split = str(_WORKER["split"])
+    srng = np.random.default_rng([seed, _SPLIT_STREAM[split], i])
+    seq = sample_sequence(srng, length)
+    data, lm, face = make_sample(srng, seq, _WORKER["pool"], cfg, task)  # type: ignore[arg-type]
+    return i, seq, data, lm, component_boxes(face, task)
+
+
+def default_workers() -> int:
+    """Processes for generation: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 0,
                    cfg: SynthConfig = SynthConfig(),
                    progress: Callable[[int, int], None] | None = None,
-                   task: str = "components") -> Path:
-    """Write ``n`` samples of one split; returns the annotations CSV path."""
+                   task: str = "components", workers: int = 1) -> Path:
+    """Write ``n`` samples of one split; returns the annotations CSV path.
+
+    ``workers`` > 1 draws the samples in that many processes (spawned, so a parent that
+    imported torch is safe); the files are byte-identical to ``workers=1``.
+    """
     names = task_names(task)
     root = Path(out) / TASKS[task]
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
     lengths = _balanced_lengths(rng, n)
-    pool = _load_bg_images(split)
+    jobs = [(i, seed, int(lengths[i]), cfg, task) for i in range(n)]
     rows, lm_rows = [], []
-    for i in range(n):
-        srng = np.random.default_rng([seed, _SPLIT_STREAM[split], i])
-        seq = sample_sequence(srng, int(lengths[i]))
-        data, lm, face = make_sample(srng, seq, pool, cfg, task)
-        rel = f"images/{split}/{sequence_name(seq, task)}/{i:06d}.jpg"
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        rows.append((rel, format_label(seq)))
-        boxes = component_boxes(face, task)
-        lm_rows.append([rel] + [f"{v:.1f}" for v in lm.reshape(-1)] +
-                       [" ".join(str(v) for v in boxes[k]) for k in names])
-        if progress is not None:
-            progress(i + 1, n)
+    if workers > 1 and n > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(min(workers, n), _init_worker, (split,))
+        results = pool.imap(_sample, jobs, chunksize=max(1, min(32, n // (4 * workers))))
+    else:
+        pool = None
+        _init_worker(split, one_thread=False)
+        results = map(_sample, jobs)
+    try:
+        for i, seq, data, lm, boxes in results:
+            rel = f"images/{split}/{sequence_name(seq, task)}/{i:06d}.jpg"
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            rows.append((rel, format_label(seq)))
+            lm_rows.append([rel] + [f"{v:.1f}" for v in lm.reshape(-1)] +
+                           [" ".join(str(v) for v in boxes[k]) for k in names])
+            if progress is not None:
+                progress(i + 1, n)
+    finally:
+        if pool is not None:
+            pool.terminate()
     ann = root / "annotations" / f"{split}.csv"
     ann.parent.mkdir(parents=True, exist_ok=True)
     with open(ann, "w", newline="") as fh:
@@ -146,9 +189,10 @@ def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 
 
 def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
              n_test: int = 600, seed: int = 0, cfg: SynthConfig = SynthConfig(),
-             verbose: bool = True, task: str = "components") -> Path:
+             verbose: bool = True, task: str = "components", workers: int | None = None) -> Path:
     """Write the three splits under ``out``; returns ``out/facial_components`` (or
-    ``out/facial_attributes`` for ``task="attributes"``).
+    ``out/facial_attributes`` for ``task="attributes"``). ``workers``: processes
+    (None = :func:`default_workers`); the output does not depend on it.
 
     A ``DONE`` marker (with the sizes and seed) is written last, so a half-written folder is
     regenerated rather than used.
@@ -161,7 +205,8 @@ def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
             if verbose and (i == total or i % 500 == 0):
                 print(f"[faces_synth] {split}: {i}/{total} ({time.time() - t0:.0f} s)", flush=True)
 
-        generate_split(out, split, n, seed, cfg, _progress, task)
+        generate_split(out, split, n, seed, cfg, _progress, task,
+                       default_workers() if workers is None else workers)
     marker = out / TASKS[task] / "DONE"
     marker.write_text(_marker_text(n_train, n_val, n_test, seed) + "\n")
     return out / TASKS[task]
@@ -203,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", choices=tuple(TASKS), default="components",
                    help="facial components (Seq-FaceComp) or attributes (Seq-FaceAttr)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: every core; the files do not depend on it)")
     a = p.parse_args(argv)
     t0 = time.time()
-    root = generate(a.out, a.n_train, a.n_val, a.n_test, a.seed, task=a.task)
+    root = generate(a.out, a.n_train, a.n_val, a.n_test, a.seed, task=a.task,
+                    workers=a.workers)
     print(f"[faces_synth] wrote {root} in {time.time() - t0:.1f} s")
     return 0
 
