@@ -106,7 +106,7 @@ DESCRIPTOR = MethodDescriptor(
     tab="app.tabs.classify",
     limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "
            "(many/medium/few) use the thresholds stored with the model.",
-    default_runs=(BuildRun("abcnorm", seconds=57), BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=68)),
+    default_runs=(BuildRun("abcnorm", seconds=41), BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=47)),
     smoke=("train.batch_size=32",),
     docs="docs/abcnorm.md",
     post_export=("methods.abcnorm.assets:write_examples",),

@@ -151,8 +151,8 @@ DESCRIPTOR = MethodDescriptor(
     limits="trained by default on procedurally generated faces with synthetic edits; it is "
            "not a detector for real deepfakes until retrained on real data (Seq-DeepFake). "
            "Crops must contain the whole face with hair.",
-    default_runs=(BuildRun("seqfake", seconds=550),
-                  BuildRun("seqfake_attr", ("data.task=attributes",), seconds=532)),
+    default_runs=(BuildRun("seqfake", seconds=220),
+                  BuildRun("seqfake_attr", ("data.task=attributes",), seconds=266)),
     smoke=("data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
            "train.batch_size=8"),
     docs="docs/seqfake.md",

@@ -55,7 +55,7 @@ import csv
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -103,26 +103,44 @@ def _balanced_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(lengths)
 
 
-_WORKER: dict[str, object] = {}  # a generator worker's state: its split's backgrounds
+_BG: dict[str, list[np.ndarray]] = {}  # each split's background images, loaded once per process
 
 
-def _init_worker(split: str, one_thread: bool = True) -> None:
-    if one_thread:  # a worker process: the processes are the parallelism
-        cv2.setNumThreads(1)
-    _WORKER["split"], _WORKER["pool"] = split, _load_bg_images(split)
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # a worker process: the processes are the parallelism
 
 
-def _sample(args: tuple[int, int, int, SynthConfig, str]
+def _sample(args: tuple[int, str, int, int, SynthConfig, str]
             ) -> tuple[int, list[int], bytes, np.ndarray, dict[str, list[int]]]:
-    """One sample ``i`` of the worker's split: (i, sequence, JPEG bytes, landmarks, boxes).
-    Every sample draws from its own stream ``[seed, split, i]``, so the result does not
-    depend on which process made it or in what order."""
-    i, seed, length, cfg, task = args
-    split = str(_WORKER["split"])
+    """Sample ``i`` of ``split``: (i, sequence, JPEG bytes, landmarks, boxes). Every sample
+    draws from its own stream ``[seed, split, i]``, so the result does not depend on which
+    process made it or in what order."""
+    i, split, seed, length, cfg, task = args
+    if split not in _BG:
+        _BG[split] = _load_bg_images(split)
     srng = np.random.default_rng([seed, _SPLIT_STREAM[split], i])
     seq = sample_sequence(srng, length)
-    data, lm, face = make_sample(srng, seq, _WORKER["pool"], cfg, task)  # type: ignore[arg-type]
+    data, lm, face = make_sample(srng, seq, _BG[split], cfg, task)
     return i, seq, data, lm, component_boxes(face, task)
+
+
+def _write_samples(root: Path, split: str, task: str, results, n: int,
+                   progress: Callable[[int, int], None] | None) -> tuple[list, list]:
+    """Write each sample's JPEG as it comes (in index order); returns the annotation and
+    landmark rows."""
+    names = task_names(task)
+    rows, lm_rows = [], []
+    for i, seq, data, lm, boxes in results:
+        rel = f"images/{split}/{sequence_name(seq, task)}/{i:06d}.jpg"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        rows.append((rel, format_label(seq)))
+        lm_rows.append([rel] + [f"{v:.1f}" for v in lm.reshape(-1)] +
+                       [" ".join(str(v) for v in boxes[k]) for k in names])
+        if progress is not None:
+            progress(i + 1, n)
+    return rows, lm_rows
 
 
 def default_workers() -> int:
@@ -136,41 +154,23 @@ def default_workers() -> int:
 def generate_split(out: str | os.PathLike[str], split: str, n: int, seed: int = 0,
                    cfg: SynthConfig = SynthConfig(),
                    progress: Callable[[int, int], None] | None = None,
-                   task: str = "components", workers: int = 1) -> Path:
+                   task: str = "components", executor: Any = None) -> Path:
     """Write ``n`` samples of one split; returns the annotations CSV path.
 
-    ``workers`` > 1 draws the samples in that many processes (spawned, so a parent that
-    imported torch is safe); the files are byte-identical to ``workers=1``.
+    ``executor`` (a ``concurrent.futures`` process pool, see :func:`generate`) draws the
+    samples in its processes; the files are byte-identical to drawing them here.
     """
     names = task_names(task)
     root = Path(out) / TASKS[task]
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
     lengths = _balanced_lengths(rng, n)
-    jobs = [(i, seed, int(lengths[i]), cfg, task) for i in range(n)]
-    rows, lm_rows = [], []
-    if workers > 1 and n > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(min(workers, n), _init_worker, (split,))
-        results = pool.imap(_sample, jobs, chunksize=max(1, min(32, n // (4 * workers))))
+    jobs = [(i, split, seed, int(lengths[i]), cfg, task) for i in range(n)]
+    if executor is not None:
+        chunk = max(1, min(32, n // 8))  # a few chunks per worker, in index order
+        results = executor.map(_sample, jobs, chunksize=chunk)
     else:
-        pool = None
-        _init_worker(split, one_thread=False)
         results = map(_sample, jobs)
-    try:
-        for i, seq, data, lm, boxes in results:
-            rel = f"images/{split}/{sequence_name(seq, task)}/{i:06d}.jpg"
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            rows.append((rel, format_label(seq)))
-            lm_rows.append([rel] + [f"{v:.1f}" for v in lm.reshape(-1)] +
-                           [" ".join(str(v) for v in boxes[k]) for k in names])
-            if progress is not None:
-                progress(i + 1, n)
-    finally:
-        if pool is not None:
-            pool.terminate()
+    rows, lm_rows = _write_samples(root, split, task, results, n, progress)
     ann = root / "annotations" / f"{split}.csv"
     ann.parent.mkdir(parents=True, exist_ok=True)
     with open(ann, "w", newline="") as fh:
@@ -198,18 +198,36 @@ def generate(out: str | os.PathLike[str], n_train: int = 3000, n_val: int = 150,
     regenerated rather than used.
     """
     out = Path(out)
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+    workers = default_workers() if workers is None else workers
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+        import multiprocessing as mp
+
+        try:  # spawned, so a parent that imported torch (threads) is safe
+            with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker) as ex:
+                _generate_splits(out, (n_train, n_val, n_test), seed, cfg, verbose, task, ex)
+        except BrokenProcessPool as exc:  # e.g. spawned workers cannot import the caller
+            print(f"[faces_synth] worker processes failed ({exc}); generating in this process",
+                  flush=True)
+            workers = 1
+    if workers <= 1:
+        _generate_splits(out, (n_train, n_val, n_test), seed, cfg, verbose, task, None)
+    marker = out / TASKS[task] / "DONE"
+    marker.write_text(_marker_text(n_train, n_val, n_test, seed) + "\n")
+    return out / TASKS[task]
+
+
+def _generate_splits(out: Path, sizes: tuple[int, int, int], seed: int, cfg: SynthConfig,
+                     verbose: bool, task: str, executor: Any) -> None:
+    for split, n in zip(("train", "val", "test"), sizes):
         t0 = time.time()
 
         def _progress(i: int, total: int, split: str = split) -> None:
             if verbose and (i == total or i % 500 == 0):
                 print(f"[faces_synth] {split}: {i}/{total} ({time.time() - t0:.0f} s)", flush=True)
 
-        generate_split(out, split, n, seed, cfg, _progress, task,
-                       default_workers() if workers is None else workers)
-    marker = out / TASKS[task] / "DONE"
-    marker.write_text(_marker_text(n_train, n_val, n_test, seed) + "\n")
-    return out / TASKS[task]
+        generate_split(out, split, n, seed, cfg, _progress, task, executor)
 
 
 def is_generated(out: str | os.PathLike[str], n_train: int, n_val: int, n_test: int,
