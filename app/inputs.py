@@ -28,6 +28,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.settings import current as limits  # the limits in force (app/serve.yaml, flags, env)
 
 
+# what a folder of images is read for (batch analysis, a qMIL bag folder)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
 class InputError(ValueError):
     """A user input that cannot be processed; the message is meant for the user."""
 

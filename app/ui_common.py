@@ -50,8 +50,7 @@ class TabContext:
 
     def served(self) -> list[str]:
         """The servable models of this tab's method now (the manifest can change)."""
-        self.engine.names()  # re-reads a changed manifest
-        return served_models(self.engine, self.method)
+        return self.engine.served(self.method)
 
     def labels(self, model: str) -> list[str]:
         """The class names of ``model`` now ([] while it is not exported)."""
@@ -61,8 +60,7 @@ class TabContext:
 
 def served_models(engine: Engine, method: str) -> list[str]:
     """Manifest names of the servable models of ``method``, in manifest order."""
-    return [n for n, e in engine.manifest["models"].items()
-            if e.get("method") == method and e.get("served", True)]
+    return engine.served(method)
 
 
 def error_id() -> str:

@@ -182,6 +182,12 @@ class Engine:
             self._refresh()
         return list(self.manifest["models"])
 
+    def served(self, method: str) -> list[str]:
+        """Manifest names of the servable models of ``method`` now, in manifest order."""
+        self.names()  # re-reads a changed manifest
+        return [n for n, e in self.manifest["models"].items()
+                if e.get("method") == method and e.get("served", True)]
+
     def get(self, name: str, method: str | None = None) -> OnnxModel:
         """The model ``name``; with ``method``, refused unless it is a model of that method
         (a face command given a bag model, say), naming the models that would do."""

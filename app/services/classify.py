@@ -88,3 +88,17 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
         "cam_class": labels[target],
     }
     return ClassifyResult(report, overlay_heatmap(base, cam))
+
+
+BATCH_COLUMNS = ["model", "model_version", "class", "probability", "group", "top5", "in_domain"]
+
+
+def batch_rows(engine: Engine, path: Any, model_name: str = MODEL) -> list[dict[str, Any]]:
+    """One row for :mod:`app.batch`: the top class, its probability and group, and the
+    top five as ``class:probability`` pairs."""
+    r = classify(engine, path, model_name).report
+    top = r["top"]
+    return [{"model": model_name, "model_version": r["model_version"], "class": top[0]["class"],
+             "probability": top[0]["probability"], "group": top[0]["group"],
+             "top5": [f"{t['class']}:{t['probability']:.4f}" for t in top],
+             "in_domain": (r.get("domain") or {}).get("in_domain")}]

@@ -80,3 +80,23 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     tiles = [(gallery.thumbnails[h["index"]], f"{h['rank']}. {h['label']}  {h['similarity']:.3f}")
              for h in hits]
     return RetrievalResult(report, tiles)
+
+
+BATCH_COLUMNS = ["model", "model_version", "k", "nearest_label", "nearest_similarity",
+                 "vote_label", "vote_share", "neighbours", "in_domain"]
+
+
+def batch_rows(engine: Engine, path: Any, k: int = 8) -> list[dict[str, Any]]:
+    """One row for :mod:`app.batch`: the nearest neighbour, the majority label of the k
+    neighbours (ties: the label of the nearer neighbour) with its share, and every
+    neighbour as ``id:label:similarity``."""
+    r = neighbours(engine, path, k).report
+    hits = r["neighbours"]
+    labels = [str(h["label"]) for h in hits]
+    vote = max(dict.fromkeys(labels), key=labels.count) if labels else None
+    return [{"model": r["model"], "model_version": r["model_version"], "k": k,
+             "nearest_label": labels[0] if labels else None,
+             "nearest_similarity": hits[0]["similarity"] if hits else None,
+             "vote_label": vote, "vote_share": round(labels.count(vote) / len(labels), 4) if labels else None,
+             "neighbours": [f"{h['id']}:{h['label']}:{h['similarity']:.4f}" for h in hits],
+             "in_domain": (r.get("domain") or {}).get("in_domain")}]

@@ -68,8 +68,11 @@ def build(ctx: "TabContext") -> None:
 
 # --- CLI and load-test requests ------------------------------------------------------------
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("classify", help="top-5 classes and Grad-CAM (ABC-Norm)")
-    c.add_argument("image")
+    from app.batch import add_batch_args
+
+    c = sub.add_parser("classify", help="top-5 classes and Grad-CAM (ABC-Norm); several "
+                                        "files or a folder make a batch")
+    add_batch_args(c)
     c.add_argument("--model", default=classify_svc.MODEL)
     c.add_argument("--cam-class", help="class to explain (default: predicted)")
     c.add_argument("--cam-out", help="write the Grad-CAM overlay PNG here")
@@ -78,6 +81,15 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cmd != "classify":
         return None
+    from app.batch import cli_batch, is_batch
+
+    if is_batch(args):
+        if args.cam_out or args.cam_class:
+            from app.inputs import InputError
+
+            raise InputError("--cam-out and --cam-class take one image, not a batch.")
+        return cli_batch(args, lambda p: classify_svc.batch_rows(engine, p, args.model),
+                         classify_svc.BATCH_COLUMNS, count_key="classified")
     if args.cam_out:
         from pathlib import Path
 
@@ -88,7 +100,7 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
             raise InputError(f"--cam-out {out}: the folder {out.parent} does not exist")
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise InputError(f"--cam-out {out}: give a .png or .jpg file name")
-    res = classify_svc.classify(engine, args.image, args.model, args.cam_class)
+    res = classify_svc.classify(engine, args.paths[0], args.model, args.cam_class)
     if args.cam_out:
         from PIL import Image
 

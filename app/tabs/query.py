@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.engine import Engine
 
+from app.inputs import IMAGE_EXTENSIONS
 from app.services import qmil as qmil_svc
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ def build(ctx: "TabContext") -> None:
 
 
 # --- CLI and load-test requests ------------------------------------------------------------
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
@@ -97,7 +97,7 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
         return qmil_svc.query_bag(engine, None, args.word, images=video_bag(bag)).report
     if not bag.is_dir():
         raise InputError(f"--bag must be a folder of images or a video file: {bag}")
-    files = sorted(p for p in bag.iterdir() if p.suffix.lower() in IMAGE_EXT)
+    files = sorted(p for p in bag.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     return qmil_svc.query_bag(engine, files, args.word).report
 
 

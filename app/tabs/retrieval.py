@@ -61,8 +61,11 @@ def build(ctx: "TabContext") -> None:
 
 # --- CLI and load-test requests ------------------------------------------------------------
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    n = sub.add_parser("neighbours", help="nearest gallery images (DCL)")
-    n.add_argument("image")
+    from app.batch import add_batch_args
+
+    n = sub.add_parser("neighbours", help="nearest gallery images (DCL); several files or a "
+                                          "folder make a batch")
+    add_batch_args(n)
     n.add_argument("-k", type=int, default=8)
     n.add_argument("--label", help="the query's true label (reports precision)")
 
@@ -70,7 +73,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cmd != "neighbours":
         return None
-    return retrieval_svc.neighbours(engine, args.image, args.k, args.label).report
+    from app.batch import cli_batch, is_batch
+
+    if is_batch(args):
+        if args.label:
+            from app.inputs import InputError
+
+            raise InputError("--label takes one image, not a batch.")
+        return cli_batch(args, lambda p: retrieval_svc.batch_rows(engine, p, args.k),
+                         retrieval_svc.BATCH_COLUMNS, count_key="queries")
+    return retrieval_svc.neighbours(engine, args.paths[0], args.k, args.label).report
 
 
 def load_requests(lc: Any) -> list[Any]:

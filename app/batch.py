@@ -1,0 +1,309 @@
+"""Batch analysis: many files in, one results file out (CSV or JSON lines).
+
+``python -m app.cli face|classify|neighbours PATH... --out results.csv`` expands files,
+folders (recursively, image files only) and glob patterns, analyses each file with the tab's
+own service, and appends one row per result (per face for the face model) as soon as it is
+known, so an interrupted batch keeps what it did and ``--resume`` analyses only the files
+that are not in the results file yet. A file that fails is a row with ``status`` ``error``
+(or ``no_face``) and its message; it never ends the batch. A missing or corrupt model does:
+every row would fail the same way.
+
+Rows are flat (the same columns in both formats, in a fixed order decided before the first
+file, so a CSV header never changes mid-file); lists are written space-separated in CSV.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from app.inputs import IMAGE_EXTENSIONS, InputError
+from runtime.artifacts import write_bytes_atomic
+from runtime.engine import ModelUnavailableError
+from runtime.manifest import sha256_file
+
+STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+LEAD = ("file", "sha256")             # every row starts with these
+TAIL = ("status", "error")            # and ends with these
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+# rows for one file: (path) -> list of rows without LEAD/TAIL (a no-face file: [] )
+Analyse = Callable[[Path], list[dict[str, Any]]]
+
+
+class NoFaceError(InputError):
+    """The file is an image but holds no face: a ``no_face`` row, not an error."""
+
+
+def expand_inputs(specs: Iterable[str]) -> tuple[list[Path], int]:
+    """Files named, image files under folders (recursive, sorted) and glob matches.
+
+    Returns:
+        (paths in order, without duplicates; number of non-image files skipped in folders).
+        A file named explicitly is always kept (a non-image becomes an error row).
+
+    Raises:
+        InputError: a path that does not exist and matches no file, or nothing at all.
+    """
+    out: list[Path] = []
+    seen: set[str] = set()
+    skipped = 0
+
+    def add(p: Path) -> None:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    def walk(folder: Path) -> None:
+        nonlocal skipped
+        for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                add(f)
+            else:
+                skipped += 1
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            walk(p)
+        elif p.is_file():
+            add(p)
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                raise InputError(f"No file matches {spec!r}.")
+            for m in map(Path, matches):
+                if m.is_dir():
+                    walk(m)
+                elif m.is_file():
+                    add(m)
+        else:
+            raise InputError(f"{spec}: no such file or folder.")
+    if not out:
+        raise InputError("No image files were found in " + ", ".join(map(str, specs)) + ".")
+    return out, skipped
+
+
+def results_format(out: str | os.PathLike[str]) -> str:
+    """``csv`` or ``jsonl`` from the results file's extension."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise InputError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}.")
+    return fmt
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(_cell(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    """The complete rows of an existing results file (a truncated last line is dropped).
+
+    Raises:
+        InputError: the file was written with other columns (another command or model).
+    """
+    fmt = results_format(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows: list[dict[str, Any]] = []
+    if fmt == "jsonl":
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            if isinstance(row, dict) and "file" in row:
+                rows.append(row)
+        if rows and list(rows[0]) != columns:
+            raise InputError(f"{path} was written with other columns (another command or "
+                             f"model); choose another --out.")
+        return rows
+    if not text.strip():
+        return rows
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(complete))
+    header = next(reader, None)
+    if header != columns:
+        raise InputError(f"{path} was written with other columns (another command or model); "
+                         f"choose another --out.")
+    for rec in reader:
+        if len(rec) == len(columns):
+            rows.append(dict(zip(columns, rec)))
+    return rows
+
+
+class ResultsWriter:
+    """Appends rows to a CSV or JSONL file, flushed after each file's rows.
+
+    A new file is created with its header through an atomic write; on resume the complete
+    rows already there are rewritten atomically first (dropping a line an interruption cut)."""
+
+    def __init__(self, path: Path, columns: list[str], keep: list[dict[str, Any]]) -> None:
+        self.path, self.columns, self.fmt = path, columns, results_format(path)
+        buf = io.StringIO()
+        if self.fmt == "csv":
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(columns)
+            for r in keep:
+                w.writerow([r.get(c, "") for c in columns])
+        else:
+            for r in keep:
+                buf.write(json.dumps({c: r.get(c) for c in columns}) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+        self._fh = path.open("a", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            if self._csv is not None:
+                self._csv.writerow([_cell(r.get(c)) for c in self.columns])
+            else:
+                self._fh.write(json.dumps({c: r.get(c) for c in self.columns}, default=str) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class BatchResult:
+    """Every row of the batch (those resumed included) and the summary."""
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
+              out: Path | None = None, resume: bool = False, skipped_non_images: int = 0,
+              progress: Callable[[int, int, str], None] | None = None,
+              count_key: str | None = None, flag: Callable[[dict[str, Any]], bool] | None = None,
+              show_bar: bool = True) -> BatchResult:
+    """Analyse ``paths`` one by one; rows go to ``out`` as they come.
+
+    Args:
+        analyse: the rows of one file (columns besides ``file``/``sha256``/``status``/
+            ``error``); raises :class:`InputError` (an ``error`` row), :class:`NoFaceError`
+            (a ``no_face`` row) or :class:`ModelUnavailableError` (ends the batch).
+        columns: the analysis columns, in order.
+        resume: keep ``out``'s rows and skip the files already in it.
+        progress: ``(done, total, file)`` after each file (the UI's progress bar).
+        count_key / flag: the summary counts rows (``faces``) and flagged rows
+            (``manipulated``) under these names.
+    """
+    from tqdm import tqdm
+
+    all_cols = [*LEAD, *columns, *TAIL]
+    kept: list[dict[str, Any]] = []
+    if out is not None:
+        results_format(out)
+        if out.exists() and not resume:
+            raise InputError(f"{out} exists: add --resume to continue it, or choose another --out.")
+        if resume and out.exists():
+            kept = read_results(out, all_cols)
+    done = {str(r["file"]) for r in kept}
+    todo = [p for p in paths if str(p) not in done]
+    writer = ResultsWriter(out, all_cols, kept) if out is not None else None
+    rows: list[dict[str, Any]] = list(kept)
+    t0 = time.perf_counter()
+    bar = tqdm(todo, desc="analysing", unit="file", disable=not show_bar or not todo,
+               dynamic_ncols=True)
+    n_err = n_rows = 0
+    try:
+        for i, p in enumerate(bar, 1):
+            new = _rows_for(p, analyse, columns)
+            n_err += sum(r["status"] == STATUS_ERROR for r in new)
+            n_rows += sum(r["status"] == STATUS_OK for r in new)
+            bar.set_postfix(rows=n_rows, errors=n_err, refresh=False)
+            if writer is not None:
+                writer.write(new)
+            rows.extend(new)
+            if progress is not None:
+                progress(i, len(todo), str(p))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - t0
+    ok = [r for r in rows if r["status"] == STATUS_OK]
+    summary: dict[str, Any] = {
+        "files": len({str(r["file"]) for r in rows}),
+        "analysed_now": len(todo), "resumed": len(paths) - len(todo),
+        count_key or "results": len(ok),
+        "errors": sum(r["status"] == STATUS_ERROR for r in rows),
+        "skipped_non_images": skipped_non_images,
+        "seconds": round(seconds, 2),
+        "files_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+    }
+    if any(r["status"] == STATUS_NO_FACE for r in rows):
+        summary["no_face"] = sum(r["status"] == STATUS_NO_FACE for r in rows)
+    if flag is not None:
+        summary["manipulated"] = sum(bool(flag(r)) for r in ok)
+    if out is not None:
+        summary["out"] = str(out)
+    return BatchResult(rows, summary)
+
+
+def _rows_for(path: Path, analyse: Analyse, columns: list[str]) -> list[dict[str, Any]]:
+    """One file's rows; its failure is an ``error`` row (a missing model ends the batch)."""
+    base: dict[str, Any] = {"file": str(path), "sha256": None}
+    try:
+        base["sha256"] = sha256_file(path)
+        found = analyse(path)
+    except ModelUnavailableError:
+        raise
+    except NoFaceError as exc:
+        return [{**base, **dict.fromkeys(columns), "status": STATUS_NO_FACE, "error": str(exc)}]
+    except (InputError, OSError) as exc:
+        return [{**base, **dict.fromkeys(columns), "status": STATUS_ERROR, "error": str(exc)}]
+    except Exception as exc:  # noqa: BLE001 - one bad file never ends the batch
+        return [{**base, **dict.fromkeys(columns), "status": STATUS_ERROR,
+                 "error": f"internal error ({type(exc).__name__}): {exc}"}]
+    return [{**base, **{c: r.get(c) for c in columns}, "status": STATUS_OK, "error": None}
+            for r in found]
+
+
+# --- the CLI side: shared by the face, classify and neighbours commands -------------------
+def add_batch_args(parser: Any, what: str = "image") -> None:
+    """``PATH...`` (files, folders, globs), ``--out`` and ``--resume`` on a subcommand."""
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help=f"{what} files, folders (recursive) or glob patterns; several "
+                             f"or a folder make a batch")
+    parser.add_argument("--out", help="batch results file (.csv or .jsonl), one row per "
+                                      "result, written as the batch goes")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue --out: skip the files already in it")
+
+
+def is_batch(args: Any) -> bool:
+    """A batch: several paths, a folder, a glob, or ``--out``."""
+    paths = args.paths
+    return (len(paths) > 1 or bool(args.out) or Path(paths[0]).is_dir()
+            or (not Path(paths[0]).exists() and glob.has_magic(paths[0])))
+
+
+def cli_batch(args: Any, analyse: Analyse, columns: list[str], **kwargs: Any) -> dict[str, Any]:
+    """Run a CLI batch; the summary (and, without ``--out``, every row) as the report."""
+    if args.resume and not args.out:
+        raise InputError("--resume needs --out (the results file to continue).")
+    paths, skipped = expand_inputs(args.paths)
+    out = Path(args.out) if args.out else None
+    try:
+        res = run_batch(paths, analyse, columns, out=out, resume=args.resume,
+                        skipped_non_images=skipped, **kwargs)
+    except KeyboardInterrupt:
+        raise InputError("Interrupted; the rows so far are in "
+                         f"{out}: continue with --resume." if out else "Interrupted.") from None
+    return {"summary": res.summary} if out else {"summary": res.summary, "rows": res.rows}
