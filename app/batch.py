@@ -144,6 +144,16 @@ def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as CSV text with a header (lists space-separated), as ``--out x.csv`` writes."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
 class ResultsWriter:
     """Appends rows to a CSV or JSONL file, flushed after each file's rows.
 
@@ -152,17 +162,12 @@ class ResultsWriter:
 
     def __init__(self, path: Path, columns: list[str], keep: list[dict[str, Any]]) -> None:
         self.path, self.columns, self.fmt = path, columns, results_format(path)
-        buf = io.StringIO()
         if self.fmt == "csv":
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(columns)
-            for r in keep:
-                w.writerow([r.get(c, "") for c in columns])
+            text = csv_text(keep, columns)
         else:
-            for r in keep:
-                buf.write(json.dumps({c: r.get(c) for c in columns}) + "\n")
+            text = "".join(json.dumps({c: r.get(c) for c in columns}) + "\n" for r in keep)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+        write_bytes_atomic(path, text.encode("utf-8"))
         self._fh = path.open("a", encoding="utf-8", newline="")
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
 

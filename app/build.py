@@ -85,7 +85,8 @@ def _timings(artifacts: Path) -> dict[str, Any]:
 
 
 def plan(artifacts: Path, smoke: bool = False, only: list[str] | None = None) -> list[Item]:
-    """Every default run (or those in ``only``), cheapest first by measured cost.
+    """Every default run (or those in ``only``), cheapest first by measured cost; an
+    optional run only when ``only`` names it or in the smoke build.
 
     Raises:
         ValueError: ``only`` names a run that is not a default run.
@@ -99,7 +100,7 @@ def plan(artifacts: Path, smoke: bool = False, only: list[str] | None = None) ->
     measured = _timings(artifacts)
     items = []
     for name, (desc, run) in runs.items():
-        if only and name not in only:
+        if (only and name not in only) or (run.optional and not smoke and not only):
             continue
         key = f"{name}{' smoke' if smoke else ''}"
         est = measured.get(key, {}).get("train_s") or (SMOKE_SECONDS if smoke else run.seconds)

@@ -93,6 +93,10 @@ class Answer:
         text = json.dumps(report, indent=2, default=str)
         return self._write(f"{name}.json", lambda p: Path(p).write_text(text))
 
+    def text(self, text: str, name: str) -> str:
+        """A text download ``<name>`` (CSV, HTML: the name carries the extension)."""
+        return self._write(name, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
     def gallery(self, tiles: list[tuple[np.ndarray, str]], name: str) -> list[tuple[str, str]]:
         """Gallery tiles (image, caption) with each image written as a file."""
         return [(self.image(img, f"{name}-{i:02d}"), cap) for i, (img, cap) in enumerate(tiles, 1)]

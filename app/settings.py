@@ -38,6 +38,7 @@ class ServeSettings:
     max_pixels: int = positive()
     max_side: int = positive()
     min_side: int = positive()
+    max_batch_files: int = positive()
     max_bag: int = positive()
     max_query_chars: int = positive()
     max_video_seconds: float = positive()

@@ -95,3 +95,22 @@ def attention_tile(image: np.ndarray, weight: float, max_weight: float, top: boo
     if top:
         cv2.rectangle(tile, (0, 0), (size - 1, size - 1), (230, 57, 70), 3)
     return tile
+
+
+def side_by_side(images: list[np.ndarray], captions: list[str], size: int = 224) -> np.ndarray:
+    """RGB images (H, W, 3) resized to ``size`` and placed in a row, each under its caption.
+
+    Returns:
+        uint8 (size + 28, n * size + (n - 1) * 8, 3), white background.
+    """
+    import cv2
+
+    band, gap = 28, 8
+    out = np.full((size + band, len(images) * size + (len(images) - 1) * gap, 3), 255, np.uint8)
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        x = i * (size + gap)
+        out[band:, x:x + size] = cv2.resize(np.ascontiguousarray(img[..., :3]), (size, size),
+                                            interpolation=cv2.INTER_AREA)
+        cv2.putText(out, cap[:28], (x + 2, band - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20),
+                    1, cv2.LINE_AA)
+    return out

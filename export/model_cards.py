@@ -66,7 +66,9 @@ def build_cards(artifacts: Path, argv: list[str]) -> str:
     for desc, r in served_runs():
         rdir = artifacts / "runs" / r.run
         if not (rdir / "summary.json").is_file():
-            out += [f"## `{r.run}` - not built", "", f"No {rdir / 'summary.json'}.", ""]
+            why = (f"An optional run, not in the default build: `python -m app --build-only "
+                   f"--only {r.run}` builds it." if r.optional else f"No {rdir / 'summary.json'}.")
+            out += [f"## `{r.run}` - not built", "", why, ""]
             continue
         summary = json.loads((rdir / "summary.json").read_text())
         cfg = yaml.safe_load((rdir / "config.yaml").read_text()) if (rdir / "config.yaml").is_file() else {}

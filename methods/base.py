@@ -72,10 +72,15 @@ class BuildRun:
     ``seconds``: what the run took on the reference machine (2 CPU cores, data generation
     included), measured; the build queue orders runs by it (cheapest first) and uses it as the
     time-left estimate until the run has measured step times of its own (and, once built,
-    ``<artifacts>/build/timings.json``)."""
+    ``<artifacts>/build/timings.json``).
+
+    ``optional``: not part of the default build (it would lengthen the first run); built
+    when named (``python -m app --build-only --only RUN``) and in the smoke build, which
+    checks every run."""
     run: str
     overrides: tuple[str, ...] = ()
     seconds: float = 60.0
+    optional: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import jsonschema
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "api"
 # endpoint -> position of the JSON report in the endpoint's outputs (None: the answer itself)
-JSON_OUTPUT = {"/face": 4, "/face_video": 1, "/query": 2, "/neighbours": 2, "/classify": 3,
+JSON_OUTPUT = {"/face": 4, "/face_batch": 3, "/face_video": 1, "/query": 2, "/neighbours": 2, "/classify": 3,
                "/status": None}
 
 
