@@ -290,19 +290,53 @@ def add_batch_args(parser: Any, what: str = "image") -> None:
                                       "result, written as the batch goes")
     parser.add_argument("--resume", action="store_true",
                         help="continue --out: skip the files already in it")
+    parser.add_argument("--report", metavar="FILE.html",
+                        help="also save the analysis as one self-contained HTML case report")
 
 
-def is_batch(args: Any) -> bool:
-    """A batch: several paths, a folder, a glob, or ``--out``."""
+def report_path(args: Any) -> Path | None:
+    """``--report``, checked before any work: an .html name in an existing folder."""
+    if not getattr(args, "report", None):
+        return None
+    path = Path(args.report)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--report {path}: give a .html file name.")
+    if not path.parent.is_dir():
+        raise InputError(f"--report {path}: the folder {path.parent} does not exist.")
+    return path
+
+
+def save_report(path: Path, html: str) -> None:
+    """Write a case report atomically; a failure is the user's to fix (a message)."""
+    from app.case_report import write_report
+
+    try:
+        write_report(path, html)
+    except OSError as exc:
+        raise InputError(f"--report {path}: cannot write it ({exc.strerror or exc}).") from exc
+
+
+def is_batch(args: Any, single_report: bool = True) -> bool:
+    """A batch: several paths, a folder, a glob, or ``--out`` (or ``--report`` for a
+    command whose single answer has no case report of its own)."""
     paths = args.paths
     return (len(paths) > 1 or bool(args.out) or Path(paths[0]).is_dir()
+            or (not single_report and bool(getattr(args, "report", None)))
             or (not Path(paths[0]).exists() and glob.has_magic(paths[0])))
 
 
-def cli_batch(args: Any, analyse: Analyse, columns: list[str], **kwargs: Any) -> dict[str, Any]:
-    """Run a CLI batch; the summary (and, without ``--out``, every row) as the report."""
+def cli_batch(args: Any, analyse: Analyse, columns: list[str],
+              models: Callable[[], list[dict[str, Any]]] | None = None,
+              **kwargs: Any) -> dict[str, Any]:
+    """Run a CLI batch; the summary (and, without ``--out``, every row) as the report.
+
+    Args:
+        models: the case report's model descriptions (:func:`app.case_report.model_info`),
+            asked for only when ``--report`` is given.
+    """
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the results file to continue).")
+    html_out = report_path(args)
     paths, skipped = expand_inputs(args.paths)
     out = Path(args.out) if args.out else None
     try:
@@ -311,4 +345,9 @@ def cli_batch(args: Any, analyse: Analyse, columns: list[str], **kwargs: Any) ->
     except KeyboardInterrupt:
         raise InputError("Interrupted; the rows so far are in "
                          f"{out}: continue with --resume." if out else "Interrupted.") from None
+    if html_out is not None:
+        from app.case_report import batch_report
+
+        save_report(html_out, batch_report(res.rows, res.summary, models() if models else []))
+        res.summary["report"] = str(html_out)
     return {"summary": res.summary} if out else {"summary": res.summary, "rows": res.rows}

@@ -97,8 +97,10 @@ def attention_tile(image: np.ndarray, weight: float, max_weight: float, top: boo
     return tile
 
 
-def side_by_side(images: list[np.ndarray], captions: list[str], size: int = 224) -> np.ndarray:
-    """RGB images (H, W, 3) resized to ``size`` and placed in a row, each under its caption.
+def side_by_side(images: list[np.ndarray | None], captions: list[str], size: int = 224
+                 ) -> np.ndarray:
+    """RGB images (H, W, 3) resized to ``size`` and placed in a row, each under its caption
+    (None: a grey tile that says there is no map).
 
     Returns:
         uint8 (size + 28, n * size + (n - 1) * 8, 3), white background.
@@ -109,6 +111,11 @@ def side_by_side(images: list[np.ndarray], captions: list[str], size: int = 224)
     out = np.full((size + band, len(images) * size + (len(images) - 1) * gap, 3), 255, np.uint8)
     for i, (img, cap) in enumerate(zip(images, captions)):
         x = i * (size + gap)
+        if img is None:
+            out[band:, x:x + size] = 225
+            cv2.putText(out, "no where-map", (x + 40, band + size // 2), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6, (90, 90, 90), 1, cv2.LINE_AA)
+            continue
         out[band:, x:x + size] = cv2.resize(np.ascontiguousarray(img[..., :3]), (size, size),
                                             interpolation=cv2.INTER_AREA)
         cv2.putText(out, cap[:28], (x + 2, band - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20),

@@ -72,7 +72,7 @@ def test_face_on_generated_crop(client, smoke_artifacts):
     from gradio_client import handle_file
 
     f = _files(smoke_artifacts, "faces")[0]
-    text, annotated, crop, where, report, download = client.predict(
+    text, annotated, crop, where, report, download, case = client.predict(
         handle_file(str(f)), 0.5, 1, True, "seqfake", api_name="/face")
     assert report["verdict"] in ("real", "manipulated")
     assert set(report["probabilities"]) == {"nose", "eye", "eyebrow", "lip", "hair"}
@@ -83,6 +83,8 @@ def test_face_on_generated_crop(client, smoke_artifacts):
     assert (report["verdict"] == "real") == (not seq)
     assert np.asarray(Image.open(where)).shape[:2] == (256, 256)
     assert Path(download).read_text().startswith("{")
+    html = Path(case).read_text()                 # the case report of this answer
+    assert f.name in html and report["model_version"] in html and 'id="section-where"' in html
 
 
 def test_face_detection_on_a_photo(client, tmp_path):
@@ -91,7 +93,7 @@ def test_face_detection_on_a_photo(client, tmp_path):
 
     p = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).save(p)
-    *_, report, _ = client.predict(handle_file(str(p)), 0.5, 1, False, "seqfake", api_name="/face")
+    *_, report, _, _ = client.predict(handle_file(str(p)), 0.5, 1, False, "seqfake", api_name="/face")
     assert len(report["faces"]) >= 1 and report["face_number"] == 1
     assert report["detector"].startswith("MTCNN")
 

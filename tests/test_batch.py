@@ -198,7 +198,7 @@ def test_face_tab_batch_and_side_by_side(smoke_artifacts, tmp_path):
         faces = sorted((smoke_artifacts / "examples" / "faces").glob("*.png"))[:3]
         bad = tmp_path / "bad.png"
         bad.write_bytes(b"\x89PNG broken")
-        text, table, csv_file, rows = client.predict(
+        text, table, csv_file, rows, case = client.predict(
             [handle_file(str(p)) for p in faces] + [handle_file(str(bad))], 0.5, True, "seqfake",
             api_name="/face_batch")
         assert rows["summary"]["files"] == 4 and rows["summary"]["errors"] == 1
@@ -207,8 +207,10 @@ def test_face_tab_batch_and_side_by_side(smoke_artifacts, tmp_path):
         with open(csv_file, newline="") as fh:
             assert len(list(csv.DictReader(fh))) == 4
         assert table["headers"][0] == "file" and len(table["data"]) == 4
+        html = Path(case).read_text()
+        assert 'id="section-rows"' in html and "bad.png" in html
         # side by side: every served seqfake model answers for the same face
-        text, _, _, where, report, _ = client.predict(
+        text, _, _, where, report, _, _ = client.predict(
             handle_file(str(faces[1])), 0.5, 1, True, "all", api_name="/face")
         names = [m["model"] for m in report["models"]]
         assert names[0] == "seqfake" and "seqfakeformer" in names
@@ -226,3 +228,24 @@ def test_face_tab_batch_and_side_by_side(smoke_artifacts, tmp_path):
         assert w.shape[1] > 2 * w.shape[0] * 0.9   # the where-maps in a row
     finally:
         demo.close()
+
+
+@pytest.mark.slow
+def test_cli_case_reports(smoke_artifacts, tmp_path):
+    """--report: one face by every model, and a batch, each one self-contained HTML file."""
+    faces = sorted((smoke_artifacts / "examples" / "faces").glob("*.png"))[:2]
+    one = tmp_path / "case.html"
+    rep = json.loads(cli(smoke_artifacts, "face", faces[0], "--crop", "--model", "all",
+                         "--report", one).stdout)
+    html = one.read_text()
+    for m in rep["models"]:
+        assert m["version"] in html and m["sha256"] in html
+    assert faces[0].name in html and "http://" not in html and "https://" not in html
+    with_map = sum(a["decoder"] == "probability-ranked" for a in rep["answers"])  # token maps
+    assert html.count("data:image/png;base64,") == 1 + with_map   # the crop and each where-map
+    batch = tmp_path / "batch.html"
+    s = json.loads(cli(smoke_artifacts, "face", *faces, "--crop", "--report", batch).stdout)
+    assert s["summary"]["report"] == str(batch)
+    assert all(p.name in batch.read_text() for p in faces)
+    r = cli(smoke_artifacts, "face", faces[0], "--report", tmp_path / "no" / "x.html", check=False)
+    assert r.returncode == 2 and "does not exist" in r.stderr

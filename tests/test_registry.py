@@ -245,7 +245,7 @@ def test_the_face_service_answers_with_the_decoder_variant(variant_artifacts):
     expected = [int(c) for c in tokens[:tokens.index(0)]]
     assert [entry["labels"].index(s["component"]) + 1 for s in r["sequence"]] == expected
     assert r["verdict"] == ("manipulated" if expected else "real")
-    assert res.where.shape == res.crop.shape                  # no where-map: the crop
+    assert res.where is None                                  # no where-map (no token map)
 
 
 # --- a method added through the registry alone ---------------------------------------------

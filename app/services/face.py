@@ -24,7 +24,7 @@ class FaceResult:
     report: dict[str, Any]
     annotated: np.ndarray | None  # input with all faces drawn
     crop: np.ndarray              # aligned crop (CROP_SIZE, CROP_SIZE, 3)
-    where: np.ndarray             # where-map overlaid on the crop
+    where: np.ndarray | None      # where-map overlaid on the crop (None: the model has none)
 
 
 def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
@@ -133,7 +133,7 @@ def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: A
         report["faces"] = [f.to_dict() for f in faces]
         report["face_number"] = face_index + 1 if faces else None  # 1-based, as --face
         report["detector"] = getattr(detector, "name", None) if not is_crop else "none (crop given)"
-        where = overlay_heatmap(crop, dissim) if dissim is not None else crop
+        where = overlay_heatmap(crop, dissim) if dissim is not None else None
         results.append(FaceResult(report, annotated, crop, where))
     return results
 

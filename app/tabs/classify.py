@@ -82,14 +82,16 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cmd != "classify":
         return None
     from app.batch import cli_batch, is_batch
+    from app.case_report import model_info
 
-    if is_batch(args):
+    if is_batch(args, single_report=False):
         if args.cam_out or args.cam_class:
             from app.inputs import InputError
 
             raise InputError("--cam-out and --cam-class take one image, not a batch.")
         return cli_batch(args, lambda p: classify_svc.batch_rows(engine, p, args.model),
-                         classify_svc.BATCH_COLUMNS, count_key="classified")
+                         classify_svc.BATCH_COLUMNS, count_key="classified",
+                         models=lambda: [model_info(engine.get(args.model, classify_svc.METHOD))])
     if args.cam_out:
         from pathlib import Path
 

@@ -3,6 +3,7 @@ CLI ``face`` and ``video``. Serves every exported model of the method (a model s
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.engine import Engine
@@ -19,39 +20,104 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
+    from app import case_report
+    from app.inputs import InputError
     from app.ui_common import Dropdown, Number, SafeImage, Slider, example_truth, file_path, guard
+    from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
 
+    def model_infos(models: list[str]) -> list[dict[str, Any]]:
+        return [case_report.model_info(ctx.engine.get(m, face_svc.METHOD)) for m in models]
+
+    def model_choices() -> list[str]:
+        served = ctx.served() or seq_models
+        return served + ([face_svc.ALL] if len(served) > 1 else [])
+
     @guard
     def face(image, threshold, face_number, is_crop, model_name):
-        """Sequential deepfake analysis of the face in an image."""
-        res = face_svc.analyze_face(ctx.engine, ctx.detector(), file_path(image), threshold=threshold,
-                                    face_index=int(face_number or 1) - 1, is_crop=bool(is_crop),
-                                    model_name=model_name or seq_models[0])
-        r = res.report
-        text = (f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
-                f"**Sequence:** {r['sequence_text']}\n\n"
-                + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
-                            for s in r["sequence"]))
+        """Sequential deepfake analysis of the face in an image (``all``: every model)."""
+        models = face_svc.resolve_models(ctx.engine, model_name or seq_models[0])
+        results = face_svc.analyze_face_models(
+            ctx.engine, ctx.detector(), file_path(image), models, threshold=threshold,
+            face_index=int(face_number or 1) - 1, is_crop=bool(is_crop))
+        res, out = results[0], ctx.outputs.new("face")  # the answer's own files, never rewritten
         truth = example_truth(file_path(image))
+        if model_name == face_svc.ALL:
+            cards = [face_svc.model_card_line(ctx.engine, m) for m in models]
+            text = compare_markdown(cards, [r.report for r in results])
+            where = side_by_side([r.where for r in results], [r.report["model"] for r in results])
+            report: dict[str, Any] = {"models": cards, "answers": [r.report for r in results]}
+        else:
+            r = res.report
+            text = (f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
+                    f"**Sequence:** {r['sequence_text']}\n\n"
+                    + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
+                                for s in r["sequence"]))
+            if r.get("trained_on"):
+                text += f"\n\n_{r['trained_on']}_"
+            where, report = res.where, r
         if truth:  # an example: its true sequence is in its name
             text += f"\n\n**Truth (example's name):** {truth.replace(' ', ' -> ')}"
-        if r.get("trained_on"):
-            text += f"\n\n_{r['trained_on']}_"
-        out = ctx.outputs.new("face")  # the answer's own files, never rewritten
+        name, digest = upload_identity(file_path(image))
+        html = case_report.face_report(name, digest, results, model_infos(models))
         return (text, out.image(res.annotated if res.annotated is not None else res.crop, "faces"),
-                out.image(res.crop, "crop"), out.image(res.where, "where"), r, out.json(r, "face"))
+                out.image(res.crop, "crop"), out.image(where, "where"), report,
+                out.json(report, "face"), out.text(html, "case_report.html"))
 
     @guard
-    def face_video(video, threshold, max_frames, is_crop):
-        """Per-frame sequential deepfake analysis over sampled video frames."""
+    def face_batch(files, threshold, is_crop, model_name, progress=gr.Progress()):
+        """Every face of every uploaded file: a table, a CSV download and a summary."""
+        from app.batch import csv_text, run_batch
+        from app.settings import current as limits
+
+        paths = [Path(file_path(f)) for f in (files or [])]
+        if not paths:
+            raise InputError("No files were given: upload one or more images.")
+        if len(paths) > limits().max_batch_files:
+            raise InputError(f"{len(paths)} files: the limit is {limits().max_batch_files} per "
+                             f"batch (max_batch_files); the CLI takes any number: "
+                             f"python -m app.cli face FOLDER --out results.csv")
+        models = face_svc.resolve_models(ctx.engine, model_name or seq_models[0])
+        columns = face_svc.batch_columns(ctx.engine, models)
+        det = None if is_crop else ctx.detector()
+        progress(0, desc="analysing")
+        res = run_batch(paths, lambda p: face_svc.batch_rows(ctx.engine, det, p, models, threshold,
+                                                             bool(is_crop)),
+                        columns, count_key="faces", flag=lambda r: r["verdict"] == "manipulated",
+                        progress=lambda i, n, _: progress(i / n, desc=f"{i}/{n} files"),
+                        show_bar=False)
+        for row in res.rows:  # the upload cache's folders mean nothing to the user
+            row["file"] = Path(row["file"]).name
+        all_cols = ["file", "sha256", *columns, "status", "error"]
+        sm = res.summary
+        text = (f"**{sm['files']} files, {sm['faces']} faces, {sm.get('manipulated', 0)} "
+                f"manipulated, {sm['errors']} errors"
+                + (f", {sm['no_face']} without a face" if sm.get("no_face") else "")
+                + f"** in {sm['seconds']:.1f} s")
+        shown = [c for c in all_cols if c not in ("sha256", "box", "model_version")]
+        table = [[_table_cell(r.get(c)) for c in shown] for r in res.rows]
+        out = ctx.outputs.new("face_batch")
+        html = case_report.batch_report(res.rows, sm, model_infos(models))
+        return (text, {"headers": shown, "data": table},
+                out.text(csv_text(res.rows, all_cols), "results.csv"),
+                {"summary": sm, "rows": res.rows}, out.text(html, "case_report.html"))
+
+    @guard
+    def face_video(video, threshold, max_frames, is_crop, model_name=None):
+        """Sequential deepfake analysis of every person (one track each) over sampled frames."""
         from app.services.video import analyze_video
 
-        res = analyze_video(ctx.engine, ctx.detector(), file_path(video), threshold=threshold,
-                            max_frames=int(max_frames or 16), is_crop=bool(is_crop))
+        res = analyze_video(ctx.engine, None if is_crop else ctx.detector(), file_path(video),
+                            threshold=threshold, max_frames=int(max_frames or 16),
+                            is_crop=bool(is_crop), model_name=model_name or seq_models[0])
         out = ctx.outputs.new("face_video")
-        return out.image(res.timeline, "timeline"), res.report, out.json(res.report, "video")
+        crops = [(c, f"person {t.track_id}: {t.report['fake_probability']:.2f} {t.report['verdict']}"
+                     f" (t = {top['time']:.1f} s)")
+                 for t in res.tracks for c, top in zip(t.top_crops, t.report["top_frames"])]
+        plots = [(t.timeline, f"person {t.track_id}") for t in res.tracks]
+        return (out.image(res.timeline, "timeline"), res.report, out.json(res.report, "video"),
+                out.gallery(crops, "top-crop"), out.gallery(plots, "track-timeline"))
 
     with gr.Tab("Face (sequential deepfake)"):
         gr.Markdown("The default model is trained on **procedurally generated faces** "
@@ -65,7 +131,8 @@ def build(ctx: "TabContext") -> None:
                 f_idx = Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
                 f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
                                      elem_id="face-crop")
-                f_model = Dropdown(seq_models, value=seq_models[0], label="Model (components/attributes)")
+                f_model = Dropdown(model_choices(), value=seq_models[0],
+                                   label="Model ('all': every model side by side)")
                 f_btn = gr.Button("Analyse", variant="primary", elem_id="face-btn")
             with gr.Column():
                 f_text = gr.Markdown()
@@ -74,7 +141,9 @@ def build(ctx: "TabContext") -> None:
                     f_cropimg = gr.Image(label="Aligned crop", height=220)
                     f_where = gr.Image(label="Where (token dissimilarity)", height=220)
                 f_json = gr.JSON(label="Report", elem_id="face-json")
-                f_file = gr.File(label="Download JSON")
+                with gr.Row():
+                    f_file = gr.File(label="Download JSON")
+                    f_html = gr.File(label="Case report (HTML)", elem_id="face-report")
         # component faces go with seqfake, attribute faces with seqfake_attr (if served)
         face_examples = [[str(p), 0.5, 1, True, model]
                          for folder, model, n in (("faces", "seqfake", 6),
@@ -83,34 +152,100 @@ def build(ctx: "TabContext") -> None:
                          for p in sorted((ctx.examples / folder).glob("*.png"))[:n]]
         if face_examples:
             gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model])
-        ctx.on_load.append((lambda: Dropdown(choices=ctx.served() or seq_models), [f_model]))
+        ctx.on_load.append((lambda: Dropdown(choices=model_choices()), [f_model]))
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
-                    [f_text, f_annot, f_cropimg, f_where, f_json, f_file], api_name="face")
+                    [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face")
+        with gr.Accordion("Several files (batch)", open=False):
+            b_files = gr.File(file_count="multiple", type="filepath", label="Images",
+                              elem_id="face-batch-files")
+            b_btn = gr.Button("Analyse all", elem_id="face-batch-btn")
+            b_text = gr.Markdown()
+            b_table = gr.Dataframe(label="One row per face (click a column to sort)",
+                                   interactive=False, wrap=True, elem_id="face-batch-table")
+            with gr.Row():
+                b_csv = gr.File(label="Download CSV")
+                b_html = gr.File(label="Case report (HTML)")
+            b_json = gr.JSON(label="Rows", visible=False)
+            b_btn.click(face_batch, [b_files, f_thr, f_crop, f_model],
+                        [b_text, b_table, b_csv, b_json, b_html], api_name="face_batch")
         with gr.Accordion("Video", open=False):
-            v_in = gr.Video(label="Video with a face")
+            gr.Markdown("Every face of the sampled frames is followed over the clip (one track "
+                        "per person); a person's score is the mean of their frames' fake "
+                        "probabilities, the video's the highest person's. Threshold and model: "
+                        "as above.")
+            v_in = gr.Video(label="Video with faces")
             v_frames = Slider(2, 64, value=16, step=1, label="Frames to sample")
             v_crop = gr.Checkbox(value=False, label="Frames are face crops")
             v_btn = gr.Button("Analyse video")
-            v_plot = gr.Image(label="Timeline")
-            v_json = gr.JSON(label="Per-frame report")
+            v_plot = gr.Image(label="Fake probability per person over time")
+            v_crops = gr.Gallery(label="Each person's highest-scoring frames", columns=6,
+                                 height=240, elem_id="face-video-crops")
+            v_tracks = gr.Gallery(label="Per-person timelines (fake probability and components)",
+                                  columns=2, height=300, elem_id="face-video-tracks")
+            v_json = gr.JSON(label="Report (per person and per frame)")
             v_file = gr.File(label="Download JSON")
-            v_btn.click(face_video, [v_in, f_thr, v_frames, v_crop], [v_plot, v_json, v_file],
-                        api_name="face_video")
+            v_btn.click(face_video, [v_in, f_thr, v_frames, v_crop, f_model],
+                        [v_plot, v_json, v_file, v_crops, v_tracks], api_name="face_video")
+
+
+def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]]) -> str:
+    """The side-by-side answer: one column per model, with its measured test accuracies."""
+    def pct(v: Any) -> str:
+        return f"{100 * float(v):.1f} %" if v is not None else "not measured"
+
+    head = "| | " + " | ".join(f"**{c['model']}** ({c['variant']})" for c in cards) + " |"
+    rows = [
+        ("verdict", [f"**{r['verdict'].upper()}** ({r['fake_probability']:.3f})" for r in reports]),
+        ("sequence", [r["sequence_text"] for r in reports]),
+        ("decoder", [r["decoder"] for r in reports]),
+        ("task", [c["task"] for c in cards]),
+        ("test Fixed-Acc", [pct(c["fixed_acc"]) for c in cards]),
+        ("test Adaptive-Acc", [pct(c["adaptive_acc"]) for c in cards]),
+        ("version", [f"`{c['version']}`" for c in cards]),
+    ]
+    lines = [head, "|---" * (len(cards) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
+    n = {c.get("n_eval") for c in cards if c.get("n_eval")}
+    note = (f"Test accuracies from each model's manifest entry (measured at export on "
+            f"{', '.join(str(int(x)) for x in sorted(n))} test faces).") if n else ""
+    return "\n".join(lines) + ("\n\n" + note if note else "")
+
+
+def upload_identity(path: Any) -> tuple[str, str]:
+    """(file name, sha256) of an uploaded file, as a case report names its input."""
+    from runtime.manifest import sha256_file
+
+    p = Path(str(path))
+    return p.name, sha256_file(p)
+
+
+def _table_cell(v: Any) -> Any:
+    """A value as the batch table shows it (lists joined, None blank)."""
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    return v
 
 
 # --- CLI and load-test requests ------------------------------------------------------------
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("face", help="sequential deepfake analysis of a face image")
-    f.add_argument("image")
+    from app.batch import add_batch_args
+
+    f = sub.add_parser("face", help="sequential deepfake analysis of face images (one, or a "
+                                    "batch: every face of every file)")
+    add_batch_args(f)
     f.add_argument("--threshold", type=float)
-    f.add_argument("--face", type=int, default=1, help="which face (1 = largest)")
-    f.add_argument("--crop", action="store_true", help="the image is already a face crop")
-    f.add_argument("--model", default="seqfake")
-    v = sub.add_parser("video", help="per-frame analysis of a video")
+    f.add_argument("--face", type=int, default=1, help="which face (1 = largest; one image)")
+    f.add_argument("--crop", action="store_true", help="the images are already face crops")
+    f.add_argument("--model", default="seqfake",
+                   help="a seqfake model of the manifest, or 'all' (side by side)")
+    v = sub.add_parser("video", help="analysis of every person in a video (one track each)")
     v.add_argument("video")
     v.add_argument("--threshold", type=float)
-    v.add_argument("--frames", type=int, default=16)
-    v.add_argument("--crop", action="store_true")
+    v.add_argument("--frames", type=int, default=16, help="frames sampled evenly")
+    v.add_argument("--crop", action="store_true", help="every frame is already a face crop")
+    v.add_argument("--model", default="seqfake", help="a seqfake model of the manifest")
 
 
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
@@ -121,11 +256,40 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
 
     det = None if args.crop else default_detector()
     if args.cmd == "face":
-        return face_svc.analyze_face(engine, det, args.image, args.threshold, args.face - 1,
-                                     args.crop, args.model).report
+        return _face_cli(args, engine, det)
     from app.services.video import analyze_video
 
-    return analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop).report
+    return analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop,
+                         model_name=args.model).report
+
+
+def _face_cli(args: argparse.Namespace, engine: Engine, det: Any) -> dict[str, Any]:
+    """``face``: one image's report (``--model all``: every model's answer), or a batch."""
+    from app import case_report
+    from app.batch import cli_batch, is_batch, report_path, save_report
+
+    models = face_svc.resolve_models(engine, args.model)
+
+    def infos() -> list[dict[str, Any]]:
+        return [case_report.model_info(engine.get(m, face_svc.METHOD)) for m in models]
+
+    if is_batch(args):
+        return cli_batch(
+            args, lambda p: face_svc.batch_rows(engine, det, p, models, args.threshold, args.crop),
+            face_svc.batch_columns(engine, models), models=infos, count_key="faces",
+            flag=lambda r: r["verdict"] == "manipulated")
+    html_out = report_path(args)
+    results = face_svc.analyze_face_models(engine, det, args.paths[0], models, args.threshold,
+                                           args.face - 1, args.crop)
+    if args.model != face_svc.ALL:
+        report = results[0].report
+    else:
+        report = {"models": [face_svc.model_card_line(engine, m) for m in models],
+                  "answers": [r.report for r in results]}
+    if html_out is not None:
+        save_report(html_out, case_report.face_report(*upload_identity(args.paths[0]), results,
+                                                      infos()))
+    return report
 
 
 def load_requests(lc: Any) -> list[Any]:
@@ -148,8 +312,9 @@ def load_requests(lc: Any) -> list[Any]:
         video = video_from(faces[:4], lc.work / "faces.mp4")
         if video is not None:
             out.append(Request("/face_video", (lc.file(video), 0.5, 4, True),
-                               lambda r: [(f.get("fake_probability"), f.get("error"))
-                                          for f in r[1]["frames"]], label="video of face crops"))
+                               lambda r: [(t["track"], [(row["time"], row["fake_probability"])
+                                                        for row in t["timeline"]])
+                                          for t in r[1]["tracks"]], label="video of face crops"))
         out += [Request("/face", (lc.file(lc.hostile["truncated"]), 0.5, 1, False, "seqfake"), key,
                         True, "truncated PNG"),
                 Request("/face", (lc.file(lc.photos["china"]), 0.5, 1, False, "seqfake"), key,

@@ -74,14 +74,17 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cmd != "neighbours":
         return None
     from app.batch import cli_batch, is_batch
+    from app.case_report import model_info
 
-    if is_batch(args):
+    if is_batch(args, single_report=False):
         if args.label:
             from app.inputs import InputError
 
             raise InputError("--label takes one image, not a batch.")
         return cli_batch(args, lambda p: retrieval_svc.batch_rows(engine, p, args.k),
-                         retrieval_svc.BATCH_COLUMNS, count_key="queries")
+                         retrieval_svc.BATCH_COLUMNS, count_key="queries",
+                         models=lambda: [model_info(engine.get(retrieval_svc.MODEL,
+                                                               retrieval_svc.METHOD))])
     return retrieval_svc.neighbours(engine, args.paths[0], args.k, args.label).report
 
 
