@@ -1,23 +1,97 @@
-"""Videos: per-frame face analysis with a timeline, and a video as a qMIL bag."""
+"""Videos: every face of the sampled frames, linked into one track per person, each track
+with its own timeline and score; and a video as a qMIL bag.
+
+A track's score is the mean of its frames' fake probabilities (the thesis' video-level
+score); the video's is the highest track score, so one manipulated person makes the clip
+manipulated.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from runtime.engine import Engine
-from app.faces import FaceDetector
+from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError
-from app.services.face import analyze_face
+from app.services.face import ALL, CROP_SIZE, analyze_crop
 from app.settings import current as limits
+from app.tracking import Track, TrackerConfig, track_faces
 from app.viz import timeline
 
+TOP_FRAMES = 3  # highest-scoring frames shown per track
 
-def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[float]]:
-    """Evenly sampled RGB frames and their approximate times (s); errors become InputError."""
-    import cv2
 
+def _probe(path: Any) -> tuple[float, int]:
+    """The container's frame rate and frame count (0 when unknown)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        cap.release()
+
+
+def video_seconds(path: Any, at_most: float | None = None) -> float | None:
+    """The video's length in seconds; None when the container gives no frame rate.
+
+    When it gives no frame count, frames are counted by reading, stopping once past
+    ``at_most`` seconds (the length returned is then just over ``at_most``)."""
+    fps, count = _probe(path)
+    if fps <= 0:
+        return None
+    if count <= 0:
+        stop = None if at_most is None else int(at_most * fps) + 2
+        cap = cv2.VideoCapture(str(path))
+        try:
+            while (stop is None or count < stop) and cap.grab():
+                count += 1
+        finally:
+            cap.release()
+    return count / fps if count > 0 else None
+
+
+def check_video(path: Any) -> None:
+    """Refuse a video over the upload size limit or longer than ``max_video_seconds``.
+
+    Raises:
+        InputError: no video, or a limit is exceeded (the message gives the limit).
+    """
+    if path is None:
+        raise InputError("No video was given.")
+    p = Path(str(path))
+    if not p.is_file():
+        return  # read_frames says "not found"
+    lim = limits()
+    size = p.stat().st_size
+    if size > lim.max_upload_bytes:
+        raise InputError(f"{p.name} is {size / 2**20:.1f} MB; the limit is "
+                         f"{lim.max_upload_mb:g} MB.")
+    seconds = video_seconds(p, lim.max_video_seconds)
+    if seconds is not None and seconds > lim.max_video_seconds + 1e-3:
+        raise InputError(f"{p.name} is {seconds:.1f} s long; the limit is "
+                         f"{lim.max_video_seconds:g} s (max_video_seconds). Trim the video.")
+
+
+def _fit(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Downscale an image (H, W, 3) whose longer side exceeds ``side``; others unchanged."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= side:
+        return rgb
+    s = side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def read_frames(path: Any, max_frames: int, upscale: bool = True
+                ) -> tuple[list[np.ndarray], list[float]]:
+    """Evenly sampled RGB frames (H, W, 3) of the first ``max_video_seconds`` and their
+    approximate times (s); errors become InputError.
+
+    Frames are resized so that their longer side is ``max_side``; with ``upscale=False``
+    only larger frames are (smaller ones keep the video's pixels)."""
     from models.media import VideoReadError, video_to_frames
 
     if path is None:
@@ -27,16 +101,17 @@ def read_frames(path: Any, max_frames: int) -> tuple[list[np.ndarray], list[floa
         raise InputError(f"Frames to sample must be between 1 and {lim.max_video_frames}.")
     try:
         frames = video_to_frames(str(path), max_frames=max_frames,
-                                 max_seconds=lim.max_video_seconds, size=lim.max_side)
+                                 max_seconds=lim.max_video_seconds,
+                                 size=lim.max_side if upscale else None)
     except (VideoReadError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     if not frames:
         raise InputError("The video has no readable frames.")
-    cap = cv2.VideoCapture(str(path))
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    cap.release()
-    duration = min(count / fps, lim.max_video_seconds) if fps > 0 and count > 0 else float(len(frames))
+    if not upscale:
+        frames = [_fit(f, lim.max_side) for f in frames]
+    fps, count = _probe(path)
+    duration = (min(count / fps, lim.max_video_seconds) if fps > 0 and count > 0
+                else float(len(frames)))
     # video_to_frames samples the centres of equal segments
     times = [(i + 0.5) * duration / len(frames) for i in range(len(frames))]
     return frames, times
@@ -49,37 +124,149 @@ def video_bag(path: Any, max_frames: int = 16) -> list[np.ndarray]:
 
 
 @dataclass
+class TrackResult:
+    """One person of the clip."""
+
+    track_id: int                # 1-based, stable over the clip
+    report: dict[str, Any]       # JSON-able (see analyze_video)
+    timeline: np.ndarray         # RGB uint8 plot of this person's probabilities over time
+    top_crops: list[np.ndarray]  # aligned crops (CROP_SIZE, CROP_SIZE, 3) of top frames, best first
+
+
+@dataclass
 class VideoResult:
-    report: dict[str, Any]
-    timeline: np.ndarray
+    report: dict[str, Any]       # JSON-able (see analyze_video)
+    timeline: np.ndarray         # RGB uint8 overview: each track's fake probability over time
+    tracks: list[TrackResult]
+
+
+def _detect(detector: FaceDetector | None, frames: list[np.ndarray], is_crop: bool
+            ) -> list[list[Face]]:
+    """The faces of each frame (largest first); with ``is_crop`` the whole frame is one."""
+    if is_crop:
+        return [[Face((0.0, 0.0, float(f.shape[1]), float(f.shape[0])), 1.0)] for f in frames]
+    if detector is None:
+        raise InputError("No face detector is available; tick 'Frames are face crops'.")
+    return [detector.detect(f) for f in frames]
+
+
+def _crop(frame: np.ndarray, face: Face, is_crop: bool) -> np.ndarray:
+    """The model's input crop (CROP_SIZE, CROP_SIZE, 3) of one face."""
+    if is_crop:
+        return cv2.resize(frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    return align_crop(frame, face, size=CROP_SIZE)
+
+
+def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times: list[float],
+                  is_crop: bool, model_name: str, threshold: float | None
+                  ) -> tuple[TrackResult, list[dict[str, Any]]]:
+    """Run the model on every face of a track; its result and the per-frame model reports."""
+    crops, rows, reports = [], [], []
+    for ob in track.observations:
+        crop = _crop(frames[ob.frame], ob.face, is_crop)
+        r = analyze_crop(engine, crop, model_name, threshold)
+        r.pop("_dissim", None)
+        crops.append(crop)
+        reports.append(r)
+        rows.append({"time": round(times[ob.frame], 3), "fake_probability": r["fake_probability"],
+                     "probabilities": r["probabilities"], "sequence": r["sequence_text"],
+                     "box": None if is_crop else [round(float(v), 1) for v in ob.face.box]})
+    thr = float(reports[0]["threshold"])
+    score = float(np.mean([r["fake_probability"] for r in rows]))
+    order = sorted(range(len(rows)), key=lambda k: (-rows[k]["fake_probability"], k))
+    top = order[:TOP_FRAMES]
+    report = {"track": track.track_id, "frames": len(rows), "fake_probability": round(score, 4),
+              "verdict": "manipulated" if score >= thr else "real",
+              "sequence_text": rows[order[0]]["sequence"],
+              "timeline": rows,
+              "top_frames": [{"time": rows[k]["time"],
+                              "fake_probability": rows[k]["fake_probability"]} for k in top]}
+    series = {"fake probability": [r["fake_probability"] for r in rows]}
+    for name in rows[0]["probabilities"]:
+        series[name] = [r["probabilities"][name] for r in rows]
+    plot = timeline([r["time"] for r in rows], series, threshold=thr,
+                    title=f"person {track.track_id}: {report['verdict']} "
+                          f"(mean fake probability {score:.3f})")
+    return TrackResult(track.track_id, report, plot, [crops[k] for k in top]), reports
 
 
 def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
-                  threshold: float | None = None, max_frames: int = 16,
-                  is_crop: bool = False) -> VideoResult:
-    """Sequential deepfake analysis of sampled frames; frames without a face are skipped."""
-    frames, times = read_frames(path, max_frames)
-    per_frame, t_ok, series = [], [], {}
-    for frame, t in zip(frames, times):
-        try:
-            r = analyze_face(engine, detector, frame, threshold=threshold, is_crop=is_crop).report
-        except InputError as exc:
-            per_frame.append({"time": round(t, 3), "error": str(exc)})
-            continue
-        per_frame.append({"time": round(t, 3), "verdict": r["verdict"],
-                          "fake_probability": r["fake_probability"],
-                          "sequence": r["sequence_text"], "probabilities": r["probabilities"]})
-        t_ok.append(t)
-        for name, p in r["probabilities"].items():
-            series.setdefault(name, []).append(p)
-    analysed = [f for f in per_frame if "verdict" in f]
-    if not analysed:
-        raise InputError(f"No face was found in any of the {len(frames)} sampled frames.")
-    fake = sum(f["verdict"] == "manipulated" for f in analysed)
-    report = {"frames_sampled": len(frames), "frames_analysed": len(analysed),
-              "frames_manipulated": fake,
-              "video_fake_probability": round(float(np.mean([f["fake_probability"] for f in analysed])), 4),
+                  threshold: float | None = None, max_frames: int = 16, is_crop: bool = False,
+                  model_name: str = "seqfake",
+                  tracker: TrackerConfig | None = None) -> VideoResult:
+    """Sequential deepfake analysis of every person in a video.
+
+    Up to ``max_frames`` frames are sampled evenly; all faces of each are detected, linked
+    into tracks (:func:`app.tracking.track_faces`), aligned and run through the model.
+
+    Args:
+        path: the video file; over the upload size or ``max_video_seconds`` it is refused.
+        threshold: the verdict threshold; None: the model's own (its manifest).
+        is_crop: every frame is already one face crop (one track, no detection).
+        tracker: how faces are linked (defaults: :class:`app.tracking.TrackerConfig`).
+
+    Returns:
+        The report (``video``, ``frames_sampled``, ``frames_analysed`` (frames with a
+        face), ``frames_manipulated`` (frames with a face the model calls manipulated),
+        ``tracks``, ``verdict``, ``video_fake_probability`` (highest track score),
+        ``threshold``, ``model``, ``model_version``, ``frames`` [{time, faces, error?}]),
+        the overview plot and one :class:`TrackResult` per track, by id.
+
+    Raises:
+        InputError: a refused or unreadable video, or no face in any sampled frame.
+    """
+    if model_name == ALL:
+        raise InputError("A video is analysed by one model at a time: choose one model, "
+                         "not 'all'.")
+    check_video(path)
+    frames, times = read_frames(path, max_frames, upscale=False)  # boxes in the video's pixels
+    faces = _detect(detector, frames, is_crop)
+    per_frame: list[dict[str, Any]] = []
+    for t, fs in zip(times, faces):
+        row: dict[str, Any] = {"time": round(t, 3), "faces": len(fs)}
+        if not fs:
+            row["error"] = "no face found"
+        per_frame.append(row)
+    if not any(faces):
+        raise InputError(f"No face was found in any of the {len(frames)} sampled frames. Use "
+                         f"a video with a visible face, or tick 'Frames are face crops' if "
+                         f"every frame is already a face crop.")
+    tracks = track_faces(faces, tracker, times)
+    if not tracks:  # every face was in a track shorter than tracker.min_frames
+        raise InputError(f"No face was seen in at least {tracker.min_frames if tracker else 1} "
+                         f"of the {len(frames)} sampled frames.")
+    results: list[TrackResult] = []
+    manipulated_frames: set[int] = set()
+    meta: dict[str, Any] = {}
+    for tr in tracks:
+        res, reports = _track_result(engine, tr, frames, times, is_crop, model_name, threshold)
+        results.append(res)
+        manipulated_frames |= {ob.frame for ob, r in zip(tr.observations, reports)
+                               if r["verdict"] == "manipulated"}
+        meta = meta or reports[0]
+    thr = float(meta["threshold"])
+    best = max(r.report["fake_probability"] for r in results)
+    report = {"video": Path(str(path)).name, "frames_sampled": len(frames),
+              "frames_analysed": sum(1 for fs in faces if fs),
+              "frames_manipulated": len(manipulated_frames),
+              "tracks": [r.report for r in results],
+              "verdict": "manipulated" if any(r.report["verdict"] == "manipulated"
+                                              for r in results) else "real",
+              "video_fake_probability": best, "threshold": thr,
+              "model": model_name, "model_version": meta["model_version"],
               "frames": per_frame}
-    plot = timeline(t_ok, series, title="per-frame component probabilities",
-                    threshold=float(threshold) if threshold else None)
-    return VideoResult(report, plot)
+    return VideoResult(report, overview_plot(times, tracks, results, thr), results)
+
+
+def overview_plot(times: list[float], tracks: list[Track], results: list[TrackResult],
+                  threshold: float) -> np.ndarray:
+    """Each track's fake probability over the sampled times, one line per person (gaps
+    where the person is not seen) -> RGB uint8 (H, W, 3)."""
+    series: dict[str, list[float]] = {}
+    for tr, res in zip(tracks, results):
+        vals = [float("nan")] * len(times)
+        for ob, row in zip(tr.observations, res.report["timeline"]):
+            vals[ob.frame] = row["fake_probability"]
+        series[f"person {tr.track_id}"] = vals
+    return timeline(times, series, threshold=threshold,
+                    title="fake probability per person")
