@@ -222,8 +222,12 @@ def test_face_video_timeline(client, smoke_artifacts, tmp_path):
     for fr in frames * 4:
         vw.write(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
     vw.release()
-    plot, report, _ = client.predict(handle_file(str(path)), 0.5, 5, True,
-                                     api_name="/face_video")
+    plot, report, _, crops, plots, case = client.predict(handle_file(str(path)), 0.5, 5, True,
+                                                         api_name="/face_video")
     assert report["frames_sampled"] == 5 and report["frames_analysed"] == 5
     times = [f["time"] for f in report["frames"]]
     assert times == sorted(times) and np.asarray(Image.open(plot)).ndim == 3
+    (track,) = report["tracks"]                   # crops: one person
+    assert track["frames"] == 5 and len(crops) == len(track["top_frames"]) and len(plots) == 1
+    html = Path(case).read_text()
+    assert 'id="section-tracks"' in html and "faces.mp4" in html

@@ -71,10 +71,13 @@ def test_video_face_timeline_and_video_bag(smoke_artifacts, tmp_path):
     faces = [np.asarray(Image.open(p).convert("RGB"))
              for p in sorted((smoke_artifacts / "examples" / "faces").glob("*.png"))[:4]]
     _video(tmp_path / "v.mp4", faces * 3)
-    r = cli(smoke_artifacts, "video", tmp_path / "v.mp4", "--crop", "--frames", 6)
+    r = cli(smoke_artifacts, "video", tmp_path / "v.mp4", "--crop", "--frames", 6,
+            "--report", tmp_path / "v.html")
     assert r.returncode == 0, r.stderr
     rep = validate("/face_video", json.loads(r.stdout))
     assert rep["frames_sampled"] == 6 and rep["frames_analysed"] == 6
+    html = (tmp_path / "v.html").read_text()
+    assert rep["model_version"] in html and 'id="section-timeline"' in html
     fashion = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)))
                for p in sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))]
     _video(tmp_path / "bag.mp4", fashion)

@@ -116,8 +116,11 @@ def build(ctx: "TabContext") -> None:
                      f" (t = {top['time']:.1f} s)")
                  for t in res.tracks for c, top in zip(t.top_crops, t.report["top_frames"])]
         plots = [(t.timeline, f"person {t.track_id}") for t in res.tracks]
+        name, digest = upload_identity(file_path(video))
+        html = case_report.video_report(name, digest, res, model_infos([res.report["model"]]))
         return (out.image(res.timeline, "timeline"), res.report, out.json(res.report, "video"),
-                out.gallery(crops, "top-crop"), out.gallery(plots, "track-timeline"))
+                out.gallery(crops, "top-crop"), out.gallery(plots, "track-timeline"),
+                out.text(html, "case_report.html"))
 
     with gr.Tab("Face (sequential deepfake)"):
         gr.Markdown("The default model is trained on **procedurally generated faces** "
@@ -183,9 +186,11 @@ def build(ctx: "TabContext") -> None:
             v_tracks = gr.Gallery(label="Per-person timelines (fake probability and components)",
                                   columns=2, height=300, elem_id="face-video-tracks")
             v_json = gr.JSON(label="Report (per person and per frame)")
-            v_file = gr.File(label="Download JSON")
+            with gr.Row():
+                v_file = gr.File(label="Download JSON")
+                v_html = gr.File(label="Case report (HTML)")
             v_btn.click(face_video, [v_in, f_thr, v_frames, v_crop, f_model],
-                        [v_plot, v_json, v_file, v_crops, v_tracks], api_name="face_video")
+                        [v_plot, v_json, v_file, v_crops, v_tracks, v_html], api_name="face_video")
 
 
 def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]]) -> str:
@@ -246,6 +251,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--frames", type=int, default=16, help="frames sampled evenly")
     v.add_argument("--crop", action="store_true", help="every frame is already a face crop")
     v.add_argument("--model", default="seqfake", help="a seqfake model of the manifest")
+    v.add_argument("--report", metavar="FILE.html",
+                   help="also save the analysis as one self-contained HTML case report")
 
 
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
@@ -257,10 +264,18 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     det = None if args.crop else default_detector()
     if args.cmd == "face":
         return _face_cli(args, engine, det)
+    from app import case_report
+    from app.batch import report_path, save_report
     from app.services.video import analyze_video
 
-    return analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop,
-                         model_name=args.model).report
+    html_out = report_path(args)
+    res = analyze_video(engine, det, args.video, args.threshold, args.frames, args.crop,
+                        model_name=args.model)
+    if html_out is not None:
+        save_report(html_out, case_report.video_report(
+            *upload_identity(args.video), res,
+            [case_report.model_info(engine.get(args.model, face_svc.METHOD))]))
+    return res.report
 
 
 def _face_cli(args: argparse.Namespace, engine: Engine, det: Any) -> dict[str, Any]:
