@@ -318,7 +318,13 @@ def save_report(path: Path, html: str) -> None:
 
 def is_batch(args: Any, single_report: bool = True) -> bool:
     """A batch: several paths, a folder, a glob, or ``--out`` (or ``--report`` for a
-    command whose single answer has no case report of its own)."""
+    command whose single answer has no case report of its own).
+
+    Raises:
+        InputError: ``--resume`` without ``--out``.
+    """
+    if args.resume and not args.out:
+        raise InputError("--resume needs --out (the results file to continue).")
     paths = args.paths
     return (len(paths) > 1 or bool(args.out) or Path(paths[0]).is_dir()
             or (not single_report and bool(getattr(args, "report", None)))

@@ -186,6 +186,18 @@ class SafeImage(gr.Image):
             return getattr(payload, "path", None)
 
 
+def domain_warning(report: dict[str, Any]) -> str:
+    """The warning shown above an answer whose input is out of the model's domain (markdown;
+    empty when it is in domain or the model has no domain check)."""
+    dom = report.get("domain")
+    if not dom or dom.get("in_domain", True):
+        return ""
+    return (f"> **Warning: this image is unlike the data this model was trained on** "
+            f"({dom.get('trained_on') or 'its training data'}); **the answer below is "
+            f"unreliable.** (domain score {dom['score']:.3g} > threshold {dom['threshold']:.3g})"
+            f"\n\n")
+
+
 def example_truth(path: Any) -> str | None:
     """The truth an example file is named with (``NN_<truth>.png``, ``-`` for spaces), or
     None for a file that is not named that way: ``03_ankle-boot.png`` -> "ankle boot"."""

@@ -82,11 +82,40 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
             tmp.write_bytes(buf.getvalue())
         entry.setdefault("sidecars", {})[suffix] = {"file": str(side.relative_to(artifacts)),
                                                     "sha256": sha256_file(side)}
+    if variant.domain:
+        _add_domain_check(artifacts, entry, ckpt, method, variant.domain)
     update_manifest(artifacts, run, entry)
     print(f"[export] {run}: {onnx_rel} ({method}/{variant.name}, {info['exporter']}, opset "
           f"{info['opset']}, parity {info['max_abs_diff']:.1e}) in {time.time() - t0:.1f} s",
           flush=True)
     return entry
+
+
+def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
+                      names: tuple[str, ...]) -> None:
+    """Fit the run's domain check (:mod:`export.domain`) and record it as a sidecar; a run
+    whose training images cannot be read is exported without one (said in the log)."""
+    from export.domain import fit_run
+    from runtime import domain
+
+    t0 = time.time()
+    try:
+        dm, record = fit_run(artifacts, entry, ckpt["config"], get_method(method).plugin, names)
+    except Exception as exc:  # the model itself is fine: serve it, without the check
+        print(f"[export] {entry['name']}: no domain check ({type(exc).__name__}: {exc})",
+              flush=True)
+        return
+    side = (artifacts / entry["file"]).with_suffix(domain.SUFFIX)
+    buf = io.BytesIO()
+    np.savez(buf, **dm.arrays())
+    with atomic_path(side) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    entry.setdefault("sidecars", {})[domain.SUFFIX] = {"file": str(side.relative_to(artifacts)),
+                                                       "sha256": sha256_file(side)}
+    entry["domain"] = record
+    print(f"[export] {entry['name']}: domain check on {record['n_fit']} + {record['n_held_out']} "
+          f"training images, {record['dim']}-d features, threshold {record['threshold']:.3g} "
+          f"(p{record['percentile']:g}) in {time.time() - t0:.1f} s", flush=True)
 
 
 def export_all(artifacts: Path, runs: list[str] | None = None,

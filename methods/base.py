@@ -56,6 +56,8 @@ class Variant:
             check_inputs, sidecars)`` builds the export wrapper (see :mod:`export.views`).
         description: one line for the docs and the model card.
         served: whether the app can serve it (a tab understands its outputs).
+        domain: the ONNX outputs the domain check reads its features from
+            (:mod:`runtime.domain`); empty: the variant has no domain check.
     """
     name: str
     overrides: tuple[str, ...]
@@ -63,6 +65,7 @@ class Variant:
     view: str
     description: str
     served: bool = True
+    domain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -202,12 +202,16 @@ class SeqFakeNet(nn.Module):
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Patch tokens U (B, N, d), each l2-normalised, and the grid (h, w)."""
-        fmap = self.fpn(self.backbone(x))
+        return self._tokens_of(self.fpn(self.backbone(x)))
+
+    @staticmethod
+    def _tokens_of(fmap: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         b, d, h, w = fmap.shape
         return F.normalize(fmap.flatten(2).transpose(1, 2), dim=-1), h, w
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        u_tok, h, w = self.tokens(x)
+        fmap_in = self.fpn(self.backbone(x))
+        u_tok, h, w = self._tokens_of(fmap_in)
         b, n_tok, d = u_tok.shape
         if self.pos is not None:
             u_tok = u_tok + self.pos
@@ -224,6 +228,9 @@ class SeqFakeNet(nn.Module):
             "logits_cls": logits_cls,
             "u": sorted_upper_triangle(s, self.triu_index),
             "dissim": dissimilarity_map(s, h, w),
+            # features (B, d): the pooled feature map before the tokens are normalised,
+            # the penultimate features the domain check models (runtime/domain.py)
+            "features": fmap_in.mean(dim=(2, 3)),
         }
 
 

@@ -121,7 +121,8 @@ class SeqFakeFormerNet(nn.Module):
         for _ in range(self.slots - 1):
             seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
             logits = self.decode_step(mem, seq)
-        return {"logits": logits, "sequence": logits.argmax(-1)}
+        # features (B, d): the mean encoder token, what the domain check models
+        return {"logits": logits, "sequence": logits.argmax(-1), "features": mem.mean(dim=1)}
 
 
 def teacher_forcing_loss(model: nn.Module, x: torch.Tensor, seq: torch.Tensor

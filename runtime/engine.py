@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime import deadline as deadlines
+from runtime import domain
 from runtime.artifacts import artifacts_dir
 from runtime.manifest import ManifestError, manifest_path, read_manifest, sha256_file
 from runtime.preprocess import PreprocessSpec, to_input
@@ -126,6 +127,22 @@ class OnnxModel:
             with deadline.watch(opts):
                 outs = self.session.run(None, feeds, opts)
         return dict(zip(self.output_names, outs))
+
+    def domain_check(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
+        """Per input of ``outputs`` (a :meth:`run` result): whether it is like the training
+        data (:mod:`runtime.domain`); None when the model was exported without a domain
+        check. A domain file that does not match the manifest is an error for this model.
+        """
+        spec = self.entry.get("domain")
+        side = self.entry.get("sidecars", {}).get(domain.SUFFIX)
+        if not spec or not side:
+            return None
+        try:
+            dm = domain.load(self.path.with_suffix(domain.SUFFIX), side.get("sha256"))
+        except domain.DomainFileError as exc:
+            raise ModelUnavailableError(f"{self.name}: {exc}") from exc
+        return domain.check(dm, domain.features(outputs, spec["features"]),
+                            str(spec.get("trained_on", "")))
 
 
 class Engine:

@@ -132,13 +132,18 @@ def test_a_busy_port_names_the_flag(tmp_path):
     (["face", "{face}", "--crop", "--model", "qmil"], "model 'qmil' is a qmil model; this needs a seqfake model: seqfake, seqfake_attr"),
     (["classify", "{fashion}", "--model", "dcl"], "model 'dcl' is a dcl model; this needs a abcnorm model: abcnorm, abcnorm_ce"),
     (["classify", "{fashion}", "--cam-out", "/missing/dir/x.png"], "--cam-out /missing/dir/x.png: the folder /missing/dir does not exist"),
-    (["face", "{folder}", "--crop"], "is a folder, not an image file"),
-    (["neighbours", "{folder}"], "is a folder, not an image file"),
+    # a folder is a batch (tests/test_batch.py); one without images is the user's mistake
+    (["face", "{empty}", "--crop"], "No image files were found in"),
+    (["neighbours", "{empty}"], "No image files were found in"),
+    (["face", "{face}", "--crop", "--out", "results.txt"], "--out must end in .csv or .jsonl"),
+    (["face", "{face}", "--crop", "--resume"], "--resume needs --out"),
 ])
 def test_cli_mistakes(args, expected, smoke_artifacts, tmp_path):
     ex = smoke_artifacts / "examples"
     subs = {"{face}": sorted((ex / "faces").glob("*.png"))[0],
-            "{fashion}": sorted((ex / "fashion").glob("*.png"))[0], "{folder}": ex / "fashion"}
+            "{fashion}": sorted((ex / "fashion").glob("*.png"))[0], "{empty}": tmp_path / "empty"}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
     r = _py("app.cli", "--artifacts", smoke_artifacts, *[subs.get(a, a) for a in args])
     assert r.returncode == 2, r.stderr
     assert expected in _one_line_error(r.stderr)

@@ -61,6 +61,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     extra = model.entry.get("extra", {})
     out = model.run({"image": model.prepare([rgb])})
     logits, feats = out["logits"][0], out["features"][0]
+    dom = model.domain_check(out)
     probs = _softmax(logits.astype(np.float64))
     labels = model.labels
     groups = extra.get("groups", ["?"] * len(labels))
@@ -86,6 +87,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
         "top": [{"class": labels[i], "probability": round(float(probs[i]), 4),
                  "group": groups[i], "train_count": counts[i]} for i in order],
         "cam_class": labels[target],
+        "domain": dom[0] if dom else None,
     }
     return ClassifyResult(report, overlay_heatmap(base, cam))
 

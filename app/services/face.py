@@ -49,6 +49,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     else:                  # the thesis: components above the threshold, by probability
         order = decode_sequence(probs, thr)
     fake_p = float(probs.max()) if len(probs) else 0.0
+    dom = model.domain_check(out)
     steps = [{"step": i + 1, "component": labels[c], "probability": round(float(probs[c]), 4)}
              for i, c in enumerate(order)]
     return {
@@ -63,6 +64,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, probs)},
         "trained_on": extra.get("data", ""),
         "decoder": "autoregressive" if "sequence" in out else "probability-ranked",
+        "domain": dom[0] if dom else None,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
     }
 

@@ -51,7 +51,8 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     if not gdir.is_dir():
         raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")
     gallery = _load_gallery(str(gdir))
-    emb = model.run({"image": model.prepare([rgb])})["embedding"]
+    out = model.run({"image": model.prepare([rgb])})
+    emb, dom = out["embedding"], model.domain_check(out)
     self_index = gallery.find(display_rgb(rgb))  # the query is itself a gallery item
     want = min(k + (self_index is not None), len(gallery))
     try:
@@ -71,7 +72,8 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
         # of the neighbours and of precision@k
         "query_in_gallery": self_index is not None,
         "query_gallery_id": gallery.ids[self_index] if self_index is not None else None,
-        "gallery": gallery.meta.get("source", "")}
+        "gallery": gallery.meta.get("source", ""),
+        "domain": dom[0] if dom else None}
     if query_label:
         if names and query_label not in names:
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")

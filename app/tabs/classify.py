@@ -22,7 +22,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import Dropdown, SafeImage, file_path, guard
+    from app.ui_common import Dropdown, SafeImage, domain_warning, file_path, guard
 
     labels_cls = ctx.labels(classify_svc.MODEL)
 
@@ -40,7 +40,8 @@ def build(ctx: "TabContext") -> None:
                 r["ce"] = {"error": str(exc)}
         rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
                          for t in res.report["top"])
-        text = ("| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
+        text = (domain_warning(res.report)
+                + "| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
         out = ctx.outputs.new("classify")
         return (text, out.image(res.cam, "gradcam"), out.image(cam_ce, "gradcam-ce"), r,
                 out.json(r, "classify"))

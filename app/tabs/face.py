@@ -22,7 +22,8 @@ def build(ctx: "TabContext") -> None:
 
     from app import case_report
     from app.inputs import InputError
-    from app.ui_common import Dropdown, Number, SafeImage, Slider, example_truth, file_path, guard
+    from app.ui_common import (Dropdown, Number, SafeImage, Slider, domain_warning, example_truth,
+                               file_path, guard)
     from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
@@ -45,12 +46,14 @@ def build(ctx: "TabContext") -> None:
         truth = example_truth(file_path(image))
         if model_name == face_svc.ALL:
             cards = [face_svc.model_card_line(ctx.engine, m) for m in models]
-            text = compare_markdown(cards, [r.report for r in results])
+            text = "".join(dict.fromkeys(domain_warning(r.report) for r in results)) \
+                + compare_markdown(cards, [r.report for r in results])
             where = side_by_side([r.where for r in results], [r.report["model"] for r in results])
             report: dict[str, Any] = {"models": cards, "answers": [r.report for r in results]}
         else:
             r = res.report
-            text = (f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
+            text = domain_warning(r) + (
+                    f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
                     f"**Sequence:** {r['sequence_text']}\n\n"
                     + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
                                 for s in r["sequence"]))

@@ -18,7 +18,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import Dropdown, SafeImage, Slider, file_path, guard
+    from app.ui_common import Dropdown, SafeImage, Slider, domain_warning, file_path, guard
 
     labels_dcl = ctx.labels(retrieval_svc.MODEL)
 
@@ -27,7 +27,7 @@ def build(ctx: "TabContext") -> None:
         """The k nearest gallery images under the DCL encoder."""
         res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k), query_label=label or None)
         r = res.report
-        text = f"{len(r['neighbours'])} nearest neighbours"
+        text = domain_warning(r) + f"{len(r['neighbours'])} nearest neighbours"
         if "precision_at_k" in r:
             text += f"; precision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
         out = ctx.outputs.new("neighbours")

@@ -101,7 +101,8 @@ DESCRIPTOR = MethodDescriptor(
     variants={"classifier": Variant("classifier", (), CLASSIFIER_IO,
                                     "methods.abcnorm.views:classifier_view",
                                     "backbone + linear head; logits and the last feature map "
-                                    "(Grad-CAM), any loss")},
+                                    "(Grad-CAM), any loss",
+                                    domain=("features",))},  # the pooled penultimate features
     variant_of=variant_of,
     tab="app.tabs.classify",
     limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "

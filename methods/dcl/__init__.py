@@ -78,7 +78,8 @@ DESCRIPTOR = MethodDescriptor(
     schema=DCLConfig, config_file="dcl.yaml",
     plugin="training.methods.dcl:build",
     variants={"encoder": Variant("encoder", (), EMBED_IO, "methods.dcl.views:embed_view",
-                                 "the encoder's l2-normalised embedding (any backbone)")},
+                                 "the encoder's l2-normalised embedding (any backbone)",
+                                 domain=("embedding",))},
     variant_of=variant_of,
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "

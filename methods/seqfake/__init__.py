@@ -112,14 +112,19 @@ class SeqFakeConfig(EngineConfig):
 
 _IMAGE_AXES = {"image": {0: "batch"}}
 THESIS_IO = ExportIO(
-    inputs=("image",), outputs=("probs", "logits", "u", "dissim"),
+    inputs=("image",), outputs=("probs", "logits", "u", "dissim", "features"),
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "logits": {0: "batch"},
-                  "u": {0: "batch"}, "dissim": {0: "batch"}})
+                  "u": {0: "batch"}, "dissim": {0: "batch"}, "features": {0: "batch"}})
 DECODER_IO = ExportIO(
-    inputs=("image",), outputs=("probs", "step_probs", "sequence"),
+    inputs=("image",), outputs=("probs", "step_probs", "sequence", "features"),
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_probs": {0: "batch"},
-                  "sequence": {0: "batch"}},
+                  "sequence": {0: "batch"}, "features": {0: "batch"}},
     output_dtypes={"sequence": "int64"})
+
+
+# the domain check's features: the pooled backbone features (measured: the logits and the
+# token dissimilarities u did not separate other data, AUROC < 0.5; reports/domain.md)
+THESIS_DOMAIN = ("features",)
 
 
 def variant_of(extra: dict[str, Any]) -> str:
@@ -136,15 +141,19 @@ DESCRIPTOR = MethodDescriptor(
     plugin="training.methods.seqfake:build",
     variants={
         "thesis": Variant("thesis", (), THESIS_IO, "methods.seqfake.views:thesis_view",
-                          "the thesis model: facial components, probability-ranked sequence"),
+                          "the thesis model: facial components, probability-ranked sequence",
+                          domain=THESIS_DOMAIN),
         "attributes": Variant("attributes", ("data.task=attributes",), THESIS_IO,
                               "methods.seqfake.views:thesis_view",
-                              "the thesis model on facial attributes (Seq-FaceAttr)"),
+                              "the thesis model on facial attributes (Seq-FaceAttr)",
+                              domain=THESIS_DOMAIN),
         "binary": Variant("binary", ("data.task=binary",), THESIS_IO,
-                          "methods.seqfake.views:thesis_view", "real / fake only (no sequence)"),
+                          "methods.seqfake.views:thesis_view", "real / fake only (no sequence)",
+                          domain=THESIS_DOMAIN),
         "seqfakeformer": Variant("seqfakeformer", ("model.arch=seqfakeformer",), DECODER_IO,
                                  "methods.seqfake.views:decoder_view",
-                                 "SeqFakeFormer-style autoregressive decoder (baseline)"),
+                                 "SeqFakeFormer-style autoregressive decoder (baseline)",
+                                 domain=("features",)),
     },
     variant_of=variant_of,
     tab="app.tabs.face",

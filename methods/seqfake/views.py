@@ -1,10 +1,11 @@
 """Export views of the sequential deepfake variants (contracts in :mod:`methods.seqfake`).
 
 * thesis / attributes / binary: image (B, 3, S, S) -> probs (B, L) = sigmoid(logits),
-  logits (B, L), u (B, n) token dissimilarities, dissim (B, h, w) where-map.
+  logits (B, L), u (B, n) token dissimilarities, dissim (B, h, w) where-map, features
+  (B, d) pooled backbone features (the domain check's).
 * seqfakeformer: image -> probs (B, L) (per component, the largest probability the decoder
   gives it over the slots), step_probs (B, S, L + 1) softmax per slot (0 = no edit),
-  sequence (B, S) int64 greedy tokens (0 = no edit).
+  sequence (B, S) int64 greedy tokens (0 = no edit), features (B, d) the mean encoder token.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class ThesisOnnx(nn.Module):
 
     def forward(self, image: torch.Tensor):
         out = self.model(image)
-        return torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"]
+        return (torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"],
+                out["features"])
 
 
 class DecoderOnnx(nn.Module):
@@ -35,7 +37,7 @@ class DecoderOnnx(nn.Module):
         out = self.model(image)
         step = torch.softmax(out["logits"], dim=-1)          # (B, S, L + 1)
         probs = step[:, :, 1:].amax(dim=1)                   # (B, L)
-        return probs, step, out["sequence"]
+        return probs, step, out["sequence"], out["features"]
 
 
 def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:

@@ -204,6 +204,7 @@ class ABCNormMethod(Method):
         self.counts_source = splits.counts_source
         self.train_labels = np.asarray(splits.train.labels)
         self._train = ImageFileDataset(splits.train, self.spec)
+        self._domain_images: Any = list(splits.train.paths)
         self._eval_files = splits.eval
         self._eval_x: np.ndarray | None = None
         self.eval_labels = np.asarray(splits.eval.labels)
@@ -217,6 +218,7 @@ class ABCNormMethod(Method):
             raise ValueError("every class needs at least one training image")
         self.train_labels = np.asarray(train.labels)
         self._train = ImageArrayDataset(train, self.spec)
+        self._domain_images = train.images
         limit = self.data_cfg["eval_limit"]  # first N test images (quick checks only)
         self._eval_images = test.images[:limit] if limit else test.images
         self._eval_x = None  # normalised with to_input on first evaluation
@@ -227,6 +229,14 @@ class ABCNormMethod(Method):
         self.group_thresholds = {"many_above": int(self.data_cfg["many_above"]),
                                  "few_below": int(self.data_cfg["few_below"])}
         self.groups = class_groups(self.class_counts, **self.group_thresholds)
+
+    def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
+        """The (long-tailed) training images, or the evaluation images, and their classes."""
+        if split == "train":
+            return self._domain_images, self.train_labels
+        if getattr(self, "_eval_files", None) is not None:
+            return list(self._eval_files.paths), self.eval_labels
+        return self._eval_images, self.eval_labels
 
     def train_dataset(self) -> Dataset:
         if self.stage == "crt":

@@ -1,7 +1,9 @@
 """The interface between the training engine and a method."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn as nn
@@ -57,3 +59,10 @@ class Method:
     def extra_state(self) -> dict[str, Any]:
         """Anything export needs besides weights (labels, preprocessing, class counts)."""
         return {}
+
+    def domain_images(self, split: str = "train") -> tuple[Sequence[Any], np.ndarray | None]:
+        """The images of ``split`` ("train": what the domain check (:mod:`export.domain`) is
+        fitted on; "test": what its report measures), un-augmented, as the app would receive
+        them (uint8 arrays (H, W) / (H, W, C), or image file paths), and their class ids (N,)
+        or None. The default: none (no check)."""
+        return [], None

@@ -70,6 +70,12 @@ class DCLMethod(Method):
             self._train = ds
         return self._train
 
+    def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
+        """The pre-training images (or the test split); their classes."""
+        ds = self._train_data() if split == "train" else load_fashion_mnist(
+            "test", root=self.data_cfg["root"])
+        return ds.images, ds.labels
+
     def train_dataset(self) -> TensorDataset:
         """uint8 images (N, 28, 28); labels are not used in pre-training."""
         return TensorDataset(torch.from_numpy(self._train_data().images))
@@ -143,6 +149,7 @@ class DCLMethod(Method):
         return {
             "preprocess": self.spec.to_dict(),
             "labels": _class_names(),
+            "dataset": "Fashion-MNIST (train split), 28 x 28 grayscale",
             "loss": self.loss_name,
             "embedding_dim": dim,
             "embed_method": "embed",

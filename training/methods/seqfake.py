@@ -94,6 +94,13 @@ class SeqFakeMethod(Method):
         aug = FaceAugment.from_config(self.cfg["aug"], self.task)
         return SeqDeepFakeDataset(split, self.spec, aug)
 
+    def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
+        """The training (or evaluation) faces, resized as training reads them; one class:
+        the check models what a face of this data set looks like, real or edited."""
+        if split == "train":
+            return self._load(self.data_cfg["train_split"], "limit_train").images, None
+        return self.eval_split().images, None
+
     def eval_split(self) -> SeqDeepFakeSplit:
         if self._eval_split is None:
             self._eval_split = self._load(self.eval_cfg["split"], "limit_eval")

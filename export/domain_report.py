@@ -1,0 +1,180 @@
+"""How well the domain check separates the models' own data from everything else.
+
+    python -m export.domain_report --artifacts DIR [--n 500] [--out reports/domain]
+
+For every exported model with a domain check (:mod:`runtime.domain`): the fraction flagged
+"out of domain" among in-distribution test images (its run's test split, ``--n`` of them,
+seeded; target at most 2 %), and among images from elsewhere: the other methods' test data,
+photographs that ship with scikit-image, uniform noise, constant images; the AUROC of the
+score for in-distribution test images against each of those sets. Images go through the
+served model's own preprocessing (``OnnxModel.prepare``), as the classifier and retrieval
+tabs and the face tab's "already a crop" path send them. Writes ``<out>.json`` and
+``<out>.md``, with the command, the machine and the models' versions.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.domain import model_features
+from runtime.artifacts import artifacts_dir, atomic_path
+from runtime.manifest import read_manifest
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "moon", "page",
+          "hubble_deep_field", "immunohistochemistry", "retina", "cat")
+
+
+def photographs() -> list[np.ndarray]:
+    """scikit-image's sample photographs that exist in this installation (offline)."""
+    from skimage import data
+
+    out = []
+    for name in PHOTOS:
+        try:
+            out.append(np.asarray(getattr(data, name)()))
+        except Exception:  # noqa: BLE001 - a sample needing a download (pooch) is skipped
+            continue
+    return out
+
+
+def synthetic(n: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """Uniform RGB noise (64 px) and constant images (black, white, grey, colours)."""
+    rng = np.random.default_rng(seed)
+    noise = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)]
+    colours = [(0, 0, 0), (255, 255, 255), (128, 128, 128), (255, 0, 0), (0, 128, 255),
+               (30, 160, 60), (250, 220, 180), (90, 60, 40)]
+    const = [np.full((64, 64, 3), c, dtype=np.uint8) for c in colours]
+    return {"uniform noise": noise, "constant images": const}
+
+
+def test_images(artifacts: Path, entry: dict[str, Any], n: int, seed: int = 0
+                ) -> list[Any]:
+    """``n`` images of the run's test split (seeded), from its training plug-in."""
+    from methods import get_method, resolve
+
+    config = entry["training"]["config"]
+    cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
+    images, _ = resolve(get_method(entry["method"]).plugin)(cfg).domain_images("test")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    return [images[i] for i in idx]
+
+
+def _digest(images: list[Any]) -> str:
+    """A fingerprint of an image set (its first images), to tell identical data sets."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for im in images[:20]:
+        h.update(np.asarray(im).tobytes() if isinstance(im, np.ndarray) else str(im).encode())
+    return h.hexdigest()
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """AUROC of the score (higher = more out of domain) for outside vs inside."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+    return float(roc_auc_score(y, np.r_[inside, outside]))
+
+
+def measure(artifacts: Path, n: int) -> dict[str, Any]:
+    from runtime import domain
+    from runtime.engine import Engine
+
+    engine = Engine(artifacts)
+    manifest = read_manifest(artifacts)["models"]
+    checked = [name for name, e in manifest.items() if e.get("domain")]
+    tests: dict[str, list[Any]] = {}      # one test set per method (its first model's run)
+    for name in checked:
+        method = manifest[name]["method"]
+        if method not in tests:
+            tests[method] = test_images(artifacts, manifest[name], n)
+    extra = {"photographs (scikit-image)": photographs(), **synthetic(50)}
+    results: dict[str, Any] = {}
+    for name in checked:
+        e = manifest[name]
+        model = engine.get(name)
+        dm = domain.load(model.path.with_suffix(domain.SUFFIX),
+                         e["sidecars"][domain.SUFFIX]["sha256"])
+        names, bs = e["domain"]["features"], 64
+
+        def scores(images: list[Any]) -> np.ndarray:
+            return dm.score(model_features(model, images, names, bs))
+
+        inside = scores(tests[e["method"]])
+        own = _digest(tests[e["method"]])  # another method trained on the same data is not "elsewhere"
+        sets = {f"{m} test data": imgs for m, imgs in tests.items()
+                if m != e["method"] and _digest(imgs) != own}
+        sets.update(extra)
+        row: dict[str, Any] = {
+            "version": e["version"], "trained_on": e["domain"].get("trained_on"),
+            "threshold": dm.threshold, "features": names, "dim": e["domain"]["dim"],
+            "in_distribution": {"n": len(inside),
+                                "flagged": float(np.mean(inside > dm.threshold))},
+            "elsewhere": {}}
+        for label, imgs in sets.items():
+            out = scores(imgs)
+            row["elsewhere"][label] = {"n": len(out), "flagged": float(np.mean(out > dm.threshold)),
+                                       "auroc": auroc(inside, out)}
+        results[name] = row
+        print(f"[domain] {name}: in-distribution flagged {row['in_distribution']['flagged']:.1%}"
+              + "".join(f"; {k}: {v['flagged']:.0%} (AUROC {v['auroc']:.3f})"
+                        for k, v in row["elsewhere"].items()), flush=True)
+    return results
+
+
+def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = ["# Domain check: in-distribution vs elsewhere", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; {meta['date']}.  ",
+             f"In-distribution: each run's test split, {meta['n']} images (seed 0); a model "
+             "flags an input when its score exceeds the threshold (the 99th percentile of "
+             "held-out training scores, `export/domain.yaml`). Target: at most 2 % of "
+             "in-distribution test images flagged. Every number below is read from the run.",
+             ""]
+    sets = sorted({k for r in results.values() for k in r["elsewhere"]})
+    lines += ["| model | version | in-distribution flagged | " + " | ".join(
+        f"{s}: flagged / AUROC" for s in sets) + " |",
+        "|---" * (3 + len(sets)) + "|"]
+    for name, r in results.items():
+        cells = []
+        for s in sets:
+            v = r["elsewhere"].get(s)
+            cells.append(f"{v['flagged']:.0%} / {v['auroc']:.3f} (n={v['n']})" if v else "-")
+        lines.append(f"| `{name}` | `{r['version']}` | {r['in_distribution']['flagged']:.1%} "
+                     f"(n={r['in_distribution']['n']}) | " + " | ".join(cells) + " |")
+    lines += ["", "Features: " + "; ".join(f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d)"
+                                             for n, r in results.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m export.domain_report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    p.add_argument("--n", type=int, default=500, help="in-distribution test images per method")
+    p.add_argument("--out", default="reports/domain", help="writes OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    results = measure(artifacts_dir(args.artifacts), args.n)
+    meta = {"command": shlex.join(["python", "-m", "export.domain_report", *argv]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": args.n}
+    for suffix, text in ((".json", json.dumps({"meta": meta, "models": results}, indent=2)),
+                         (".md", markdown(results, meta))):
+        with atomic_path(args.out + suffix) as tmp:
+            Path(tmp).write_text(text + "\n")
+    print(f"[domain] wrote {args.out}.md and {args.out}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

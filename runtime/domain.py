@@ -1,0 +1,116 @@
+"""The domain check: is an input like the data the model was trained on?
+
+A Gaussian model of the training data in the model's own feature space (Lee et al. 2018,
+"A simple unified framework for detecting out-of-distribution samples"): class means
+``mu_k`` (one mean when the data has no labels) and one shared covariance ``Sigma`` (with
+Ledoit-Wolf shrinkage, so it stays invertible when there are fewer images than feature
+dimensions). The score of a feature vector ``x`` is its smallest squared Mahalanobis distance
+to a class mean,
+
+    s(x) = min_k (x - mu_k)^T Sigma^-1 (x - mu_k),
+
+and an input is *in domain* when ``s(x) <= threshold``; the threshold is a percentile (99th
+by default, ``export/domain.yaml``) of the scores of held-out training images the fit did not
+see. Fitted at export (:mod:`export.domain`), stored beside the ONNX file as
+``<model>.domain.npz`` (sha256 in the manifest, checked like the model), read here with
+numpy only.
+
+Features are read from the model's ONNX outputs named by its variant (``Variant.domain``):
+a 4-D map (B, C, h, w) is averaged over h, w; other outputs are flattened per input; the
+pieces are concatenated in order.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+SUFFIX = ".domain.npz"
+
+
+class DomainFileError(RuntimeError):
+    """The domain sidecar is missing, corrupt or does not match the manifest."""
+
+    user_error = True
+
+
+def features(outputs: dict[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """(B, D) float64 feature vectors from a model's outputs (see the module docstring)."""
+    parts = []
+    for name in names:
+        a = np.asarray(outputs[name], dtype=np.float64)
+        if a.ndim == 4:
+            a = a.mean(axis=(2, 3))
+        parts.append(a.reshape(a.shape[0], -1))
+    return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class DomainModel:
+    """means (K, D), precision (D, D) = Sigma^-1, threshold (squared distance)."""
+    means: np.ndarray
+    precision: np.ndarray
+    threshold: float
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """(B,) smallest squared Mahalanobis distance of each row of ``x`` (B, D)."""
+        d = x[:, None, :] - self.means[None, :, :]               # (B, K, D)
+        return np.einsum("bkd,de,bke->bk", d, self.precision, d).min(axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "precision": self.precision,
+                "threshold": np.asarray(self.threshold)}
+
+
+def fit(x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class means (K, D) and the shared precision matrix (D, D) of features ``x`` (N, D).
+
+    The covariance is that of the features minus their class mean, shrunk towards a scaled
+    identity by the Ledoit-Wolf estimate of the shrinkage."""
+    from sklearn.covariance import ledoit_wolf
+
+    x = np.asarray(x, dtype=np.float64)
+    if labels is None:
+        labels = np.zeros(len(x), dtype=np.int64)
+    classes = np.unique(labels)
+    means = np.stack([x[labels == c].mean(axis=0) for c in classes])
+    centred = x - means[np.searchsorted(classes, labels)]
+    cov, _ = ledoit_wolf(centred, assume_centered=True)
+    return means, np.linalg.pinv(cov, hermitian=True)
+
+
+def calibrate(model_means: np.ndarray, precision: np.ndarray, held_out: np.ndarray,
+              percentile: float) -> DomainModel:
+    """The threshold: the ``percentile`` of the held-out in-domain scores."""
+    probe = DomainModel(model_means, precision, float("inf"))
+    scores = probe.score(np.asarray(held_out, dtype=np.float64))
+    return DomainModel(model_means, precision, float(np.percentile(scores, percentile)))
+
+
+def check(model: DomainModel, x: np.ndarray, trained_on: str = "") -> list[dict[str, Any]]:
+    """One answer per row of ``x`` (B, D): in_domain, score, threshold, trained_on."""
+    return [{"in_domain": bool(s <= model.threshold), "score": round(float(s), 3),
+             "threshold": round(model.threshold, 3), "trained_on": trained_on}
+            for s in model.score(np.asarray(x, dtype=np.float64))]
+
+
+def load(path: str | Path, sha256: str | None) -> DomainModel:
+    """The sidecar at ``path``, refused unless its sha256 matches the manifest's."""
+    return _load(str(path), sha256)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, sha256: str | None) -> DomainModel:
+    from runtime.manifest import sha256_file
+
+    side = Path(path)
+    if not side.is_file():
+        raise DomainFileError(f"domain check {side.name} is missing; re-export the model.")
+    if sha256_file(side) != sha256:
+        raise DomainFileError(f"domain check {side.name} does not match the manifest's sha256 "
+                              f"(corrupt or replaced); re-export the model.")
+    with np.load(side, allow_pickle=False) as z:
+        return DomainModel(z["means"], z["precision"], float(z["threshold"]))

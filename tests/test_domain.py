@@ -1,0 +1,188 @@
+"""The domain check (runtime/domain.py, export/domain.py): the Mahalanobis score against an
+independent computation, the threshold and its boundary, the sidecar's sha256 check, and the
+served answers: in-distribution inputs in domain, other data not, the warning in the UI and
+the CLI's JSON, and a model trained on a user's image folder gets a check too."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial.distance import mahalanobis
+
+from runtime import domain
+
+
+def test_score_is_the_smallest_squared_mahalanobis_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 3))
+    cov = a @ a.T + np.eye(3)
+    prec = np.linalg.inv(cov)
+    means = np.array([[0.0, 0.0, 0.0], [4.0, -1.0, 2.0]])
+    x = rng.normal(size=(6, 3)) * 3
+    want = [min(mahalanobis(row, m, prec) ** 2 for m in means) for row in x]
+    np.testing.assert_allclose(domain.DomainModel(means, prec, 1.0).score(x), want, rtol=1e-10)
+
+
+def test_fit_uses_class_means_and_a_shared_covariance():
+    """Two classes far apart: the class-conditional fit scores each class's own points as
+    close, which a single mean (no labels) cannot."""
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.normal(0, 1, (400, 2)), rng.normal(20, 1, (400, 2))]
+    y = np.r_[np.zeros(400, int), np.ones(400, int)]
+    means, prec = domain.fit(x, y)
+    np.testing.assert_allclose(np.sort(means[:, 0]), [0, 20], atol=0.3)
+    cov = np.linalg.inv(prec)              # the within-class covariance: about the identity
+    np.testing.assert_allclose(cov, np.eye(2), atol=0.25)
+    mid = np.array([[10.0, 10.0]])         # between the classes: far from both
+    assert domain.DomainModel(means, prec, 0).score(mid)[0] > 50
+    one_mean, one_prec = domain.fit(x)     # unlabelled: one mean in the middle
+    assert domain.DomainModel(one_mean, one_prec, 0).score(mid)[0] < 1
+
+
+def test_threshold_is_the_percentile_and_the_boundary_is_in_domain():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 4))
+    means, prec = domain.fit(x[:1000])
+    dm = domain.calibrate(means, prec, x[1000:], 99)
+    held = dm.score(x[1000:])
+    assert dm.threshold == pytest.approx(np.percentile(held, 99))
+    assert np.mean(held > dm.threshold) <= 0.011
+    at = domain.DomainModel(means, prec, float(dm.score(x[:1])[0]))  # score == threshold
+    assert domain.check(at, x[:1])[0]["in_domain"] is True
+    below = domain.DomainModel(means, prec, float(dm.score(x[:1])[0]) - 1e-9)
+    assert domain.check(below, x[:1])[0]["in_domain"] is False
+
+
+def test_features_pool_maps_and_flatten_the_rest():
+    out = {"f": np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2),
+           "v": np.ones((2, 2, 2), np.float32)}
+    feats = domain.features(out, ["f", "v"])
+    assert feats.shape == (2, 7)
+    np.testing.assert_allclose(feats[0, :3], out["f"][0].mean(axis=(1, 2)))
+
+
+# --- served ----------------------------------------------------------------------------------
+def _cli(art, *args):
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "--artifacts", str(art), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    return proc
+
+
+@pytest.mark.slow
+def test_served_answers_say_whether_the_input_is_in_domain(smoke_artifacts, tmp_path):
+    ex = smoke_artifacts / "examples"
+    manifest = json.loads((smoke_artifacts / "manifest.json").read_text())["models"]
+    for name in ("seqfake", "seqfake_attr", "dcl", "abcnorm", "abcnorm_ce"):
+        assert manifest[name]["domain"]["threshold"] > 0, name
+        assert manifest[name]["sidecars"][domain.SUFFIX]["sha256"]
+    fashion = sorted((ex / "fashion").glob("*.png"))
+    face = sorted((ex / "faces").glob("*.png"))[0]
+    # in distribution: most of the Fashion-MNIST examples (a 99th-percentile threshold may
+    # flag one), the generated face crop
+    ins = [json.loads(_cli(smoke_artifacts, "classify", f).stdout)["domain"]["in_domain"]
+           for f in fashion]
+    assert sum(ins) >= len(ins) - 1
+    rep = json.loads(_cli(smoke_artifacts, "face", face, "--crop").stdout)
+    assert rep["domain"]["in_domain"] is True and rep["domain"]["trained_on"]
+    # elsewhere: a generated face into the classifier and the encoder, a Fashion-MNIST image
+    # (upscaled to the face tab's minimum size) into the face model
+    for cmd in ("classify", "neighbours"):
+        rep = json.loads(_cli(smoke_artifacts, cmd, face).stdout)
+        assert rep["domain"]["in_domain"] is False, cmd
+        assert rep["domain"]["score"] > rep["domain"]["threshold"]
+    # the batch rows carry it too
+    out = json.loads(_cli(smoke_artifacts, "face", face, face, "--crop").stdout)
+    assert [r["in_domain"] for r in out["rows"]] == [True]  # one file, named twice
+
+
+@pytest.mark.slow
+def test_the_face_models_check_flags_fashion_mnist(smoke_artifacts, tmp_path):
+    """The export's fit on the face model's features, with enough faces (the smoke build has
+    48): generated test faces are in domain, Fashion-MNIST images are not."""
+    from export.domain import fit_for_model, model_features
+    from runtime.engine import Engine
+    from runtime.preprocess import PreprocessSpec
+    from training.data import faces_synth
+    from training.data.fashion_mnist import load_fashion_mnist
+    from training.data.seqdeepfake import load_split
+
+    faces_synth.generate(tmp_path, 400, 4, 60, seed=3, verbose=False, workers=1)
+    spec = PreprocessSpec(size=(64, 64), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    train = load_split(tmp_path, "components", "train", spec).images
+    test = load_split(tmp_path, "components", "test", spec).images
+    model = Engine(smoke_artifacts).get("seqfake")
+    dm, record = fit_for_model(model, list(train), None, ["features"])
+    assert record["n_fit"] == 320 and record["n_held_out"] == 80
+    fashion = load_fashion_mnist("test").images[:60]
+    s_in = dm.score(model_features(model, list(test), ["features"], 64))
+    s_out = dm.score(model_features(model, list(fashion), ["features"], 64))
+    from export.domain_report import auroc
+
+    # a barely trained smoke model (the full one: 92 % flagged, AUROC 0.996, reports/domain.md)
+    assert np.mean(s_in <= dm.threshold) >= 0.9       # a 99th-percentile threshold
+    assert np.mean(s_out > dm.threshold) >= 0.75
+    assert auroc(s_in, s_out) >= 0.9
+
+
+@pytest.mark.slow
+def test_a_domain_file_that_does_not_match_is_refused(smoke_artifacts, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(smoke_artifacts, art, ignore=shutil.ignore_patterns("data", "runs"))
+    side = art / "onnx" / f"abcnorm{domain.SUFFIX}"
+    with np.load(side) as z:
+        arrays = dict(z)
+    arrays["threshold"] = np.asarray(1e9)           # a doctored threshold: all "in domain"
+    np.savez(side, **arrays)
+    fashion = sorted((art / "examples" / "fashion").glob("*.png"))[0]
+    r = _cli(art, "classify", fashion)
+    assert r.returncode == 2 and "does not match the manifest" in r.stderr
+    r = _cli(art, "face", sorted((art / "examples" / "faces").glob("*.png"))[0], "--crop")
+    assert r.returncode == 0                         # the other models keep answering
+
+
+@pytest.mark.slow
+def test_the_ui_warns_above_an_out_of_domain_answer(smoke_artifacts):
+    from gradio_client import handle_file
+
+    from tests.test_app import _serve
+
+    demo, client = _serve(smoke_artifacts)
+    try:
+        face = sorted((smoke_artifacts / "examples" / "faces").glob("*.png"))[0]
+        fashion = sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[0]
+        text, *_ = client.predict(handle_file(str(face)), "", api_name="/classify")
+        assert "unlike the data this model was trained on" in text and "unreliable" in text
+        text, *_ = client.predict(handle_file(str(fashion)), "", api_name="/classify")
+        assert "unlike the data" not in text
+    finally:
+        demo.close()
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_a_users_folder_gets_a_domain_check(tmp_path):
+    """ABC-Norm on an ImageFolder of colour images: the export fits the check on them."""
+    from export.pipeline import export_run
+    from tests.test_abcnorm_method import TINY_REAL
+    from training.__main__ import main as train
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4), ("test", 4)):
+        for c, colour in enumerate(((220, 40, 40), (40, 40, 220))):
+            d = tmp_path / "data" / split / f"class_{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(colour, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    art = tmp_path / "art"
+    sets = [*TINY_REAL, "run.name=mine", "train.max_steps=2", "train.batch_size=8",
+            "train.epochs=1"]
+    assert train(["abcnorm", "--data", str(tmp_path / "data"), "--artifacts", str(art),
+                  "--no-progress", *[x for s in sets for x in ("--set", s)]]) == 0
+    entry = export_run(art, "mine")
+    assert entry["domain"]["n_fit"] + entry["domain"]["n_held_out"] == 24
+    assert entry["domain"]["classes"] == 2 and "image folder" in entry["domain"]["trained_on"]
