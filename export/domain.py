@@ -4,7 +4,8 @@ The run's training plug-in gives its training images (``Method.domain_images``);
 subset of at most ``max_images`` is pushed through the *exported* ONNX model with the
 serving preprocessing, so the check lives in exactly the feature space the app computes.
 ``1 - held_out`` of them fit the class means and the shared covariance; the threshold is the
-``percentile`` of the scores of the held-out rest. Settings: ``export/domain.yaml``.
+``percentile`` of the scores of the held-out rest (each class weighted equally where the
+data has classes, so a long-tailed training set does not leave its rare classes flagged). Settings: ``export/domain.yaml``.
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
     x = model_features(model, [images[i] for i in idx], names, int(cfg["batch_size"]))
     x_cal, x_fit = x[:n_cal], x[n_cal:]
     y_fit = None if labels is None else np.asarray(labels)[fit_idx]
+    y_cal = None if labels is None else np.asarray(labels)[cal]
     means, precision = domain.fit(x_fit, y_fit)
-    dm = domain.calibrate(means, precision, x_cal, float(cfg["percentile"]))
+    dm = domain.calibrate(means, precision, x_cal, float(cfg["percentile"]), y_cal)
     record = {"features": list(names), "dim": int(x.shape[1]), "classes": int(len(means)),
               "n_fit": int(len(fit_idx)), "n_held_out": int(n_cal),
               "percentile": float(cfg["percentile"]), "threshold": round(dm.threshold, 4),

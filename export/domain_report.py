@@ -93,27 +93,33 @@ def measure(artifacts: Path, n: int) -> dict[str, Any]:
     engine = Engine(artifacts)
     manifest = read_manifest(artifacts)["models"]
     checked = [name for name, e in manifest.items() if e.get("domain")]
-    tests: dict[str, list[Any]] = {}      # one test set per method (its first model's run)
+    tests: dict[str, list[Any]] = {}      # each model's own test split (shared when equal)
+    by_data: dict[str, list[Any]] = {}
     for name in checked:
-        method = manifest[name]["method"]
-        if method not in tests:
-            tests[method] = test_images(artifacts, manifest[name], n)
+        key = json.dumps([manifest[name]["method"], manifest[name]["training"]["data"]],
+                         sort_keys=True, default=str)
+        if key not in by_data:
+            by_data[key] = test_images(artifacts, manifest[name], n)
+        tests[name] = by_data[key]
     extra = {"photographs (scikit-image)": photographs(), **synthetic(50)}
     results: dict[str, Any] = {}
     for name in checked:
         e = manifest[name]
         model = engine.get(name)
-        dm = domain.load(model.path.with_suffix(domain.SUFFIX),
-                         e["sidecars"][domain.SUFFIX]["sha256"])
+        side = e["sidecars"][domain.SUFFIX]
+        dm = domain.load(artifacts / side["file"], side["sha256"])
         names, bs = e["domain"]["features"], 64
 
         def scores(images: list[Any]) -> np.ndarray:
             return dm.score(model_features(model, images, names, bs))
 
-        inside = scores(tests[e["method"]])
-        own = _digest(tests[e["method"]])  # another method trained on the same data is not "elsewhere"
-        sets = {f"{m} test data": imgs for m, imgs in tests.items()
-                if m != e["method"] and _digest(imgs) != own}
+        inside = scores(tests[name])
+        seen = {_digest(tests[name])}  # a model trained on the same data is not "elsewhere"
+        sets: dict[str, list[Any]] = {}
+        for other, imgs in tests.items():
+            if _digest(imgs) not in seen:
+                seen.add(_digest(imgs))
+                sets[f"{other}'s test data"] = imgs
         sets.update(extra)
         row: dict[str, Any] = {
             "version": e["version"], "trained_on": e["domain"].get("trained_on"),

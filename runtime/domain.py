@@ -83,11 +83,23 @@ def fit(x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np
 
 
 def calibrate(model_means: np.ndarray, precision: np.ndarray, held_out: np.ndarray,
-              percentile: float) -> DomainModel:
-    """The threshold: the ``percentile`` of the held-out in-domain scores."""
+              percentile: float, labels: np.ndarray | None = None) -> DomainModel:
+    """The threshold: the ``percentile`` of the held-out in-domain scores.
+
+    With ``labels`` each held-out image weighs 1 / (its class's count), so every class counts
+    the same: on long-tailed training data the threshold then covers the rare classes too
+    (a plain percentile would be set by the frequent ones and flag rare-class inputs)."""
     probe = DomainModel(model_means, precision, float("inf"))
     scores = probe.score(np.asarray(held_out, dtype=np.float64))
-    return DomainModel(model_means, precision, float(np.percentile(scores, percentile)))
+    if labels is None:
+        return DomainModel(model_means, precision, float(np.percentile(scores, percentile)))
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    order = np.argsort(scores)
+    cum = np.cumsum(w[order]) / w.sum()
+    k = int(np.searchsorted(cum, percentile / 100.0))
+    return DomainModel(model_means, precision, float(scores[order][min(k, len(order) - 1)]))
 
 
 def check(model: DomainModel, x: np.ndarray, trained_on: str = "") -> list[dict[str, Any]]:

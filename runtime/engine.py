@@ -77,6 +77,7 @@ class OnnxModel:
 
         self.name, self.entry = name, entry
         self.path = artifacts / entry["file"]
+        self.artifacts = Path(artifacts)
         self.stat = file_stat(self.path)  # what was loaded (before reading: a later change shows)
         if not self.path.is_file():
             raise ModelUnavailableError(f"{name}: ONNX file {self.path} is missing; "
@@ -138,7 +139,7 @@ class OnnxModel:
         if not spec or not side:
             return None
         try:
-            dm = domain.load(self.path.with_suffix(domain.SUFFIX), side.get("sha256"))
+            dm = domain.load(self.artifacts / side["file"], side.get("sha256"))
         except domain.DomainFileError as exc:
             raise ModelUnavailableError(f"{self.name}: {exc}") from exc
         return domain.check(dm, domain.features(outputs, spec["features"]),

@@ -58,6 +58,18 @@ def test_threshold_is_the_percentile_and_the_boundary_is_in_domain():
     assert domain.check(below, x[:1])[0]["in_domain"] is False
 
 
+def test_class_weighted_threshold_covers_a_rare_class():
+    """Held-out scores: 99 images of a frequent class at 1, one of a rare class at 100. A
+    plain 99th percentile (about 2) flags the rare class; weighting each class equally puts
+    the threshold at the rare image's score."""
+    means, prec = np.zeros((1, 1)), np.eye(1)
+    x = np.r_[np.ones(99), [10.0]][:, None]                 # scores x^2: 1 (x 99) and 100
+    y = np.r_[np.zeros(99, int), [1]]
+    assert domain.calibrate(means, prec, x, 99).threshold < 3
+    assert domain.calibrate(means, prec, x, 99, y).threshold == pytest.approx(100.0)
+    assert domain.calibrate(means, prec, x, 40, y).threshold == pytest.approx(1.0)
+
+
 def test_features_pool_maps_and_flatten_the_rest():
     out = {"f": np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2),
            "v": np.ones((2, 2, 2), np.float32)}
