@@ -142,7 +142,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = ["# Domain check: in-distribution vs elsewhere", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; {meta['date']}.  ",
              f"In-distribution: each run's test split, {meta['n']} images (seed 0); a model "
-             "flags an input when its score exceeds the threshold (the 99th percentile of "
+             "flags an input when its score exceeds the threshold (the 99th percentile, each class "
+             "weighted equally, of "
              "held-out training scores, `export/domain.yaml`). Target: at most 2 % of "
              "in-distribution test images flagged. Every number below is read from the run.",
              ""]

@@ -69,8 +69,18 @@ def test_each_tab_after_a_real_request(smoke_artifacts, tmp_path):
                 lambda: page.wait_for_timeout(1000))
             run("Classifier (ABC-Norm)", "classify", [fashion[0]], "cam_class",
                 lambda: page.wait_for_timeout(1000))
+            assert not page.get_by_text("unlike the data this model was trained on").count()
+            # a generated face sent to the classifier: the warning above the answer
+            page.locator("#classify-input input[type=file]").set_input_files([str(face)])
+            page.wait_for_timeout(1000)
+            page.locator("#classify-btn").click(force=True)
+            warning = page.get_by_text("unlike the data this model was trained on").first
+            warning.wait_for(timeout=60_000)
+            assert warning.is_visible()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / "classify-out-of-domain.png"), full_page=True)
             browser.close()
     finally:
         demo.close()
-    for name in ("face", "query", "retrieval", "classify"):
+    for name in ("face", "query", "retrieval", "classify", "classify-out-of-domain"):
         assert (out / f"{name}.png").stat().st_size > 10_000
