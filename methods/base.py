@@ -58,6 +58,9 @@ class Variant:
         served: whether the app can serve it (a tab understands its outputs).
         domain: the ONNX outputs the domain check reads its features from
             (:mod:`runtime.domain`); empty: the variant has no domain check.
+        calibration: "softmax" or "sigmoid": how its ``logits`` output becomes
+            probabilities, for the temperature fitted at export (:mod:`export.calibration`);
+            empty: not calibrated.
     """
     name: str
     overrides: tuple[str, ...]
@@ -66,6 +69,7 @@ class Variant:
     description: str
     served: bool = True
     domain: tuple[str, ...] = ()
+    calibration: str = ""
 
 
 @dataclass(frozen=True)

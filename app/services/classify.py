@@ -62,7 +62,9 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     out = model.run({"image": model.prepare([rgb])})
     logits, feats = out["logits"][0], out["features"][0]
     dom = model.domain_check(out)
-    probs = _softmax(logits.astype(np.float64))
+    cal = model.entry.get("calibration")  # temperature scaling fitted at export
+    temperature = float(cal["temperature"]) if cal else 1.0
+    probs = _softmax(logits.astype(np.float64) / temperature)
     labels = model.labels
     groups = extra.get("groups", ["?"] * len(labels))
     counts = extra.get("class_counts", [None] * len(labels))
@@ -88,6 +90,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
                  "group": groups[i], "train_count": counts[i]} for i in order],
         "cam_class": labels[target],
         "domain": dom[0] if dom else None,
+        "temperature": temperature if cal else None,
     }
     return ClassifyResult(report, overlay_heatmap(base, cam))
 

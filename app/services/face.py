@@ -40,7 +40,11 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     if not 0.0 < thr < 1.0:
         raise InputError(f"The threshold must be between 0 and 1, got {thr}.")
     out = model.run({"image": model.prepare([crop])})
-    probs = out["probs"][0].astype(float)
+    cal = model.entry.get("calibration")
+    if cal and "logits" in out:  # temperature scaling fitted at export (export/calibration.py)
+        probs = 1.0 / (1.0 + np.exp(-out["logits"][0].astype(float) / float(cal["temperature"])))
+    else:
+        probs = out["probs"][0].astype(float)
     labels = model.labels
     if "sequence" in out:  # an autoregressive decoder (seqfakeformer): its own greedy order
         tokens = [int(c) for c in out["sequence"][0]]
@@ -65,6 +69,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "trained_on": extra.get("data", ""),
         "decoder": "autoregressive" if "sequence" in out else "probability-ranked",
         "domain": dom[0] if dom else None,
+        "temperature": float(cal["temperature"]) if cal and "logits" in out else None,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
     }
 

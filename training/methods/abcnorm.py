@@ -166,6 +166,8 @@ class ABCNormMethod(Method):
                               seed=int(d["split_seed"]),
                               n_max=d["n_max"], num_classes=len(train.class_names))
         self.split_info = {k: v for k, v in split.to_dict().items() if k != "indices"}
+        unused = np.setdiff1d(np.arange(len(train)), split.indices)
+        self._unused = train.subset(unused)   # training-split images the long tail left out
         return train.subset(split.indices)
 
     def _load_data(self) -> None:
@@ -231,9 +233,15 @@ class ABCNormMethod(Method):
         self.groups = class_groups(self.class_counts, **self.group_thresholds)
 
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
-        """The (long-tailed) training images, or the evaluation images, and their classes."""
+        """The (long-tailed) training images, the validation images (Fashion-MNIST: the
+        training-split images the long-tailed subset left out), or the evaluation images,
+        and their classes."""
         if split == "train":
             return self._domain_images, self.train_labels
+        if split == "val":  # never the evaluation images: those measure the calibration
+            if getattr(self, "_unused", None) is not None and len(self._unused):
+                return self._unused.images, self._unused.labels
+            return [], None
         if getattr(self, "_eval_files", None) is not None:
             return list(self._eval_files.paths), self.eval_labels
         return self._eval_images, self.eval_labels

@@ -95,11 +95,22 @@ class SeqFakeMethod(Method):
         return SeqDeepFakeDataset(split, self.spec, aug)
 
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
-        """The training (or evaluation) faces, resized as training reads them; one class:
-        the check models what a face of this data set looks like, real or edited."""
+        """The training faces (no targets: the domain check models what a face of this data
+        set looks like, real or edited), or the validation / evaluation faces with their
+        per-component targets (:meth:`presence`); resized as training reads them."""
         if split == "train":
             return self._load(self.data_cfg["train_split"], "limit_train").images, None
-        return self.eval_split().images, None
+        data = self._load("val", "limit_eval") if split == "val" else self.eval_split()
+        return data.images, self.presence(data.labels)
+
+    def presence(self, sequences: np.ndarray) -> np.ndarray:
+        """0/1 targets (N, L) of padded 1-based sequences (N, slots): component c edited
+        (binary task: any edit), the targets of the per-component probabilities."""
+        seq = np.asarray(sequences)
+        if self.task == "binary":
+            return (seq > 0).any(axis=1, keepdims=True).astype(np.int64)
+        return np.stack([(seq == c + 1).any(axis=1) for c in range(self.num_classes)],
+                        axis=1).astype(np.int64)
 
     def eval_split(self) -> SeqDeepFakeSplit:
         if self._eval_split is None:
