@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from methods import served_runs
+from runtime.manifest import read_manifest
 from runtime.artifacts import artifacts_dir, atomic_path
 
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
@@ -35,7 +36,29 @@ def _get(cfg: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+def trust_lines(entry: dict[str, Any] | None) -> list[str]:
+    """The domain check and the calibration of the exported model (its manifest entry)."""
+    if not entry:
+        return ["", "Not exported: no domain check or calibration recorded."]
+    out = [""]
+    d = entry.get("domain")
+    out.append(f"Domain check: {d['dim']}-d features ({', '.join(d['features'])}), "
+               f"{d['classes']} class mean(s), threshold {d['threshold']:.4g} = the "
+               f"{d['percentile']:g}th percentile (classes weighted equally) of "
+               f"{d['n_held_out']} held-out training images; fitted on {d['n_fit']} "
+               f"(docs/domain.md)." if d else "Domain check: none for this model.")
+    c = entry.get("calibration")
+    out.append(f"Calibration: temperature {c['temperature']:.3f} ({c['kind']}), fitted on "
+               f"{c['fitted_on']}; ECE (15 bins) on {c['n_test']} test images "
+               f"{c['ece_test_before']:.4f} before, {c['ece_test_after']:.4f} after; on the "
+               f"validation images {c['ece_val_before']:.4f} -> {c['ece_val_after']:.4f} "
+               f"(reports/calibration.md)." if c else "Calibration: not calibrated "
+               "(probabilities as the model gives them).")
+    return out
+
+
+def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
+         entry: dict[str, Any] | None = None) -> list[str]:
     """The Markdown lines of one run's card."""
     lines = [f"## `{run}` - {desc.title} (thesis chapter {desc.chapter})", ""]
     data = cfg.get("data", {})
@@ -52,6 +75,7 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any]) -> l
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
+    lines += trust_lines(entry)
     lines += ["", f"Limits: {desc.limits} Method documentation: `{desc.docs}`.", ""]
     return lines
 
@@ -63,6 +87,10 @@ def build_cards(artifacts: Path, argv: list[str]) -> str:
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} "
            f"({os.cpu_count()} cores, {platform.platform()}), from each run's `summary.json`.",
            "Every number below is read from the run; none is typed by hand.", ""]
+    try:
+        models = read_manifest(artifacts)["models"]
+    except Exception:  # noqa: BLE001 - no manifest yet: cards without export facts
+        models = {}
     for desc, r in served_runs():
         rdir = artifacts / "runs" / r.run
         if not (rdir / "summary.json").is_file():
@@ -72,7 +100,7 @@ def build_cards(artifacts: Path, argv: list[str]) -> str:
             continue
         summary = json.loads((rdir / "summary.json").read_text())
         cfg = yaml.safe_load((rdir / "config.yaml").read_text()) if (rdir / "config.yaml").is_file() else {}
-        out += card(r.run, desc, summary, cfg or {})
+        out += card(r.run, desc, summary, cfg or {}, models.get(r.run))
     return "\n".join(out)
 
 
