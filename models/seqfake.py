@@ -234,7 +234,7 @@ class SeqFakeNet(nn.Module):
         }
 
 
-OUTPUT_NAMES: tuple[str, ...] = ("logits", "logits_patch", "logits_cls", "u", "dissim")
+OUTPUT_NAMES: tuple[str, ...] = ("logits", "logits_patch", "logits_cls", "u", "dissim", "features")
 """The forward's dict keys in a fixed order (for ONNX export)."""
 
 

@@ -30,6 +30,7 @@ def test_forward_shapes_and_fusion(net):
     assert out["logits"].shape == out["logits_patch"].shape == out["logits_cls"].shape == (3, 5)
     assert out["u"].shape == (3, n_tok * (n_tok - 1) // 2)
     assert out["dissim"].shape == (3, 4, 4)
+    assert out["features"].shape == (3, net.cls_tokens.shape[-1])  # pooled, for the domain check
     torch.testing.assert_close(out["logits"], (out["logits_patch"] + out["logits_cls"]) / 2)
     u = out["u"]
     assert (u[:, 1:] >= u[:, :-1]).all() and u.min() >= 0 and u.max() <= 1 + 1e-6
