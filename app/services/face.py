@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -17,6 +17,12 @@ from models.sequence import decode_sequence
 CROP_SIZE = 256
 METHOD = "seqfake"  # the method whose models this service runs
 ALL = "all"         # every served model of the method, side by side
+ROTATIONS = (90, 180, 270)  # degrees counter-clockwise tried when no face is found upright
+# Detection runs on the image resampled so its longer side is DETECT_SIDE px, up or down:
+# the same picture at any file size gives the detector (nearly) the same pixels, hence the
+# same box and landmarks, hence the same crop (reports/stability.md measured the gain).
+DETECT_SIDE = 640
+CROP_MARGIN = 0.45  # app.faces.align_crop's margin around the face box
 
 
 @dataclass
@@ -99,40 +105,157 @@ def resolve_models(engine: Engine, model_name: str | None) -> list[str]:
     return [model_name]
 
 
+@dataclass
+class FaceSearch:
+    """What :func:`search_faces` found in an image.
+
+    Attributes:
+        faces: the detected faces, largest first (empty for a given crop).
+        crops: their aligned crops, uint8 (CROP_SIZE, CROP_SIZE, 3), in the same order.
+        image: the RGB image (H, W, 3) the boxes refer to: the upload, or the upload turned
+            by ``rotated`` degrees.
+        rotated: 0, or 90 / 180 / 270: no face was found upright and the image turned by
+            that many degrees counter-clockwise (``image = np.rot90(upload, rotated // 90)``)
+            gave one.
+    """
+
+    faces: list[Face]
+    crops: list[np.ndarray]
+    image: np.ndarray
+    rotated: int = 0
+
+
+def _eye_tilt(face: Face) -> float:
+    """Degrees the eye line of ``face`` leans from horizontal (0 without landmarks)."""
+    if face.landmarks is None:
+        return 0.0
+    (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+    return abs(float(np.degrees(np.arctan2(ry - ly, rx - lx))))
+
+
+def _scaled_face(face: Face, sx: float, sy: float) -> Face:
+    """``face`` with its box and landmarks multiplied by (sx, sy)."""
+    x1, y1, x2, y2 = face.box
+    marks = None if face.landmarks is None else (
+        face.landmarks * np.asarray([sx, sy], np.float32)).astype(np.float32)
+    return Face((x1 * sx, y1 * sy, x2 * sx, y2 * sy), face.score, marks)
+
+
+def detect_canonical(detector: FaceDetector, rgb: np.ndarray, side: int = DETECT_SIDE
+                     ) -> list[Face]:
+    """Faces of ``rgb`` (H, W, 3), detected on a copy resampled so its longer side is
+    ``side`` px (area-averaged when shrinking, bilinear when enlarging); boxes and landmarks
+    are mapped back to ``rgb``'s coordinates. Largest first, as the detector gives them."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return detector.detect(rgb)
+    canon = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return [_scaled_face(f, w / size[0], h / size[1]) for f in detector.detect(canon)]
+
+
+def crop_face(rgb: np.ndarray, face: Face, size: int = CROP_SIZE) -> np.ndarray:
+    """The aligned crop (size, size, 3) of ``face`` (:func:`app.faces.align_crop`), without
+    aliasing: when the crop shrinks the face, the image is first area-averaged down to the
+    crop's scale, so the bilinear warp samples at about one source pixel per crop pixel (a
+    4x larger file then gives the crop of the 1x file, not a sparser sampling of it)."""
+    x1, y1, x2, y2 = face.box
+    shrink = size / (max(x2 - x1, y2 - y1) * (1 + 2 * CROP_MARGIN))
+    h, w = rgb.shape[:2]
+    if shrink < 1:
+        small = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+        rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
+        face = _scaled_face(face, small[0] / w, small[1] / h)
+    return align_crop(rgb, face, size=size, margin=CROP_MARGIN)
+
+
+def _detect_turned(detect: Callable[[np.ndarray], list[Face]], rgb: np.ndarray
+                   ) -> tuple[int, list[Face], np.ndarray]:
+    """``detect`` on ``rgb`` (H, W, 3) turned by each of :data:`ROTATIONS`; returns the
+    rotation whose largest face scores best (ties: the most level eyes), its faces and the
+    turned image, or ``(0, [], rgb)`` when no rotation gives a face either."""
+    best: tuple[int, list[Face], np.ndarray] = (0, [], rgb)
+    best_key: tuple[float, float] | None = None
+    for deg in ROTATIONS:
+        turned = np.ascontiguousarray(np.rot90(rgb, deg // 90))
+        faces = detect(turned)
+        if faces:
+            key = (faces[0].score, -_eye_tilt(faces[0]))
+            if best_key is None or key > best_key:
+                best, best_key = (deg, faces, turned), key
+    return best
+
+
+def search_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool,
+                 detect_side: int | None = DETECT_SIDE, antialias: bool = True) -> FaceSearch:
+    """The faces of an RGB image (H, W, 3) and their aligned crops, largest first; with
+    ``is_crop`` the whole image is the one crop (no faces listed). When no face is found
+    upright, the image turned by 90, 180 and 270 degrees is tried before giving up (a
+    photo whose orientation was lost): the crops then come from the turned image.
+
+    Args:
+        detect_side: detect on the image resampled to this longer side
+            (:func:`detect_canonical`); None: on the image as it is (the detector's own
+            size handling, the pipeline before reports/stability.md).
+        antialias: area-average before a shrinking crop (:func:`crop_face`); False: warp
+            the full-size image directly (as before).
+
+    Raises:
+        NoFaceError: no face was found, upright or turned.
+    """
+    if is_crop:
+        return FaceSearch([], [cv2.resize(rgb, (CROP_SIZE, CROP_SIZE),
+                                          interpolation=cv2.INTER_AREA)], rgb)
+    if detector is None:
+        raise InputError("No face detector is available; tick 'already a face crop'.")
+    def detect(img: np.ndarray) -> list[Face]:
+        return detector.detect(img) if detect_side is None else \
+            detect_canonical(detector, img, detect_side)
+
+    faces, rotated, image = detect(rgb), 0, rgb
+    if not faces:
+        rotated, faces, image = _detect_turned(detect, rgb)
+    if not faces:
+        raise NoFaceError("No face was found in this image (nor in it turned by 90, 180 or "
+                          "270 degrees). Upload a photo with a visible face, or tick 'image "
+                          "is already a face crop' to analyse the whole image.")
+    crops = [crop_face(image, f) if antialias else align_crop(image, f, CROP_SIZE, CROP_MARGIN)
+             for f in faces]
+    return FaceSearch(faces, crops, image, rotated)
+
+
 def find_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool
                ) -> tuple[list[Face], list[np.ndarray]]:
     """The faces of an RGB image (H, W, 3) and their aligned crops (CROP_SIZE, CROP_SIZE, 3),
-    largest first; with ``is_crop`` the whole image is the one crop (no faces listed).
+    largest first, as :func:`search_faces` finds them (turned images included); with
+    ``is_crop`` the whole image is the one crop (no faces listed).
 
     Raises:
         NoFaceError: no face was found.
     """
-    if is_crop:
-        return [], [cv2.resize(rgb, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)]
-    if detector is None:
-        raise InputError("No face detector is available; tick 'already a face crop'.")
-    faces = detector.detect(rgb)
-    if not faces:
-        raise NoFaceError("No face was found in this image. Upload a photo with a visible "
-                          "face, or tick 'image is already a face crop' to analyse the "
-                          "whole image.")
-    return faces, [align_crop(rgb, f, size=CROP_SIZE) for f in faces]
+    found = search_faces(detector, rgb, is_crop)
+    return found.faces, found.crops
 
 
 def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: Any,
                         models: list[str], threshold: float | None = None, face_index: int = 0,
-                        is_crop: bool = False) -> list[FaceResult]:
+                        is_crop: bool = False, detect_side: int | None = DETECT_SIDE,
+                        antialias: bool = True) -> list[FaceResult]:
     """One face analysed by each of ``models`` (detected and aligned once): the
-    side-by-side view. Same arguments as :func:`analyze_face`."""
+    side-by-side view. Same arguments as :func:`analyze_face`; ``detect_side`` and
+    ``antialias`` as :func:`search_faces` (the defaults are the app's pipeline)."""
     # detection and the aligned crop need RGB; the face model is RGB and its preprocessing
     # would flatten transparency on white too (runtime.preprocess.to_pil)
     rgb = display_rgb(load_image(source, min_side=32))
-    faces, crops = find_faces(detector, rgb, is_crop)
+    found = search_faces(detector, rgb, is_crop, detect_side, antialias)
+    faces, crops = found.faces, found.crops
     if not 0 <= face_index < len(crops):
         raise InputError(f"Face #{face_index + 1} does not exist: {len(faces)} face(s) "
                          f"were found.")
     crop = crops[face_index]
-    annotated = draw_faces(rgb, faces, selected=face_index) if faces else None
+    # boxes refer to the image the faces were found in (turned when ``rotated``)
+    annotated = draw_faces(found.image, faces, selected=face_index) if faces else None
     results = []
     for name in models:
         report = analyze_crop(engine, crop, name, threshold)
@@ -140,6 +263,12 @@ def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: A
         report["faces"] = [f.to_dict() for f in faces]
         report["face_number"] = face_index + 1 if faces else None  # 1-based, as --face
         report["detector"] = getattr(detector, "name", None) if not is_crop else "none (crop given)"
+        report["rotated"] = found.rotated  # degrees counter-clockwise; 0: found upright
+        if found.rotated:
+            report["rotation_note"] = (
+                f"No face was found upright; the face was found with the image turned "
+                f"{found.rotated} degrees counter-clockwise, and that turned image is "
+                f"analysed (the boxes refer to it).")
         where = overlay_heatmap(crop, dissim) if dissim is not None else None
         results.append(FaceResult(report, annotated, crop, where))
     return results
