@@ -158,20 +158,21 @@ def test_crops_of_a_larger_file_are_not_aliased(astronaut):
 # --- no face upright: the image turned by 90 / 180 / 270 degrees ----------------------------
 
 class MarkerDetector:
-    """Finds one face only when the image's top-left pixel is pure red (the upright image
-    carries that marker); records the shapes it was given."""
+    """Finds one face (of detector score ``score``) only when the image's top-left pixel is
+    pure red (the upright image carries that marker); records the shapes it was given."""
 
     name = "marker"
 
-    def __init__(self) -> None:
+    def __init__(self, score: float = 0.999) -> None:
         self.calls: list[tuple[int, ...]] = []
+        self.score = score
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         self.calls.append(rgb.shape)
         if tuple(rgb[0, 0]) != (255, 0, 0):
             return []
         h, w = rgb.shape[:2]
-        return [Face((w * .3, h * .2, w * .7, h * .7), 0.99,
+        return [Face((w * .3, h * .2, w * .7, h * .7), self.score,
                      np.asarray([[w * .4, h * .4], [w * .6, h * .4], [w * .5, h * .5],
                                  [w * .42, h * .6], [w * .58, h * .6]], np.float32))]
 
@@ -192,6 +193,12 @@ def test_a_turned_image_is_searched_in_every_rotation():
     with pytest.raises(NoFaceError, match="turned by 90, 180 or 270"):
         face_svc.search_faces(det, np.full((60, 60, 3), 90, np.uint8), False)
     assert len(det.calls) == 4
+    # a turned image's face must score ROTATED_MIN_SCORE (an upright one the detector's own)
+    unsure = MarkerDetector(score=0.95)
+    assert face_svc.search_faces(unsure, upright, False, detect_side=None).faces
+    with pytest.raises(NoFaceError):
+        face_svc.search_faces(unsure, np.ascontiguousarray(np.rot90(upright, 1)), False,
+                              detect_side=None)
 
 
 def test_the_astronaut_turned_90_degrees_is_analysed_upright(engine, mtcnn, astronaut,
