@@ -190,6 +190,20 @@ def domain_warning(report: dict[str, Any]) -> str:
     """The warning shown above an answer whose input is out of the model's domain (markdown;
     empty when it is in domain or the model has no domain check)."""
     dom = report.get("domain")
+    if dom and "instances" in dom:  # a bag: the bag's answer and the images that are out
+        out = [a["instance"] for a in report.get("attention", []) if not a.get("in_domain", True)]
+        if dom["in_domain"] and not out:
+            return ""
+        names = ", ".join(f"#{i}" for i in sorted(out))
+        if not dom["in_domain"]:
+            return (f"> **Warning: {len(out)} of the {dom['instances']} images of this bag are "
+                    f"unlike the data this model was trained on** "
+                    f"({dom.get('trained_on') or 'its training data'}): {names}; **the answer "
+                    f"below is unreliable.** (median domain score {dom['score']:.3g} > "
+                    f"threshold {dom['threshold']:.3g})\n\n")
+        return (f"> Note: images {names} are unlike the data this model was trained on "
+                f"({dom.get('trained_on') or 'its training data'}); their attention is "
+                f"unreliable.\n\n")
     if not dom or dom.get("in_domain", True):
         return ""
     return (f"> **Warning: this image is unlike the data this model was trained on** "

@@ -1,6 +1,7 @@
 """Temperature scaling (Guo et al. 2017) fitted at export, and the expected calibration error.
 
 * Classifiers (softmax): ``p = softmax(z / T)``, one ``T``.
+* qMIL (sigmoid, one bag probability): ``p = sigmoid(z / T)`` on the bag logit.
 * Face models (sigmoid per component): ``p_c = sigmoid(z_c / T)``, one ``T`` shared by the
   components. A temperature per component (the issue's wording) would reorder the components
   of a face and so change the probability-ranked sequence the model was evaluated with; one
@@ -96,33 +97,48 @@ def reliability(probs: np.ndarray, targets: np.ndarray, kind: str, bins: int = B
             for m in range(bins) if (idx == m).any()]
 
 
-def model_logits(model: Any, images: Sequence[Any], batch_size: int = 128) -> np.ndarray:
-    """(N, C) logits of ``images`` through an :class:`runtime.engine.OnnxModel`."""
+def model_logits(model: Any, items: Sequence[Any], output: str = "logits",
+                 batch_size: int = 128) -> np.ndarray:
+    """The ``output`` logits of ``items`` through an :class:`runtime.engine.OnnxModel`:
+    (N, C|L) for images (arrays or paths), (N,) for bags (dicts ``{"images": K images,
+    "query": (D,) word vector}``, one run per bag since bags differ in size)."""
     from export.domain import _load_image
 
     out = []
-    for i in range(0, len(images), batch_size):
-        batch = [_load_image(x) for x in images[i:i + batch_size]]
-        out.append(model.run({"image": model.prepare(batch)})["logits"])
+    if items and isinstance(items[0], dict):
+        for bag in items:
+            x = model.prepare([_load_image(im) for im in bag["images"]])[None]
+            feeds = {"images": x, "mask": np.ones(x.shape[:2], np.float32)}
+            if "query" in bag:
+                feeds["query"] = np.asarray(bag["query"], np.float32)[None]
+            out.append(model.run(feeds)[output])
+        return np.concatenate(out).astype(np.float64)
+    for i in range(0, len(items), batch_size):
+        batch = [_load_image(x) for x in items[i:i + batch_size]]
+        out.append(model.run({"image": model.prepare(batch)})[output])
     return np.concatenate(out).astype(np.float64)
 
 
 def calibrate_run(model: Any, kind: str, val: tuple[Sequence[Any], np.ndarray],
-                  test: tuple[Sequence[Any], np.ndarray], limit: int = 2000, seed: int = 0
-                  ) -> dict[str, Any]:
-    """Fit ``T`` on ``val`` (images, targets), measure ECE before/after on val and test
-    (at most ``limit`` images of each, seeded). Returns the manifest's ``calibration``."""
+                  test: tuple[Sequence[Any], np.ndarray], limit: int = 2000, seed: int = 0,
+                  output: str = "logits") -> dict[str, Any]:
+    """Fit ``T`` on ``val`` (items, targets: images or bags, see :func:`model_logits`),
+    measure ECE before/after on val and test (at most ``limit`` items of each, seeded) on
+    the model's ``output`` logits. Returns the manifest's ``calibration``."""
     rng = np.random.default_rng(seed)
 
     def take(images: Sequence[Any], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(rng.permutation(len(images))[:limit])
-        return model_logits(model, [images[i] for i in idx]), np.asarray(targets)[idx]
+        return (model_logits(model, [images[i] for i in idx], output),
+                np.asarray(targets)[idx])
 
     z_val, y_val = take(*val)
     z_test, y_test = take(*test)
     t = fit_temperature(z_val, y_val, kind)
+    unit = "bags" if val[0] is not None and len(val[0]) and isinstance(val[0][0], dict) \
+        else "images"
     rec: dict[str, Any] = {"kind": kind, "temperature": round(t, 4), "bins": BINS,
-                           "fitted_on": f"validation ({len(z_val)} images)",
+                           "output": output, "fitted_on": f"validation ({len(z_val)} {unit})",
                            "n_val": int(len(z_val)), "n_test": int(len(z_test))}
     for name, z, y in (("val", z_val, y_val), ("test", z_test, y_test)):
         rec[f"ece_{name}_before"] = round(ece(probabilities(z, 1.0, kind), y, kind), 4)

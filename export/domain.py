@@ -23,9 +23,10 @@ SETTINGS = Path(__file__).with_name("domain.yaml")
 def settings() -> dict[str, Any]:
     """``export/domain.yaml``, checked."""
     s = yaml.safe_load(SETTINGS.read_text())
-    if not (0 < s["percentile"] <= 100 and 0 < s["held_out"] < 1 and s["max_images"] >= 4):
+    if not (0 < s["percentile"] <= 100 and 0 < s["held_out"] < 1 and s["max_images"] >= 4
+            and 0 < s["bag_min_in_domain"] <= 1):
         raise ValueError(f"{SETTINGS}: percentile in (0, 100], held_out in (0, 1), "
-                         f"max_images >= 4")
+                         f"max_images >= 4, bag_min_in_domain in (0, 1]")
     return s
 
 
@@ -38,13 +39,34 @@ def _load_image(item: Any) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def is_bag_model(model: Any) -> bool:
+    """Whether the model takes bags of images (``images`` (B, K, C, H, W) + ``mask``)."""
+    return "images" in model.input_names and "mask" in model.input_names
+
+
+def image_feeds(model: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds that show ``images`` to the model: a batch ``image`` (N, C, H, W), or for a
+    bag model one bag of N instances (``images`` (1, N, C, H, W), ``mask`` of ones and, where
+    the model takes one, a zero ``query``: instance features do not depend on the query)."""
+    x = model.prepare(images)
+    if not is_bag_model(model):
+        return {"image": x}
+    feeds = {"images": x[None], "mask": np.ones((1, len(images)), np.float32)}
+    if "query" in model.input_names:
+        dim = next(i.shape[-1] for i in model.session.get_inputs() if i.name == "query")
+        feeds["query"] = np.zeros((1, int(dim)), np.float32)
+    return feeds
+
+
 def model_features(model: Any, images: Sequence[Any], names: Sequence[str],
                    batch_size: int) -> np.ndarray:
-    """(N, D) features of ``images`` through an :class:`runtime.engine.OnnxModel`."""
+    """(N, D) features of ``images`` through an :class:`runtime.engine.OnnxModel` (one row
+    per image, for a bag model too)."""
     out = []
     for i in range(0, len(images), batch_size):
         batch = [_load_image(x) for x in images[i:i + batch_size]]
-        out.append(domain.features(model.run({"image": model.prepare(batch)}), names))
+        out.append(domain.features(model.run(image_feeds(model, batch)), names,
+                                   per_instance=is_bag_model(model)))
     return np.concatenate(out)
 
 
@@ -71,6 +93,9 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
               "percentile": float(cfg["percentile"]), "threshold": round(dm.threshold, 4),
               "score": "smallest squared Mahalanobis distance to a class mean, shared "
                        "Ledoit-Wolf covariance (runtime/domain.py)"}
+    if is_bag_model(model):
+        record["unit"] = "instance"  # one answer per image of a bag (runtime/domain.py)
+        record["bag_min_in_domain"] = float(cfg["bag_min_in_domain"])
     return dm, record
 
 

@@ -85,7 +85,8 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
     if variant.domain:
         _add_domain_check(artifacts, entry, ckpt, method, variant.domain)
     if variant.calibration:
-        _add_calibration(artifacts, entry, ckpt, method, variant.calibration)
+        _add_calibration(artifacts, entry, ckpt, method, variant.calibration,
+                         variant.calibration_output)
     update_manifest(artifacts, run, entry)
     print(f"[export] {run}: {onnx_rel} ({method}/{variant.name}, {info['exporter']}, opset "
           f"{info['opset']}, parity {info['max_abs_diff']:.1e}) in {time.time() - t0:.1f} s",
@@ -121,9 +122,10 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
 
 
 def _add_calibration(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
-                     kind: str) -> None:
-    """Fit the run's temperature on its validation images (:mod:`export.calibration`); a
-    run without validation images is exported uncalibrated (said in the log)."""
+                     kind: str, output: str) -> None:
+    """Fit the run's temperature on its validation images or bags (the plug-in's
+    ``calibration_items``, :mod:`export.calibration`); a run without them is exported
+    uncalibrated (said in the log)."""
     from export.calibration import calibrate_run
     from runtime.engine import OnnxModel
 
@@ -132,17 +134,18 @@ def _add_calibration(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any
         config = ckpt["config"]
         cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
         plugin = resolve(get_method(method).plugin)(cfg)
-        val, test = plugin.domain_images("val"), plugin.domain_images("test")
+        val, test = plugin.calibration_items("val"), plugin.calibration_items("test")
         if len(val[0]) < 2 or val[1] is None or len(test[0]) < 2:
             raise ValueError("no labelled validation and test images")
-        rec = calibrate_run(OnnxModel(entry["name"], entry, artifacts), kind, val, test)
+        rec = calibrate_run(OnnxModel(entry["name"], entry, artifacts), kind, val, test,
+                            output=output)
     except Exception as exc:  # the model itself is fine: serve it uncalibrated
         print(f"[export] {entry['name']}: not calibrated ({type(exc).__name__}: {exc})",
               flush=True)
         return
     entry["calibration"] = rec
-    print(f"[export] {entry['name']}: temperature {rec['temperature']:.3f} on {rec['n_val']} "
-          f"validation images; test ECE {rec['ece_test_before']:.4f} -> "
+    print(f"[export] {entry['name']}: temperature {rec['temperature']:.3f} on "
+          f"{rec['fitted_on']}; test ECE {rec['ece_test_before']:.4f} -> "
           f"{rec['ece_test_after']:.4f} in {time.time() - t0:.1f} s", flush=True)
 
 

@@ -58,9 +58,10 @@ class Variant:
         served: whether the app can serve it (a tab understands its outputs).
         domain: the ONNX outputs the domain check reads its features from
             (:mod:`runtime.domain`); empty: the variant has no domain check.
-        calibration: "softmax" or "sigmoid": how its ``logits`` output becomes
+        calibration: "softmax" or "sigmoid": how its ``calibration_output`` becomes
             probabilities, for the temperature fitted at export (:mod:`export.calibration`);
             empty: not calibrated.
+        calibration_output: the ONNX output holding those logits.
     """
     name: str
     overrides: tuple[str, ...]
@@ -70,6 +71,7 @@ class Variant:
     served: bool = True
     domain: tuple[str, ...] = ()
     calibration: str = ""
+    calibration_output: str = "logits"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ numpy only.
 
 Features are read from the model's ONNX outputs named by its variant (``Variant.domain``):
 a 4-D map (B, C, h, w) is averaged over h, w; other outputs are flattened per input; the
-pieces are concatenated in order.
+pieces are concatenated in order. A bag model's check (``unit: instance`` in its record)
+reads (B, K, D) outputs, one row per image of a bag (B * K rows): it judges every image,
+and :func:`bag_check` the bag.
 """
 from __future__ import annotations
 
@@ -37,12 +39,18 @@ class DomainFileError(RuntimeError):
     user_error = True
 
 
-def features(outputs: dict[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
-    """(B, D) float64 feature vectors from a model's outputs (see the module docstring)."""
+def features(outputs: dict[str, np.ndarray], names: Sequence[str],
+             per_instance: bool = False) -> np.ndarray:
+    """(B, D) float64 feature vectors from a model's outputs (see the module docstring);
+    ``per_instance``: the outputs are (B, K, D) per image of a bag, giving (B * K, D)."""
     parts = []
     for name in names:
         a = np.asarray(outputs[name], dtype=np.float64)
-        if a.ndim == 4:
+        if per_instance:
+            if a.ndim != 3:
+                raise ValueError(f"instance features {name!r} must be (B, K, D), got {a.shape}")
+            a = a.reshape(-1, a.shape[-1])
+        elif a.ndim == 4:
             a = a.mean(axis=(2, 3))
         parts.append(a.reshape(a.shape[0], -1))
     return np.concatenate(parts, axis=1)
@@ -107,6 +115,22 @@ def check(model: DomainModel, x: np.ndarray, trained_on: str = "") -> list[dict[
     return [{"in_domain": bool(s <= model.threshold), "score": round(float(s), 3),
              "threshold": round(model.threshold, 3), "trained_on": trained_on}
             for s in model.score(np.asarray(x, dtype=np.float64))]
+
+
+def bag_check(instances: list[dict[str, Any]], min_in_domain: float) -> dict[str, Any]:
+    """The bag's answer from its instances' :func:`check` answers: in domain when at least
+    ``min_in_domain`` of its images are (a bag of in-domain images then passes even though
+    each image is flagged with probability 1 - percentile / 100, which for a bag of 64 would
+    flag half of all in-domain bags if one flagged image failed the bag); ``score`` is the
+    median instance score, the counts say how many images are out."""
+    if not instances:
+        raise ValueError("an empty bag has no domain answer")
+    n_in = sum(bool(d["in_domain"]) for d in instances)
+    return {"in_domain": bool(n_in >= min_in_domain * len(instances)),
+            "score": round(float(np.median([d["score"] for d in instances])), 3),
+            "threshold": instances[0]["threshold"], "trained_on": instances[0]["trained_on"],
+            "instances_in_domain": int(n_in), "instances": len(instances),
+            "min_in_domain": float(min_in_domain)}
 
 
 def load(path: str | Path, sha256: str | None) -> DomainModel:

@@ -130,9 +130,9 @@ class OnnxModel:
         return dict(zip(self.output_names, outs))
 
     def domain_check(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
-        """Per input of ``outputs`` (a :meth:`run` result): whether it is like the training
-        data (:mod:`runtime.domain`); None when the model was exported without a domain
-        check. A domain file that does not match the manifest is an error for this model.
+        """Per input of ``outputs`` (a :meth:`run` result; per image for a bag model):
+        whether it is like the training data (:mod:`runtime.domain`); None when the model
+        was exported without a domain check. A domain file that does not match the manifest is an error for this model.
         """
         spec = self.entry.get("domain")
         side = self.entry.get("sidecars", {}).get(domain.SUFFIX)
@@ -142,7 +142,8 @@ class OnnxModel:
             dm = domain.load(self.artifacts / side["file"], side.get("sha256"))
         except domain.DomainFileError as exc:
             raise ModelUnavailableError(f"{self.name}: {exc}") from exc
-        return domain.check(dm, domain.features(outputs, spec["features"]),
+        per_instance = spec.get("unit") == "instance"  # a bag model: one answer per image
+        return domain.check(dm, domain.features(outputs, spec["features"], per_instance),
                             str(spec.get("trained_on", "")))
 
 

@@ -72,3 +72,40 @@ def test_served_probabilities_use_the_manifest_temperature(smoke_artifacts):
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     assert rep["top"][0]["probability"] == pytest.approx(want.max(), abs=1e-4)
     assert rep["temperature"] == manifest["abcnorm"]["calibration"]["temperature"]
+
+
+@pytest.mark.slow
+def test_the_qmil_bag_probability_is_calibrated_on_unseen_training_images(smoke_artifacts):
+    """The bag temperature: fitted on validation bags made only of training images that no
+    training bag holds, applied to the served probability as sigmoid(logit / T)."""
+    from app.services import qmil as qmil_svc
+    from methods import get_method, resolve
+    from runtime.engine import Engine
+
+    entry = json.loads((smoke_artifacts / "manifest.json").read_text())["models"]["qmil"]
+    cal = entry["calibration"]
+    assert cal["kind"] == "sigmoid" and cal["output"] == "logit"
+    assert cal["fitted_on"].startswith("validation") and "bags" in cal["fitted_on"]
+    cfg = {**entry["training"]["config"]}
+    cfg["run"] = {**cfg["run"], "artifacts": str(smoke_artifacts)}
+    plugin = resolve(get_method("qmil").plugin)(cfg)
+    unused = plugin._unused_train()
+    used = plugin.train_bags().indices
+    assert len(unused) and not np.isin(unused, used[used >= 0]).any()
+    items, labels = plugin.calibration_items("val")
+    assert len(items) == cal["n_val"] == len(labels) and set(labels) == {0, 1}
+    pool = {plugin.split("train").images[i].tobytes() for i in unused}
+    assert all(im.tobytes() in pool for bag in items[:20] for im in bag["images"])
+    # served: sigmoid(logit / T) of the model's own logit
+    model = Engine(smoke_artifacts).get("qmil")
+    from PIL import Image
+
+    bag = [np.asarray(Image.open(p)) for p in
+           sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[:4]]
+    q = qmil_svc.query_vector("bag")
+    logit = float(model.run({"images": model.prepare(bag)[None], "mask": np.ones((1, 4), np.float32),
+                             "query": q[None]})["logit"][0])
+    rep = qmil_svc.query_bag(Engine(smoke_artifacts), None, "bag", images=bag).report
+    assert rep["temperature"] == cal["temperature"] != 1.0
+    assert rep["probability"] == pytest.approx(1 / (1 + np.exp(-logit / cal["temperature"])),
+                                               abs=1e-4)

@@ -198,3 +198,75 @@ def test_a_model_trained_on_a_users_folder_gets_a_domain_check(tmp_path):
     entry = export_run(art, "mine")
     assert entry["domain"]["n_fit"] + entry["domain"]["n_held_out"] == 24
     assert entry["domain"]["classes"] == 2 and "image folder" in entry["domain"]["trained_on"]
+
+
+# --- bags (qMIL): per image and for the bag ---------------------------------------------------
+def _answers(flags: list[bool], scores: list[float]) -> list[dict]:
+    return [{"in_domain": f, "score": s, "threshold": 5.0, "trained_on": "x"}
+            for f, s in zip(flags, scores)]
+
+
+def test_bag_check_needs_the_fraction_of_images_in_domain():
+    half = domain.bag_check(_answers([True, False, True, False], [1, 9, 2, 8]), 0.5)
+    assert half["in_domain"] is True                 # 2 of 4 = exactly the fraction: in
+    assert half["instances_in_domain"] == 2 and half["instances"] == 4
+    assert half["score"] == pytest.approx(5.0)      # median of 1, 2, 8, 9
+    assert domain.bag_check(_answers([True, False, False, False], [1, 9, 9, 9]), 0.5)[
+        "in_domain"] is False
+    assert domain.bag_check(_answers([True, True, True, False], [1, 1, 1, 9]), 1.0)[
+        "in_domain"] is False                        # every image required
+    with pytest.raises(ValueError):
+        domain.bag_check([], 0.5)
+
+
+def test_instance_features_give_one_row_per_image_of_each_bag():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # 2 bags of 3 images
+    rows = domain.features({"f": x}, ["f"], per_instance=True)
+    assert rows.shape == (6, 4)
+    np.testing.assert_array_equal(rows[4], x[1, 1])              # bag 2, image 2
+    with pytest.raises(ValueError, match="must be"):
+        domain.features({"f": x[:, 0]}, ["f"], per_instance=True)
+
+
+@pytest.mark.slow
+def test_a_bag_answer_says_which_images_are_out_of_domain(smoke_artifacts, tmp_path):
+    """qMIL: an answer per image and for the bag; the threshold of a copy of the smoke
+    build set between the scores of a bag's images flags exactly those above it, the bag
+    follows the export's fraction, and the tab warns with the images' numbers."""
+    from app.services import qmil as qmil_svc
+    from app.ui_common import domain_warning
+    from runtime.engine import Engine
+    from runtime.manifest import sha256_file
+
+    art = tmp_path / "art"
+    shutil.copytree(smoke_artifacts, art, ignore=shutil.ignore_patterns("data", "runs"))
+    manifest_path = art / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = manifest["models"]["qmil"]
+    assert entry["domain"]["unit"] == "instance" and entry["domain"]["bag_min_in_domain"] == 0.5
+    fashion = [np.asarray(Image.open(p)) for p in
+               sorted((art / "examples" / "fashion").glob("*.png"))[:3]]
+    rng = np.random.default_rng(0)
+    bag = fashion + [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(2)]
+    rep = qmil_svc.query_bag(Engine(art), None, "bag", images=bag).report
+    assert rep["domain"]["instances"] == 5 and len(rep["attention"]) == 5
+    scores = {a["instance"]: a["domain_score"] for a in rep["attention"]}
+    assert all(a["in_domain"] == (a["domain_score"] <= rep["domain"]["threshold"])
+               for a in rep["attention"])
+    # a threshold that keeps exactly the two lowest-scoring images in domain: 2 of 5 < 0.5
+    low = sorted(scores.values())
+    side = art / entry["sidecars"][domain.SUFFIX]["file"]
+    with np.load(side) as z:
+        arrays = dict(z)
+    arrays["threshold"] = np.asarray((low[1] + low[2]) / 2)
+    np.savez(side, **arrays)
+    entry["sidecars"][domain.SUFFIX]["sha256"] = sha256_file(side)
+    manifest_path.write_text(json.dumps(manifest))
+    domain._load.cache_clear()
+    rep = qmil_svc.query_bag(Engine(art), None, "bag", images=bag).report
+    out = sorted(a["instance"] for a in rep["attention"] if not a["in_domain"])
+    assert len(out) == 3 and rep["domain"]["instances_in_domain"] == 2
+    assert rep["domain"]["in_domain"] is False
+    text = domain_warning(rep)
+    assert "3 of the 5 images" in text and ", ".join(f"#{i}" for i in out) in text
+    assert "unreliable" in text

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime import domain
 from runtime.engine import Engine
 from app.inputs import InputError, clean_query, display_rgb, load_bag
 from app.viz import attention_tile
@@ -79,8 +80,14 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     x = model.prepare(images)[None]                       # (1, K, C, H, W)
     mask = np.ones((1, len(images)), dtype=np.float32)
     out = model.run({"images": x, "mask": mask, "query": q[None]})
-    prob = float(out["prob"][0])
+    cal = model.entry.get("calibration")  # bag temperature fitted at export (export/calibration.py)
+    logit = float(out["logit"][0])
+    prob = float(1.0 / (1.0 + np.exp(-logit / float(cal["temperature"])))) if cal \
+        else float(out["prob"][0])
     beta = out["beta"][0].astype(float)
+    inst = model.domain_check(out)  # one answer per image of the bag, or None
+    bag_dom = (domain.bag_check(inst, float(model.entry["domain"]["bag_min_in_domain"]))
+               if inst else None)
     order = np.argsort(-beta, kind="stable")
     seen = [c.lower() for c in extra.get("seen_classes", [])]
     kind = "seen in training" if word in seen else "zero-shot (not a training query)"
@@ -89,10 +96,16 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
         "query": word, "query_kind": kind,
         **({} if word in seen else _zero_shot_hint(q, extra)),
         "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),
+        "temperature": float(cal["temperature"]) if cal else None,
         "bag_size": len(images),
-        "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4)} for i in order],
+        "domain": bag_dom,
+        "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4),
+                       **({"in_domain": inst[i]["in_domain"], "domain_score": inst[i]["score"]}
+                          if inst else {})} for i in order],
         "top_instance": int(order[0]) + 1,
     }
     tiles = [(attention_tile(display_rgb(images[i]), beta[i], beta.max(), top=(r == 0)),
-              f"#{i + 1}  beta={beta[i]:.3f}") for r, i in enumerate(order)]
+              f"#{i + 1}  beta={beta[i]:.3f}"
+              + ("" if not inst or inst[i]["in_domain"] else "  (out of domain)"))
+             for r, i in enumerate(order)]
     return BagResult(report, tiles)

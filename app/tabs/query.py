@@ -24,7 +24,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import example_truth, file_path, guard
+    from app.ui_common import domain_warning, example_truth, file_path, guard
 
     @guard
     def query(files, word):
@@ -37,7 +37,7 @@ def build(ctx: "TabContext") -> None:
         else:
             res = qmil_svc.query_bag(ctx.engine, paths, word)
         r = res.report
-        text = (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
+        text = domain_warning(r) + (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
                 f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
         if r.get("warning"):
             near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])

@@ -65,9 +65,12 @@ class QMILConfig(EngineConfig):
 
 _OUT_AXES = {"prob": {0: "batch"}, "logit": {0: "batch"}, "alpha": {0: "batch", 1: "bag"},
              "beta": {0: "batch", 1: "bag"}}
+_FEATURE_AXES = {"features": {0: "batch", 1: "bag"}}
 _BAG_AXES = {"images": {0: "batch", 1: "bag"}, "mask": {0: "batch", 1: "bag"}}
-QMIL_IO = ExportIO(inputs=("images", "mask", "query"), outputs=("prob", "logit", "alpha", "beta"),
-                   dynamic_axes={**_BAG_AXES, "query": {0: "batch"}, **_OUT_AXES})
+QMIL_IO = ExportIO(inputs=("images", "mask", "query"),
+                   outputs=("prob", "logit", "alpha", "beta", "features"),
+                   dynamic_axes={**_BAG_AXES, "query": {0: "batch"}, **_OUT_AXES,
+                                 **_FEATURE_AXES})
 GATED_IO = ExportIO(inputs=("images", "mask"), outputs=("prob", "logit", "alpha", "beta"),
                     dynamic_axes={**_BAG_AXES, **_OUT_AXES})
 
@@ -85,10 +88,14 @@ DESCRIPTOR = MethodDescriptor(
     plugin="training.methods.qmil:build",
     variants={
         "qmil": Variant("qmil", (), QMIL_IO, "methods.qmil.views:query_view",
-                        "qMIL with the query-conditioned (bilinear) classifier, the default"),
+                        "qMIL with the query-conditioned (bilinear) classifier, the default",
+                        domain=("features",), calibration="sigmoid",
+                        calibration_output="logit"),
         "thesis_classifier": Variant("thesis_classifier", ("model.classifier_query=none",),
                                      QMIL_IO, "methods.qmil.views:query_view",
-                                     "qMIL with the thesis-literal classifier on z alone"),
+                                     "qMIL with the thesis-literal classifier on z alone",
+                                     domain=("features",), calibration="sigmoid",
+                                     calibration_output="logit"),
         "gated": Variant("gated", ("model.name=gated_mil_lenet", "data.train_queries=[bag]"),
                          GATED_IO, "methods.qmil.views:gated_view",
                          "gated-attention MIL baseline (one class; ignores the query)",

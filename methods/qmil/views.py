@@ -1,7 +1,8 @@
 """Export views of qMIL and the gated-attention baseline (contracts in :mod:`methods.qmil`).
 
 images (B, K, C, H, W), mask (B, K) float 1 = instance / 0 = padding, query (B, D) ->
-prob (B,), logit (B,), alpha (B, K) attention logits, beta (B, K) attention weights.
+prob (B,), logit (B,), alpha (B, K) attention logits, beta (B, K) attention weights,
+features (B, K, S) what the domain check reads per image (``encode_with_stats``).
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ class QueryOnnx(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor, query: torch.Tensor):
-        out = self.model(images, mask > 0.5, query)
-        return out["prob"], out["logit"], out["alpha"], out["beta"]
+        x, stats = self.model.encode_with_stats(images)               # (B, K, M), (B, K, S)
+        out = self.model.head(x, mask > 0.5, query)
+        return out["prob"], out["logit"], out["alpha"], out["beta"], stats
 
 
 class GatedOnnx(nn.Module):

@@ -66,3 +66,10 @@ class Method:
         them (uint8 arrays (H, W) / (H, W, C), or image file paths), and their class ids (N,)
         or None. The default: none (no check)."""
         return [], None
+
+    def calibration_items(self, split: str) -> tuple[Sequence[Any], np.ndarray | None]:
+        """What the temperature is fitted on ("val") and its ECE measured on ("test"), with
+        the targets (:mod:`export.calibration`): by default :meth:`domain_images` and their
+        classes (or 0/1 labels (N, L)); a bag method gives bags (dicts with ``images`` and
+        ``query``) and their 0/1 bag labels."""
+        return self.domain_images(split)

@@ -26,7 +26,7 @@ import torch.nn as nn
 from runtime.preprocess import FASHION_MNIST
 from models.words import PACKAGE as WORD_PACKAGE
 from models.words import get_word_vectors
-from training.data.bags import BagDataset, BagSet, sample_bags, trim_collate
+from training.data.bags import PAD, BagDataset, BagSet, sample_bags, trim_collate
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.losses.qmil import qmil_loss
 from training.methods.base import Method
@@ -128,6 +128,52 @@ class QMILMethod(Method):
             self._eval_bags[kind] = bags
         return self._eval_bags[kind]
 
+    # --- domain check and calibration (export) -----------------------------------------
+    def _unused_train(self) -> np.ndarray:
+        """Indices of the seen-class training images that no training bag contains (int64):
+        training-split images the model never saw, for validation bags."""
+        used = np.unique(self.train_bags().indices)
+        labels = self.split("train").labels
+        keep = np.isin(labels, self.seen)
+        keep[used[used != PAD]] = False
+        return np.flatnonzero(keep)
+
+    def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
+        """Instances (uint8 (N, 28, 28)) and their classes: "train" the seen-class training
+        images (what the bags are made of; the domain check is fitted on them), "val" those
+        of them no training bag contains, "test" the test split's seen-class images."""
+        if split == "val":
+            idx = self._unused_train()
+            data = self.split("train")
+            return data.images[idx], data.labels[idx]
+        data = self.split("train" if split == "train" else "test")
+        keep = np.flatnonzero(np.isin(data.labels, self.seen))
+        return data.images[keep], data.labels[keep]
+
+    def calibration_items(self, split: str) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        """Bags and their 0/1 labels for the bag temperature: "val" balanced bags of the
+        training queries drawn only from training images no training bag contains (never
+        the test bags, which measure the calibration), "test" the evaluation bags of
+        :meth:`evaluate` (seen queries)."""
+        if self.gated:
+            return [], None
+        if split == "val":
+            pool = self._unused_train()
+            if len(pool) < 2 * int(self.data_cfg["max_size"]):
+                return [], None
+            images = self.split("train").images[pool]
+            labels = self.split("train").labels[pool]
+            present = [q for q in self.train_queries if np.any(labels == q)]
+            bags = sample_bags(labels, present, int(self.data_cfg["eval_bags_per_query"]),
+                               instance_classes=self.seen, seed=int(self.data_cfg["eval_seed"]) + 7,
+                               **self._bag_kwargs())
+        else:
+            bags, images = self.eval_bags("seen"), self.split("test").images
+        q = self.query_vectors.numpy()
+        items = [{"images": images[row[m]], "query": q[qi]}
+                 for row, m, qi in zip(bags.indices, bags.mask, bags.query)]
+        return items, bags.label.astype(np.int64)
+
     # --- model -----------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
         kw = {k: v for k, v in self.model_cfg.items() if k != "name"}
@@ -214,6 +260,9 @@ class QMILMethod(Method):
         return {
             "preprocess": FASHION_MNIST.to_dict(),
             "labels": list(self.class_names),
+            "dataset": ("scikit-learn's digits" if self.dataset == "digits" else
+                        "Fashion-MNIST (train split)") + ", 28 x 28 grayscale; bags of "
+                       + ", ".join(self.class_names[i] for i in self.seen),
             "seen_classes": [self.class_names[i] for i in self.seen],
             "unseen_classes": [self.class_names[i] for i in self.unseen],
             "train_queries": [self.class_names[i] for i in self.train_queries],
