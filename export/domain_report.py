@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from export.domain import model_features
+from export.domain import is_bag_model, model_features
 from runtime.artifacts import artifacts_dir, atomic_path
 from runtime.manifest import read_manifest
 
@@ -131,11 +131,53 @@ def measure(artifacts: Path, n: int) -> dict[str, Any]:
             out = scores(imgs)
             row["elsewhere"][label] = {"n": len(out), "flagged": float(np.mean(out > dm.threshold)),
                                        "auroc": auroc(inside, out)}
+        if is_bag_model(model):
+            row["bags"] = bag_rows(artifacts, e, dm, scores, sets, n)
         results[name] = row
         print(f"[domain] {name}: in-distribution flagged {row['in_distribution']['flagged']:.1%}"
               + "".join(f"; {k}: {v['flagged']:.0%} (AUROC {v['auroc']:.3f})"
                         for k, v in row["elsewhere"].items()), flush=True)
     return results
+
+
+def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, scores: Any,
+             sets: dict[str, list[Any]], n: int) -> dict[str, Any]:
+    """A bag model: the fraction of bags flagged by the bag rule (runtime.domain.bag_check)
+    among its test bags (at most ``n // 10``), and among bags of the same sizes whose
+    images all come from each other set, or half of them."""
+    from methods import get_method, resolve
+    from runtime import domain
+
+    config = entry["training"]["config"]
+    cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
+    items, _ = resolve(get_method(entry["method"]).plugin)(cfg).calibration_items("test")
+    idx = np.sort(np.random.default_rng(0).permutation(len(items))[: max(1, n // 10)])
+    bags = [list(items[i]["images"]) for i in idx]
+    frac = float(entry["domain"]["bag_min_in_domain"])
+
+    def flagged(bag_list: list[list[Any]]) -> float:
+        out = []
+        for bag in bag_list:
+            checks = [{"in_domain": bool(s <= dm.threshold), "score": float(s),
+                       "threshold": dm.threshold, "trained_on": ""} for s in scores(bag)]
+            out.append(not domain.bag_check(checks, frac)["in_domain"])
+        return float(np.mean(out))
+
+    rows: dict[str, Any] = {"rule": f"a bag is in domain when at least {frac:g} of its images "
+                                    f"are", "n_bags": len(bags),
+                            "test bags": flagged(bags)}
+    for label, imgs in sets.items():
+        k = 0
+        full, half = [], []
+        for bag in bags:
+            other = [imgs[(k + j) % len(imgs)] for j in range(len(bag))]
+            k += len(bag)
+            full.append(other)
+            m = len(bag) // 2
+            half.append(other[:len(bag) - m] + bag[:m])  # more than half from elsewhere
+        rows[f"all from {label}"] = flagged(full)
+        rows[f"most from {label}"] = flagged(half)
+    return rows
 
 
 def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -158,6 +200,14 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             cells.append(f"{v['flagged']:.0%} / {v['auroc']:.3f} (n={v['n']})" if v else "-")
         lines.append(f"| `{name}` | `{r['version']}` | {r['in_distribution']['flagged']:.1%} "
                      f"(n={r['in_distribution']['n']}) | " + " | ".join(cells) + " |")
+    for name, r in results.items():
+        if "bags" in r:
+            b = r["bags"]
+            lines += ["", f"**Bags** (`{name}`; {b['rule']}; {b['n_bags']} test bags, and bags "
+                      "of the same sizes with all / more than half of their images replaced "
+                      "from each other set): fraction of bags flagged", "",
+                      "| bags | flagged |", "|---|---|"]
+            lines += [f"| {k} | {v:.0%} |" for k, v in b.items() if k not in ("rule", "n_bags")]
     lines += ["", "Features: " + "; ".join(f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d)"
                                              for n, r in results.items()), ""]
     return "\n".join(lines)
