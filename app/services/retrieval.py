@@ -61,7 +61,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
         raise ModelUnavailableError(str(exc)) from exc
     names = gallery.label_names
     found = [(s, int(i), int(lab)) for s, i, lab in zip(scores[0], idx[0], labels[0])
-             if int(i) != self_index][:k]
+             if int(i) != self_index and int(i) >= 0][:k]
     hits = [{"rank": r + 1, "index": i, "id": gallery.ids[i],
              "label": names[lab] if names else lab, "similarity": round(float(s), 4)}
             for r, (s, i, lab) in enumerate(found)]
@@ -79,9 +79,24 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")
         report["query_label"] = query_label
         report["precision_at_k"] = round(sum(h["label"] == query_label for h in hits) / len(hits), 4)
-    tiles = [(gallery.thumbnails[h["index"]], f"{h['rank']}. {h['label']}  {h['similarity']:.3f}")
-             for h in hits]
+    tiles = []
+    for h in hits:
+        thumb = gallery.thumbnail(h["index"])  # a folder gallery: made from the file, cached
+        if thumb is None:
+            h["missing"] = True  # the image file is gone or unreadable since the build
+        tiles.append((thumb if thumb is not None else missing_tile(gallery.thumb_size),
+                      f"{h['rank']}. {h['label']}  {h['similarity']:.3f}"
+                      + ("  (file missing)" if thumb is None else "")))
     return RetrievalResult(report, tiles)
+
+
+def missing_tile(size: int) -> np.ndarray:
+    """A mid-grey tile with a dark cross, shown for a gallery image whose file is gone.
+    Shape: uint8 (size, size)."""
+    tile = np.full((size, size), 128, np.uint8)
+    d = np.arange(size)
+    tile[d, d] = tile[d, size - 1 - d] = 40
+    return tile
 
 
 BATCH_COLUMNS = ["model", "model_version", "k", "nearest_label", "nearest_similarity",

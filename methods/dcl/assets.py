@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from export.examples import write_class_examples
 from methods.dcl import DESCRIPTOR
-from models.gallery import GalleryIndex, read_image_folder
+from models.gallery import GalleryIndex
+from models.gallery_build import build_from_folder
 from runtime.engine import OnnxModel
 from runtime.manifest import read_manifest, update_manifest
 from training.data.fashion_mnist import load_fashion_mnist
@@ -41,46 +42,56 @@ def _gallery_matches(artifacts: Path, manifest: dict[str, Any]) -> bool:
 
 
 def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
-                  limit: int | None = None) -> GalleryIndex:
+                  limit: int | None = None, index_kind: str = "auto") -> GalleryIndex:
     """Embed the gallery (Fashion-MNIST test by default, or ``image_dir``) and save it.
 
     The index stores the DCL ONNX file's sha256 as its encoder hash, so a gallery built by
     one encoder refuses queries from another. Precision@k of the gallery against its own
-    labels (leave-one-out) is recorded in the manifest's DCL entry. ``limit`` keeps the
-    first N images (quick builds).
+    labels (leave-one-out; at most 10,000 queries) is recorded in the manifest's DCL entry.
+    ``limit`` keeps the first N images (quick builds). An image folder is read in shards
+    (:mod:`models.gallery_build`): bounded memory, progress, resumable after an
+    interruption (run the same command again), images referenced by path with thumbnails
+    made on first query; the index (exact or approximate) is chosen by size
+    (``models/gallery_index.yaml``) unless ``index_kind`` names one.
     """
     manifest = read_manifest(artifacts)
     entry = manifest["models"][SERVED]
     model = OnnxModel(SERVED, entry, artifacts)
+
+    def embed(batch):
+        return model.run({"image": model.prepare(batch)})["embedding"]
+
+    t0 = time.time()
     if image_dir:
-        images, labels, names, paths = read_image_folder(image_dir)
         source = f"image folder {image_dir}"
-        ids = paths
+        gallery, report = build_from_folder(image_dir, artifacts / GALLERY_DIR, embed,
+                                            entry["sha256"], limit=limit, index_kind=index_kind,
+                                            meta={"source": source})
+        labels = gallery.labels
     else:
         test = load_fashion_mnist("test")
         images, labels, names = list(test.images), test.labels, list(test.class_names)
         source = "Fashion-MNIST test split"
         ids = [f"fashion-mnist-test#{i}" for i in range(len(images))]
-    if limit:
-        images, labels, ids = images[:limit], labels[:limit], ids[:limit]
-    bar = tqdm(total=len(images), desc="embedding gallery", leave=False)
+        if limit:
+            images, labels, ids = images[:limit], labels[:limit], ids[:limit]
+        bar = tqdm(total=len(images), desc="embedding gallery", leave=False)
 
-    def embed(batch):
-        return model.run({"image": model.prepare(batch)})["embedding"]
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    t0 = time.time()
-    gallery = GalleryIndex.build(embed, images, labels, names, encoder_hash=entry["sha256"],
-                                 progress=progress, meta={"source": source}, ids=ids)
-    bar.close()
-    gallery.save(artifacts / GALLERY_DIR)
-    p_at_k = gallery.precision_at_k(k_eval) if (labels >= 0).any() else None
+        gallery = GalleryIndex.build(embed, images, labels, names, encoder_hash=entry["sha256"],
+                                     progress=progress, meta={"source": source}, ids=ids,
+                                     index_kind=index_kind)
+        bar.close()
+        gallery.save(artifacts / GALLERY_DIR)
+    p_at_k = (gallery.precision_at_k(k_eval, max_queries=10_000)
+              if (labels >= 0).sum() >= 2 else None)
     entry = dict(entry)
     entry["gallery"] = {"source": source, "count": len(gallery), f"precision_at_{k_eval}": p_at_k,
-                        "dir": GALLERY_DIR}
+                        "dir": GALLERY_DIR, "index": gallery.spec.kind}
     update_manifest(artifacts, SERVED, entry)
-    print(f"[export] gallery: {len(gallery)} images from {source}, precision@{k_eval} = "
-          f"{p_at_k if p_at_k is None else round(p_at_k, 4)} ({time.time() - t0:.0f} s)", flush=True)
+    print(f"[export] gallery: {len(gallery)} images from {source} ({gallery.spec.kind} index), "
+          f"precision@{k_eval} = {p_at_k if p_at_k is None else round(p_at_k, 4)} "
+          f"({time.time() - t0:.0f} s)", flush=True)
     return gallery

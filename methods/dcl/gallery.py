@@ -1,0 +1,51 @@
+"""``python -m methods.dcl.gallery``: (re)build the Retrieval tab's gallery alone.
+
+    python -m methods.dcl.gallery --folder PHOTOS/ [--limit N] [--index auto|exact|ivf|hnsw]
+    python -m methods.dcl.gallery                   # Fashion-MNIST test (the default gallery)
+
+Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into
+``<artifacts>/gallery``. A folder is read in shards with a progress bar; interrupted (Ctrl-C),
+the same command continues after the last complete shard. The images stay where they are
+(the gallery keeps relative paths and makes thumbnails on first query). The index is
+exact below ``index.exact_below`` images and approximate above (``models/gallery_index.yaml``,
+justified in reports/index_bench.md). ``python -m export dcl --gallery-dir PHOTOS/`` does
+the same after exporting the encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runtime.artifacts import artifacts_dir
+from runtime.cli import UserError, run_main
+
+
+def _main(argv: list[str] | None) -> int:
+    from models.ann import KINDS
+    from runtime.manifest import read_manifest
+
+    p = argparse.ArgumentParser(prog="python -m methods.dcl.gallery", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folder", help="image folder (sub-folders = labels); default: Fashion-MNIST test")
+    p.add_argument("--limit", type=int, help="use only the first N images (sorted paths)")
+    p.add_argument("--index", default="auto", choices=("auto", *KINDS),
+                   help="index kind (default: chosen by gallery size)")
+    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    args = p.parse_args(argv)
+    from methods.dcl.assets import SERVED, build_gallery
+
+    artifacts = artifacts_dir(args.artifacts)
+    if SERVED not in read_manifest(artifacts)["models"]:
+        raise UserError(f"no exported '{SERVED}' encoder in {artifacts}: run "
+                        f"`python -m training dcl` and `python -m export {SERVED}` first")
+    build_gallery(artifacts, args.folder, limit=args.limit, index_kind=args.index)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
+    return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
