@@ -84,6 +84,11 @@ def _timings(artifacts: Path) -> dict[str, Any]:
         return {}
 
 
+def optional_runs() -> list[str]:
+    """The runs the app builds only on request (``--only RUN``), e.g. the baselines."""
+    return [r.run for _, r in served_runs() if r.optional]
+
+
 def plan(artifacts: Path, smoke: bool = False, only: list[str] | None = None) -> list[Item]:
     """Every default run (or those in ``only``), cheapest first by measured cost; an
     optional run only when ``only`` names it or in the smoke build.

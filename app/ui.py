@@ -66,7 +66,7 @@ def answer_store() -> OutputStore:
 
 def build_markdown(st: dict[str, Any] | None) -> str:
     """The build queue as Markdown: one line per model, elapsed time and the time left."""
-    from app.build import _about, describe_run
+    from app.build import _about, describe_run, optional_runs
 
     if not st:
         return ""
@@ -80,7 +80,11 @@ def build_markdown(st: dict[str, Any] | None) -> str:
     for r in st["runs"]:
         el = f"{r['elapsed_s']:.0f} s" if r.get("elapsed_s") is not None else ""
         rows.append(f"| {r['run']} | {r['state']} | {el} | {describe_run(r)} |")
-    return head + "\n\n" + "\n".join(rows)
+    listed = {r["run"] for r in st["runs"]}
+    extra = [r for r in optional_runs() if r not in listed]
+    more = ("\n\nBuilt on request only: " + ", ".join(f"`{r}`" for r in extra)
+            + f" (`python -m app --build-only --only {extra[0]}`)") if extra else ""
+    return head + "\n\n" + "\n".join(rows) + more
 
 
 def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,

@@ -86,7 +86,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[inside, outside]))
 
 
-def measure(artifacts: Path, n: int) -> dict[str, Any]:
+def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str, Any]:
     from runtime import domain
     from runtime.engine import Engine
 
@@ -104,6 +104,8 @@ def measure(artifacts: Path, n: int) -> dict[str, Any]:
     extra = {"photographs (scikit-image)": photographs(), **synthetic(50)}
     results: dict[str, Any] = {}
     for name in checked:
+        if only and name not in only:
+            continue
         e = manifest[name]
         model = engine.get(name)
         side = e["sidecars"][domain.SUFFIX]
@@ -173,7 +175,7 @@ def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, scores: Any,
             other = [imgs[(k + j) % len(imgs)] for j in range(len(bag))]
             k += len(bag)
             full.append(other)
-            m = len(bag) // 2
+            m = (len(bag) - 1) // 2                      # in-domain images kept: < half
             half.append(other[:len(bag) - m] + bag[:m])  # more than half from elsewhere
         rows[f"all from {label}"] = flagged(full)
         rows[f"most from {label}"] = flagged(half)
@@ -220,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     p.add_argument("--n", type=int, default=500, help="in-distribution test images per method")
     p.add_argument("--out", default="reports/domain", help="writes OUT.json and OUT.md")
+    p.add_argument("--only", nargs="+", metavar="MODEL",
+                   help="measure these models only (the others' test data still serve as "
+                        "data from elsewhere)")
     args = p.parse_args(argv)
-    results = measure(artifacts_dir(args.artifacts), args.n)
+    results = measure(artifacts_dir(args.artifacts), args.n, args.only)
     meta = {"command": shlex.join(["python", "-m", "export.domain_report", *argv]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": args.n}

@@ -47,13 +47,18 @@ def trust_lines(entry: dict[str, Any] | None) -> list[str]:
                f"{d['percentile']:g}th percentile (classes weighted equally) of "
                f"{d['n_held_out']} held-out training images; fitted on {d['n_fit']} "
                f"(docs/domain.md)." if d else "Domain check: none for this model.")
+    if d and d.get("unit") == "instance":
+        out[-1] += (f" It judges every image of a bag; a bag is in domain when at least "
+                    f"{d['bag_min_in_domain']:g} of its images are.")
     c = entry.get("calibration")
+    unit = "bags" if c and "bags" in str(c.get("fitted_on")) else "images"
     out.append(f"Calibration: temperature {c['temperature']:.3f} ({c['kind']}), fitted on "
-               f"{c['fitted_on']}; ECE (15 bins) on {c['n_test']} test images "
+               f"{c['fitted_on']}; ECE (15 bins) on {c['n_test']} test {unit} "
                f"{c['ece_test_before']:.4f} before, {c['ece_test_after']:.4f} after; on the "
-               f"validation images {c['ece_val_before']:.4f} -> {c['ece_val_after']:.4f} "
+               f"validation {unit} {c['ece_val_before']:.4f} -> {c['ece_val_after']:.4f} "
                f"(reports/calibration.md)." if c else "Calibration: not calibrated "
-               "(probabilities as the model gives them).")
+               "(probabilities as the model gives them; docs/domain.md says which models "
+               "are not, and why).")
     return out
 
 

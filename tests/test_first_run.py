@@ -188,3 +188,23 @@ def _screenshot_shows_the_queue(port: int, path: Path) -> None:
         assert "Building the default models" in text and "abcnorm" in text
         page.screenshot(path=str(path), full_page=False)
         browser.close()
+
+
+def test_the_default_build_leaves_the_optional_runs_out_and_lists_them(tmp_path):
+    """The first build is the served default runs, cheapest first; the Seq-FaceAttr model and
+    the SeqFakeFormer baseline are built on request only (``--only``), and the build panel
+    says how."""
+    from app.build import optional_runs, plan
+    from app.ui import build_markdown
+
+    items = plan(tmp_path)
+    names = [it.run for it in items]
+    assert {"seqfake_attr", "seqfakeformer"} <= set(optional_runs())
+    assert not set(names) & set(optional_runs())
+    assert {"seqfake", "qmil", "dcl", "abcnorm", "abcnorm_ce"} <= set(names)
+    assert [it.seconds for it in items] == sorted(it.seconds for it in items)
+    assert [it.run for it in plan(tmp_path, only=["seqfake_attr"])] == ["seqfake_attr"]
+    st = {"running": False, "runs": [{"run": n, "state": "ready", "elapsed_s": 1.0} for n in names]}
+    text = build_markdown(st)
+    assert "Built on request only" in text and "`seqfake_attr`" in text
+    assert "--only seqfake_attr" in text or "--only seqfakeformer" in text
