@@ -201,9 +201,13 @@ class TrainConfig:
     log_every: int = positive()
     ckpt_every: int = non_negative()          # 0: checkpoint at epoch ends only
     eval_every: int = non_negative()          # epochs between evaluations; 0: at the end only
-    num_workers: int = non_negative()
+    num_workers: int = non_negative()         # DataLoader workers (0: in the training process)
     grad_clip: float | None
     threads: int | None = positive()          # torch threads (null: torch's default)
+    pin_memory: bool                          # page-locked batches (CUDA only)
+    amp: Literal["off", "auto", "bf16", "fp16"]  # autocast (auto: CUDA on, CPU off)
+    channels_last: bool                       # NHWC weights and image inputs
+    accum_steps: int = positive()             # micro-batches per optimiser step
 
 
 @dataclass
@@ -219,9 +223,18 @@ class OptimConfig:
 
 
 @dataclass
+class PretrainedConfig:
+    """``pretrained``: start a submodule from a local weights file (a state dict, a timm
+    checkpoint, a RepLens checkpoint or .safetensors; see :mod:`training.pretrained`)."""
+    weights: str | None = existing_path()     # null: random initialisation
+    module: str                               # dotted submodule name; "" = the whole model
+
+
+@dataclass
 class EngineConfig:
     """The sections every method's config starts with; a method's schema subclasses it and
     adds its own sections."""
     run: RunConfig
     train: TrainConfig
     optim: OptimConfig
+    pretrained: PretrainedConfig

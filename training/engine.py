@@ -14,11 +14,21 @@ current step and ends the run as interrupted (exit status 130 from ``python -m t
 
 Exact resume: the batch order is a function of (seed, epoch) (see
 :mod:`training.sampler`), the DataLoader gets its own generator, and the checkpoint holds
-the model, optimiser, scheduler, RNG states and the position (epoch, batch). With
-``num_workers: 0`` (the default here) a resumed run is identical to an uninterrupted one.
+the model, optimiser, scheduler (and gradient scaler), RNG states and the position (epoch,
+batch). With ``num_workers: 0`` (the default here) a resumed run is identical to an
+uninterrupted one; with workers too, as items are seeded per index (:mod:`training.loader`).
+
+Real-scale options (section ``train``; all off or neutral in the CPU defaults):
+``amp`` (autocast dtype, :mod:`training.precision`), ``channels_last``, ``accum_steps``
+(gradient accumulation: ``batch_size`` stays the batch of one optimiser step, split into
+``accum_steps`` micro-batches per process; with batch norm, statistics are per
+micro-batch, and a contrastive loss sees only the micro-batch's negatives),
+``num_workers`` and ``pin_memory`` (:mod:`training.loader`). Section ``pretrained`` starts
+a submodule from a local weights file (:mod:`training.pretrained`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -34,14 +44,16 @@ import torch
 import torch.nn as nn
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from runtime.artifacts import artifacts_dir, atomic_path, write_json_atomic
 from training import distributed as dist_utils
 from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
+from training.loader import train_loader
 from training.methods.base import Method
+from training.precision import TrainForward, autocast_dtype, make_scaler
+from training.pretrained import load_pretrained
 from training.progress import Progress
 from training.sampler import ResumableSampler
 
@@ -52,6 +64,17 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar metrics of an evaluation, rounded (for progress.json)."""
     return {k: round(float(v), 4) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _mean_logs(micro: list[tuple[torch.Tensor, dict[str, Any]]]
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The mean loss and the mean of each numeric log over a step's micro-batches."""
+    loss = torch.stack([m[0].float() for m in micro]).mean()
+    logs: dict[str, Any] = dict(micro[-1][1])
+    for k, v in logs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            logs[k] = float(np.mean([m[1].get(k, v) for m in micro]))
+    return loss, logs
 
 
 def seed_everything(seed: int) -> None:
@@ -123,6 +146,10 @@ class _Run:
     log_every: int
     grad_clip: Any
     eval_every: int
+    accum_steps: int = 1            # micro-batches per optimiser step
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
     start_epoch: int = 0
     start_batch: int = 0
     step: int = 0
@@ -154,6 +181,7 @@ class Trainer:
         self.device = select_device(run["device"])
         self.progress = progress
         self._stop_signal: int | None = None
+        self._scaler: torch.amp.GradScaler | None = None
         self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
@@ -171,9 +199,10 @@ class Trainer:
         return {
             "method": self.method_name,
             "model_spec": self.method.model_spec(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
             "epoch": epoch, "batch": batch, "global_step": step,
             "rng": rng_state(),
             "config": self.cfg,
@@ -244,6 +273,9 @@ class Trainer:
         if ddp:
             run.train_model = DDP(run.model, device_ids=[self.device.index]
                                   if self.device.type == "cuda" else None)
+        if run.amp_dtype is not None or run.channels_last:
+            run.train_model = TrainForward(run.train_model, run.model, self.device,
+                                           run.amp_dtype, run.channels_last)
         t0 = time.time()
         run.done = run.step >= run.total_steps
         for epoch in range(run.start_epoch, run.epochs):
@@ -276,12 +308,27 @@ class Trainer:
         draws, so a resumed run builds the same things before :meth:`_restore`)."""
         rank, world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(self.seed)
-        model = self.method.build_model().to(self.device)
+        model = self.method.build_model()
+        pre = self.cfg["pretrained"]
+        if pre["weights"]:  # reads a file; draws no random numbers
+            report = load_pretrained(model, pre["weights"], str(pre["module"]))
+            if dist_utils.is_main():
+                print(f"[train] pretrained: {report.summary()}", flush=True)
+        model = model.to(self.device)
+        channels_last = bool(self.train_cfg["channels_last"])
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         params = self.method.parameters_to_train(model)
         opt = build_optimizer(params, self.optim_cfg)
+        amp_dtype = autocast_dtype(str(self.train_cfg["amp"]), self.device)
+        self._scaler = make_scaler(amp_dtype, self.device)
 
         dataset = self.method.train_dataset()
         global_batch = int(self.train_cfg["batch_size"])
+        accum = int(self.train_cfg["accum_steps"])
+        if global_batch % (world * accum):
+            raise ValueError(f"train.batch_size {global_batch} must be divisible by "
+                             f"{world} process(es) x train.accum_steps {accum}")
         sampler = ResumableSampler(len(dataset), global_batch, seed=self.seed,
                                    shuffle=bool(self.train_cfg["shuffle"]),
                                    rank=rank, world=world)
@@ -298,7 +345,9 @@ class Trainer:
                     ckpt_every=int(self.train_cfg["ckpt_every"]),
                     log_every=int(self.train_cfg["log_every"]),
                     grad_clip=self.train_cfg["grad_clip"],
-                    eval_every=int(self.train_cfg["eval_every"]))
+                    eval_every=int(self.train_cfg["eval_every"]),
+                    accum_steps=accum, amp_dtype=amp_dtype, scaler=self._scaler,
+                    channels_last=channels_last)
 
     def _restore(self, run: _Run) -> bool:
         """Load ``checkpoint.pt`` into ``run`` (for ``--resume``): model, optimiser and
@@ -318,6 +367,8 @@ class Trainer:
         run.model.load_state_dict(ckpt["model"])
         run.opt.load_state_dict(ckpt["optimizer"])
         run.sched.load_state_dict(ckpt["scheduler"])
+        if run.scaler is not None and ckpt.get("scaler"):
+            run.scaler.load_state_dict(ckpt["scaler"])
         run.start_epoch, run.start_batch, run.step = (ckpt["epoch"], ckpt["batch"],
                                                       ckpt["global_step"])
         run.metrics = ckpt.get("metrics", {})
@@ -336,7 +387,8 @@ class Trainer:
     def _train_epoch(self, run: _Run, epoch: int, stop_after_steps: int | None) -> bool:
         """Train one epoch (from ``run.start_batch`` in the epoch a resumed run starts in),
         logging to ``metrics.jsonl`` every ``log_every`` steps and checkpointing every
-        ``ckpt_every``; sets ``run.done`` when ``total_steps`` is reached.
+        ``ckpt_every``; sets ``run.done`` when ``total_steps`` is reached. A step is one
+        optimiser step: ``run.accum_steps`` micro-batches (:meth:`_micro_step`).
 
         Returns:
             False if it stopped at ``stop_after_steps`` (after saving a resumable
@@ -347,10 +399,12 @@ class Trainer:
         """
         model, sampler = run.model, run.sampler
         sampler.set_epoch(epoch, run.start_batch if epoch == run.start_epoch else 0)
-        loader = DataLoader(run.dataset, batch_size=sampler.local_batch, sampler=sampler,
-                            drop_last=True, collate_fn=self.method.collate_fn(),
-                            num_workers=int(self.train_cfg["num_workers"]),
-                            generator=torch.Generator().manual_seed(self.seed + epoch))
+        loader = train_loader(run.dataset, sampler, sampler.local_batch // run.accum_steps,
+                              collate_fn=self.method.collate_fn(),
+                              num_workers=int(self.train_cfg["num_workers"]),
+                              pin_memory=bool(self.train_cfg["pin_memory"])
+                              and self.device.type == "cuda",
+                              seed=self.seed, epoch=epoch)
         self.method.on_epoch_start(model, epoch)
         model.train()
         bar = tqdm(loader, desc=f"{self.method_name} epoch {epoch + 1}/{run.epochs}",
@@ -361,15 +415,25 @@ class Trainer:
             (e + 1) % run.eval_every == 0 or e + 1 == run.epochs)]) if dist_utils.is_main() else 0)
         self.tracker.update(force=True, phase="training", epoch=epoch + 1, epochs=run.epochs,
                             step=run.step, total_steps=run.total_steps, evals_left=evals_left)
+        run.opt.zero_grad(set_to_none=True)
+        micro: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for batch in bar:
-            loss, logs = self.method.loss(run.train_model, batch, self.device)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
-            run.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            micro.append(self._micro_step(run, batch, last=len(micro) + 1 == run.accum_steps))
+            if len(micro) < run.accum_steps:
+                continue
+            loss, logs = micro[0] if len(micro) == 1 else _mean_logs(micro)
+            micro = []
+            scaler = run.scaler
             if run.grad_clip:
+                if scaler is not None:
+                    scaler.unscale_(run.opt)
                 torch.nn.utils.clip_grad_norm_(run.params, float(run.grad_clip))
-            run.opt.step()
+            if scaler is not None:
+                scaler.step(run.opt)
+                scaler.update()
+            else:
+                run.opt.step()
+            run.opt.zero_grad(set_to_none=True)
             run.sched.step()
             run.step += 1
             batch_idx += 1
@@ -396,6 +460,27 @@ class Trainer:
                 break
         bar.close()
         return True
+
+    def _micro_step(self, run: _Run, batch: Any, last: bool
+                    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Loss and backward pass of one micro-batch (the whole batch without accumulation);
+        gradients add up until the optimiser step. Under DDP, gradients are all-reduced on
+        the ``last`` micro-batch of a step only.
+
+        Raises:
+            FloatingPointError: the loss is not finite.
+        """
+        net = run.train_model.net if isinstance(run.train_model, TrainForward) \
+            else run.train_model
+        with net.no_sync() if isinstance(net, DDP) and not last else contextlib.nullcontext():
+            loss, logs = self.method.loss(run.train_model, batch, self.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
+            scaled = loss / run.accum_steps if run.accum_steps > 1 else loss
+            if run.scaler is not None:
+                scaled = run.scaler.scale(scaled)
+            scaled.backward()
+        return loss.detach(), logs
 
     def _evaluate(self, run: _Run, epoch: int) -> dict[str, Any]:
         """Evaluate the model (eval mode) with the method's metrics, log them to

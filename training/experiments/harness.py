@@ -59,6 +59,12 @@ NON_RESULT_KEYS: tuple[str, ...] = ("run.name", "run.artifacts", "train.log_ever
 """Dotted config keys left out of the cache key: they name, log or place a run but do not
 change its numbers. Everything else (including eval settings, threads, checkpoint period)
 is part of the key."""
+NEUTRAL_KEYS: dict[str, Any] = {"train.pin_memory": True, "train.amp": "auto",
+                                "train.channels_last": False, "train.accum_steps": 1}
+"""Keys added after the caches were made, left out of the key while they hold the value
+that reproduces the runs made before them (``train.amp: auto`` only on the CPU, where it
+is off), so those caches stay valid; likewise the ``pretrained`` section while it is the
+method's default (no weights file)."""
 CACHE_DIR = "cache"
 RUNS_DIR = "runs"
 RECORD_VERSION = 1
@@ -114,11 +120,39 @@ def _drop(cfg: dict[str, Any], dotted: str) -> None:
         node.pop(leaf, None)
 
 
-def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` without :data:`NON_RESULT_KEYS`."""
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return KeyError
+        node = node[p]
+    return node
+
+
+def _default_pretrained(method: str) -> Any:
+    """The ``pretrained`` section of the method's YAML if it loads no file, else None."""
+    try:
+        section = load_config(default_config_path(method)).get("pretrained")
+    except (KeyError, FileNotFoundError, ValueError):
+        return None
+    return section if isinstance(section, dict) and not section.get("weights") else None
+
+
+def result_config(cfg: dict[str, Any], device: str | None = None,
+                  method: str | None = None) -> dict[str, Any]:
+    """``cfg`` without :data:`NON_RESULT_KEYS`, and without the :data:`NEUTRAL_KEYS` that
+    hold their neutral value (``train.amp: auto`` counts as neutral on ``device`` cpu) and
+    without ``pretrained`` while it equals ``method``'s default section."""
     out = copy.deepcopy(cfg)
     for k in NON_RESULT_KEYS:
         _drop(out, k)
+    kind = device or device_kind(cfg)
+    for k, neutral in NEUTRAL_KEYS.items():
+        if _get(out, k) == neutral and (k != "train.amp" or kind == "cpu"):
+            _drop(out, k)
+    default = _default_pretrained(method) if method and "pretrained" in out else None
+    if default is not None and out["pretrained"] == default:
+        del out["pretrained"]
     return out
 
 
@@ -142,8 +176,9 @@ def device_kind(cfg: dict[str, Any]) -> str:
 def config_key(cfg: dict[str, Any], *, method: str, extra: dict[str, Any] | None = None,
                device: str | None = None) -> str:
     """sha256 of the canonical JSON of the result-relevant config (see the module doc)."""
-    payload = {"method": method, "config": result_config(cfg),
-               "device": device or device_kind(cfg), "extra": extra or {}}
+    kind = device or device_kind(cfg)
+    payload = {"method": method, "config": result_config(cfg, kind, method),
+               "device": kind, "extra": extra or {}}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 

@@ -1,0 +1,117 @@
+"""Mixed precision and memory format of the training forward pass.
+
+``train.amp`` picks the autocast dtype (:func:`autocast_dtype`):
+
+- ``off``: float32 everywhere (the engine's behaviour before this option);
+- ``auto``: on CUDA bfloat16 where the GPU supports it, else float16 (with a gradient
+  scaler); on the CPU off (bfloat16 autocast is slower than float32 on many CPUs, and
+  changes the numbers of the small default runs: see ``reports/train_speed.md``);
+- ``bf16`` / ``fp16``: that dtype on any device (``fp16`` always with a gradient scaler).
+
+``train.channels_last`` stores the model's 4-D weights in NHWC order and hands its 4-D
+image inputs over in that order (faster convolutions on GPUs with tensor cores and with
+oneDNN on recent CPUs).
+
+:class:`TrainForward` is what a method's ``loss`` receives as ``model`` when either option
+is on: it runs the forward pass under autocast, with channels-last inputs, and returns the
+outputs as float32, so every loss is computed in float32 outside autocast (CUDA autocast
+refuses ``binary_cross_entropy`` on half tensors; sorting and ``exp`` of similarities
+lose too much in bfloat16). Weights, gradients and optimiser state stay float32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` = ``mode`` on ``device``; None = float32.
+
+    Raises:
+        ValueError: an unknown mode, or a mode the device cannot run.
+    """
+    if mode not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.amp={mode} is not supported on device {device}")
+    return dtype
+
+
+def make_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler for float16 autocast (its small range underflows gradients);
+    None for float32 and bfloat16 (bfloat16 has float32's range)."""
+    if dtype is not torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def to_float32(out: Any) -> Any:
+    """``out`` with every half/bfloat16 tensor cast to float32 (in dicts, lists, tuples)."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+    if isinstance(out, dict):
+        return {k: to_float32(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        items = [to_float32(v) for v in out]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
+    return out
+
+
+def _channels_last(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class TrainForward:
+    """The model as a method's ``loss`` sees it with ``train.amp`` / ``train.channels_last``.
+
+    Calling it runs ``net(*args, **kwargs)`` under autocast (when ``dtype`` is set) with 4-D
+    floating inputs in channels-last order (when ``channels_last``) and returns the outputs
+    with half tensors cast to float32. Other attributes are those of the raw model;
+    ``module`` is the raw model (as for DDP).
+
+    Args:
+        net: what to call: the model, or the DDP wrapper of it.
+        raw: the model itself (``net.module`` under DDP).
+        device: the device the model is on.
+        dtype: autocast dtype (None: no autocast).
+        channels_last: convert 4-D image inputs to channels-last.
+
+    Example:
+        >>> fwd = TrainForward(model, model, torch.device("cpu"), torch.bfloat16, False)
+        >>> logits = fwd(x)          # x (B, C, H, W) -> logits (B, K), float32
+    """
+
+    def __init__(self, net: nn.Module, raw: nn.Module, device: torch.device,
+                 dtype: torch.dtype | None, channels_last: bool) -> None:
+        self.net, self.raw, self.dtype, self.channels_last = net, raw, dtype, channels_last
+        self.device_type = device.type
+
+    @property
+    def module(self) -> nn.Module:
+        return self.raw
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.channels_last:
+            args = tuple(_channels_last(a) for a in args)
+            kwargs = {k: _channels_last(v) for k, v in kwargs.items()}
+        if self.dtype is None:
+            return self.net(*args, **kwargs)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.net(*args, **kwargs)
+        return to_float32(out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
