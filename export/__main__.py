@@ -1,7 +1,9 @@
 """``python -m export --all`` / ``python -m export RUN [RUN ...]``.
 
 Exports each finished training run under ``<artifacts>/runs/`` to
-``<artifacts>/onnx/<run>.onnx``, records it in ``<artifacts>/manifest.json``, builds the
+``<artifacts>/onnx/<run>.onnx`` (and its static INT8 version ``<run>.int8.onnx``, served
+only when measured faster and as accurate by the rule in ``export/int8.yaml``),
+records it in ``<artifacts>/manifest.json``, builds the
 retrieval gallery and the example inputs for the app (each method's post-export
 hooks, see ``methods/<name>/assets.py``).
 """
@@ -28,6 +30,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--no-gallery", action="store_true", help="skip building the retrieval gallery")
     p.add_argument("--gallery-dir", help="image folder for the gallery (default: Fashion-MNIST test)")
     p.add_argument("--gallery-limit", type=int, help="use only the first N gallery images")
+    p.add_argument("--no-int8", action="store_true",
+                   help="skip the INT8 versions (export/int8.yaml; they are served only when "
+                        "measured faster and as accurate)")
     args = p.parse_args(argv)
     if not args.all and not args.runs:
         p.error("name runs to export or pass --all")
@@ -35,7 +40,7 @@ def _main(argv: list[str] | None) -> int:
 
     export_all(artifacts_dir(args.artifacts), args.runs or None,
                {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
-                "gallery_limit": args.gallery_limit})
+                "gallery_limit": args.gallery_limit, "int8": not args.no_int8})
     return 0
 
 

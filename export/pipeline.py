@@ -41,8 +41,9 @@ def view_of(model: torch.nn.Module, ckpt: dict[str, Any]):
     return variant, resolve(variant.view)(model, extra)
 
 
-def export_run(artifacts: Path, run: str) -> dict[str, Any]:
-    """Export ``runs/<run>/checkpoint.pt`` and record it in the manifest."""
+def export_run(artifacts: Path, run: str, int8: bool = True) -> dict[str, Any]:
+    """Export ``runs/<run>/checkpoint.pt`` and record it in the manifest; with ``int8``
+    (and ``enabled`` in ``export/int8.yaml``) also its INT8 version (:mod:`export.int8`)."""
     ckpt_path = artifacts / "runs" / run / "checkpoint.pt"
     model, ckpt = load_trained(ckpt_path)
     if not ckpt.get("finished"):
@@ -82,6 +83,8 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
             tmp.write_bytes(buf.getvalue())
         entry.setdefault("sidecars", {})[suffix] = {"file": str(side.relative_to(artifacts)),
                                                     "sha256": sha256_file(side)}
+    if variant.evaluate and int8:  # first: the domain check and temperature then fit the
+        _add_int8(artifacts, entry, ckpt, method, variant)  # served file (fp32 or int8)
     if variant.domain:
         _add_domain_check(artifacts, entry, ckpt, method, variant.domain)
     if variant.calibration:
@@ -92,6 +95,31 @@ def export_run(artifacts: Path, run: str) -> dict[str, Any]:
           f"{info['opset']}, parity {info['max_abs_diff']:.1e}) in {time.time() - t0:.1f} s",
           flush=True)
     return entry
+
+
+def _add_int8(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
+              variant: Any) -> None:
+    """Quantise the run (:mod:`export.int8`), measure both files and record which one is
+    served (``precision``) and why (``int8.reason``); a failure leaves it served in fp32
+    with the reason recorded."""
+    from export import int8
+
+    cfg = int8.settings()
+    if not cfg["enabled"]:
+        return
+    entry["precision"] = "fp32"
+    try:
+        config = ckpt["config"]
+        plugin = resolve(get_method(method).plugin)(
+            {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}})
+        entry.update(int8.quantize_run(artifacts, entry, plugin, variant.headline,
+                                       resolve(variant.evaluate), cfg))
+    except Exception as exc:  # the fp32 model is fine: serve it, say why there is no int8
+        entry["int8"] = {"reason": f"no int8 model ({type(exc).__name__}: {exc})"}
+        print(f"[export] {entry['name']}: {entry['int8']['reason']}", flush=True)
+        return
+    print(f"[export] {entry['name']}: serves {entry['precision']}: {entry['int8']['reason']} "
+          f"(in {entry['int8']['seconds']:.1f} s)", flush=True)
 
 
 def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
@@ -154,7 +182,8 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
     """Export the named runs (default: every finished run), then the post-export hooks.
 
     ``options`` are passed to every method's hooks (e.g. ``gallery``, ``gallery_dir``,
-    ``gallery_limit`` for the retrieval gallery). A run that fails (say, a checkpoint of an
+    ``gallery_limit`` for the retrieval gallery; ``int8``: False skips the INT8 versions).
+    A run that fails (say, a checkpoint of an
     older architecture) is reported and skipped; the rest are exported, and a RuntimeError
     naming the failed runs is raised at the end.
     """
@@ -167,7 +196,7 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
     failed: dict[str, str] = {}
     for run in runs:
         try:
-            export_run(artifacts, run)
+            export_run(artifacts, run, int8=(options or {}).get("int8", True))
         except Exception as exc:  # one bad run must not stop the others; reported below
             failed[run] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"[export] {run}: FAILED ({failed[run]})", flush=True)

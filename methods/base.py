@@ -62,6 +62,12 @@ class Variant:
             probabilities, for the temperature fitted at export (:mod:`export.calibration`);
             empty: not calibrated.
         calibration_output: the ONNX output holding those logits.
+        headline: the test metric (a key of the manifest's ``metrics``) that decides
+            whether the INT8 file may be served (:mod:`export.int8`).
+        evaluate: ``"module:function"``; ``function(model, plugin) -> (value, n)`` measures
+            ``headline`` on the test split through an exported model (an
+            :class:`runtime.engine.OnnxModel`, fp32 or int8) with the training plug-in's
+            data; empty: no INT8 file (the variant is served in fp32).
     """
     name: str
     overrides: tuple[str, ...]
@@ -72,6 +78,8 @@ class Variant:
     domain: tuple[str, ...] = ()
     calibration: str = ""
     calibration_output: str = "logits"
+    headline: str = ""
+    evaluate: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 * The ONNX file's sha256 is checked against the manifest before a session is created; a
   corrupt, truncated or swapped file is refused with a clear message.
+* The file is the one the manifest serves (``precision``: the fp32 export, or its INT8
+  version when export measured it fast and accurate enough, :mod:`export.int8`); both are
+  sha256-checked the same way.
 * Providers are chosen explicitly: CUDA when onnxruntime-gpu sees a GPU, else CPU; the
   active provider is reported.
 * ``run`` is safe to call from several threads: onnxruntime's ``InferenceSession.run`` is
@@ -29,7 +32,8 @@ import numpy as np
 from runtime import deadline as deadlines
 from runtime import domain
 from runtime.artifacts import artifacts_dir
-from runtime.manifest import ManifestError, manifest_path, read_manifest, sha256_file
+from runtime.manifest import (ManifestError, manifest_path, read_manifest, served_file,
+                              sha256_file)
 from runtime.preprocess import PreprocessSpec, to_input
 
 log = logging.getLogger("replens.engine")
@@ -69,24 +73,30 @@ class OnnxModel:
         name: manifest key ("seqfake", "qmil", "dcl", "abcnorm", ...).
         entry: the model's manifest entry.
         artifacts: the artifacts folder the entry's ``file`` is relative to.
+        precision: "fp32" or "int8" to load that file; None (default): the one the
+            manifest serves (:func:`runtime.manifest.served_file`).
     """
 
     def __init__(self, name: str, entry: dict[str, Any], artifacts: Path,
-                 intra_op_threads: int | None = None) -> None:
+                 intra_op_threads: int | None = None, precision: str | None = None) -> None:
         import onnxruntime as ort
 
         self.name, self.entry = name, entry
-        self.path = artifacts / entry["file"]
+        try:
+            file, expected, self.precision = served_file(entry, precision)
+        except (KeyError, ValueError) as exc:
+            raise ModelUnavailableError(f"{name}: {exc.args[0]}") from exc
+        self.path = artifacts / file
         self.artifacts = Path(artifacts)
         self.stat = file_stat(self.path)  # what was loaded (before reading: a later change shows)
         if not self.path.is_file():
             raise ModelUnavailableError(f"{name}: ONNX file {self.path} is missing; "
                                         f"re-run `python -m export --all`")
         digest = sha256_file(self.path)
-        if digest != entry.get("sha256"):
+        if digest != expected:
             raise ModelUnavailableError(
                 f"{name}: {self.path} does not match the manifest (sha256 {digest[:12]}... vs "
-                f"{str(entry.get('sha256'))[:12]}...): the file is corrupt or was replaced. "
+                f"{expected[:12]}...): the file is corrupt or was replaced. "
                 f"Re-export with `python -m export --all`.")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -247,17 +257,24 @@ class Engine:
             entry = self.manifest["models"][name]
             if name in self._errors:
                 msg, then = self._errors[name]
-                if file_stat(self.artifacts / str(entry.get("file", ""))) == then:
+                if file_stat(self._served_path(entry)) == then:
                     raise ModelUnavailableError(msg)
                 del self._errors[name]  # the file changed since: try again
             try:
                 model = OnnxModel(name, entry, self.artifacts)
             except (ModelUnavailableError, KeyError, OSError) as exc:
-                stat = file_stat(self.artifacts / str(entry.get("file", "")))
+                stat = file_stat(self._served_path(entry))
                 self._errors[name] = (str(exc), stat)
                 raise ModelUnavailableError(str(exc)) from exc
             self._models[name] = model
             return model
+
+    def _served_path(self, entry: dict[str, Any]) -> Path:
+        """The file the entry serves (fp32 or int8); the fp32 one if the entry is malformed."""
+        try:
+            return self.artifacts / served_file(entry)[0]
+        except (KeyError, ValueError):
+            return self.artifacts / str(entry.get("file", ""))
 
     def status(self) -> dict[str, dict[str, str]]:
         """Per model: "ok" with provider and version, or the error message."""

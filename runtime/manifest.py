@@ -2,6 +2,8 @@
 
 ``<artifacts>/manifest.json`` holds one entry per exported model (labels, preprocessing,
 input/output names and shapes, training data and config, test metrics, sha256, opset).
+An entry may also hold an INT8 file (``int8``: file, sha256, speeds, metrics, reason) and
+``precision``, which of the two files the app serves (:func:`served_file`).
 numpy-free and torch-free: export writes it, the app reads it.
 """
 from __future__ import annotations
@@ -31,6 +33,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+PRECISIONS = ("fp32", "int8")
+
+
+def served_file(entry: dict[str, Any], precision: str | None = None) -> tuple[str, str, str]:
+    """(file, sha256, precision) of the ONNX file to load for ``entry``.
+
+    ``precision`` None: the one the manifest says the app serves (``entry["precision"]``;
+    fp32 when absent, as in manifests written before INT8 export). "fp32": the exported
+    float file (``file``, ``sha256``). "int8": the quantised file (``int8.file``,
+    ``int8.sha256``); a KeyError when the entry has none.
+    """
+    want = precision or str(entry.get("precision", "fp32"))
+    if want not in PRECISIONS:
+        raise ValueError(f"precision {want!r}: expected one of {', '.join(PRECISIONS)}")
+    if want == "fp32":
+        return str(entry["file"]), str(entry.get("sha256")), "fp32"
+    q = entry.get("int8") or {}
+    if "file" not in q:
+        raise KeyError("the manifest names int8 as served but lists no int8 file; "
+                       "re-export with `python -m export --all`")
+    return str(q["file"]), str(q.get("sha256")), "int8"
 
 
 def manifest_path(artifacts: str | Path) -> Path:

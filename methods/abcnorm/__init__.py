@@ -102,7 +102,9 @@ DESCRIPTOR = MethodDescriptor(
                                     "methods.abcnorm.views:classifier_view",
                                     "backbone + linear head; logits and the last feature map "
                                     "(Grad-CAM), any loss",
-                                    domain=("features",), calibration="softmax")},  # the pooled penultimate features
+                                    domain=("features",), calibration="softmax",
+                                    headline="top1",
+                                    evaluate="methods.abcnorm.evaluation:top1")},  # the pooled penultimate features
     variant_of=variant_of,
     tab="app.tabs.classify",
     limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "

@@ -79,7 +79,8 @@ DESCRIPTOR = MethodDescriptor(
     plugin="training.methods.dcl:build",
     variants={"encoder": Variant("encoder", (), EMBED_IO, "methods.dcl.views:embed_view",
                                  "the encoder's l2-normalised embedding (any backbone)",
-                                 domain=("embedding",))},
+                                 domain=("embedding",), headline="knn_top1",
+                                 evaluate="methods.dcl.evaluation:knn_top1")},
     variant_of=variant_of,
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "
