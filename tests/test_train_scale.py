@@ -69,12 +69,13 @@ def test_bf16_autocast_on_cpu_trains_a_step_with_finite_loss(tmp_path):
 def test_amp_modes_resolve_per_device():
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) is None       # off by default on the CPU
-    assert autocast_dtype("off", cpu) is None
+    assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
     with pytest.raises(ValueError, match="train.amp"):
         autocast_dtype("fp8", cpu)
-    with pytest.raises(ConfigError, match="train.amp"):
-        resolve_config("toy", None, ["train.amp=half"])
+    for bad in ("half", "off"):  # YAML reads an unquoted off as false: refused, named
+        with pytest.raises(ConfigError, match="train.amp"):
+            resolve_config("toy", None, [f"train.amp={bad}"])
 
 
 # --- gradient accumulation ------------------------------------------------------------------

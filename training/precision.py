@@ -2,7 +2,7 @@
 
 ``train.amp`` picks the autocast dtype (:func:`autocast_dtype`):
 
-- ``off``: float32 everywhere (the engine's behaviour before this option);
+- ``fp32``: float32 everywhere, no autocast (the engine's behaviour before this option);
 - ``auto``: on CUDA bfloat16 where the GPU supports it, else float16 (with a gradient
   scaler); on the CPU off (bfloat16 autocast is slower than float32 on many CPUs, and
   changes the numbers of the small default runs: see ``reports/train_speed.md``);
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-AMP_MODES = ("off", "auto", "bf16", "fp16")
+AMP_MODES = ("fp32", "auto", "bf16", "fp16")
+"""(Not ``off``: YAML reads an unquoted ``off`` as false.)"""
 
 
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -36,7 +37,7 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """
     if mode not in AMP_MODES:
         raise ValueError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
-    if mode == "off":
+    if mode == "fp32":
         return None
     if mode == "auto":
         if device.type != "cuda":
