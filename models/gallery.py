@@ -113,14 +113,13 @@ def pixel_digest(image: np.ndarray | Image.Image) -> str:
 
 
 def fit_thumbnail(image: np.ndarray, size: int = 64) -> np.ndarray:
-    """One image fitted (aspect kept) and centred on a ``size`` x ``size`` black canvas.
-    Shape: uint8 (H, W[, 3]) -> uint8 (size, size[, 3])."""
-    mode = "L" if image.ndim == 2 else "RGB"
-    pil = Image.fromarray(image).convert(mode)
+    """One image reduced (aspect kept) so its longer side is at most ``size``; smaller
+    images are kept as they are. Shape: uint8 (H, W[, 3]) -> uint8 (h, w[, 3])."""
+    if max(image.shape[:2]) <= size:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    pil = Image.fromarray(image)
     pil.thumbnail((size, size), Image.BILINEAR)
-    canvas = Image.new(mode, (size, size), 0)
-    canvas.paste(pil, ((size - pil.width) // 2, (size - pil.height) // 2))
-    return np.asarray(canvas)
+    return np.asarray(pil)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

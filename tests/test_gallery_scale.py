@@ -164,9 +164,10 @@ def test_lazy_thumbnails_made_on_first_use_and_cached(tmp_path):
                       show_progress=False, log=lambda m: None)
     assert not (tmp_path / "g" / "thumbs.npy").exists() and not (tmp_path / "g" / "thumbs").exists()
     g = GalleryIndex.load(tmp_path / "g")
-    i = g.ids.index("cats/00.png")  # a 40 x 60 image -> fitted on a 64 x 64 canvas
+    i = g.ids.index("cats/00.png")  # a 40 x 60 image: small enough, kept as it is
     t = g.thumbnail(i)
-    assert t.shape == (64, 64, 3) and t.dtype == np.uint8
+    assert t.shape == (40, 60, 3) and t.dtype == np.uint8
+    np.testing.assert_array_equal(t, np.asarray(Image.open(tmp_path / "photos" / "cats" / "00.png")))
     assert len(list((tmp_path / "g" / "thumbs").rglob("*.png"))) == 1  # only what was asked
     with pytest.raises(GalleryError, match="thumbnail"):
         g.thumbnails  # nothing stored
@@ -178,8 +179,9 @@ def test_lazy_thumbnails_made_on_first_use_and_cached(tmp_path):
     assert h.thumbnail(h.ids.index("cats/01.png")) is None
     # the folder moved: image_root points the gallery at its new place
     (tmp_path / "photos").rename(tmp_path / "moved")
+    Image.fromarray(np.zeros((300, 150, 3), np.uint8)).save(tmp_path / "moved" / "dogs" / "03.png")
     m = GalleryIndex.load(tmp_path / "g", image_root=tmp_path / "moved")
-    assert m.thumbnail(m.ids.index("dogs/03.png")).shape == (64, 64, 3)
+    assert m.thumbnail(m.ids.index("dogs/03.png")).shape == (64, 32, 3)  # large: reduced
 
 
 def test_format_1_gallery_still_loads(tmp_path):
@@ -206,3 +208,41 @@ def test_missing_file_tile_in_the_retrieval_service():
 
     t = missing_tile(64)
     assert t.shape == (64, 64) and t.dtype == np.uint8 and t[0, 0] == 40 and t[0, 1] == 128
+
+
+@pytest.mark.slow
+def test_folder_gallery_served_by_the_retrieval_tab(smoke_artifacts, tmp_path):
+    """A folder gallery built with the exported encoder answers the Retrieval service:
+    lazy thumbnails as tiles, the query found as a gallery item, a deleted file flagged."""
+    import shutil
+
+    from app.services import retrieval as retrieval_svc
+    from methods.dcl.assets import build_gallery
+    from runtime.engine import Engine
+    from training.data.fashion_mnist import load_fashion_mnist
+
+    art = tmp_path / "art"
+    art.mkdir()
+    shutil.copytree(smoke_artifacts / "onnx", art / "onnx")
+    shutil.copy(smoke_artifacts / "manifest.json", art / "manifest.json")
+    test = load_fashion_mnist("test")
+    photos = tmp_path / "photos"
+    for i in range(40):
+        d = photos / test.class_names[int(test.labels[i])].replace(" ", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(test.images[i]).save(d / f"{i:03d}.png")
+    g = build_gallery(art, str(photos))
+    assert len(g) == 40 and g.lazy_thumbnails and g.spec.kind == "exact"
+    query = next(photos.rglob("*.png"))
+    res = retrieval_svc.neighbours(Engine(art), str(query), k=5)
+    r = res.report
+    assert r["query_in_gallery"] and r["query_gallery_id"] == query.relative_to(photos).as_posix()
+    assert len(r["neighbours"]) == 5 and all(t.shape == (28, 28) for t, _ in res.tiles)
+    assert len(list((art / "gallery" / "thumbs").rglob("*.png"))) == 5  # made now, cached
+    retrieval_svc._load_gallery.cache_clear()
+    gone = photos / r["neighbours"][0]["id"]
+    shutil.rmtree(art / "gallery" / "thumbs")
+    gone.unlink()
+    res2 = retrieval_svc.neighbours(Engine(art), str(query), k=5)
+    assert res2.report["neighbours"][0]["missing"] is True and "file missing" in res2.tiles[0][1]
+    retrieval_svc._load_gallery.cache_clear()
