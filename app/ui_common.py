@@ -186,6 +186,46 @@ class SafeImage(gr.Image):
             return getattr(payload, "path", None)
 
 
+def headline_metrics(metrics: dict[str, Any], n: int = 4) -> str:
+    """The first ``n`` overall test metrics of a manifest entry ("bag_acc 0.941, ...";
+    per-class ``a/b`` keys left out)."""
+    shown = [(k, v) for k, v in metrics.items() if "/" not in k and isinstance(v, float)][:n]
+    return ", ".join(f"{k} {v:.3f}" for k, v in shown)
+
+
+def model_summary(engine: Engine, name: str | None, max_labels: int = 12) -> str:
+    """One paragraph on the model a tab has chosen, from its manifest entry: version,
+    variant, what it was trained on, its measured test metrics and its classes (every
+    model's card: the Models tab; the generated cards: ``python -m export.model_cards``)."""
+    if not name:
+        return "No model of this tab is exported yet."
+    engine.names()  # refresh the manifest
+    e = engine.manifest.get("models", {}).get(name)
+    if not e:
+        return f"Model `{name}` is not exported yet."
+    extra = e.get("extra", {})
+    trained = ((e.get("domain") or {}).get("trained_on") or extra.get("dataset")
+               or extra.get("data") or "its training data")
+    labels = list(e.get("labels", []))
+    more = f" (+{len(labels) - max_labels} more)" if len(labels) > max_labels else ""
+    parts = [f"**{name}** (`{e.get('version', '?')}`, variant {e.get('variant', '?')}): "
+             f"trained on {trained}"]
+    if headline_metrics(e.get("metrics", {})):
+        parts.append(f"test {headline_metrics(e.get('metrics', {}))}")
+    if labels:
+        parts.append(f"{len(labels)} classes: " + ", ".join(labels[:max_labels]) + more)
+    return "; ".join(parts) + "."
+
+
+def pick_model(served: list[str], default: str, name: Any) -> str:
+    """The model a request asks for: ``name`` when given, else the tab's default when it is
+    served, else the first served model; an unknown name is refused by the engine."""
+    name = str(name or "").strip()
+    if name:
+        return name
+    return default if default in served or not served else served[0]
+
+
 def domain_warning(report: dict[str, Any]) -> str:
     """The warning shown above an answer whose input is out of the model's domain (markdown;
     empty when it is in domain or the model has no domain check)."""

@@ -76,6 +76,12 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
     lines.append(f"- **Trained**: {summary.get('steps')} steps in {summary.get('train_seconds')} s "
                  f"on {summary.get('device')} ({summary.get('world_size', 1)} process(es)), "
                  f"commit `{str(summary.get('git_commit', '?'))[:8]}`")
+    extra = (entry or {}).get("extra", {})
+    if extra.get("group_thresholds"):
+        g = extra["group_thresholds"]
+        lines.append(f"- **Class groups**: many > {g['many_above']}, few < {g['few_below']} "
+                     f"training images, medium otherwise ("
+                     f"{extra.get('group_rule', 'set in the config')})")
     metrics = summary.get("metrics", {})
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"

@@ -56,8 +56,9 @@ def test_endpoints_have_named_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = {ep: [p["parameter_name"] for p in info["parameters"]] for ep, info in api.items()}
     assert names["/face"] == ["image", "threshold", "face_number", "is_crop", "model_name"]
-    assert names["/query"] == ["files", "word"] and names["/classify"] == ["image", "cam_class"]
-    assert names["/neighbours"] == ["image", "k", "label"]
+    assert names["/query"] == ["files", "word", "model_name"]
+    assert names["/classify"] == ["image", "cam_class", "model_name", "compare_with"]
+    assert names["/neighbours"] == ["image", "k", "label", "model_name"]
 
 
 def test_status_lists_models_and_provider(client):
@@ -169,7 +170,7 @@ def test_classify_top5_groups_and_cam(client, smoke_artifacts, tmp_path):
     top = report["abcnorm"]["top"]
     assert len(top) == 5 and all(t["group"] in ("many", "medium", "few") for t in top)
     assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
-    assert "ce" in report and cam_ce is not None              # CE beside ABC-Norm
+    assert "abcnorm_ce" in report and cam_ce is not None      # CE beside ABC-Norm
     assert np.asarray(Image.open(cam)).ndim == 3
     notimg = tmp_path / "notes.png"
     notimg.write_bytes(b"this is text, not a PNG")

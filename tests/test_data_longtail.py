@@ -98,3 +98,23 @@ def test_class_balanced_sampling_is_balanced():
     freq = np.bincount(labels[idx], minlength=3) / len(idx)
     assert np.allclose(freq, 1 / 3, atol=0.03)
     assert set(idx[labels[idx] == 2].tolist()) <= set(range(990, 1000))
+
+
+def test_group_thresholds_derived_from_the_counts():
+    from training.data.longtail import derived_group_thresholds
+
+    # Fashion-MNIST-LT (6000 ... 60): thirds by rank give the fixed 1000 / 200 split
+    fm = longtail_profile(6000, 10, 100)
+    t = derived_group_thresholds(fm)
+    assert class_groups(fm, **t) == class_groups(fm, many_above=1000, few_below=200)
+    # worked by hand: 7 classes, ranks 1-3 many, 4-5 medium, 6-7 few
+    counts = [50, 9, 40, 3, 30, 20, 10]
+    t = derived_group_thresholds(counts)
+    assert t == {"many_above": 20, "few_below": 10}
+    assert class_groups(counts, **t) == ["many", "few", "many", "few", "many", "medium",
+                                         "medium"]
+    # a user's folder of equal classes: all medium, never all "few" as 1000 / 200 would say
+    assert set(class_groups([30] * 5, **derived_group_thresholds([30] * 5))) == {"medium"}
+    assert class_groups([30, 12], **derived_group_thresholds([30, 12])) == ["many", "medium"]
+    with pytest.raises(ValueError):
+        derived_group_thresholds([])

@@ -58,20 +58,21 @@ def _zero_shot_hint(q: np.ndarray, extra: dict) -> dict:
 
 
 def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
-              images: list[np.ndarray] | None = None) -> BagResult:
+              images: list[np.ndarray] | None = None, model_name: str = MODEL) -> BagResult:
     """Ask whether a bag holds the class that ``word`` names.
 
     Args:
         sources: uploads (paths/bytes/arrays); or pass decoded RGB ``images`` directly
             (e.g. video frames).
         word: the query word, seen in training or not (zero-shot).
+        model_name: a qMIL model of the manifest (default: the method's first default run).
     """
     word = clean_query(word)
     if images is None:
         images = load_bag(sources)
     elif not images:
         raise InputError("The bag is empty: upload at least one image (or a video).")
-    model = engine.get(MODEL, METHOD)
+    model = engine.get(model_name or MODEL, METHOD)
     extra = model.entry.get("extra", {})
     max_bag = int(extra.get("max_bag_serving", 64))
     if len(images) > max_bag:
@@ -92,7 +93,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     seen = [c.lower() for c in extra.get("seen_classes", [])]
     kind = "seen in training" if word in seen else "zero-shot (not a training query)"
     report = {
-        "model": MODEL, "model_version": model.version, "provider": model.provider,
+        "model": model.name, "model_version": model.version, "provider": model.provider,
         "query": word, "query_kind": kind,
         **({} if word in seen else _zero_shot_hint(q, extra)),
         "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),

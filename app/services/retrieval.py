@@ -31,11 +31,13 @@ class RetrievalResult:
     tiles: list[tuple[np.ndarray, str]]
 
 
-def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None = None
-               ) -> RetrievalResult:
-    """The k nearest gallery images to an uploaded image (cosine similarity).
+def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None = None,
+               model_name: str = MODEL) -> RetrievalResult:
+    """The k nearest gallery images to an uploaded image (cosine similarity), in the gallery
+    of the chosen encoder (its manifest entry's ``gallery.dir``).
 
     Args:
+        model_name: a DCL encoder of the manifest (default: the method's first default run).
         query_label: the query's true label, if known; then the precision of the
             neighbours' labels is reported.
     """
@@ -46,10 +48,14 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
     rgb = load_image(source, min_side=8)
-    model = engine.get(MODEL, METHOD)
-    gdir = Path(engine.artifacts) / GALLERY_DIR
-    if not gdir.is_dir():
-        raise ModelUnavailableError(f"no gallery index at {gdir}: run `python -m export --all`")
+    model = engine.get(model_name or MODEL, METHOD)
+    rel = model.entry.get("gallery", {}).get("dir") or (GALLERY_DIR if model.name == MODEL else "")
+    gdir = Path(engine.artifacts) / rel if rel else None
+    if gdir is None or not gdir.is_dir():
+        raise ModelUnavailableError(
+            f"no gallery for encoder '{model.name}'"
+            + (f" at {gdir}" if gdir else "") + f": run `python -m methods.dcl.gallery --model "
+            f"{model.name} [--folder IMAGES/]` (or `python -m export {model.name}`)")
     gallery = _load_gallery(str(gdir))
     out = model.run({"image": model.prepare([rgb])})
     emb, dom = out["embedding"], model.domain_check(out)
@@ -66,7 +72,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
              "label": names[lab] if names else lab, "similarity": round(float(s), 4)}
             for r, (s, i, lab) in enumerate(found)]
     report: dict[str, Any] = {
-        "model": MODEL, "model_version": model.version, "provider": model.provider, "k": k,
+        "model": model.name, "model_version": model.version, "provider": model.provider, "k": k,
         "neighbours": hits,
         # a query with exactly the pixels of a gallery item is that item: it is left out
         # of the neighbours and of precision@k
@@ -103,11 +109,12 @@ BATCH_COLUMNS = ["model", "model_version", "k", "nearest_label", "nearest_simila
                  "vote_label", "vote_share", "neighbours", "in_domain"]
 
 
-def batch_rows(engine: Engine, path: Any, k: int = 8) -> list[dict[str, Any]]:
+def batch_rows(engine: Engine, path: Any, k: int = 8, model_name: str = MODEL
+               ) -> list[dict[str, Any]]:
     """One row for :mod:`app.batch`: the nearest neighbour, the majority label of the k
     neighbours (ties: the label of the nearer neighbour) with its share, and every
     neighbour as ``id:label:similarity``."""
-    r = neighbours(engine, path, k).report
+    r = neighbours(engine, path, k, model_name=model_name).report
     hits = r["neighbours"]
     labels = [str(h["label"]) for h in hits]
     vote = max(dict.fromkeys(labels), key=labels.count) if labels else None

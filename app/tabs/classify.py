@@ -22,49 +22,83 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import Dropdown, SafeImage, domain_warning, file_path, guard
+    from app.ui_common import (Dropdown, SafeImage, domain_warning, file_path, guard,
+                               model_summary, pick_model)
 
-    labels_cls = ctx.labels(classify_svc.MODEL)
+    def choices() -> list[str]:
+        return ctx.served() or [classify_svc.MODEL]
+
+    def compare_default(model: str) -> str:
+        """The CE baseline beside ABC-Norm when both are served, else nothing."""
+        served = ctx.served()
+        return classify_svc.BASELINE if (model == classify_svc.MODEL
+                                         and classify_svc.BASELINE in served) else ""
 
     @guard
-    def classify(image, cam_class):
-        """Top-5 classes with frequency groups and Grad-CAM (ABC-Norm, and CE if present)."""
-        res = classify_svc.classify(ctx.engine, file_path(image), classify_svc.MODEL, cam_class or None)
-        r = {classify_svc.MODEL: res.report}
-        cam_ce = None
-        if classify_svc.BASELINE in ctx.engine.names():
+    def classify(image, cam_class, model_name=classify_svc.MODEL, compare_with=None):
+        """Top-5 classes with frequency groups and Grad-CAM of the chosen classifier, and of
+        a second one beside it (``compare_with``; default: the CE baseline beside ABC-Norm,
+        "none": no second model)."""
+        model = pick_model(ctx.served(), classify_svc.MODEL, model_name)
+        other = compare_default(model) if compare_with in (None, "") else (
+            "" if str(compare_with).strip().lower() == "none" else str(compare_with).strip())
+        res = classify_svc.classify(ctx.engine, file_path(image), model, cam_class or None)
+        r = {model: res.report}
+        cam_other = None
+        if other and other != model:
             try:
-                ce = classify_svc.classify(ctx.engine, file_path(image), classify_svc.BASELINE, cam_class or None)
-                r["ce"], cam_ce = ce.report, ce.cam
+                o = classify_svc.classify(ctx.engine, file_path(image), other, cam_class or None)
+                r[other], cam_other = o.report, o.cam
             except ModelUnavailableError as exc:
-                r["ce"] = {"error": str(exc)}
+                r[other] = {"error": str(exc)}
+            except Exception as exc:  # noqa: BLE001 - e.g. a class name the other lacks
+                r[other] = {"error": str(exc)}
         rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
                          for t in res.report["top"])
-        text = (domain_warning(res.report)
+        text = (domain_warning(res.report) + f"**{model}**\n\n"
                 + "| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
         out = ctx.outputs.new("classify")
-        return (text, out.image(res.cam, "gradcam"), out.image(cam_ce, "gradcam-ce"), r,
+        return (text, out.image(res.cam, "gradcam"), out.image(cam_other, "gradcam-compare"), r,
                 out.json(r, "classify"))
 
+    default = pick_model(ctx.served(), classify_svc.MODEL, None)
     with gr.Tab("Classifier (ABC-Norm)"):
         with gr.Row():
             with gr.Column():
                 c_img = SafeImage(type="filepath", label="Image", elem_id="classify-input")
-                c_cls = Dropdown([""] + labels_cls, value="", label="Explain class (default: predicted)")
+                c_model = Dropdown(choices(), value=default, label="Model",
+                                   allow_custom_value=True, elem_id="classify-model")
+                c_card = gr.Markdown(model_summary(ctx.engine, default))
+                c_cls = Dropdown([""] + ctx.labels(default), value="",
+                                 label="Explain class (default: predicted)",
+                                 allow_custom_value=True)
+                c_cmp = Dropdown(["", "none"] + choices(), value="",
+                                 label="Compare with (default: the CE baseline beside "
+                                       "ABC-Norm; none: no second model)",
+                                 allow_custom_value=True)
                 c_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
             with gr.Column():
                 c_text = gr.Markdown()
                 with gr.Row():
-                    c_cam = gr.Image(label="Grad-CAM: ABC-Norm", height=240)
-                    c_cam_ce = gr.Image(label="Grad-CAM: CE baseline", height=240)
+                    c_cam = gr.Image(label="Grad-CAM: the chosen model", height=240)
+                    c_cam_ce = gr.Image(label="Grad-CAM: the model compared", height=240)
                 c_json = gr.JSON(label="Report", elem_id="classify-json")
                 c_file = gr.File(label="Download JSON")
         if (ctx.examples / "fashion").is_dir():
             gr.Examples([[str(p), ""] for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
                         [c_img, c_cls])
-        ctx.on_load.append((lambda: Dropdown(choices=[""] + ctx.labels(classify_svc.MODEL)), [c_cls]))
-        c_btn.click(classify, [c_img, c_cls], [c_text, c_cam, c_cam_ce, c_json, c_file],
-                    api_name="classify")
+
+        def on_model(name):
+            return (model_summary(ctx.engine, name),
+                    Dropdown(choices=[""] + ctx.labels(name), value=""))
+
+        c_model.change(on_model, [c_model], [c_card, c_cls], api_name=False)
+        ctx.on_load.append((lambda: (Dropdown(choices=choices()),
+                                     Dropdown(choices=[""] + ctx.labels(classify_svc.MODEL)),
+                                     Dropdown(choices=["", "none"] + choices())),
+                            [c_model, c_cls, c_cmp]))
+        c_btn.click(classify, [c_img, c_cls, c_model, c_cmp],
+                    [c_text, c_cam, c_cam_ce, c_json, c_file], api_name="classify")
 
 
 # --- CLI and load-test requests ------------------------------------------------------------

@@ -24,18 +24,24 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import domain_warning, example_truth, file_path, guard
+    from app.ui_common import (Dropdown, domain_warning, example_truth, file_path, guard,
+                               model_summary, pick_model)
+
+    def choices() -> list[str]:
+        return ctx.served() or [qmil_svc.MODEL]
 
     @guard
-    def query(files, word):
+    def query(files, word, model_name=qmil_svc.MODEL):
         """Does the bag of images hold what the query word names?"""
+        model = pick_model(ctx.served(), qmil_svc.MODEL, model_name)
         paths = [file_path(f) for f in (files or [])]
         if len(paths) == 1 and str(paths[0]).lower().endswith((".mp4", ".avi", ".mov", ".mkv", ".webm")):
             from app.services.video import video_bag
 
-            res = qmil_svc.query_bag(ctx.engine, None, word, images=video_bag(paths[0]))
+            res = qmil_svc.query_bag(ctx.engine, None, word, images=video_bag(paths[0]),
+                                     model_name=model)
         else:
-            res = qmil_svc.query_bag(ctx.engine, paths, word)
+            res = qmil_svc.query_bag(ctx.engine, paths, word, model_name=model)
         r = res.report
         text = domain_warning(r) + (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
                 f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
@@ -58,6 +64,10 @@ def build(ctx: "TabContext") -> None:
                                   elem_id="query-input")
                 q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot",
                                     elem_id="query-word")
+                default = pick_model(ctx.served(), qmil_svc.MODEL, None)
+                q_model = Dropdown(choices(), value=default, label="Model", elem_id="query-model",
+                                   allow_custom_value=True)
+                q_card = gr.Markdown(model_summary(ctx.engine, default))
                 q_btn = gr.Button("Ask", variant="primary", elem_id="query-btn")
             with gr.Column():
                 q_text = gr.Markdown()
@@ -70,7 +80,11 @@ def build(ctx: "TabContext") -> None:
             gr.Examples([[sorted(str(f) for f in b.glob("*.png")), example_word(b.name)]
                          for b in bags], [q_files, q_word],
                         label="Examples (folder name: the word and whether the bag holds it)")
-        q_btn.click(query, [q_files, q_word], [q_text, q_gal, q_json, q_file], api_name="query")
+        q_model.change(lambda n: model_summary(ctx.engine, n), [q_model], [q_card],
+                       api_name=False)
+        ctx.on_load.append((lambda: Dropdown(choices=choices()), [q_model]))
+        q_btn.click(query, [q_files, q_word, q_model], [q_text, q_gal, q_json, q_file],
+                    api_name="query")
 
 
 # --- CLI and load-test requests ------------------------------------------------------------
@@ -81,6 +95,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("query", help="ask whether a bag holds a query word")
     q.add_argument("--bag", required=True, help="folder of images, or a video file")
     q.add_argument("--word", required=True)
+    q.add_argument("--model", default=qmil_svc.MODEL, help="a qMIL model of the manifest")
 
 
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
@@ -94,11 +109,12 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if bag.is_file() and bag.suffix.lower() in VIDEO_EXT:
         from app.services.video import video_bag
 
-        return qmil_svc.query_bag(engine, None, args.word, images=video_bag(bag)).report
+        return qmil_svc.query_bag(engine, None, args.word, images=video_bag(bag),
+                                  model_name=args.model).report
     if not bag.is_dir():
         raise InputError(f"--bag must be a folder of images or a video file: {bag}")
     files = sorted(p for p in bag.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    return qmil_svc.query_bag(engine, files, args.word).report
+    return qmil_svc.query_bag(engine, files, args.word, model_name=args.model).report
 
 
 def load_requests(lc: Any) -> list[Any]:

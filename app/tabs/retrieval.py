@@ -18,14 +18,21 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import Dropdown, SafeImage, Slider, domain_warning, file_path, guard
+    from app.ui_common import (Dropdown, SafeImage, Slider, domain_warning, file_path, guard,
+                               model_summary, pick_model)
 
-    labels_dcl = ctx.labels(retrieval_svc.MODEL)
+    def choices() -> list[str]:
+        return ctx.served() or [retrieval_svc.MODEL]
+
+    default = pick_model(ctx.served(), retrieval_svc.MODEL, None)
+    labels_dcl = ctx.labels(default)
 
     @guard
-    def neighbours(image, k, label):
-        """The k nearest gallery images under the DCL encoder."""
-        res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k), query_label=label or None)
+    def neighbours(image, k, label, model_name=retrieval_svc.MODEL):
+        """The k nearest images in the chosen DCL encoder's gallery."""
+        model = pick_model(ctx.served(), retrieval_svc.MODEL, model_name)
+        res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k),
+                                       query_label=label or None, model_name=model)
         r = res.report
         text = domain_warning(r) + f"{len(r['neighbours'])} nearest neighbours"
         if "precision_at_k" in r:
@@ -38,7 +45,12 @@ def build(ctx: "TabContext") -> None:
             with gr.Column():
                 r_img = SafeImage(type="filepath", label="Query image", elem_id="retrieval-input")
                 r_k = Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
-                r_lab = Dropdown([""] + labels_dcl, value="", label="Query label (optional)")
+                r_model = Dropdown(choices(), value=default, label="Model (its gallery)",
+                                   allow_custom_value=True,
+                                   elem_id="retrieval-model")
+                r_card = gr.Markdown(model_summary(ctx.engine, default))
+                r_lab = Dropdown([""] + labels_dcl, value="", label="Query label (optional)",
+                                 allow_custom_value=True)
                 r_btn = gr.Button("Search", variant="primary", elem_id="retrieval-btn")
             with gr.Column():
                 r_text = gr.Markdown()
@@ -54,8 +66,13 @@ def build(ctx: "TabContext") -> None:
             gr.Examples([[str(p), 8, label_of(p.stem)]
                          for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
                         [r_img, r_k, r_lab])
-        ctx.on_load.append((lambda: Dropdown(choices=[""] + ctx.labels(retrieval_svc.MODEL)), [r_lab]))
-        r_btn.click(neighbours, [r_img, r_k, r_lab], [r_text, r_gal, r_json, r_file],
+        r_model.change(lambda n: (model_summary(ctx.engine, n),
+                                  Dropdown(choices=[""] + ctx.labels(n), value="")),
+                       [r_model], [r_card, r_lab], api_name=False)
+        ctx.on_load.append((lambda: (Dropdown(choices=choices()),
+                                     Dropdown(choices=[""] + ctx.labels(retrieval_svc.MODEL))),
+                            [r_model, r_lab]))
+        r_btn.click(neighbours, [r_img, r_k, r_lab, r_model], [r_text, r_gal, r_json, r_file],
                     api_name="neighbours")
 
 
@@ -68,6 +85,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     add_batch_args(n)
     n.add_argument("-k", type=int, default=8)
     n.add_argument("--label", help="the query's true label (reports precision)")
+    n.add_argument("--model", default=retrieval_svc.MODEL,
+                   help="a DCL encoder of the manifest (searches its gallery)")
 
 
 def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
@@ -81,11 +100,12 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
             from app.inputs import InputError
 
             raise InputError("--label takes one image, not a batch.")
-        return cli_batch(args, lambda p: retrieval_svc.batch_rows(engine, p, args.k),
+        return cli_batch(args, lambda p: retrieval_svc.batch_rows(engine, p, args.k, args.model),
                          retrieval_svc.BATCH_COLUMNS, count_key="queries",
-                         models=lambda: [model_info(engine.get(retrieval_svc.MODEL,
+                         models=lambda: [model_info(engine.get(args.model,
                                                                retrieval_svc.METHOD))])
-    return retrieval_svc.neighbours(engine, args.paths[0], args.k, args.label).report
+    return retrieval_svc.neighbours(engine, args.paths[0], args.k, args.label,
+                                    model_name=args.model).report
 
 
 def load_requests(lc: Any) -> list[Any]:

@@ -29,8 +29,8 @@ class DataConfig:
     order_seed: int
     split_seed: int
     cifar_labels: Literal["fine", "coarse"]
-    many_above: int = non_negative()
-    few_below: int = non_negative()
+    many_above: int | None = non_negative()  # null (with few_below): from the counts
+    few_below: int | None = non_negative()
     size: tuple[int, int] | None             # (height, width); null: the data set's own
     channels: Literal[1, 3] | None
     mean: list[float] | None

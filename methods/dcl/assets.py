@@ -17,32 +17,46 @@ from runtime.engine import OnnxModel
 from runtime.manifest import read_manifest, update_manifest
 from training.data.fashion_mnist import load_fashion_mnist
 
-GALLERY_DIR = "gallery"
-# the gallery belongs to the served encoder: the method's first default run
+GALLERY_DIR = "gallery"          # the default encoder's gallery
+OTHER_GALLERIES = "galleries"    # every other encoder's: galleries/<run>
+# the default encoder: the method's first default run
 SERVED = DESCRIPTOR.default_runs[0].run
 
 
+def gallery_dir(run: str) -> str:
+    """The gallery folder of encoder ``run``, relative to the artifacts folder (recorded in
+    its manifest entry's ``gallery.dir``, which the retrieval tab reads)."""
+    return GALLERY_DIR if run == SERVED else f"{OTHER_GALLERIES}/{run}"
+
+
 def post_export(artifacts: Path, runs: list[str], options: dict[str, Any]) -> None:
-    """(Re)build the gallery when the served encoder was exported now, another image folder
-    is asked for, or the saved gallery was embedded by another encoder; write examples."""
+    """(Re)build the gallery of every exported encoder that was exported now, is asked for
+    another image folder, or whose saved gallery was embedded by another encoder (each
+    encoder has its own gallery, so several DCL models are served side by side); write
+    examples. ``gallery_dir`` (``--gallery-dir``) applies to the encoders exported now."""
     manifest = read_manifest(artifacts)
-    if options.get("gallery", True) and SERVED in manifest["models"] and (
-            SERVED in runs or options.get("gallery_dir") or not _gallery_matches(artifacts, manifest)):
-        build_gallery(artifacts, options.get("gallery_dir"), limit=options.get("gallery_limit"))
+    encoders = [n for n, e in manifest["models"].items() if e.get("method") == DESCRIPTOR.name]
+    if options.get("gallery", True):
+        for run in encoders:
+            now = run in runs
+            if now or not _gallery_matches(artifacts, manifest, run):
+                build_gallery(artifacts, options.get("gallery_dir") if now else None,
+                              limit=options.get("gallery_limit"), run=run)
     write_class_examples(artifacts)
 
 
-def _gallery_matches(artifacts: Path, manifest: dict[str, Any]) -> bool:
-    """True when the saved gallery was embedded by the served encoder in the manifest."""
-    meta = artifacts / GALLERY_DIR / "meta.json"
+def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVED) -> bool:
+    """True when the saved gallery of ``run`` was embedded by that encoder."""
+    meta = artifacts / gallery_dir(run) / "meta.json"
     try:
-        return json.loads(meta.read_text()).get("encoder_hash") == manifest["models"][SERVED]["sha256"]
+        return json.loads(meta.read_text()).get("encoder_hash") == manifest["models"][run]["sha256"]
     except (OSError, ValueError, KeyError):
         return False
 
 
 def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
-                  limit: int | None = None, index_kind: str = "auto") -> GalleryIndex:
+                  limit: int | None = None, index_kind: str = "auto",
+                  run: str = SERVED) -> GalleryIndex:
     """Embed the gallery (Fashion-MNIST test by default, or ``image_dir``) and save it.
 
     The index stores the DCL ONNX file's sha256 as its encoder hash, so a gallery built by
@@ -55,8 +69,9 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     (``models/gallery_index.yaml``) unless ``index_kind`` names one.
     """
     manifest = read_manifest(artifacts)
-    entry = manifest["models"][SERVED]
-    model = OnnxModel(SERVED, entry, artifacts)
+    entry = manifest["models"][run]
+    model = OnnxModel(run, entry, artifacts)
+    out_dir = artifacts / gallery_dir(run)
 
     def embed(batch):
         return model.run({"image": model.prepare(batch)})["embedding"]
@@ -64,7 +79,7 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     t0 = time.time()
     if image_dir:
         source = f"image folder {image_dir}"
-        gallery, report = build_from_folder(image_dir, artifacts / GALLERY_DIR, embed,
+        gallery, report = build_from_folder(image_dir, out_dir, embed,
                                             entry["sha256"], limit=limit, index_kind=index_kind,
                                             meta={"source": source})
         labels = gallery.labels
@@ -84,14 +99,14 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
                                      progress=progress, meta={"source": source}, ids=ids,
                                      index_kind=index_kind)
         bar.close()
-        gallery.save(artifacts / GALLERY_DIR)
+        gallery.save(out_dir)
     p_at_k = (gallery.precision_at_k(k_eval, max_queries=10_000)
               if (labels >= 0).sum() >= 2 else None)
     entry = dict(entry)
     entry["gallery"] = {"source": source, "count": len(gallery), f"precision_at_{k_eval}": p_at_k,
-                        "dir": GALLERY_DIR, "index": gallery.spec.kind}
-    update_manifest(artifacts, SERVED, entry)
-    print(f"[export] gallery: {len(gallery)} images from {source} ({gallery.spec.kind} index), "
+                        "dir": gallery_dir(run), "index": gallery.spec.kind}
+    update_manifest(artifacts, run, entry)
+    print(f"[export] gallery of {run}: {len(gallery)} images from {source} ({gallery.spec.kind} index), "
           f"precision@{k_eval} = {p_at_k if p_at_k is None else round(p_at_k, 4)} "
           f"({time.time() - t0:.0f} s)", flush=True)
     return gallery

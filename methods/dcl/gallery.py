@@ -2,6 +2,7 @@
 
     python -m methods.dcl.gallery --folder PHOTOS/ [--limit N] [--index auto|exact|ivf|hnsw]
     python -m methods.dcl.gallery                   # Fashion-MNIST test (the default gallery)
+    python -m methods.dcl.gallery --model mine --folder PHOTOS/   # encoder 'mine': galleries/mine
 
 Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into
 ``<artifacts>/gallery``. A folder is read in shards with a progress bar; interrupted (Ctrl-C),
@@ -30,15 +31,19 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--limit", type=int, help="use only the first N images (sorted paths)")
     p.add_argument("--index", default="auto", choices=("auto", *KINDS),
                    help="index kind (default: chosen by gallery size)")
+    p.add_argument("--model", help="the DCL encoder (a run name of the manifest; default: the "
+                                   "default encoder, dcl)")
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     args = p.parse_args(argv)
     from methods.dcl.assets import SERVED, build_gallery
 
     artifacts = artifacts_dir(args.artifacts)
-    if SERVED not in read_manifest(artifacts)["models"]:
-        raise UserError(f"no exported '{SERVED}' encoder in {artifacts}: run "
-                        f"`python -m training dcl` and `python -m export {SERVED}` first")
-    build_gallery(artifacts, args.folder, limit=args.limit, index_kind=args.index)
+    run = args.model or SERVED
+    if run not in read_manifest(artifacts)["models"]:
+        raise UserError(f"no exported '{run}' encoder in {artifacts}: run "
+                        f"`python -m training dcl --set run.name={run}` and "
+                        f"`python -m export {run}` first")
+    build_gallery(artifacts, args.folder, limit=args.limit, index_kind=args.index, run=run)
     return 0
 
 

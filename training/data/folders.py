@@ -2,7 +2,9 @@
 
 ImageFolder layout (class = sub-folder, classes in sorted order)::
 
-    DIR/train/<class>/*.jpg     DIR/val/<class>/*.jpg   (or DIR/test/)
+    DIR/train/<class>/*.jpg     DIR/val/<class>/*.jpg   (or DIR/test/; with both, test/
+                                                         evaluates and val/ is held out
+                                                         for the temperature fitted at export)
     DIR/class_counts.json       optional: {"<class>": N, ...}, or a text/CSV file
                                 ``class_counts.txt`` / ``.csv`` with "<class>,N" lines
 
@@ -174,6 +176,7 @@ class FolderSplits:
     eval: FileDataset
     class_counts: list[int]
     counts_source: str
+    val: FileDataset | None = None  # val/ when test/ exists too (then test/ evaluates)
 
 
 def load_folder_splits(root: str | os.PathLike[str]) -> FolderSplits:
@@ -181,12 +184,19 @@ def load_folder_splits(root: str | os.PathLike[str]) -> FolderSplits:
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(f"data folder not found: {root}")
+    val: FileDataset | None = None
     if (root / "train").is_dir():
         train = scan_image_folder(root / "train")
-        ev_dir = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), None)
-        if ev_dir is None:
+        if not any((root / s).is_dir() for s in EVAL_SPLITS):
             raise DatasetNotFoundError(f"{root} has train/ but no val/ or test/ folder")
-        evaluation = scan_image_folder(ev_dir, class_names=train.class_names)
+        if (root / "val").is_dir() and (root / "test").is_dir():
+            # both: test/ measures the model, val/ is held out for what export fits
+            # (the temperature), so the test metrics never see what was fitted on
+            val = scan_image_folder(root / "val", class_names=train.class_names)
+            evaluation = scan_image_folder(root / "test", class_names=train.class_names)
+        else:
+            ev_dir = next(root / s for s in EVAL_SPLITS if (root / s).is_dir())
+            evaluation = scan_image_folder(ev_dir, class_names=train.class_names)
     elif (root / "train.txt").is_file():
         train = read_list_file(root, root / "train.txt")
         ev_file = next((root / f"{s}.txt" for s in EVAL_SPLITS if (root / f"{s}.txt").is_file()),
@@ -208,7 +218,7 @@ def load_folder_splits(root: str | os.PathLike[str]) -> FolderSplits:
     if min(counts) <= 0:
         empty = [n for n, c in zip(train.class_names, counts) if c <= 0]
         raise ValueError(f"classes without training images: {', '.join(empty[:5])}")
-    return FolderSplits(train, evaluation, [int(c) for c in counts], source)
+    return FolderSplits(train, evaluation, [int(c) for c in counts], source, val)
 
 
 # --- CIFAR: restricted unpickling ----------------------------------------------------------

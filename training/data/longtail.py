@@ -117,6 +117,26 @@ def class_groups(class_counts: Sequence[int], many_above: int = 100,
             for n in class_counts]
 
 
+def derived_group_thresholds(class_counts: Sequence[int]) -> dict[str, int]:
+    """Many / Medium / Few thresholds from the training counts, for data whose user set none.
+
+    The classes are ranked by count (largest first) and split in thirds: the first
+    ``ceil(C / 3)`` are "many", the last ``floor(C / 3)`` "few", the rest "medium";
+    ``many_above`` is the count of the largest class outside "many" and ``few_below`` that
+    of the smallest class above "few", so :func:`class_groups` gives those groups (classes
+    tied with a boundary count go to "medium"). On Fashion-MNIST-LT (ratio 100: 6000 ... 60)
+    this is the 4 / 3 / 3 split of the fixed 1000 / 200; on a folder of 30-image classes
+    every class is "medium" (fixed thresholds would make them all "few")."""
+    counts = sorted((int(n) for n in class_counts), reverse=True)
+    c = len(counts)
+    if c == 0:
+        raise ValueError("no classes to group")
+    n_many, n_few = -(-c // 3), c // 3
+    many_above = counts[n_many] if n_many < c else counts[-1]
+    few_below = counts[c - n_few - 1] if n_few else 0
+    return {"many_above": int(many_above), "few_below": int(min(few_below, many_above))}
+
+
 def class_balanced_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Class-balanced sampling (cRT): each draw picks a class uniformly among the classes
     present, then an image of that class uniformly (with replacement).

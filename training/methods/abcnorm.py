@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 from runtime.preprocess import FASHION_MNIST, PreprocessSpec, normalize, to_array, to_input
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.folders import FileDataset, find_cifar, load_cifar, load_folder_splits
-from training.data.longtail import class_balanced_indices, class_groups, make_longtail
+from training.data.longtail import (class_balanced_indices, class_groups,
+                                    derived_group_thresholds, make_longtail)
 from training.losses.abcnorm import ABCNormLoss
 from training.losses.longtail_baselines import (CrossEntropyLoss, LDAMLoss, LogitAdjustedLoss,
                                                 MaxEntLoss, PairwiseConfusionLoss,
@@ -208,6 +209,7 @@ class ABCNormMethod(Method):
         self._train = ImageFileDataset(splits.train, self.spec)
         self._domain_images: Any = list(splits.train.paths)
         self._eval_files = splits.eval
+        self._val_files = splits.val  # val/ beside test/: the temperature's images
         self._eval_x: np.ndarray | None = None
         self.eval_labels = np.asarray(splits.eval.labels)
         self.dataset_name = f"image folder ({Path(root).name})"
@@ -228,8 +230,17 @@ class ABCNormMethod(Method):
         self._set_groups()
 
     def _set_groups(self) -> None:
-        self.group_thresholds = {"many_above": int(self.data_cfg["many_above"]),
-                                 "few_below": int(self.data_cfg["few_below"])}
+        many, few = self.data_cfg["many_above"], self.data_cfg["few_below"]
+        if (many is None) != (few is None):
+            raise ValueError("data.many_above and data.few_below: set both, or neither (null: "
+                             "derived from the training counts)")
+        if many is None:
+            self.group_thresholds = derived_group_thresholds(self.class_counts)
+            self.group_rule = ("derived from the training counts: classes ranked by count, "
+                               "the first third 'many', the last third 'few'")
+        else:
+            self.group_thresholds = {"many_above": int(many), "few_below": int(few)}
+            self.group_rule = "set in the config (data.many_above / data.few_below)"
         self.groups = class_groups(self.class_counts, **self.group_thresholds)
 
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
@@ -241,6 +252,8 @@ class ABCNormMethod(Method):
         if split == "val":  # never the evaluation images: those measure the calibration
             if getattr(self, "_unused", None) is not None and len(self._unused):
                 return self._unused.images, self._unused.labels
+            if getattr(self, "_val_files", None) is not None:
+                return list(self._val_files.paths), np.asarray(self._val_files.labels)
             return [], None
         if getattr(self, "_eval_files", None) is not None:
             return list(self._eval_files.paths), self.eval_labels
@@ -347,6 +360,7 @@ class ABCNormMethod(Method):
             "class_counts_source": self.counts_source,
             "groups": list(self.groups),
             "group_thresholds": dict(self.group_thresholds),
+            "group_rule": self.group_rule,
             "loss": self.loss_name,
             "loss_config": {k: v for k, v in self.loss_cfg.items()
                             if isinstance(v, (int, float, str, bool)) or v is None},
