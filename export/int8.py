@@ -10,7 +10,7 @@ For each exported model with a headline evaluation (``Variant.evaluate``):
    users report ConvInteger slower than fp32 on CPUs.
 2. The headline test metric through both files (:attr:`methods.base.Variant.evaluate`,
    same test items, same code) and the batch-1 latency of both files on this CPU (median of
-   interleaved calls, the engine's session options), with the app's threads and with one
+   calls in alternating blocks, the engine's session options), with the app's threads and with one
    thread; the smaller of the two speed-ups counts.
 3. :func:`decide`: int8 is served only when it is at least ``min_speedup`` times faster at
    batch 1 and loses at most ``max_loss_points`` points of the headline metric; otherwise
@@ -162,6 +162,7 @@ def quantize(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]],
                             per_channel=bool(cfg["per_channel"]),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, cfg["calibrate_method"]),
+                            op_types_to_quantize=cfg.get("op_types") or None,
                             extra_options={"CalibMaxIntermediateOutputs": _chunk(len(feeds))})
     n = sum(int(next(iter(f.values())).shape[0]) for f in feeds)
     unit = "bags" if "mask" in feeds[0] else "images"
@@ -169,23 +170,30 @@ def quantize(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]],
                 " per channel" if cfg["per_channel"] else " per tensor"),
             "calibration": f"{cfg['calibrate_method']} on {n} training {unit} (seed "
                            f"{cfg['seed']}), serving preprocessing",
+            "op_types": list(cfg.get("op_types") or []) or "every op onnxruntime quantises",
             "tool": f"onnxruntime.quantization {ort.__version__}"}
 
 
 # ------------------------------------------------------------------------------ timing
 
-def batch1_ms(runs: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each callable, calls interleaved (so a load change on a shared
-    machine hits every one alike)."""
-    for fn in runs.values():
-        for _ in range(warmup):
-            fn()
+def median_ms(runs: dict[str, Callable[[], Any]], warmup: int, repeats: int,
+              rounds: int = 3) -> dict[str, float]:
+    """Median milliseconds of each callable over ``repeats`` timed calls, taken in
+    ``rounds`` blocks per callable in turn (so a load change on a shared machine hits every
+    one alike), each block after ``warmup`` untimed calls. Blocks, not single calls in turn:
+    onnxruntime's worker threads keep spinning for a while after a run, and slowed the call
+    that followed (eager torch 0.7 s instead of 1.5 ms when calls alternated)."""
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
+    rounds = max(1, min(rounds, repeats))
+    for r in range(rounds):
+        n = repeats // rounds + (1 if r < repeats % rounds else 0)
         for k, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
+            for _ in range(warmup):
+                fn()
+            for _ in range(n):
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -218,11 +226,11 @@ def quantize_run(artifacts: Path, entry: dict[str, Any], plugin: Any, headline: 
     m32, n = evaluate(fp32, plugin)
     m8, n8 = evaluate(int8, plugin)
     x1 = first_row(feeds[0])
-    ms = batch1_ms({"fp32": lambda: fp32.run(x1), "int8": lambda: int8.run(x1)},
+    ms = median_ms({"fp32": lambda: fp32.run(x1), "int8": lambda: int8.run(x1)},
                    int(cfg["timing_warmup"]), int(cfg["timing_repeats"]))
     one = {p: OnnxModel(entry["name"], {**entry, "int8": record}, artifacts, intra_op_threads=1,
                         precision=p) for p in ("fp32", "int8")}
-    ms1 = batch1_ms({p: (lambda m=m: m.run(x1)) for p, m in one.items()},
+    ms1 = median_ms({p: (lambda m=m: m.run(x1)) for p, m in one.items()},
                     int(cfg["timing_warmup"]), int(cfg["timing_repeats"]))
     # the rule takes the smaller speed-up: with the app's threads, a machine busy with other
     # work can slow one file's thread pool far more than the other's (seen here: a seqfake
@@ -239,8 +247,8 @@ def quantize_run(artifacts: Path, entry: dict[str, Any], plugin: Any, headline: 
         "ms_batch1_int8_1thread": round(ms1["int8"], 4),
         "speedup_batch1": round(worse["fp32"] / worse["int8"], 3),
         "batch1_input": {k: list(v.shape) for k, v in x1.items()},
-        "timing": f"median of {cfg['timing_repeats']} interleaved calls after "
-                  f"{cfg['timing_warmup']} warm-up, {fp32.provider}, ORT_ENABLE_ALL, the "
+        "timing": f"median of {cfg['timing_repeats']} calls in 3 blocks per file in turn, "
+                  f"{cfg['timing_warmup']} warm-up calls before each block, {fp32.provider}, ORT_ENABLE_ALL, the "
                   f"app's (default) threads and 1 thread; speedup_batch1 is the smaller of "
                   f"the two; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
         "rule": {"min_speedup": float(cfg["min_speedup"]),
