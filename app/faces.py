@@ -2,7 +2,12 @@
 
 Detectors return :class:`Face` objects (box, 5 landmarks, score):
 
-* :class:`MTCNNDetector` (facenet-pytorch): the offline default, its weights ship in the wheel.
+* :class:`OnnxMTCNNDetector`: the default, torch-free: facenet-pytorch's MTCNN networks
+  exported to ONNX at export time (``<artifacts>/detector/``, :mod:`export.mtcnn`) and its
+  cascade in numpy (:mod:`runtime.mtcnn`); the same boxes and landmarks as facenet-pytorch
+  (within 1e-4 px on the test images, ``reports/mtcnn_parity.md``).
+* :class:`MTCNNDetector` (facenet-pytorch, torch): used when the artifacts hold no ONNX
+  detector and torch is installed; its weights ship in the wheel.
 * :class:`RetinaFaceDetector` (retinaface-pytorch): used when the user configures its
   weights file (``REPLENS_RETINAFACE_WEIGHTS`` or ``--retinaface-weights``); nothing is
   downloaded.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -47,12 +52,37 @@ class FaceDetector(Protocol):
         """Faces in an RGB uint8 image (H, W, 3), largest first."""
 
 
+MTCNN_MIN_SCORE = 0.9    # faces MTCNN scores lower are dropped
+MTCNN_DETECT_SIDE = 640  # MTCNN runs on a copy at most this long (its cost grows with pixels)
+
+
+def _shrunk(rgb: np.ndarray, detect_side: int) -> tuple[np.ndarray, float]:
+    """``rgb`` (H, W, 3) area-resized so its longer side is at most ``detect_side``, and the
+    scale applied (1.0: unchanged)."""
+    scale = min(1.0, detect_side / max(rgb.shape[:2]))
+    if scale == 1.0:
+        return rgb, scale
+    return cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+                      interpolation=cv2.INTER_AREA), scale
+
+
+def _mtcnn_faces(boxes: np.ndarray, probs: Any, points: np.ndarray, scale: float,
+                 min_score: float) -> list[Face]:
+    """Faces from MTCNN's boxes (N, 4), scores (N,) and landmarks (N, 5, 2) found at
+    ``scale``, mapped back to the original image, at least ``min_score``, largest first."""
+    boxes, points = np.asarray(boxes) / scale, np.asarray(points) / scale
+    faces = [Face(tuple(map(float, b)), float(p), np.asarray(l, dtype=np.float32))
+             for b, p, l in zip(boxes, probs, points) if p is not None and p >= min_score]
+    return sorted(faces, key=lambda f: -f.area)
+
+
 class MTCNNDetector:
-    """facenet-pytorch's MTCNN (weights inside the wheel; runs offline)."""
+    """facenet-pytorch's MTCNN (torch; weights inside the wheel; runs offline)."""
 
     name = "MTCNN (facenet-pytorch)"
 
-    def __init__(self, min_score: float = 0.9, device: str = "cpu", detect_side: int = 640) -> None:
+    def __init__(self, min_score: float = MTCNN_MIN_SCORE, device: str = "cpu",
+                 detect_side: int = MTCNN_DETECT_SIDE) -> None:
         from facenet_pytorch import MTCNN
 
         self.min_score, self.detect_side = min_score, detect_side
@@ -62,18 +92,36 @@ class MTCNNDetector:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Detect on a copy at most ``detect_side`` px long (MTCNN's cost grows with the
         pixel count); boxes and landmarks are mapped back to ``rgb``'s coordinates."""
-        scale = min(1.0, self.detect_side / max(rgb.shape[:2]))
-        small = rgb if scale == 1.0 else cv2.resize(
-            rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
-            interpolation=cv2.INTER_AREA)
+        small, scale = _shrunk(rgb, self.detect_side)
         with self._lock:
             boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
         if boxes is None:  # numpy 2: probs is [None] when nothing is found
             return []
-        boxes, points = np.asarray(boxes) / scale, np.asarray(points) / scale
-        faces = [Face(tuple(map(float, b)), float(p), np.asarray(l, dtype=np.float32))
-                 for b, p, l in zip(boxes, probs, points) if p is not None and p >= self.min_score]
-        return sorted(faces, key=lambda f: -f.area)
+        return _mtcnn_faces(boxes, probs, points, scale, self.min_score)
+
+
+class OnnxMTCNNDetector:
+    """MTCNN without torch: the ONNX networks of ``<artifacts>/detector/`` and the numpy
+    cascade of :class:`runtime.mtcnn.MTCNNCascade`; the same faces as :class:`MTCNNDetector`.
+
+    Raises:
+        runtime.mtcnn.DetectorUnavailableError: the files are missing or do not match.
+    """
+
+    name = "MTCNN (ONNX, facenet-pytorch weights)"
+
+    def __init__(self, artifacts: str | os.PathLike[str], min_score: float = MTCNN_MIN_SCORE,
+                 detect_side: int = MTCNN_DETECT_SIDE) -> None:
+        from runtime.mtcnn import MTCNNCascade
+
+        self.min_score, self.detect_side = min_score, detect_side
+        self._cascade = MTCNNCascade(artifacts)  # onnxruntime sessions: thread-safe
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """As :meth:`MTCNNDetector.detect`."""
+        small, scale = _shrunk(rgb, self.detect_side)
+        boxes, probs, points = self._cascade.detect(np.ascontiguousarray(small))
+        return _mtcnn_faces(boxes, probs, points, scale, self.min_score)
 
 
 class RetinaFaceDetector:
@@ -104,12 +152,33 @@ class RetinaFaceDetector:
         return sorted(faces, key=lambda f: -f.area)
 
 
-def default_detector(retinaface_weights: str | None = None) -> FaceDetector:
-    """RetinaFace when its weights are configured, MTCNN otherwise."""
+def default_detector(retinaface_weights: str | None = None,
+                     artifacts: str | os.PathLike[str] | None = None) -> FaceDetector:
+    """RetinaFace when its weights are configured; else the ONNX MTCNN of ``artifacts``
+    (default: :func:`runtime.artifacts.artifacts_dir`) when it was exported; else
+    facenet-pytorch's MTCNN when torch is installed.
+
+    Raises:
+        runtime.mtcnn.DetectorUnavailableError: no ONNX detector and no facenet-pytorch
+            (the torch-free serving install), or the ONNX files do not match their record.
+    """
+    from runtime.artifacts import artifacts_dir
+    from runtime.mtcnn import RECORD_FILE, DetectorUnavailableError
+
     weights = retinaface_weights or os.environ.get("REPLENS_RETINAFACE_WEIGHTS")
     if weights:
         return RetinaFaceDetector(weights)
-    return MTCNNDetector()
+    art = artifacts_dir(artifacts)
+    if (art / RECORD_FILE).is_file():
+        return OnnxMTCNNDetector(art)
+    try:
+        return MTCNNDetector()
+    except ImportError as exc:
+        raise DetectorUnavailableError(
+            f"no face detector: {art} holds no ONNX MTCNN ({RECORD_FILE}) and "
+            f"facenet-pytorch cannot be imported here ({exc}). Export the detector in the "
+            f"full environment with `python -m export.mtcnn --artifacts {art}`, or tick "
+            f"'already a face crop'.") from exc
 
 
 def align_crop(rgb: np.ndarray, face: Face, size: int = 256, margin: float = 0.45) -> np.ndarray:

@@ -49,7 +49,7 @@ def face_latency(artifacts: Path, repeats: int = 10) -> dict[str, float]:
     from app.services.face import analyze_face
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((1024, 1024), Image.BICUBIC))
-    engine, det = Engine(artifacts), default_detector()
+    engine, det = Engine(artifacts), default_detector(artifacts=artifacts)
     analyze_face(engine, det, photo)  # warm-up (sessions, detector)
     times = []
     for _ in range(repeats):

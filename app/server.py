@@ -103,7 +103,8 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None,
 
     engine.pending = lambda name: pending_message(engine.artifacts, name)  # "training qmil: ..."
     s = configure(settings) if settings is not None else current_settings()
-    demo = build_ui(engine, lambda: default_detector(retinaface_weights), banner=banner,
+    demo = build_ui(engine, lambda: default_detector(retinaface_weights, engine.artifacts),
+                    banner=banner,
                     build_status=lambda: read_status(engine.artifacts))
     demo.queue(default_concurrency_limit=s.concurrency, max_size=s.queue_size)
     _answer_busy_at_once(demo, s)

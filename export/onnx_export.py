@@ -44,10 +44,11 @@ def ort_session(path: str | Path):
 def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path,
                   input_names: Sequence[str], output_names: Sequence[str],
                   dynamic_axes: dict[str, dict[int, str]], check_inputs: Sequence[tuple] = (),
-                  atol: float = 1e-4) -> dict[str, object]:
+                  atol: float = 1e-4, dynamo_first: bool = True) -> dict[str, object]:
     """Export ``module`` (eval mode, tuple outputs) to ``path`` and check parity.
 
-    The TorchDynamo exporter is tried first, TorchScript's second. The file replaces
+    The TorchDynamo exporter is tried first, TorchScript's second (the other way round
+    with ``dynamo_first=False``: quicker for small plain networks). The file replaces
     ``path`` only after onnx.checker and the parity check (max |ort - torch| < ``atol``
     on ``inputs`` and on every tuple in ``check_inputs``, e.g. other batch sizes) pass.
 
@@ -59,7 +60,7 @@ def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str
     module = module.eval()
     path = Path(path)
     errors: list[str] = []
-    for dynamo in (True, False):
+    for dynamo in ((True, False) if dynamo_first else (False, True)):
         try:
             with atomic_path(path) as tmp:  # replaces ``path`` only if the body succeeds
                 try:

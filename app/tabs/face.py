@@ -264,7 +264,7 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
         return None
     from app.faces import default_detector
 
-    det = None if args.crop else default_detector()
+    det = None if args.crop else default_detector(artifacts=engine.artifacts)
     if args.cmd == "face":
         return _face_cli(args, engine, det)
     from app import case_report

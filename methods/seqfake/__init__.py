@@ -176,5 +176,6 @@ DESCRIPTOR = MethodDescriptor(
     smoke=("data.generate.n_train=48", "data.generate.n_val=8", "data.generate.n_test=24",
            "train.batch_size=8"),
     docs="docs/seqfake.md",
-    post_export=("methods.seqfake.assets:write_examples",),
+    # the face detector the face tab and the video analysis run, as ONNX (torch-free serving)
+    post_export=("methods.seqfake.assets:write_examples", "export.mtcnn:after_export"),
 )
