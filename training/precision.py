@@ -4,8 +4,10 @@
 
 - ``fp32``: float32 everywhere, no autocast (the engine's behaviour before this option);
 - ``auto``: on CUDA bfloat16 where the GPU supports it, else float16 (with a gradient
-  scaler); on the CPU off (bfloat16 autocast is slower than float32 on many CPUs, and
-  changes the numbers of the small default runs: see ``reports/train_speed.md``);
+  scaler); on the CPU float32, so the CPU defaults train exactly as before (bfloat16 changes
+  their numbers, and it is only fast on CPUs with bfloat16 instructions: on this machine's
+  AVX512-BF16 CPU it trained ResNet-18 at 224 px about twice as fast,
+  ``reports/train_speed.md``; set ``bf16`` to use it);
 - ``bf16`` / ``fp16``: that dtype on any device (``fp16`` always with a gradient scaler).
 
 ``train.channels_last`` stores the model's 4-D weights in NHWC order and hands its 4-D
@@ -15,8 +17,10 @@ oneDNN on recent CPUs).
 :class:`TrainForward` is what a method's ``loss`` receives as ``model`` when either option
 is on: it runs the forward pass under autocast, with channels-last inputs, and returns the
 outputs as float32, so every loss is computed in float32 outside autocast (CUDA autocast
-refuses ``binary_cross_entropy`` on half tensors; sorting and ``exp`` of similarities
-lose too much in bfloat16). Weights, gradients and optimiser state stay float32.
+refuses ``binary_cross_entropy`` on half tensors; cumulative sums and ``exp`` of
+similarities lose too much in bfloat16). What the forward itself computes runs at the
+autocast dtype (e.g. seqfake's token similarities, made in its forward, are bfloat16 before
+the cast). Weights, gradients and optimiser state stay float32.
 """
 from __future__ import annotations
 
