@@ -195,7 +195,7 @@ def test_a_model_trained_on_a_users_folder_gets_a_domain_check(tmp_path):
             "train.epochs=1"]
     assert train(["abcnorm", "--data", str(tmp_path / "data"), "--artifacts", str(art),
                   "--no-progress", *[x for s in sets for x in ("--set", s)]]) == 0
-    entry = export_run(art, "mine")
+    entry = export_run(art, "mine", int8=False)
     assert entry["domain"]["n_fit"] + entry["domain"]["n_held_out"] == 24
     assert entry["domain"]["classes"] == 2 and "image folder" in entry["domain"]["trained_on"]
 

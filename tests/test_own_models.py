@@ -55,11 +55,11 @@ def own_artifacts(smoke_artifacts, tmp_path_factory):
             "train.epochs=1"]
     assert train(["abcnorm", "--data", str(tree), "--artifacts", str(art), "--no-progress",
                   *[x for s in sets for x in ("--set", s)]]) == 0
-    export_run(art, "mine")
+    export_run(art, "mine", int8=False)
     faces = write_fixture(base / "seqdf")
     assert train(["seqfake", "--data", str(faces), "--artifacts", str(art),
                   "--set", "run.name=myfaces", *FAST]) == 0
-    export_run(art, "myfaces")
+    export_run(art, "myfaces", int8=False)
     manifest = json.loads((art / "manifest.json").read_text())
     for src, dst in (("dcl", "dcl_copy"), ("qmil", "qmil_copy")):
         manifest["models"][dst] = {**manifest["models"][src], "name": dst,
