@@ -261,7 +261,11 @@ def render(res: dict[str, Any]) -> str:
         lines += [f"## {titles[name]}", "",
                   f"{c['what']}. Command: `{c['command']}`; run {c['started']} - {c['finished']}, "
                   f"{m['cpu']} ({m['cores']} cores), load average (1 min) {c['load_before'][0]:.2f} "
-                  f"before / {c['load_after'][0]:.2f} after; seed {c['seed']}.", ""]
+                  f"before / {c['load_after'][0]:.2f} after; seed {c['seed']}."
+                  + (f" **The load exceeded the {m['cores']} cores: other jobs shared the CPU, "
+                     f"so these figures are inflated and noisy (non-monotonic points are that "
+                     f"noise); rerun on an idle machine for the work's own cost.**"
+                     if max(c["load_before"][0], c["load_after"][0]) > m["cores"] else ""), ""]
         extra_cols = {"face": ["faces"], "retrieval": ["index", "build_s"],
                       "seqfake": ["img_size", "pairs", "forward_loss_s", "backward_step_s"]}.get(name, [])
         lines += [f"| {c['x_name']} | min | median | p90 | " + " | ".join(extra_cols) + (" |" if extra_cols else ""),
