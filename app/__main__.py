@@ -2,11 +2,13 @@
 behind it (a background worker; each tab answers when its model lands; progress on the page).
 
     python -m app [--artifacts DIR] [--port 7860] [--expose [--no-auth]] [--no-build] [--build-only]
-                  [--smoke] [--only RUN,...]
+                  [--serve-only] [--smoke] [--only RUN,...]
 
 Binds 127.0.0.1 unless ``--expose`` is given; then ``REPLENS_AUTH=user:password`` is
 required (basic authentication), or ``--no-auth`` to serve without a login, with a warning
-on the console and on the page. A busy port is refused before anything is built.
+on the console and on the page. A busy port is refused before anything is built. ``--serve-only`` (the torch-free serving
+install, ``bash scripts/serve.sh``) serves an existing artifacts folder and refuses to start
+without one; without torch nothing can be built, so ``--no-build`` is then implied.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --expose: serve without a login (refused unless given; warned)")
     p.add_argument("--no-build", action="store_true", help="serve what exists; build nothing")
     p.add_argument("--build-only", action="store_true", help="build the artifacts and exit")
+    p.add_argument("--serve-only", action="store_true",
+                   help="serve an existing artifacts folder, build nothing; refused when the "
+                        "folder has no manifest (the torch-free install: scripts/serve.sh)")
     p.add_argument("--smoke", action="store_true",
                    help="build with tiny training budgets (pipeline check, not useful models)")
     p.add_argument("--only", metavar="RUN,...",
@@ -37,6 +42,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     add_arguments(p)  # --concurrency, --queue-size, --request-timeout-s, ... (app/serve.yaml)
     return p.parse_args(argv)
+
+
+def _serve_only_checks(args: argparse.Namespace, artifacts) -> None:
+    """``--serve-only``: refuse a folder without artifacts, say when the face detector is
+    missing; without torch (the serving install) building is impossible: ``--no-build``."""
+    import importlib.util
+
+    from runtime.cli import UserError
+    from runtime.manifest import manifest_path
+    from runtime.mtcnn import RECORD_FILE
+
+    no_torch = importlib.util.find_spec("torch") is None
+    if args.serve_only or no_torch:
+        if args.build_only:
+            raise UserError("--build-only needs the full install (torch): bash scripts/run.sh "
+                            "--build-only" if no_torch else "--serve-only and --build-only "
+                            "exclude each other")
+        if not args.no_build and not args.serve_only:
+            print("[app] torch is not installed (the serving install): serving only, "
+                  "nothing is built", flush=True)
+        args.no_build = True
+    if not args.serve_only:
+        return
+    if not manifest_path(artifacts).is_file():
+        raise UserError(
+            f"nothing to serve: {artifacts} holds no exported models ({manifest_path(artifacts)} "
+            f"is missing). Build them with the full install (bash scripts/run.sh --build-only "
+            f"--artifacts {artifacts}), or name the folder with --artifacts DIR or "
+            f"REPLENS_ARTIFACTS.")
+    if not (artifacts / RECORD_FILE).is_file() and no_torch:
+        print(f"[app] WARNING: {artifacts} holds no ONNX face detector ({RECORD_FILE}): the "
+              f"face tab will only analyse crops until `python -m export.mtcnn --artifacts "
+              f"{artifacts}` is run with the full install", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +93,8 @@ def _main(argv: list[str] | None) -> int:
 
     configure(from_args(args))  # a bad limit is refused before anything runs
     artifacts = artifacts_dir(args.artifacts)
+    if args.serve_only or not args.no_build:
+        _serve_only_checks(args, artifacts)
     if not args.build_only:  # refuse a bad login setting or a busy port before any build
         from app.server import check_port_free, serving_auth
 
