@@ -84,11 +84,11 @@ def compare(ref: Detection, got: Detection) -> dict[str, Any]:
     """Counts and, when they agree, the largest differences (px for boxes and landmarks)."""
     ref, got = _by_area(ref), _by_area(got)
     out: dict[str, Any] = {"faces_reference": len(ref[0]), "faces_onnx": len(got[0])}
-    if len(ref[0]) != len(got[0]):
+    if len(ref[0]) != len(got[0]) or not len(ref[0]):  # nothing to compare face by face
         out.update(box_px=None, landmark_px=None, score=None)
         return out
     diff = [float(np.abs(np.asarray(r, np.float64) - np.asarray(g, np.float64)).max())
-            if len(r) else 0.0 for r, g in zip(ref, got)]
+            for r, g in zip(ref, got)]
     out.update(box_px=diff[0], score=diff[1], landmark_px=diff[2])
     return out
 
