@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.settings import current as limits  # the limits in force (app/serve.yaml, flags, env)
+from runtime.preprocess import to_8bit
 
 
 # what a folder of images is read for (batch analysis, a qMIL bag folder)
@@ -129,15 +130,7 @@ def load_image(source: Any, max_side: int | None = None, min_side: int | None = 
             img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo + 1e-12) * 255.0
-            img = Image.fromarray(arr.astype(np.uint8))
-        elif img.mode == "F":
-            arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
-            lo, hi = float(arr.min()), float(arr.max())
-            img = Image.fromarray(((arr - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8))
+        img = to_8bit(img)  # 16-bit / float: range stretched, as training files are
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             img = img.convert("RGBA")
             if img.getchannel("A").getextrema()[0] == 255:  # opaque: nothing to composite

@@ -47,8 +47,22 @@ IMAGENET_RGB = PreprocessSpec(size=(224, 224), channels=3, mean=(0.485, 0.456, 0
                               std=(0.229, 0.224, 0.225))
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit image (modes ``I;16*``, ``I``, ``F``) as 8-bit mode L, its value
+    range stretched to 0..255 (Pillow's ``convert("L")`` would clip 16-bit values at 255).
+    The app decodes uploads with it too (:func:`app.inputs.load_image`), so training files
+    and uploads get the same pixels. Other modes are returned unchanged."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    return Image.fromarray(((arr - lo) / (hi - lo + 1e-12) * 255.0).astype(np.uint8))
+
+
 def to_pil(image: np.ndarray | Image.Image, channels: int) -> Image.Image:
-    """Convert an array (H, W) / (H, W, C) uint8 or a PIL image to mode L or RGB."""
+    """Convert an array (H, W) / (H, W, C) uint8 or a PIL image (any mode: gray, RGB, RGBA,
+    palette, 16-bit) to mode L or RGB; transparency is flattened, 16-bit ranges stretched
+    (:func:`to_8bit`)."""
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:
@@ -56,6 +70,7 @@ def to_pil(image: np.ndarray | Image.Image, channels: int) -> Image.Image:
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         image = Image.fromarray(arr)
+    image = to_8bit(image)
     mode = "L" if channels == 1 else "RGB"
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
@@ -64,13 +79,19 @@ def to_pil(image: np.ndarray | Image.Image, channels: int) -> Image.Image:
     return image.convert(mode)
 
 
-def to_array(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Resize and convert one image; returns float32 (C, H, W) in [0, 1], not normalised."""
+def to_uint8(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize and convert one image to the spec's size and channels: uint8 (H, W) for
+    1 channel, (H, W, 3) for 3 (what :func:`to_array` scales; training pools store it)."""
     pil = to_pil(image, spec.channels)
     h, w = spec.size
     if pil.size != (w, h):
         pil = pil.resize((w, h), Image.BILINEAR)
-    arr = np.asarray(pil, dtype=np.float32) / 255.0
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def to_array(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize and convert one image; returns float32 (C, H, W) in [0, 1], not normalised."""
+    arr = to_uint8(image, spec).astype(np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[None]
     else:

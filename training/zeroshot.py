@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec
 from training.data.bags import BagSet, iter_bag_batches
 
 
@@ -69,16 +70,18 @@ def iterative_query(model: nn.Module, images: torch.Tensor, mask: torch.Tensor,
 def predict_bags(model: nn.Module, bags: BagSet, images: np.ndarray,
                  query_vectors: torch.Tensor | None, device: torch.device | str = "cpu",
                  batch_size: int = 64, seen: Sequence[int] | None = None,
-                 strong_rel: float = 0.5) -> dict[str, np.ndarray]:
+                 strong_rel: float = 0.5, spec: PreprocessSpec = FASHION_MNIST
+                 ) -> dict[str, np.ndarray]:
     """Run a model over every bag of a BagSet.
 
     Args:
         model: a qMIL model (``query_vectors`` given) or a query-free MIL model (None).
         bags: the bags; ``bags.query`` indexes ``query_vectors``.
-        images: uint8 (M, H, W) image pool the bags index.
+        images: uint8 (M, H, W) or (M, H, W, 3) image pool the bags index.
         query_vectors: (C, D) word vector per class id, or None for a query-free model.
         seen: class ids to query first (iterative zero-shot); None = ask directly.
         strong_rel: see :func:`iterative_query`.
+        spec: the model's preprocessing (mean/std of the pool).
 
     Returns:
         prob (N,), beta (N, K_max) (zeros beyond each batch's width), keep bool (N, K_max).
@@ -89,7 +92,7 @@ def predict_bags(model: nn.Module, bags: BagSet, images: np.ndarray,
     beta = np.zeros((n, kmax), np.float32)
     keep = bags.mask.copy()
     qv = None if query_vectors is None else query_vectors.to(device)
-    for rows, x, m in iter_bag_batches(bags, images, batch_size):
+    for rows, x, m in iter_bag_batches(bags, images, batch_size, spec):
         x, m = x.to(device), m.to(device)
         k = m.shape[1]
         if qv is None:

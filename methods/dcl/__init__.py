@@ -28,11 +28,24 @@ class LossConfig:
 
 
 @dataclass
+class UserDataConfig:
+    """Keys that replace those of ``data`` for a user's image folder."""
+    image_size: int = positive()
+
+
+@dataclass
 class DataConfig:
     root: str | None = existing_path()
+    format: Literal["auto", "idx", "image_folder", "unlabeled"]
     train_subset: int | None = positive()
     subset_seed: int
     image_size: int = positive()
+    channels: Literal[1, 3] | None
+    mean: list[float] | None
+    std: list[float] | None
+    test_fraction: float = probability()
+    split_seed: int
+    user_data: UserDataConfig
 
 
 @dataclass

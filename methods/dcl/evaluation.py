@@ -23,6 +23,7 @@ def knn_top1(model: Any, plugin: Any) -> tuple[float, int]:
             [model.run({"image": a[i:i + bs]})["embedding"] for i in range(0, len(a), bs)]))
 
     acc = knn_accuracy(embed(d["test_x"]), d["test_y"], embed(d["gallery_x"]), d["gallery_y"],
-                       num_classes=10, k=int(plugin.eval_cfg["k"]),
+                       num_classes=plugin.num_classes,
+                       k=min(int(plugin.eval_cfg["k"]), len(d["gallery_y"])),
                        temperature=float(plugin.eval_cfg["temperature"]))
     return acc, int(len(d["test_y"]))

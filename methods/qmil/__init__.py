@@ -14,9 +14,17 @@ from methods.schema import EngineConfig, existing_path, probability, positive
 
 
 @dataclass
+class UserDataConfig:
+    """Keys that replace those of ``data`` for a user's image folder or bag manifest."""
+    unseen_classes: list[str]
+    image_size: int = positive()
+
+
+@dataclass
 class DataConfig:
     dataset: Literal["fashion_mnist", "digits"]
     root: str | None = existing_path()
+    format: Literal["auto", "idx", "image_folder", "bag_csv"]
     unseen_classes: list[str]
     train_queries: list[str] | None
     bags_per_query: int = positive()
@@ -28,6 +36,14 @@ class DataConfig:
     seed: int
     eval_bags_per_query: int = positive()
     eval_seed: int
+    image_size: int = positive()
+    channels: Literal[1, 3] | None
+    mean: list[float] | None
+    std: list[float] | None
+    val_fraction: float = probability()
+    test_fraction: float = probability()
+    split_seed: int
+    user_data: UserDataConfig
 
 
 @dataclass

@@ -130,17 +130,22 @@ def bag_images(images: np.ndarray, indices: np.ndarray,
     """Gather and normalise the images of bags.
 
     Args:
-        images: uint8 (M, H, W) image pool.
+        images: uint8 image pool (M, H, W) (grayscale) or (M, H, W, 3) (colour), already
+            at the model's size.
         indices: int (..., K) image indices, ``PAD`` for padding.
-        spec: preprocessing (its mean/std; the pool is already at the model's size).
+        spec: preprocessing (its mean/std).
 
     Returns:
-        float32 (..., K, 1, H, W) normalised with :func:`runtime.preprocess.normalize`;
+        float32 (..., K, C, H, W) normalised with :func:`runtime.preprocess.normalize`;
         padding slots are zero images.
     """
     valid = indices != PAD
     gathered = images[np.where(valid, indices, 0)].astype(np.float32) / 255.0
-    x = normalize(gathered[..., None, :, :], spec)
+    if images.ndim == 3:
+        gathered = gathered[..., None, :, :]
+    else:
+        gathered = np.moveaxis(gathered, -1, -3)
+    x = normalize(gathered, spec)
     x[~valid] = 0.0
     return x
 
@@ -148,7 +153,7 @@ def bag_images(images: np.ndarray, indices: np.ndarray,
 class BagDataset(Dataset):
     """Torch view of a :class:`BagSet` for training.
 
-    Each item is a dict: ``images`` float32 (K_max, 1, H, W), ``mask`` bool (K_max,),
+    Each item is a dict: ``images`` float32 (K_max, C, H, W), ``mask`` bool (K_max,),
     ``query`` int64 () class id, ``label`` float32 (). Instance labels are not exposed.
     """
 
@@ -170,7 +175,7 @@ class BagDataset(Dataset):
 def trim_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack items and drop padding columns that no bag in the batch uses.
 
-    Returns ``images`` (B, K, 1, H, W), ``mask`` (B, K), ``query`` (B,), ``label`` (B,)
+    Returns ``images`` (B, K, C, H, W), ``mask`` (B, K), ``query`` (B,), ``label`` (B,)
     with K = the largest real bag size in the batch (<= K_max).
     """
     out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
@@ -183,7 +188,7 @@ def iter_bag_batches(bags: BagSet, images: np.ndarray, batch_size: int = 64,
                      spec: PreprocessSpec = FASHION_MNIST):
     """Yield ``(rows, images, mask)`` over a BagSet in order, for evaluation.
 
-    ``rows`` int64 (b,) positions in ``bags``; ``images`` float32 tensor (b, K, 1, H, W)
+    ``rows`` int64 (b,) positions in ``bags``; ``images`` float32 tensor (b, K, C, H, W)
     and ``mask`` bool tensor (b, K), trimmed to the batch's largest bag.
     """
     for start in range(0, len(bags), batch_size):

@@ -13,6 +13,10 @@ too: ``DIR/train.txt`` and ``DIR/val.txt`` (or ``test.txt``), one "relative/path
 per line. The class-count file gives N_j for the adaptive matrix (else the training images
 are counted).
 
+Files whose name looks like an image but that Pillow cannot read (corrupt, truncated PNG,
+not an image) are left out when a tree is scanned, counted in ``FileDataset.skipped``, and
+logged with the first few names (:func:`report_skipped`); never a crash.
+
 CIFAR in its python-pickle layout: ``cifar-10-batches-py/{data_batch_1..5, test_batch,
 batches.meta}`` and ``cifar-100-python/{train, test, meta}``. These pickles are read with a
 restricted unpickler: only dict/list/bytes/str/int containers and numpy arrays rebuilt from
@@ -26,7 +30,7 @@ import io
 import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,28 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
                               ".ppm", ".pgm"})
 COUNT_FILES = ("class_counts.json", "class_counts.txt", "class_counts.csv")
 EVAL_SPLITS = ("val", "test")
+SHOW_SKIPPED = 5  # names of unreadable files shown in the log
+
+
+def unreadable(path: str | os.PathLike[str]) -> str | None:
+    """Why Pillow cannot read ``path`` (None: it can). Checks the header and, for formats
+    that allow it (PNG's chunk CRCs), the whole file, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
+        return f"{type(exc).__name__}: {exc}"
+
+
+def report_skipped(where: str, skipped: list[str] | tuple[str, ...]) -> None:
+    """Log how many files were left out of ``where`` and the first few names."""
+    if not skipped:
+        return
+    names = ", ".join(Path(p).name for p in skipped[:SHOW_SKIPPED])
+    more = f" and {len(skipped) - SHOW_SKIPPED} more" if len(skipped) > SHOW_SKIPPED else ""
+    print(f"[data] {where}: skipped {len(skipped)} unreadable file(s): {names}{more}",
+          flush=True)
 
 
 @dataclass
@@ -49,11 +75,13 @@ class FileDataset:
         paths: image file paths (str).
         labels: int64 class ids. Shape: (N,).
         class_names: name of each class id.
+        skipped: image-named files left out because they could not be read.
     """
 
     paths: list[str]
     labels: np.ndarray
     class_names: tuple[str, ...]
+    skipped: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -70,13 +98,15 @@ class FileDataset:
 
 
 def scan_image_folder(root: str | os.PathLike[str],
-                      class_names: tuple[str, ...] | None = None) -> FileDataset:
+                      class_names: tuple[str, ...] | None = None,
+                      check: bool = True) -> FileDataset:
     """Read a tree ``root/<class>/<image>``.
 
     Args:
         root: the folder whose sub-folders are classes.
         class_names: fix the class ids (e.g. the training classes for a validation tree);
             default: the sorted sub-folder names.
+        check: leave out (and log) files Pillow cannot read (:func:`unreadable`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -90,17 +120,24 @@ def scan_image_folder(root: str | os.PathLike[str],
         raise ValueError(f"{root} has classes not in the training set: {', '.join(unknown[:5])}")
     paths: list[str] = []
     labels: list[int] = []
+    skipped: list[str] = []
     for idx, name in enumerate(names):
         folder = root / name
         if not folder.is_dir():
             continue
         for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS \
+                    and not any(part.startswith(".") for part in f.relative_to(folder).parts):
+                if check and unreadable(f) is not None:
+                    skipped.append(str(f))
+                    continue
                 paths.append(str(f))
                 labels.append(idx)
+    report_skipped(str(root), skipped)
     if not paths:
-        raise DatasetNotFoundError(f"{root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return FileDataset(paths, np.asarray(labels, dtype=np.int64), names)
+        raise DatasetNotFoundError(f"{root} holds no readable images "
+                                   f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return FileDataset(paths, np.asarray(labels, dtype=np.int64), names, tuple(skipped))
 
 
 def read_list_file(root: str | os.PathLike[str], list_file: str | os.PathLike[str],
@@ -219,6 +256,89 @@ def load_folder_splits(root: str | os.PathLike[str]) -> FolderSplits:
         empty = [n for n, c in zip(train.class_names, counts) if c <= 0]
         raise ValueError(f"classes without training images: {', '.join(empty[:5])}")
     return FolderSplits(train, evaluation, [int(c) for c in counts], source, val)
+
+
+def split_by_seed(data: FileDataset, fractions: tuple[float, ...], seed: int
+                  ) -> list[FileDataset]:
+    """Split ``data`` class by class into a training part and one part per fraction.
+
+    Each class's files are shuffled with ``seed``; part ``j`` takes ``round(n * f_j)`` of
+    them (at least one when ``f_j > 0`` and the class has an image to spare), the training
+    part keeps the rest (at least one). Same seed and files -> same parts.
+
+    Returns:
+        ``[train, part_1, ...]``, each in the original file order.
+    """
+    if any(not 0.0 <= f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ValueError(f"split fractions must lie in [0, 1) and sum to less than 1, got "
+                         f"{list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for c in range(len(data.class_names)):
+        idx = rng.permutation(np.flatnonzero(data.labels == c))
+        start = 0
+        for j, f in enumerate(fractions):
+            k = int(round(len(idx) * f))
+            if f > 0 and k == 0 and len(idx) - start > 1:
+                k = 1
+            k = min(k, max(len(idx) - start - 1, 0))
+            parts[j + 1].extend(idx[start:start + k].tolist())
+            start += k
+        parts[0].extend(idx[start:].tolist())
+    return [data.subset(np.asarray(sorted(p), dtype=np.int64)) for p in parts]
+
+
+@dataclass
+class ImageFolderSplits:
+    """Training, validation and test files of an ImageFolder, and how they were found.
+
+    ``val`` holds images no training step sees (temperature fitting, domain-check
+    hold-out); ``test`` the evaluation images. ``layout`` says where each came from."""
+
+    train: FileDataset
+    val: FileDataset
+    test: FileDataset
+    layout: str
+    skipped: tuple[str, ...]    # unreadable files left out of the whole folder
+
+
+def load_image_folder(root: str | os.PathLike[str], val_fraction: float,
+                      test_fraction: float, seed: int) -> ImageFolderSplits:
+    """An ImageFolder with its three splits.
+
+    ``root/train/<class>/`` with ``val/`` and ``test/`` trees: used as they are; with only
+    one of them, that one is the test split and the validation split is drawn from train;
+    with train/ alone, both are drawn from it. Without train/, ``root/<class>/`` is one
+    tree split by ``seed`` into ``val_fraction``, ``test_fraction`` and the rest
+    (:func:`split_by_seed`, per class). Validation and test trees may hold a subset of the
+    training classes, never another class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder not found: {root}")
+    if (root / "train").is_dir():
+        train = scan_image_folder(root / "train")
+        given = {s: scan_image_folder(root / s, class_names=train.class_names)
+                 for s in EVAL_SPLITS if (root / s).is_dir()}
+        skipped = train.skipped + tuple(p for d in given.values() for p in d.skipped)
+        if len(given) == 2:
+            return ImageFolderSplits(train, given["val"], given["test"], "train/ val/ test/",
+                                     skipped)
+        if len(given) == 1:
+            (name, test), = given.items()
+            train, val = split_by_seed(train, (val_fraction,), seed)
+            return ImageFolderSplits(train, val, test,
+                                     f"train/ {name}/; validation {val_fraction:g} of train/ "
+                                     f"(seed {seed})", skipped)
+        train, val, test = split_by_seed(train, (val_fraction, test_fraction), seed)
+        return ImageFolderSplits(train, val, test,
+                                 f"train/; validation {val_fraction:g} and test "
+                                 f"{test_fraction:g} of it (seed {seed})", skipped)
+    tree = scan_image_folder(root)
+    train, val, test = split_by_seed(tree, (val_fraction, test_fraction), seed)
+    return ImageFolderSplits(train, val, test,
+                             f"one tree split by seed {seed}: validation {val_fraction:g}, "
+                             f"test {test_fraction:g}", tree.skipped)
 
 
 # --- CIFAR: restricted unpickling ----------------------------------------------------------

@@ -1,10 +1,21 @@
 """DCL plug-in: SimCLR-style two-view pre-training with NT-Xent, DCL or DCLW (Chapter 3).
 
-Data: Fashion-MNIST train (uint8 28x28), two views per image from
-:mod:`training.data.ssl_aug`, normalised by the shared :func:`runtime.preprocess.normalize`.
+Data: Fashion-MNIST train (uint8 28x28) by default; ``data.root`` / ``--data PATH`` reads
+(``data.format``, auto-detected by :func:`training.data.sources.detect_format`) a
+Fashion-MNIST IDX folder, an ImageFolder (``DIR/<class>/*`` or train/ val/ test/ trees:
+:func:`training.data.folders.load_image_folder`) or any folder of images, nested or flat
+(:mod:`training.data.unlabeled`; labels where its first-level sub-folders give them). A
+user's images take ``data.user_data`` (64 px), their channels from the files (1 if every
+file is grayscale, else 3; the encoder's ``in_chans`` follows) and ImageNet's mean/std
+unless ``data.channels`` / ``data.mean`` / ``data.std`` are set; they are decoded once into
+memory at the model's size (:mod:`training.data.images`, unreadable files skipped).
+Two views per image from :mod:`training.data.ssl_aug`, normalised by the shared
+:func:`runtime.preprocess.normalize`.
 Monitor: weighted kNN (k=200, T=0.1) of test images against a fixed train subset, on the
-l2-normalised backbone features (``model.embed``). Optionally the same kNN for a
-random-init encoder of the same architecture, as a reference.
+l2-normalised backbone features (``model.embed``); on a user's folder, its labelled
+training images against its test split (or, without one, a ``data.test_fraction`` of its
+labelled images held out by ``data.split_seed``); no monitor without two labelled classes.
+Optionally the same kNN for a random-init encoder of the same architecture, as a reference.
 
 Config sections: ``model`` (registered name + kwargs), ``dcl`` (loss, temperature, sigma,
 gather_distributed), ``data`` (root, train_subset), ``aug`` (:class:`AugConfig` fields),
@@ -12,6 +23,7 @@ gather_distributed), ``data`` (root, train_subset), ``aug`` (:class:`AugConfig` 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +32,11 @@ import torch.nn as nn
 from torch.utils.data import TensorDataset
 
 from runtime.preprocess import FASHION_MNIST, PreprocessSpec
-from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
+from training.data.fashion_mnist import CLASS_NAMES, ArrayDataset, load_fashion_mnist
+from training.data.folders import FileDataset, load_image_folder, split_by_seed
+from training.data.images import data_channels, decode_files, user_spec
+from training.data.sources import detect_format
+from training.data.unlabeled import scan_unlabeled_folder
 from training.data.ssl_aug import AugConfig, two_views
 from training.losses.dcl import build_loss
 from training.methods.base import Method
@@ -46,22 +62,81 @@ class DCLMethod(Method):
                                     sigma=float(self.dcl_cfg["sigma"]),
                                     gather_distributed=bool(self.dcl_cfg["gather_distributed"]))
         self.aug = AugConfig.from_dict(cfg["aug"])
-        size = int(self.data_cfg["image_size"])
-        self.spec = PreprocessSpec(size=(size, size), channels=1, mean=FASHION_MNIST.mean,
-                                   std=FASHION_MNIST.std)
+        root, fmt = self.data_cfg["root"], str(self.data_cfg["format"])
+        self.format = "builtin" if not root else (
+            detect_format(root, FORMATS) if fmt == "auto" else fmt)
+        if self.user_data:
+            self.data_cfg.update(self.data_cfg.get("user_data") or {})
+        self._files: dict[str, FileDataset] = {}
+        self.layout = ""
+        self.class_names: list[str] = list(CLASS_NAMES)
+        if self.user_data:
+            self._scan_user_data()
+        self.spec = self._preprocess()
         self._train: ArrayDataset | None = None
+        self._test: ArrayDataset | None = None
         self._eval_cache: dict[str, torch.Tensor] | None = None
         self._random_ref: float | None = None
         self._embedding_dim: int | None = None
 
+    # --- data source -------------------------------------------------------------------
+    @property
+    def user_data(self) -> bool:
+        """True for a user's image folder (labelled or not)."""
+        return self.format in ("image_folder", "unlabeled")
+
+    def _scan_user_data(self) -> None:
+        """List the user's files: training images, and the labelled kNN queries."""
+        d = self.data_cfg
+        frac, seed = float(d["test_fraction"]), int(d["split_seed"])
+        if self.format == "image_folder":
+            s = load_image_folder(d["root"], 0.0, frac, seed)
+            self._files = {"train": s.train, "test": s.test}
+            self.layout = s.layout
+        else:
+            tree = scan_unlabeled_folder(d["root"])
+            self._files = {"train": tree, "test": tree.subset(np.zeros(0, np.int64))}
+            self.layout = "every image under the folder"
+            labelled = np.flatnonzero(tree.labels >= 0)
+            if len(set(tree.labels[labelled].tolist())) >= 2:  # kNN on the labelled ones
+                part = tree.subset(labelled)
+                gallery, queries = split_by_seed(part, (frac,), seed)
+                self._files["knn_gallery"], self._files["test"] = gallery, queries
+                self.layout += (f"; kNN monitor on its labelled images ({len(gallery)} "
+                                f"gallery, {len(queries)} queries, seed {seed})")
+        self.class_names = list(self._files["train"].class_names)
+
+    def _preprocess(self) -> PreprocessSpec:
+        d, size = self.data_cfg, int(self.data_cfg["image_size"])
+        if not self.user_data:
+            return PreprocessSpec(size=(size, size), channels=1,
+                                  mean=tuple(float(m) for m in d["mean"] or FASHION_MNIST.mean),
+                                  std=tuple(float(s) for s in d["std"] or FASHION_MNIST.std))
+        channels = int(d["channels"] or data_channels(self._files["train"].paths))
+        return user_spec(size, channels, d["mean"], d["std"])
+
+    def _decoded(self, name: str) -> ArrayDataset:
+        """A user's split decoded at the model's size (uint8 (N, H, W[, 3]))."""
+        return decode_files(self._files[name], self.spec,
+                            f"{self.data_cfg['root']} ({name})").data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
     # --- model -------------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
-        return {"name": self._model_spec["name"], "kwargs": dict(self._model_spec["kwargs"])}
+        """The encoder's name and kwargs; ``in_chans`` follows the data's channels."""
+        kw = dict(self._model_spec["kwargs"])
+        if self.user_data or self.spec.channels != int(kw.get("in_chans", 1)):
+            kw["in_chans"] = int(self.spec.channels)
+        return {"name": self._model_spec["name"], "kwargs": kw}
 
     # --- data --------------------------------------------------------------------------
     def _train_data(self) -> ArrayDataset:
         if self._train is None:
-            ds = load_fashion_mnist("train", root=self.data_cfg["root"])
+            ds = self._decoded("train") if self.user_data else \
+                load_fashion_mnist("train", root=self.data_cfg["root"])
             n = self.data_cfg["train_subset"]
             if n:
                 idx = np.random.default_rng(int(self.data_cfg["subset_seed"])).permutation(
@@ -70,14 +145,21 @@ class DCLMethod(Method):
             self._train = ds
         return self._train
 
+    def _test_data(self) -> ArrayDataset:
+        if self._test is None:
+            self._test = self._decoded("test") if self.user_data else \
+                load_fashion_mnist("test", root=self.data_cfg["root"])
+        return self._test
+
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
-        """The pre-training images (or the test split); their classes."""
-        ds = self._train_data() if split == "train" else load_fashion_mnist(
-            "test", root=self.data_cfg["root"])
-        return ds.images, ds.labels
+        """The pre-training images (or the test split); their classes (None where some
+        images have none)."""
+        ds = self._train_data() if split == "train" else self._test_data()
+        labels = ds.labels if len(ds.labels) and (ds.labels >= 0).all() else None
+        return ds.images, labels
 
     def train_dataset(self) -> TensorDataset:
-        """uint8 images (N, 28, 28); labels are not used in pre-training."""
+        """uint8 images (N, H, W) or (N, H, W, 3); labels are not used in pre-training."""
         return TensorDataset(torch.from_numpy(self._train_data().images))
 
     # --- optimisation ------------------------------------------------------------------
@@ -94,30 +176,43 @@ class DCLMethod(Method):
 
     # --- evaluation --------------------------------------------------------------------
     def _eval_tensors(self) -> dict[str, torch.Tensor]:
-        """Prepared gallery (a fixed train subset) and test inputs, built once."""
+        """Prepared gallery (a fixed train subset) and test inputs, built once (empty on a
+        user's folder without two labelled classes)."""
         if self._eval_cache is None:
-            train = load_fashion_mnist("train", root=self.data_cfg["root"])
-            test = load_fashion_mnist("test", root=self.data_cfg["root"])
+            if self.user_data:
+                train = self._decoded("knn_gallery") if "knn_gallery" in self._files \
+                    else self._train_data()
+                test = self._test_data()
+                keep = np.flatnonzero(train.labels >= 0)
+                train = train.subset(keep)
+                if len(set(train.labels.tolist())) < 2 or len(test) == 0:
+                    train, test = train.subset(keep[:0]), test.subset(np.zeros(0, np.int64))
+            else:
+                train = load_fashion_mnist("train", root=self.data_cfg["root"])
+                test = self._test_data()
             g_n = min(int(self.eval_cfg["gallery_size"]), len(train))
             t_n = min(int(self.eval_cfg["test_size"]), len(test))
             g_idx = np.sort(np.random.default_rng(12345).permutation(len(train))[:g_n])
             t_idx = np.sort(np.random.default_rng(54321).permutation(len(test))[:t_n])
             self._eval_cache = {
-                "gallery_x": prepare(train.images[g_idx], self.spec),
+                "gallery_x": prepare(train.images[g_idx], self.spec) if g_n else torch.zeros(0),
                 "gallery_y": torch.from_numpy(train.labels[g_idx]),
-                "test_x": prepare(test.images[t_idx], self.spec),
+                "test_x": prepare(test.images[t_idx], self.spec) if t_n else torch.zeros(0),
                 "test_y": torch.from_numpy(test.labels[t_idx]),
             }
         return self._eval_cache
 
     def knn_top1(self, model: nn.Module, device: torch.device) -> float:
-        """Weighted kNN top-1 of the test subset against the gallery subset, in [0, 1]."""
+        """Weighted kNN top-1 of the test subset against the gallery subset, in [0, 1]
+        (NaN without labelled images)."""
         d = self._eval_tensors()
+        if len(d["test_y"]) == 0:
+            return float("nan")
         bs = int(self.eval_cfg["batch_size"])
         gal = embed_tensor(model, d["gallery_x"], device, bs)
         qry = embed_tensor(model, d["test_x"], device, bs)
-        return knn_accuracy(qry, d["test_y"], gal, d["gallery_y"], num_classes=10,
-                            k=int(self.eval_cfg["k"]),
+        return knn_accuracy(qry, d["test_y"], gal, d["gallery_y"], num_classes=self.num_classes,
+                            k=min(int(self.eval_cfg["k"]), len(d["gallery_y"])),
                             temperature=float(self.eval_cfg["temperature"]))
 
     def random_init_knn_top1(self, device: torch.device, seed: int = 0) -> float:
@@ -130,6 +225,8 @@ class DCLMethod(Method):
         return self._random_ref
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        if len(self._eval_tensors()["test_y"]) == 0:
+            return {}  # no labels: no kNN monitor
         metrics = {"knn_top1": self.knn_top1(model, device)}
         if self.eval_cfg["random_init_reference"]:
             metrics["knn_top1_random_init"] = self.random_init_knn_top1(device)
@@ -146,10 +243,24 @@ class DCLMethod(Method):
             with torch.random.fork_rng(devices=[]):
                 self._embedding_dim = int(self.build_model().feature_dim)
         dim = self._embedding_dim
+        n = len(self._train_data())
+        if self.user_data:
+            h, w = self.spec.size
+            look = f"{h} x {w} {'grayscale' if self.spec.channels == 1 else 'colour'}"
+            dataset = f"image folder {Path(self.data_cfg['root']).name} ({self.layout}), {look}"
+            training = f"{n} images of {Path(self.data_cfg['root']).name} (labels unused)"
+        else:
+            dataset = "Fashion-MNIST (train split), 28 x 28 grayscale"
+            training = "Fashion-MNIST train (60k, labels unused)" \
+                if not self.data_cfg["train_subset"] \
+                else f"Fashion-MNIST train subset of {int(self.data_cfg['train_subset'])} (labels unused)"
         return {
             "preprocess": self.spec.to_dict(),
-            "labels": _class_names(),
-            "dataset": "Fashion-MNIST (train split), 28 x 28 grayscale",
+            "labels": list(self.class_names),
+            "dataset": dataset,
+            "data_source": {"format": self.format, "root": self.data_cfg["root"],
+                            "layout": self.layout, "images": n,
+                            "skipped": sum(len(f.skipped) for f in self._files.values())},
             "loss": self.loss_name,
             "embedding_dim": dim,
             "embed_method": "embed",
@@ -157,16 +268,11 @@ class DCLMethod(Method):
             "sigma": float(getattr(self.criterion, "sigma", self.dcl_cfg["sigma"])),
             "knn": {"k": int(self.eval_cfg["k"]),
                     "temperature": float(self.eval_cfg["temperature"])},
-            "training_data": "Fashion-MNIST train (60k, labels unused)"
-            if not self.data_cfg["train_subset"]
-            else f"Fashion-MNIST train subset of {int(self.data_cfg['train_subset'])} (labels unused)",
+            "training_data": training,
         }
 
 
-def _class_names() -> list[str]:
-    from training.data.fashion_mnist import CLASS_NAMES
-
-    return list(CLASS_NAMES)
+FORMATS = ("idx", "image_folder", "unlabeled")
 
 
 def build(cfg: dict[str, Any]) -> DCLMethod:

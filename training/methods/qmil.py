@@ -1,11 +1,29 @@
 """qMIL on Fashion-MNIST (or digit) bags (SPEC.md section 1), and the gated-attention MIL baseline.
 
+Data (``data.root`` / ``--data PATH``, its format by ``data.format``, auto-detected by
+:func:`training.data.sources.detect_format`):
+    built-in   (root null) ``data.dataset``: Fashion-MNIST or scikit-learn's digits;
+    idx        a folder with the Fashion-MNIST IDX files;
+    image_folder  ``DIR/<class>/*`` (or train/ val/ test/ trees): bags sampled from it as
+               from Fashion-MNIST; the folder names are the query words (underscores and
+               hyphens read as spaces; a name with no word vector is an error that lists
+               every such name with close known words);
+    bag_csv    a bag manifest ``bag_id,path,labels[,split]`` (:mod:`training.data.bag_manifest`):
+               its bags as they are, each asked about each of its labels (positive) and as
+               many other words (negative); the vocabulary of labels are the query words.
+A user's data (image_folder, bag_csv) takes ``data.user_data`` over the keys it names
+(image size 64, no unseen classes), its channels from the files (1 if every image is
+grayscale, else 3) unless ``data.channels`` is set, and ImageNet's mean/std unless
+``data.mean``/``data.std`` are.
+
 Config sections (``training/configs/qmil.yaml``):
-    data:  dataset (fashion_mnist | digits), root, unseen_classes (held out of training
-           queries and training bags),
+    data:  dataset (fashion_mnist | digits), root, format, unseen_classes (held out of
+           training queries and training bags),
            train_queries (null = every seen class; one class for the gated baseline),
            bags_per_query, pos_fraction, size_mean/size_std/min_size/max_size, seed,
-           eval_bags_per_query, eval_seed.
+           eval_bags_per_query, eval_seed, image_size, channels, mean, std,
+           val_fraction / test_fraction / split_seed (a user's folder or manifest without
+           its own splits), user_data.
     model: name (qmil_lenet | qmil_timm | gated_mil_lenet) and its keyword arguments.
     loss:  lam (lambda of eq. 2.4; qMIL only, the baseline uses plain BCE).
     eval:  batch_size, strong_rel (iterative zero-shot queries).
@@ -17,17 +35,22 @@ Evaluation bags come from the test split with a fixed seed.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from runtime.preprocess import FASHION_MNIST
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec, to_uint8
 from models.words import PACKAGE as WORD_PACKAGE
-from models.words import get_word_vectors
+from models.words import EmptyQueryError, UnknownWordError, get_word_vectors
+from training.data.bag_manifest import BagManifest, label_word, read_bag_manifest, split_bags
 from training.data.bags import PAD, BagDataset, BagSet, sample_bags, trim_collate
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
+from training.data.folders import ImageFolderSplits, load_image_folder
+from training.data.images import data_channels, decode_files, user_spec
+from training.data.sources import detect_format
 from training.losses.qmil import qmil_loss
 from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
@@ -46,13 +69,21 @@ class QMILMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg, self.model_cfg = cfg["data"], cfg["model"]
+        self.data_cfg, self.model_cfg = dict(cfg["data"]), cfg["model"]
         self.loss_cfg, self.eval_cfg = cfg["loss"], cfg["eval"]
-        self._train: ArrayDataset | None = None
-        self._test: ArrayDataset | None = None
+        self._splits: dict[str, ArrayDataset] = {}
         self.dataset = str(self.data_cfg["dataset"])
-        self.class_names: list[str] = list(load_class_names(self.dataset))
+        self.format = self._data_format()
+        if self.user_data:  # a user's folder or manifest: its own defaults (data.user_data)
+            self.data_cfg.update(self.data_cfg.get("user_data") or {})
+        self._folder: ImageFolderSplits | None = None
+        self._manifest: BagManifest | None = None
+        self.class_names: list[str] = list(self._load_class_names())
+        self.spec = self._preprocess()
         self.unseen = [self._class_id(c) for c in self.data_cfg["unseen_classes"] or []]
+        if self.unseen and self.format == "bag_csv":
+            raise ValueError("data.unseen_classes needs instance classes (an image folder); "
+                             "a bag manifest has bag labels only: set data.unseen_classes=[]")
         self.seen = [i for i in range(len(self.class_names)) if i not in self.unseen]
         tq = self.data_cfg["train_queries"]
         self.train_queries = self.seen if not tq else [self._class_id(c) for c in tq]
@@ -64,8 +95,51 @@ class QMILMethod(Method):
                              "data.train_queries to one class name")
         wv = get_word_vectors()
         self.word_dim = wv.dim
-        self.query_vectors = torch.from_numpy(wv.lookup_many(self.class_names))  # (C, D)
+        self.query_vectors = torch.from_numpy(query_vectors(self.class_names, self.format))
         self._eval_bags: dict[str, BagSet] = {}
+
+    # --- data source -------------------------------------------------------------------
+    @property
+    def user_data(self) -> bool:
+        """True for a user's image folder or bag manifest."""
+        return self.format in ("image_folder", "bag_csv")
+
+    def _data_format(self) -> str:
+        """"builtin" (root null), or the format of ``data.root``."""
+        root, fmt = self.data_cfg["root"], str(self.data_cfg["format"])
+        if not root:
+            return "builtin"
+        return detect_format(root, FORMATS) if fmt == "auto" else fmt
+
+    def _load_class_names(self) -> tuple[str, ...]:
+        d = self.data_cfg
+        if self.format == "image_folder":
+            self._folder = load_image_folder(d["root"], float(d["val_fraction"]),
+                                             float(d["test_fraction"]), int(d["split_seed"]))
+            words = [label_word(n) for n in self._folder.train.class_names]
+            clash = sorted({w for w in words if words.count(w) > 1})
+            if clash:
+                raise ValueError(f"folder names that read as the same query word: "
+                                 f"{', '.join(clash)} (underscores and hyphens read as spaces)")
+            return tuple(words)
+        if self.format == "bag_csv":
+            self._manifest = read_bag_manifest(d["root"])
+            if len(self._manifest.words) < 2:
+                raise ValueError(f"{d['root']}: a bag manifest needs at least two label words "
+                                 f"(found {list(self._manifest.words)})")
+            return self._manifest.words
+        return load_class_names("fashion_mnist" if self.format == "idx" else self.dataset)
+
+    def _preprocess(self) -> PreprocessSpec:
+        d, size = self.data_cfg, int(self.data_cfg["image_size"])
+        if not self.user_data:
+            mean, std = d["mean"] or FASHION_MNIST.mean, d["std"] or FASHION_MNIST.std
+            return PreprocessSpec(size=(size, size), channels=1,
+                                  mean=tuple(float(m) for m in mean),
+                                  std=tuple(float(s) for s in std))
+        paths = self._folder.train.paths if self._folder else self._manifest.paths  # type: ignore[union-attr]
+        channels = int(d["channels"] or data_channels(paths))
+        return user_spec(size, channels, d["mean"], d["std"])
 
     # --- helpers ---------------------------------------------------------------------
     def _class_id(self, c: str | int) -> int:
@@ -78,16 +152,51 @@ class QMILMethod(Method):
         return self.class_names.index(c)
 
     def split(self, name: str) -> ArrayDataset:
-        """The data set's split ("train" or "test"), loaded once."""
-        attr = "_train" if name == "train" else "_test"
-        if getattr(self, attr) is None:
-            if self.dataset == "digits":
+        """The images of split "train", "val" or "test" at the model's size (uint8
+        (N, H, W) or (N, H, W, 3)), loaded once. Built-in data has no "val" split (its
+        validation images are the training images no bag holds, :meth:`_unused_train`); a
+        bag manifest's three splits are one pool that its bags index."""
+        if self.format == "bag_csv":
+            name = "pool"
+        if name not in self._splits:
+            if self._folder is not None:
+                files = getattr(self._folder, name)
+                data = decode_files(files, self.spec, f"{self.data_cfg['root']} ({name})").data
+            elif self._manifest is not None:
+                data = self._decode_manifest()
+            elif self.dataset == "digits" and self.format == "builtin":
                 from training.data.digits import load_digits
 
-                setattr(self, attr, load_digits(name))
+                data = load_digits(name)
             else:
-                setattr(self, attr, load_fashion_mnist(name, root=self.data_cfg["root"]))
-        return getattr(self, attr)
+                data = load_fashion_mnist(name, root=self.data_cfg["root"])
+            if not self.user_data and tuple(data.images.shape[1:3]) != tuple(self.spec.size):
+                data = ArrayDataset(np.stack([to_uint8(im, self.spec) for im in data.images]),
+                                    data.labels, data.class_names)
+            self._splits[name] = data
+        return self._splits[name]
+
+    def _decode_manifest(self) -> ArrayDataset:
+        """The manifest's images; bags lose the images that fail to decode (a bag left
+        empty is dropped)."""
+        m = self._manifest
+        assert m is not None
+        from training.data.folders import FileDataset
+
+        files = FileDataset(list(m.paths), np.full(len(m.paths), PAD, np.int64), m.words)
+        pool = decode_files(files, self.spec, str(self.data_cfg["root"]))
+        if pool.skipped:
+            new = {p: i for i, p in enumerate(pool.paths)}
+            remap = np.asarray([new.get(p, PAD) for p in m.paths], dtype=np.int64)
+            keep = []
+            for b in range(len(m)):
+                idx = remap[m.members[b]]
+                m.members[b] = idx[idx != PAD]
+                keep.append(len(m.members[b]) > 0)
+            for field_name in ("bag_ids", "members", "labels", "split"):
+                setattr(m, field_name, [v for v, k in zip(getattr(m, field_name), keep) if k])
+            m.paths = list(pool.paths)
+        return pool.data
 
     def _bag_kwargs(self) -> dict[str, Any]:
         d = self.data_cfg
@@ -98,11 +207,18 @@ class QMILMethod(Method):
     def train_bags(self) -> BagSet:
         """Training bags: every seen query's bags, filtered to ``train_queries``."""
         d = self.data_cfg
+        if self.format == "bag_csv":
+            return self._manifest_bags("train", int(d["seed"]))
         bags = sample_bags(self.split("train").labels, self.seen,
                            int(d["bags_per_query"]), instance_classes=self.seen,
                            pos_fraction=float(d["pos_fraction"]),
                            seed=int(d["seed"]), **self._bag_kwargs())
         return bags.subset(np.flatnonzero(np.isin(bags.query, self.train_queries)))
+
+    def _present(self, labels: np.ndarray, classes: list[int]) -> list[int]:
+        """The classes of ``classes`` with an image in ``labels`` (a user's small test
+        split may lack one)."""
+        return [c for c in classes if np.any(labels == c)]
 
     def eval_bags(self, kind: str = "seen") -> BagSet:
         """Balanced test-split bags. kind: "seen" (seen queries, seen-class instances),
@@ -112,21 +228,81 @@ class QMILMethod(Method):
             d = self.data_cfg
             n = int(d["eval_bags_per_query"])
             seed = int(d["eval_seed"])
+            if self.format == "bag_csv":
+                if kind != "seen":
+                    raise ValueError(f"no {kind!r} bags in a bag manifest (no unseen words)")
+                self._eval_bags[kind] = self._manifest_bags("test", seed)
+                return self._eval_bags[kind]
             labels = self.split("test").labels
+            seen = self._present(labels, self.seen)
+            unseen = self._present(labels, self.unseen)
             if kind == "seen":
-                bags = sample_bags(labels, self.seen, n, instance_classes=self.seen,
+                bags = sample_bags(labels, seen, n, instance_classes=seen,
                                    seed=seed, **self._bag_kwargs())
                 bags = bags.subset(np.flatnonzero(np.isin(bags.query, self.train_queries)))
             elif kind == "zs_all":
-                bags = sample_bags(labels, self.unseen, n, instance_classes=None,
+                bags = sample_bags(labels, unseen, n, instance_classes=None,
                                    seed=seed + 1, **self._bag_kwargs())
             elif kind == "zs_unseen":
-                bags = sample_bags(labels, self.unseen, n, instance_classes=self.unseen,
+                bags = sample_bags(labels, unseen, n, instance_classes=unseen,
                                    seed=seed + 2, **self._bag_kwargs())
             else:
                 raise ValueError(f"unknown eval bag kind {kind!r}")
             self._eval_bags[kind] = bags
         return self._eval_bags[kind]
+
+    def _manifest_bags(self, split: str, seed: int) -> BagSet:
+        """The manifest's bags of ``split``, each asked about every training query among
+        its labels (positive) and as many other training queries drawn with ``seed``
+        (negative; one for a bag without labels). Instance classes are unknown (PAD)."""
+        self.split("train")  # decodes the pool (bags lose undecodable images)
+        m = self._manifest
+        assert m is not None
+        d = self.data_cfg
+        rows = split_bags(m, float(d["val_fraction"]), float(d["test_fraction"]),
+                          int(d["split_seed"]))[split]
+        rng = np.random.default_rng(seed)
+        queries = set(self.train_queries)
+        pairs: list[tuple[int, int, int]] = []
+        for b in rows:
+            pos = [q for q in m.labels[b] if q in queries]
+            neg = [q for q in self.train_queries if q not in m.labels[b]]
+            chosen = rng.choice(neg, size=min(len(neg), max(len(pos), 1)), replace=False) \
+                if neg else []
+            pairs += [(int(b), q, 1) for q in pos] + [(int(b), int(q), 0) for q in chosen]
+        kmax = max([int(d["max_size"])] + [len(m.members[b]) for b in rows])
+        indices = np.full((len(pairs), kmax), PAD, dtype=np.int64)
+        for r, (b, _, _) in enumerate(pairs):
+            indices[r, :len(m.members[b])] = m.members[b]
+        mask = indices != PAD
+        query = np.asarray([q for _, q, _ in pairs], dtype=np.int64)
+        label = np.asarray([y for _, _, y in pairs], dtype=np.int64)
+        return BagSet(indices, mask, query, label, np.full_like(indices, PAD))
+
+    def _val_bags(self) -> tuple[BagSet, np.ndarray] | None:
+        """Validation bags (never training or test images) and the pool they index, or None
+        when there are too few validation images."""
+        d = self.data_cfg
+        if self.format == "bag_csv":
+            bags = self._manifest_bags("val", int(d["eval_seed"]) + 7)
+            return (bags, self.split("val").images) if len(bags) >= 2 else None
+        if self.format == "image_folder":
+            data = self.split("val")
+            images, labels = data.images, data.labels
+        else:
+            pool = self._unused_train()
+            images = self.split("train").images[pool]
+            labels = self.split("train").labels[pool]
+        if len(labels) < 2 * int(d["max_size"]) and not self.user_data:
+            return None
+        present = self._present(labels, self.train_queries)
+        seen = self._present(labels, self.seen)
+        if not present or len(seen) < 2:
+            return None
+        bags = sample_bags(labels, present, int(d["eval_bags_per_query"]),
+                           instance_classes=seen, seed=int(d["eval_seed"]) + 7,
+                           **self._bag_kwargs())
+        return bags, images
 
     # --- domain check and calibration (export) -----------------------------------------
     def _unused_train(self) -> np.ndarray:
@@ -138,35 +314,41 @@ class QMILMethod(Method):
         keep[used[used != PAD]] = False
         return np.flatnonzero(keep)
 
+    def _bag_members(self, bags: BagSet) -> np.ndarray:
+        """The distinct pool indices the bags hold: int64 (n,)."""
+        idx = np.unique(bags.indices)
+        return idx[idx != PAD]
+
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
-        """Instances (uint8 (N, 28, 28)) and their classes: "train" the seen-class training
-        images (what the bags are made of; the domain check is fitted on them), "val" those
-        of them no training bag contains, "test" the test split's seen-class images."""
-        if split == "val":
+        """Instances (uint8 (N, H, W) or (N, H, W, 3)) and their classes: "train" the
+        seen-class training images (what the bags are made of; the domain check is fitted
+        on them), "val" images no training bag contains (built-in data: training images
+        of no bag; a user's folder: its validation split), "test" the test split's
+        seen-class images. A bag manifest: the images of that split's bags, no classes."""
+        if self.format == "bag_csv":
+            bags = {"train": self.train_bags, "test": self.eval_bags}.get(
+                split, lambda: self._manifest_bags("val", 0))()
+            return self.split(split).images[self._bag_members(bags)], None
+        if split == "val" and self.format != "image_folder":
             idx = self._unused_train()
             data = self.split("train")
             return data.images[idx], data.labels[idx]
-        data = self.split("train" if split == "train" else "test")
+        data = self.split(split if split in ("train", "val") else "test")
         keep = np.flatnonzero(np.isin(data.labels, self.seen))
         return data.images[keep], data.labels[keep]
 
     def calibration_items(self, split: str) -> tuple[list[dict[str, Any]], np.ndarray | None]:
         """Bags and their 0/1 labels for the bag temperature: "val" balanced bags of the
-        training queries drawn only from training images no training bag contains (never
-        the test bags, which measure the calibration), "test" the evaluation bags of
+        training queries drawn only from images no training bag contains (never the test
+        bags, which measure the calibration), "test" the evaluation bags of
         :meth:`evaluate` (seen queries)."""
         if self.gated:
             return [], None
         if split == "val":
-            pool = self._unused_train()
-            if len(pool) < 2 * int(self.data_cfg["max_size"]):
+            val = self._val_bags()
+            if val is None:
                 return [], None
-            images = self.split("train").images[pool]
-            labels = self.split("train").labels[pool]
-            present = [q for q in self.train_queries if np.any(labels == q)]
-            bags = sample_bags(labels, present, int(self.data_cfg["eval_bags_per_query"]),
-                               instance_classes=self.seen, seed=int(self.data_cfg["eval_seed"]) + 7,
-                               **self._bag_kwargs())
+            bags, images = val
         else:
             bags, images = self.eval_bags("seen"), self.split("test").images
         q = self.query_vectors.numpy()
@@ -181,6 +363,9 @@ class QMILMethod(Method):
             kw = {k: kw[k] for k in ("encoder", "feat_dim", "attn_dim") if k in kw}
         else:
             kw["word_dim"] = self.word_dim
+        if self.user_data or self.spec != FASHION_MNIST:  # the data's format (built-in: the
+            kw["in_chans"] = int(self.spec.channels)      # models' defaults, 1 x 28 x 28)
+            kw["image_size"] = int(self.spec.size[0])
         return {"name": str(self.model_cfg["name"]), "kwargs": kw}
 
     def build_model(self) -> nn.Module:
@@ -193,7 +378,7 @@ class QMILMethod(Method):
 
     # --- data ------------------------------------------------------------------------
     def train_dataset(self) -> BagDataset:
-        return BagDataset(self.train_bags(), self.split("train").images, FASHION_MNIST)
+        return BagDataset(self.train_bags(), self.split("train").images, self.spec)
 
     def collate_fn(self) -> Callable:
         return trim_collate
@@ -223,7 +408,7 @@ class QMILMethod(Method):
                             None if self.gated else self.query_vectors, device,
                             batch_size=int(self.eval_cfg["batch_size"]),
                             seen=self.seen if iterative else None,
-                            strong_rel=float(self.eval_cfg["strong_rel"]))
+                            strong_rel=float(self.eval_cfg["strong_rel"]), spec=self.spec)
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         was_training = model.training
@@ -232,19 +417,25 @@ class QMILMethod(Method):
         pred = self.predict(model, bags, device)
         vals = {"beta": pred["beta"], "instance_labels": bags.instance_labels,
                 "query": bags.query, "label": bags.label}
-        m: dict[str, float] = {
-            "bag_acc": bag_accuracy(pred["prob"], bags.label),
-            "att_acc": attention_accuracy(**vals),
-            "att_acc_predicted": attention_accuracy(**vals, prob=pred["prob"], over="predicted"),
-            "att_chance": attention_chance(bags.instance_labels, bags.mask, bags.query,
-                                           bags.label),
-        }
+        m: dict[str, float] = {"bag_acc": bag_accuracy(pred["prob"], bags.label)}
+        known = bool((bags.instance_labels != PAD).any())  # a bag manifest has no classes
+        if known:
+            m.update({
+                "att_acc": attention_accuracy(**vals),
+                "att_acc_predicted": attention_accuracy(**vals, prob=pred["prob"],
+                                                        over="predicted"),
+                "att_chance": attention_chance(bags.instance_labels, bags.mask, bags.query,
+                                               bags.label),
+            })
         acc_q = per_query({"prob": pred["prob"], "label": bags.label}, bags.query,
                           bag_accuracy, self.train_queries)
-        att_q = per_query(vals, bags.query, attention_accuracy, self.train_queries)
+        att_q = per_query(vals, bags.query, attention_accuracy, self.train_queries) \
+            if known else {}
         for c in self.train_queries:
             m[f"bag_acc/{_key(self.class_names[c])}"] = acc_q[c]
-            m[f"att_acc/{_key(self.class_names[c])}"] = att_q[c]
+            if known:
+                m[f"att_acc/{_key(self.class_names[c])}"] = att_q[c]
+        m = {k: v for k, v in m.items() if v == v}  # a query without test bags: NaN
         if self.unseen and not self.gated:
             zs = self.eval_bags("zs_all")
             m["zs_bag_acc"] = bag_accuracy(self.predict(model, zs, device)["prob"], zs.label)
@@ -258,11 +449,11 @@ class QMILMethod(Method):
 
     def extra_state(self) -> dict[str, Any]:
         return {
-            "preprocess": FASHION_MNIST.to_dict(),
+            "preprocess": self.spec.to_dict(),
             "labels": list(self.class_names),
-            "dataset": ("scikit-learn's digits" if self.dataset == "digits" else
-                        "Fashion-MNIST (train split)") + ", 28 x 28 grayscale; bags of "
+            "dataset": self._describe_data() + "; bags of "
                        + ", ".join(self.class_names[i] for i in self.seen),
+            "data_source": self._data_source(),
             "seen_classes": [self.class_names[i] for i in self.seen],
             "unseen_classes": [self.class_names[i] for i in self.unseen],
             "train_queries": [self.class_names[i] for i in self.train_queries],
@@ -278,7 +469,55 @@ class QMILMethod(Method):
         }
 
 
+    def _describe_data(self) -> str:
+        h, w = self.spec.size
+        look = f"{h} x {w} {'grayscale' if self.spec.channels == 1 else 'colour'}"
+        if self._folder is not None:
+            return f"image folder {Path(self.data_cfg['root']).name} ({self._folder.layout}), {look}"
+        if self._manifest is not None:
+            return f"bag manifest {Path(self.data_cfg['root']).name} ({len(self._manifest)} bags), {look}"
+        name = "scikit-learn's digits" if self.dataset == "digits" and self.format == "builtin" \
+            else "Fashion-MNIST (train split)"
+        return f"{name}, {look}"
+
+    def _data_source(self) -> dict[str, Any]:
+        """Format, path and what was left out (recorded with the model)."""
+        out: dict[str, Any] = {"format": self.format, "root": self.data_cfg["root"]}
+        if self._folder is not None:
+            out.update(layout=self._folder.layout, skipped=len(self._folder.skipped),
+                       images={s: len(getattr(self._folder, s)) for s in ("train", "val", "test")})
+        if self._manifest is not None:
+            out.update(bags=len(self._manifest), skipped=len(self._manifest.skipped),
+                       dropped_bags=len(self._manifest.dropped_bags))
+        return out
+
+
 DATASETS = ("fashion_mnist", "digits")
+FORMATS = ("idx", "image_folder", "bag_csv")
+
+
+def query_vectors(names: list[str], fmt: str = "builtin") -> np.ndarray:
+    """Unit word vectors of the class names (the query words): float32 (C, D).
+
+    Raises:
+        ValueError: names without a word vector, every one listed with close known words.
+    """
+    wv = get_word_vectors()
+    missing: list[str] = []
+    for n in names:
+        try:
+            wv.tokens(n)
+        except UnknownWordError as exc:
+            close = ", ".join(exc.suggestions) or "none found"
+            missing.append(f"{n!r} ({exc.word!r} has no vector; close known words: {close})")
+        except EmptyQueryError:
+            missing.append(f"{n!r} (no word in it)")
+    if missing:
+        what = {"image_folder": "folder names", "bag_csv": "manifest labels"}.get(fmt, "class names")
+        raise ValueError(f"{len(missing)} {what} have no word vector ({WORD_PACKAGE}), so "
+                         f"they cannot be query words: {'; '.join(missing)}. Rename them to "
+                         f"known words (underscores and hyphens read as spaces)")
+    return wv.lookup_many(names)
 
 
 def load_class_names(dataset: str = "fashion_mnist") -> tuple[str, ...]:
