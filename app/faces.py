@@ -178,7 +178,7 @@ def default_detector(retinaface_weights: str | None = None,
             f"no face detector: {art} holds no ONNX MTCNN ({RECORD_FILE}) and "
             f"facenet-pytorch cannot be imported here ({exc}). Export the detector in the "
             f"full environment with `python -m export.mtcnn --artifacts {art}`, or tick "
-            f"'already a face crop'.") from exc
+            f"'already a face crop' (CLI: --crop).") from exc
 
 
 def align_crop(rgb: np.ndarray, face: Face, size: int = 256, margin: float = 0.45) -> np.ndarray:

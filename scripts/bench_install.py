@@ -1,7 +1,8 @@
 """Size, install time and start time of the torch-free serving install against the full one.
 
     python -m scripts.bench_install --artifacts DIR [--kinds serve,full] [--keep]
-                                    [--out reports/serving]
+                                    [--out reports/serving] [--starts 3]
+    python -m scripts.bench_install --render reports/serving.json   # Markdown only
 
 For each kind, a fresh virtual environment in a temporary folder (``--workdir``, default
 under the system's temp folder) is created and its requirements installed as the setup
@@ -72,7 +73,15 @@ def install(kind: str, venv: Path) -> dict[str, Any]:
     t_install = time.perf_counter() - t1
     torch_ok = subprocess.run([str(vpy), "-c", "import torch"], capture_output=True).returncode == 0
     return {"venv_seconds": round(t_venv, 1), "install_seconds": round(t_install, 1),
-            "size_bytes": _du_bytes(venv), "torch_importable": torch_ok}
+            "size_bytes": _du_bytes(venv), "torch_importable": torch_ok,
+            "largest": largest_entries(venv)}
+
+
+def largest_entries(venv: Path, n: int = 8) -> dict[str, int]:
+    """The ``n`` largest entries of the venv's site-packages (bytes), largest first."""
+    (site,) = venv.glob("lib/python*/site-packages")
+    sizes = {p.name: _du_bytes(p) for p in site.iterdir()}
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:n])
 
 
 def start_seconds(vpy: Path, artifacts: Path, timeout: float = 300) -> float:
@@ -125,7 +134,7 @@ def services_without_torch(vpy: Path, artifacts: Path, work: Path) -> dict[str, 
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def render(result: dict[str, Any]) -> str:
@@ -147,6 +156,9 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", f"The serving install is {s['size_bytes'] / f['size_bytes']:.1%} of the "
                       f"full one's size and installs in {s['install_seconds'] / max(f['install_seconds'], 1e-9):.1%} "
                       f"of its time."]
+    lines += ["", "Largest entries of site-packages:", ""]
+    lines += [f"- {kind}: " + ", ".join(f"{name} {_gb(b)}" for name, b in r["largest"].items())
+              for kind, r in rows.items()]
     if "services" in result:
         lines += ["", "Every tab's service in the serving venv (no torch installed; "
                       "`tests/torch_free_services.py`):", "", "```json",
@@ -159,13 +171,23 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifacts", required=True, help="an exported artifacts folder to serve")
+    p.add_argument("--artifacts", help="an exported artifacts folder to serve (required "
+                                        "unless --render)")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown of an earlier run")
     p.add_argument("--kinds", default="serve,full", help="comma-separated: serve, full")
     p.add_argument("--workdir", help="where the venvs go (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the venvs")
     p.add_argument("--starts", type=int, default=3, help="app starts timed per venv (median)")
     p.add_argument("--out", default="reports/serving", help="report path without suffix")
     args = p.parse_args(argv)
+    if args.render:
+        from runtime.artifacts import write_bytes_atomic
+
+        earlier = json.loads(Path(args.render).read_text())
+        write_bytes_atomic(Path(args.render).with_suffix(".md"), render(earlier).encode())
+        return 0
+    if not args.artifacts:
+        p.error("--artifacts is required")
     artifacts = Path(args.artifacts).resolve()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="replens-install-"))
     result: dict[str, Any] = {
