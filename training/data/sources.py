@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from training.data.fashion_mnist import DatasetNotFoundError, find_root
 from training.data.folders import IMAGE_EXTENSIONS
@@ -55,3 +55,17 @@ def detect_format(path: str | os.PathLike[str], allowed: Sequence[str] = FORMATS
     raise DatasetNotFoundError(
         f"{p} is not data this method reads: it looks like {' or '.join(fits) or 'nothing known'}"
         f"; expected {', '.join(allowed)} (set data.format to one of them if the guess is wrong)")
+
+
+def with_user_defaults(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``data.user_data``'s values for a user's images: each replaces the key
+    of the same name where that key is still at its default in the method's YAML file (a
+    value the user set, by ``--set`` or ``--config``, is kept)."""
+    from training.config import default_config_path, load_config
+
+    defaults = load_config(default_config_path(method)).get("data", {})
+    out = dict(data)
+    for key, value in (data.get("user_data") or {}).items():
+        if data.get(key) == defaults.get(key):
+            out[key] = value
+    return out

@@ -35,7 +35,7 @@ from runtime.preprocess import FASHION_MNIST, PreprocessSpec
 from training.data.fashion_mnist import CLASS_NAMES, ArrayDataset, load_fashion_mnist
 from training.data.folders import FileDataset, load_image_folder, split_by_seed
 from training.data.images import data_channels, decode_files, user_spec
-from training.data.sources import detect_format
+from training.data.sources import detect_format, with_user_defaults
 from training.data.unlabeled import scan_unlabeled_folder
 from training.data.ssl_aug import AugConfig, two_views
 from training.losses.dcl import build_loss
@@ -66,7 +66,7 @@ class DCLMethod(Method):
         self.format = "builtin" if not root else (
             detect_format(root, FORMATS) if fmt == "auto" else fmt)
         if self.user_data:
-            self.data_cfg.update(self.data_cfg.get("user_data") or {})
+            self.data_cfg = with_user_defaults("dcl", self.data_cfg)
         self._files: dict[str, FileDataset] = {}
         self.layout = ""
         self.class_names: list[str] = list(CLASS_NAMES)

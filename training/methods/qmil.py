@@ -11,7 +11,8 @@ Data (``data.root`` / ``--data PATH``, its format by ``data.format``, auto-detec
     bag_csv    a bag manifest ``bag_id,path,labels[,split]`` (:mod:`training.data.bag_manifest`):
                its bags as they are, each asked about each of its labels (positive) and as
                many other words (negative); the vocabulary of labels are the query words.
-A user's data (image_folder, bag_csv) takes ``data.user_data`` over the keys it names
+A user's data (image_folder, bag_csv) takes ``data.user_data`` for the keys left at their
+YAML defaults (:func:`training.data.sources.with_user_defaults`)
 (image size 64, no unseen classes), its channels from the files (1 if every image is
 grayscale, else 3) unless ``data.channels`` is set, and ImageNet's mean/std unless
 ``data.mean``/``data.std`` are.
@@ -50,7 +51,7 @@ from training.data.bags import PAD, BagDataset, BagSet, sample_bags, trim_collat
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.folders import ImageFolderSplits, load_image_folder
 from training.data.images import data_channels, decode_files, user_spec
-from training.data.sources import detect_format
+from training.data.sources import detect_format, with_user_defaults
 from training.losses.qmil import qmil_loss
 from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
@@ -75,7 +76,7 @@ class QMILMethod(Method):
         self.dataset = str(self.data_cfg["dataset"])
         self.format = self._data_format()
         if self.user_data:  # a user's folder or manifest: its own defaults (data.user_data)
-            self.data_cfg.update(self.data_cfg.get("user_data") or {})
+            self.data_cfg = with_user_defaults("qmil", self.data_cfg)
         self._folder: ImageFolderSplits | None = None
         self._manifest: BagManifest | None = None
         self.class_names: list[str] = list(self._load_class_names())
@@ -509,7 +510,8 @@ def query_vectors(names: list[str], fmt: str = "builtin") -> np.ndarray:
             wv.tokens(n)
         except UnknownWordError as exc:
             close = ", ".join(exc.suggestions) or "none found"
-            missing.append(f"{n!r} ({exc.word!r} has no vector; close known words: {close})")
+            part = "" if exc.word == n else f"{exc.word!r} has no vector; "
+            missing.append(f"{n!r} ({part}close known words: {close})")
         except EmptyQueryError:
             missing.append(f"{n!r} (no word in it)")
     if missing:
