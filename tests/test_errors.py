@@ -60,9 +60,10 @@ def test_training_mistakes(args, expected, tmp_path, capsys):
     assert not list((tmp_path / "runs").glob("*/summary.json"))   # nothing claims to be done
 
 
-def test_an_image_folder_is_not_a_fashion_mnist_folder(tmp_path, capsys):
-    """DCL and qMIL read Fashion-MNIST IDX folders: an image folder must not fall back
-    silently to the installed Fashion-MNIST."""
+def test_a_folder_too_small_to_train_on_is_one_line(tmp_path, capsys):
+    """DCL and qMIL read image folders (training/data/sources.py): a folder of one image is
+    refused in one line naming what is wrong, never a silent fall-back to the installed
+    Fashion-MNIST."""
     from training.__main__ import main
 
     (tmp_path / "photos").mkdir()
@@ -70,7 +71,9 @@ def test_an_image_folder_is_not_a_fashion_mnist_folder(tmp_path, capsys):
     for method in ("dcl", "qmil"):
         assert main([method, "--data", str(tmp_path / "photos"), "--artifacts",
                      str(tmp_path / "art"), "--no-progress", "--set", "train.max_steps=1"]) == 2
-        assert "holds no Fashion-MNIST IDX files" in _one_line_error(capsys.readouterr().err)
+        err = _one_line_error(capsys.readouterr().err)
+        assert "fashion" not in err.lower() and err.startswith("error:"), (method, err)
+        assert not (tmp_path / "art" / "runs" / method / "checkpoint.pt").exists()
 
 
 def test_export_without_runs_is_one_line(tmp_path):
