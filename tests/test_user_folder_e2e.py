@@ -61,6 +61,7 @@ def test_bag_query_answers_with_the_folder_names(served):
     assert entry["extra"]["data_source"]["format"] == "image_folder"
     assert entry["extra"]["data_source"]["skipped"] == 1        # the corrupt PNG
     assert "domain" in entry and entry["domain"]["classes"] == 3  # fitted on the user's images
+    assert not (served["art"] / "examples" / "bags").exists()   # no Fashion-MNIST example bags
     test = Path(served["bags"]) / "test"
     bag = [test / "square" / "000.png", test / "circle" / "001.png", test / "triangle" / "000.png"]
     for word in CLASSES:
