@@ -2,7 +2,7 @@
 the exact on-disk format a user brings: for the tests, the benchmark of
 ``scripts/qmil_folder_eval.py`` and for trying the "your own images" commands.
 
-    python -m training.data.shapes DIR [--per-class 40] [--size 64] [--layout tree|splits]
+    python -m training.data.shapes DIR [--per-class 150] [--size 64] [--layout tree|splits]
 
 Each class is a shape with its own colour (``circle`` red, ``square`` green, ``triangle``
 blue, ``star`` yellow, ...) at a random position and size on a noisy gray background; with
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", help="folder to write")
     p.add_argument("--classes", nargs="+", default=["circle", "square", "triangle"],
                    choices=list(SHAPES))
-    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--per-class", type=int, default=150,
+                   help="images per class (150: DCL's default batch of 256 fits the training split)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--layout", choices=("splits", "tree"), default="splits")
     p.add_argument("--seed", type=int, default=0)
