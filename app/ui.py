@@ -49,7 +49,10 @@ def model_card_markdown(engine: Engine) -> str:
         if metrics:
             lines.append("- test metrics: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-        lines.append(f"- limits: {desc.limits if desc else 'see docs/'}")
+        trained_on = ((entry.get("domain") or {}).get("trained_on")
+                      or entry.get("extra", {}).get("dataset"))
+        data = entry.get("training", {}).get("data")
+        lines.append(f"- limits: {desc.limits_for(data, trained_on) if desc else 'see docs/'}")
         lines.append(f"- model card: `{desc.docs if desc and desc.docs else 'docs/'}`")
     return "\n".join(lines)
 

@@ -99,14 +99,13 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
     return dm, record
 
 
-def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any], plugin: str,
+def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
             names: Sequence[str]) -> tuple[domain.DomainModel, dict[str, Any]]:
     """Fit the check of one exported run: its plug-in's images through its ONNX file."""
-    from methods import resolve
     from runtime.engine import OnnxModel
+    from training.methods import plugin_for_run
 
-    cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
-    method = resolve(plugin)(cfg)
+    method = plugin_for_run(entry["method"], config, artifacts)
     images, labels = method.domain_images()
     if len(images) == 0:
         raise ValueError("the method gives no training images")

@@ -59,11 +59,10 @@ def synthetic(n: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
 def test_images(artifacts: Path, entry: dict[str, Any], n: int, seed: int = 0
                 ) -> list[Any]:
     """``n`` images of the run's test split (seeded), from its training plug-in."""
-    from methods import get_method, resolve
+    from training.methods import plugin_for_run
 
-    config = entry["training"]["config"]
-    cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
-    images, _ = resolve(get_method(entry["method"]).plugin)(cfg).domain_images("test")
+    plugin = plugin_for_run(entry["method"], entry["training"]["config"], artifacts)
+    images, _ = plugin.domain_images("test")
     idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
     return [images[i] for i in idx]
 
@@ -112,8 +111,11 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
         dm = domain.load(artifacts / side["file"], side["sha256"])
         names, bs = e["domain"]["features"], 64
 
+        def features(images: list[Any]) -> np.ndarray:
+            return model_features(model, images, names, bs)
+
         def scores(images: list[Any]) -> np.ndarray:
-            return dm.score(model_features(model, images, names, bs))
+            return dm.score(features(images))
 
         inside = scores(tests[name])
         seen = {_digest(tests[name])}  # a model trained on the same data is not "elsewhere"
@@ -134,7 +136,7 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
             row["elsewhere"][label] = {"n": len(out), "flagged": float(np.mean(out > dm.threshold)),
                                        "auroc": auroc(inside, out)}
         if is_bag_model(model):
-            row["bags"] = bag_rows(artifacts, e, dm, scores, sets, n)
+            row["bags"] = bag_rows(artifacts, e, dm, features, sets, n)
         results[name] = row
         print(f"[domain] {name}: in-distribution flagged {row['in_distribution']['flagged']:.1%}"
               + "".join(f"; {k}: {v['flagged']:.0%} (AUROC {v['auroc']:.3f})"
@@ -142,17 +144,18 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
     return results
 
 
-def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, scores: Any,
+def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, features: Any,
              sets: dict[str, list[Any]], n: int) -> dict[str, Any]:
     """A bag model: the fraction of bags flagged by the bag rule (runtime.domain.bag_check)
     among its test bags (at most ``n // 10``), and among bags of the same sizes whose
-    images all come from each other set, or half of them."""
-    from methods import get_method, resolve
+    images all come from each other set, or half of them. ``features(images)`` gives the
+    (K, D) features of a bag's K images; each bag is judged as the app judges it
+    (runtime.domain.check per image, then bag_check)."""
     from runtime import domain
+    from training.methods import plugin_for_run
 
-    config = entry["training"]["config"]
-    cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
-    items, _ = resolve(get_method(entry["method"]).plugin)(cfg).calibration_items("test")
+    plugin = plugin_for_run(entry["method"], entry["training"]["config"], artifacts)
+    items, _ = plugin.calibration_items("test")
     idx = np.sort(np.random.default_rng(0).permutation(len(items))[: max(1, n // 10)])
     bags = [list(items[i]["images"]) for i in idx]
     frac = float(entry["domain"]["bag_min_in_domain"])
@@ -160,8 +163,7 @@ def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, scores: Any,
     def flagged(bag_list: list[list[Any]]) -> float:
         out = []
         for bag in bag_list:
-            checks = [{"in_domain": bool(s <= dm.threshold), "score": float(s),
-                       "threshold": dm.threshold, "trained_on": ""} for s in scores(bag)]
+            checks = domain.check(dm, features(bag))
             out.append(not domain.bag_check(checks, frac)["in_domain"])
         return float(np.mean(out))
 

@@ -87,7 +87,9 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
     lines += trust_lines(entry)
-    lines += ["", f"Limits: {desc.limits} Method documentation: `{desc.docs}`.", ""]
+    trained_on = ((entry or {}).get("domain") or {}).get("trained_on") or extra.get("dataset")
+    limits = desc.limits_for(data if isinstance(data, dict) else None, trained_on)
+    lines += ["", f"Limits: {limits} Method documentation: `{desc.docs}`.", ""]
     return lines
 
 

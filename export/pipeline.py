@@ -20,6 +20,7 @@ from methods import all_methods, get_method, resolve
 from runtime.artifacts import atomic_path
 from runtime.manifest import read_manifest, sha256_file, update_manifest
 from training.checkpoint import load_trained
+from training.methods import plugin_for_run
 
 ONNX_DIR = "onnx"
 
@@ -109,9 +110,7 @@ def _add_int8(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], meth
         return
     entry["precision"] = "fp32"
     try:
-        config = ckpt["config"]
-        plugin = resolve(get_method(method).plugin)(
-            {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}})
+        plugin = plugin_for_run(method, ckpt["config"], artifacts)
         entry.update(int8.quantize_run(artifacts, entry, plugin, variant.headline,
                                        resolve(variant.evaluate), cfg))
     except Exception as exc:  # the fp32 model is fine: serve it, say why there is no int8
@@ -131,7 +130,7 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
 
     t0 = time.time()
     try:
-        dm, record = fit_run(artifacts, entry, ckpt["config"], get_method(method).plugin, names)
+        dm, record = fit_run(artifacts, entry, ckpt["config"], names)
     except Exception as exc:  # the model itself is fine: serve it, without the check
         print(f"[export] {entry['name']}: no domain check ({type(exc).__name__}: {exc})",
               flush=True)
@@ -159,9 +158,7 @@ def _add_calibration(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any
 
     t0 = time.time()
     try:
-        config = ckpt["config"]
-        cfg = {**config, "run": {**config.get("run", {}), "artifacts": str(artifacts)}}
-        plugin = resolve(get_method(method).plugin)(cfg)
+        plugin = plugin_for_run(method, ckpt["config"], artifacts)
         val, test = plugin.calibration_items("val"), plugin.calibration_items("test")
         if len(val[0]) < 2 or val[1] is None or len(test[0]) < 2:
             raise ValueError("no labelled validation and test images")

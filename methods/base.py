@@ -115,7 +115,8 @@ class MethodDescriptor:
         variants: its model variants; ``variant_of(extra)`` names the variant of a trained
             checkpoint from its ``extra`` state.
         tab: ``"module"`` of its app tab (a ``build_tab(ctx)`` and a ``TAB`` spec), or None.
-        limits: the limits paragraph of its model card.
+        limits: the limits paragraph of its default model's card (trained on the default
+            data, ``data.root`` null); :meth:`limits_for` gives a run's.
         default_runs: what ``python -m app`` builds; ``smoke`` overrides make them tiny.
         post_export: ``"module:function"`` hooks ``fn(artifacts, runs, options)`` run after
             export (the retrieval gallery, example inputs).
@@ -136,6 +137,19 @@ class MethodDescriptor:
     smoke: tuple[str, ...] = ()
     post_export: tuple[str, ...] = ()
     docs: str = ""
+
+    def limits_for(self, data: dict[str, Any] | None, trained_on: str | None = None) -> str:
+        """The limits paragraph of one run, from its ``data`` config: :attr:`limits` for
+        the default data (``data.root`` null); for a user's data (``root`` set) what holds
+        for any model trained on a folder, not the default data's facts."""
+        root = (data or {}).get("root")
+        if not root:
+            return self.limits
+        what = trained_on or f"the data at {root}"
+        return (f"trained on a user's data ({what}), not on this project's default data; "
+                f"its test metrics are measured on a held-out part of that data only, so they "
+                f"say nothing about images of another kind, which the domain check flags "
+                f"where the model has one. The default model's limits do not apply.")
 
     def variant(self, extra: dict[str, Any]) -> Variant:
         """The variant of a trained model, from its checkpoint's ``extra`` state."""

@@ -139,17 +139,25 @@ class OnnxModel:
                 outs = self.session.run(None, feeds, opts)
         return dict(zip(self.output_names, outs))
 
+    def sidecar(self, suffix: str) -> tuple[Path, str | None] | None:
+        """(path, manifest sha256) of the exported sidecar ``suffix`` (e.g. ``.head.npz``),
+        as the manifest records it: one per run, whichever ONNX file (fp32 or INT8) is
+        served; None when the run has none."""
+        side = self.entry.get("sidecars", {}).get(suffix)
+        if not side:
+            return None
+        return self.artifacts / side["file"], side.get("sha256")
+
     def domain_check(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
         """Per input of ``outputs`` (a :meth:`run` result; per image for a bag model):
         whether it is like the training data (:mod:`runtime.domain`); None when the model
         was exported without a domain check. A domain file that does not match the manifest is an error for this model.
         """
-        spec = self.entry.get("domain")
-        side = self.entry.get("sidecars", {}).get(domain.SUFFIX)
+        spec, side = self.entry.get("domain"), self.sidecar(domain.SUFFIX)
         if not spec or not side:
             return None
         try:
-            dm = domain.load(self.artifacts / side["file"], side.get("sha256"))
+            dm = domain.load(*side)
         except domain.DomainFileError as exc:
             raise ModelUnavailableError(f"{self.name}: {exc}") from exc
         per_instance = spec.get("unit") == "instance"  # a bag model: one answer per image

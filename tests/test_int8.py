@@ -169,3 +169,17 @@ def test_smoke_classifier_quantised_evaluated_and_recorded(smoke_artifacts, tmp_
     assert rec["reason"] and json.dumps(out)                               # JSON-able
     update_manifest(tmp_path, "abcnorm", {**entry, **out})
     assert Engine(tmp_path).get("abcnorm").precision == out["precision"]
+
+    # the INT8 file served with the run's sidecars (head weights, domain check): the tab
+    # answers with its Grad-CAM (the sidecars belong to the run, not to the served file)
+    from app.services.classify import classify
+
+    for side in src["sidecars"].values():
+        shutil.copy(smoke_artifacts / side["file"], tmp_path / side["file"])
+    update_manifest(tmp_path, "abcnorm", {**entry, **out, "precision": "int8",
+                                          "sidecars": src["sidecars"]})
+    engine = Engine(tmp_path)
+    assert engine.get("abcnorm").path.name == "abcnorm.int8.onnx"
+    res = classify(engine, np.full((28, 28, 3), 90, np.uint8), "abcnorm")
+    assert res.report["top"] and res.report["domain"] is not None
+    assert res.cam.ndim == 3 and res.cam.shape[2] == 3

@@ -34,8 +34,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def head_weights(model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
     """The linear head (C, F) and bias (C,) exported beside the ONNX file; checked against
     the manifest's sha256 once, like the ONNX file itself."""
-    side = model.entry.get("sidecars", {}).get(".head.npz", {})
-    return _load_head(str(model.path.with_suffix(".head.npz")), side.get("sha256"))
+    side = model.sidecar(".head.npz")
+    if side is None:
+        raise InputError(f"{model.name} was exported without its head weights (.head.npz); "
+                         f"re-export it (python -m export {model.name}).")
+    return _load_head(str(side[0]), side[1])
 
 
 @functools.lru_cache(maxsize=8)

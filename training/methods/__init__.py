@@ -5,6 +5,7 @@ A method's descriptor (:mod:`methods`) names its plug-in factory ``build(cfg) ->
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from training.methods.base import Method
@@ -16,3 +17,20 @@ def build_method(name: str, cfg: dict[str, Any]) -> Method:
     from training.config import validate_config
 
     return resolve(get_method(name).plugin)(validate_config(name, cfg))
+
+
+def plugin_for_run(method: str, config: dict[str, Any], artifacts: str | Path) -> Method:
+    """The plug-in of a finished run, rebuilt from its stored config (checkpoint or manifest
+    entry) to read that run's data again (export, domain check, calibration, reports).
+
+    The method's current defaults (its YAML) fill the keys the stored config lacks, so a
+    run trained before a key existed (e.g. ``data.format``) still loads; every key the run
+    stored keeps its value. ``run.artifacts`` points at ``artifacts``. Not validated: a run
+    keeps the values it was trained with, even where today's schema is stricter.
+    """
+    from methods import get_method, resolve
+    from training.config import default_config_path, load_config, merge
+
+    cfg = merge(load_config(default_config_path(method)), config)
+    cfg["run"] = {**cfg.get("run", {}), "artifacts": str(artifacts)}
+    return resolve(get_method(method).plugin)(cfg)
