@@ -85,3 +85,15 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_report(out: str | os.PathLike[str], result: Any, markdown: str,
+                 echo: bool = True) -> None:
+    """A measurement's report: ``<out>.json`` (the result) and ``<out>.md`` (its rendering),
+    each written atomically; the Markdown is printed too unless ``echo`` is False."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out.with_suffix(".json"), result)
+    write_bytes_atomic(out.with_suffix(".md"), markdown.encode())
+    if echo:
+        print(markdown, flush=True)

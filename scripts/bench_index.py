@@ -233,14 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                    "<out>.json with the current models/gallery_index.yaml")
     args = p.parse_args(argv)
     if args.render:
-        from runtime.artifacts import write_bytes_atomic, write_json_atomic
+        from runtime.artifacts import write_report
 
         res = json.loads(Path(args.out).with_suffix(".json").read_text())
         summarise(res, ann.load_settings())
         res["rendered"] = "python -m scripts.bench_index " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_json_atomic(Path(args.out).with_suffix(".json"), res)
-        write_bytes_atomic(Path(args.out).with_suffix(".md"), render(res).encode())
-        print(render(res))
+        write_report(args.out, res, render(res))
         return 0
     log = lambda m: print(m, flush=True)  # noqa: E731
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -285,11 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     summarise(res, settings)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from runtime.artifacts import write_bytes_atomic, write_json_atomic
+    from runtime.artifacts import write_report
 
-    write_json_atomic(out.with_suffix(".json"), res)
-    write_bytes_atomic(out.with_suffix(".md"), render(res).encode())
-    log(render(res))
+    write_report(out, res, render(res))
     return 0
 
 

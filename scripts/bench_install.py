@@ -214,11 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from runtime.artifacts import write_bytes_atomic, write_json_atomic
+    from runtime.artifacts import write_report
 
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_bytes_atomic(out.with_suffix(".md"), render(result).encode())
-    print(render(result))
+    write_report(out, result, render(result))
     return 0
 
 

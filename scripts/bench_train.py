@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp_md.write_text(render(json.loads(out.with_suffix(".json").read_text())))
         return 0
 
-    from runtime.artifacts import atomic_path, write_json_atomic
+    from runtime.artifacts import write_report
     from training.experiments.harness import provenance
 
     load_before = round(os.getloadavg()[0], 2)
@@ -259,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu_bf16": _cpu_bf16()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out.with_suffix(".json"), result)
-    with atomic_path(out.with_suffix(".md")) as tmp_md:
-        tmp_md.write_text(render(result))
-    print(render(result))
+    write_report(out, result, render(result))
     return 0
 
 

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/first_run", help="output path without suffix")
     p.add_argument("cmd", nargs="*", help="the command (default: bash scripts/run.sh)")
     args = p.parse_args(argv)
-    from runtime.artifacts import atomic_path, write_json_atomic
+    from runtime.artifacts import write_report
 
     cwd, art = Path(args.cwd).resolve(), Path(args.artifacts).resolve()
     cmd = args.cmd or ["bash", "scripts/run.sh"]
@@ -249,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 "measured": " ".join(cmd) + " --artifacts DIR --port P",
                 "clone_commit": commit, "fresh_artifacts": fresh, "venv_present": venv,
                 "provenance": prov, "log": str(log)})
-    write_json_atomic(out.with_suffix(".json"), res)
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(render(res))
-    print(render(res))
+    write_report(out, res, render(res))
     return 0
 
 

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from facenet_pytorch import MTCNN
     from PIL import Image
 
-    from runtime.artifacts import artifacts_dir, write_bytes_atomic, write_json_atomic
+    from runtime.artifacts import artifacts_dir, write_report
     from runtime.mtcnn import MTCNNCascade
     from scripts.face_stability import generated_faces
 
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"numpy {np.__version__}",
               "summary": summary(rows), "rows": rows}
     out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_bytes_atomic(out.with_suffix(".md"), render(result).encode())
-    print(render(result))
+    write_report(out, result, render(result))
     return 0
 
 
