@@ -19,6 +19,7 @@ from app.settings import as_dict, current as settings
 from app.ui_common import TabContext, served_models
 from methods import get_method
 from runtime.engine import Engine
+from runtime.manifest import trained_on
 
 EXAMPLES_DIR = "examples"
 
@@ -44,15 +45,14 @@ def model_card_markdown(engine: Engine) -> str:
         lines.append(f"- version `{entry.get('version')}`, provider **{st['provider']}**, "
                      f"opset {entry.get('opset')}, exporter {entry.get('exporter')}"
                      + (f", variant `{variant}`" if variant else ""))
-        lines.append(f"- training data: {entry.get('training', {}).get('data', '?')}")
+        lines.append(f"- trained on: {trained_on(entry) or '?'}; data config: "
+                     f"{entry.get('training', {}).get('data', '?')}")
         metrics = entry.get("metrics", {})
         if metrics:
             lines.append("- test metrics: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-        trained_on = ((entry.get("domain") or {}).get("trained_on")
-                      or entry.get("extra", {}).get("dataset"))
         data = entry.get("training", {}).get("data")
-        lines.append(f"- limits: {desc.limits_for(data, trained_on) if desc else 'see docs/'}")
+        lines.append(f"- limits: {desc.limits_for(data, trained_on(entry)) if desc else 'see docs/'}")
         lines.append(f"- model card: `{desc.docs if desc and desc.docs else 'docs/'}`")
     return "\n".join(lines)
 

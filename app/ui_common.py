@@ -27,6 +27,7 @@ from app.outputs import OutputError, OutputStore
 from app.settings import current as settings
 from runtime.deadline import Deadline, RequestTimeout, using
 from runtime.engine import Engine, ModelUnavailableError
+from runtime.manifest import trained_on
 
 log = logging.getLogger("replens.ui")
 
@@ -203,9 +204,7 @@ def model_summary(engine: Engine, name: str | None, max_labels: int = 12) -> str
     e = engine.manifest.get("models", {}).get(name)
     if not e:
         return f"Model `{name}` is not exported yet."
-    extra = e.get("extra", {})
-    trained = ((e.get("domain") or {}).get("trained_on") or extra.get("dataset")
-               or extra.get("data") or "its training data")
+    trained = trained_on(e) or "its training data"
     labels = list(e.get("labels", []))
     more = f" (+{len(labels) - max_labels} more)" if len(labels) > max_labels else ""
     parts = [f"**{name}** (`{e.get('version', '?')}`, variant {e.get('variant', '?')}): "
@@ -215,15 +214,6 @@ def model_summary(engine: Engine, name: str | None, max_labels: int = 12) -> str
     if labels:
         parts.append(f"{len(labels)} classes: " + ", ".join(labels[:max_labels]) + more)
     return "; ".join(parts) + "."
-
-
-def pick_model(served: list[str], default: str, name: Any) -> str:
-    """The model a request asks for: ``name`` when given, else the tab's default when it is
-    served, else the first served model; an unknown name is refused by the engine."""
-    name = str(name or "").strip()
-    if name:
-        return name
-    return default if default in served or not served else served[0]
 
 
 def domain_warning(report: dict[str, Any]) -> str:

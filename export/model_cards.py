@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from methods import served_runs
-from runtime.manifest import read_manifest
+from runtime.manifest import read_manifest, trained_on
 from runtime.artifacts import artifacts_dir, atomic_path
 
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
@@ -87,8 +87,7 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
     lines += trust_lines(entry)
-    trained_on = ((entry or {}).get("domain") or {}).get("trained_on") or extra.get("dataset")
-    limits = desc.limits_for(data if isinstance(data, dict) else None, trained_on)
+    limits = desc.limits_for(data if isinstance(data, dict) else None, trained_on(entry))
     lines += ["", f"Limits: {limits} Method documentation: `{desc.docs}`.", ""]
     return lines
 

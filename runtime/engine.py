@@ -165,6 +165,16 @@ class OnnxModel:
                             str(spec.get("trained_on", "")))
 
 
+def pick_model(served: list[str], default: str, name: Any) -> str:
+    """The model a request asks for (every tab, API endpoint and CLI command): ``name`` when
+    given, else the method's default when it is served, else the first served model; an
+    unknown name is refused by :meth:`Engine.get`."""
+    name = str(name or "").strip()
+    if name:
+        return name
+    return default if default in served or not served else served[0]
+
+
 class Engine:
     """All models of one artifacts folder, loaded lazily and cached.
 

@@ -58,6 +58,15 @@ def served_file(entry: dict[str, Any], precision: str | None = None) -> tuple[st
     return str(q["file"]), str(q.get("sha256")), "int8"
 
 
+def trained_on(entry: dict[str, Any] | None) -> str | None:
+    """What a manifest entry's model was trained on, in words (its domain check's record,
+    else the data description its training plug-in gave); None when neither is recorded."""
+    entry = entry or {}
+    extra = entry.get("extra", {})
+    return ((entry.get("domain") or {}).get("trained_on") or extra.get("dataset")
+            or extra.get("data") or None)
+
+
 def manifest_path(artifacts: str | Path) -> Path:
     return Path(artifacts) / MANIFEST_NAME
 

@@ -130,7 +130,8 @@ def measure(cmd: list[str], cwd: Path, art: Path, port: int, timeout: float,
                 client = Client(url, verbose=False)
             if client is not None:
                 status = client.predict(api_name="/status")
-                runs = status.get("build", {}).get("runs", [])
+                runs = ((status.get("build") or {}).get("runs")  # nothing built: what is served
+                        or [{"run": n, "state": "ready"} for n in _metrics(art)])
                 for r in runs:
                     run = r["run"]
                     if run in TABS and run not in answered and r["state"] == "ready":
@@ -160,16 +161,19 @@ def measure(cmd: list[str], cwd: Path, art: Path, port: int, timeout: float,
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    build = status.get("build", {})
+    build = status.get("build") or {}
     runs = []
+    built = [r for r in build.get("runs", []) if (r.get("started") or 0) >= t0]  # by this start
     for r in build.get("runs", []):
-        took = (r["ended"] - r["started"]) if r.get("ended") and r.get("started") else None
-        runs.append({"run": r["run"], "state": r["state"], "seconds": took,
-                     "ready_after_s": (r["ended"] - t0) if r.get("ended") else None,
+        now = r in built
+        took = (r["ended"] - r["started"]) if now and r.get("ended") else None
+        runs.append({"run": r["run"], "state": r["state"] if now else "ready before the start",
+                     "seconds": took,
+                     "ready_after_s": (r["ended"] - t0) if now and r.get("ended") else None,
                      "tab": TABS.get(r["run"]), "tab_answers_after_s": answered.get(r["run"]),
                      "error": r.get("error") or errors.get(r["run"])})
-    started = [r["started"] for r in build.get("runs", []) if r.get("started")]
-    ended = [r["ended"] for r in build.get("runs", []) if r.get("ended")]
+    started = [r["started"] for r in built]
+    ended = [r["ended"] for r in built if r.get("ended")]
     return {"first_page_s": first_page, "setup_s": setup_s[0] if setup_s else None,
             "build_s": (max(ended) - min(started)) if started and ended else None,
             "until_all_answer_s": end, "runs": runs, "metrics": _metrics(art),

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from runtime.engine import Engine
+from runtime.engine import Engine, pick_model
 from app.faces import Face, FaceDetector, align_crop, draw_faces
 from app.batch import NoFaceError
 from app.inputs import InputError, display_rgb, load_image
@@ -98,16 +98,15 @@ def model_card_line(engine: Engine, model_name: str) -> dict[str, Any]:
 
 
 def resolve_models(engine: Engine, model_name: str | None) -> list[str]:
-    """``all`` -> every served model of the method (manifest order); else [model_name]."""
-    if model_name in (None, ""):
-        model_name = "seqfake"
+    """``all`` -> every served model of the method (``seqfake`` first); else the one model
+    :func:`runtime.engine.pick_model` picks (the given name, or the default)."""
     if model_name == ALL:
         served = engine.served(METHOD)
         names = [n for n in served if n == "seqfake"] + [n for n in served if n != "seqfake"]
         if not names:
             raise InputError("No sequential deepfake model is exported yet.")
         return names
-    return [model_name]
+    return [pick_model(engine.served(METHOD), "seqfake", model_name)]
 
 
 @dataclass

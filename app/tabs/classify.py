@@ -23,7 +23,8 @@ def build(ctx: "TabContext") -> None:
     import gradio as gr
 
     from app.ui_common import (Dropdown, SafeImage, domain_warning, file_path, guard,
-                               model_summary, pick_model)
+                               model_summary)
+    from runtime.engine import pick_model
 
     def choices() -> list[str]:
         return ctx.served() or [classify_svc.MODEL]

@@ -25,7 +25,8 @@ def build(ctx: "TabContext") -> None:
     import gradio as gr
 
     from app.ui_common import (Dropdown, domain_warning, example_truth, file_path, guard,
-                               model_summary, pick_model)
+                               model_summary)
+    from runtime.engine import pick_model
 
     def choices() -> list[str]:
         return ctx.served() or [qmil_svc.MODEL]

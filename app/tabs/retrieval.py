@@ -19,7 +19,8 @@ def build(ctx: "TabContext") -> None:
     import gradio as gr
 
     from app.ui_common import (Dropdown, SafeImage, Slider, domain_warning, file_path, guard,
-                               model_summary, pick_model)
+                               model_summary)
+    from runtime.engine import pick_model
 
     def choices() -> list[str]:
         return ctx.served() or [retrieval_svc.MODEL]
