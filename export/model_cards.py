@@ -74,7 +74,8 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
         shown = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
         lines.append("- **Data**: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     lines.append(f"- **Trained**: {summary.get('steps')} steps in {summary.get('train_seconds')} s "
-                 f"on {summary.get('device')} ({summary.get('world_size', 1)} process(es)), "
+                 f"on {summary.get('device')} ({summary.get('world_size', 1)} process(es), "
+                 f"{summary.get('precision', 'float32')} forward), "
                  f"commit `{str(summary.get('git_commit', '?'))[:8]}`")
     extra = (entry or {}).get("extra", {})
     if extra.get("group_thresholds"):

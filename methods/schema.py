@@ -205,7 +205,7 @@ class TrainConfig:
     grad_clip: float | None
     threads: int | None = positive()          # torch threads (null: torch's default)
     pin_memory: bool                          # page-locked batches (CUDA only)
-    amp: Literal["fp32", "auto", "bf16", "fp16"]  # autocast (auto: CUDA on, CPU fp32)
+    amp: Literal["fp32", "auto", "native", "bf16", "fp16"]  # autocast (training/precision.py)
     channels_last: bool                       # NHWC weights and image inputs
     accum_steps: int = positive()             # micro-batches per optimiser step
 

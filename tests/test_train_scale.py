@@ -78,6 +78,32 @@ def test_amp_modes_resolve_per_device():
             resolve_config("toy", None, [f"train.amp={bad}"])
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_amp_native_follows_the_cpu(monkeypatch, native_bf16):
+    """``native``: bf16 only on a CPU that computes it natively; fp32 on any other CPU."""
+    import training.precision as precision
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    assert precision.autocast_dtype("native", cpu) is (torch.bfloat16 if native_bf16 else None)
+    assert precision.autocast_dtype("auto", cpu) is None   # auto never changes CPU numbers
+
+
+def test_amp_native_probe_reads_torch(monkeypatch):
+    from training import precision
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert precision.cpu_has_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert precision.cpu_has_bf16() is True
+
+
+def test_summary_records_the_forward_precision(tmp_path):
+    cfg = _cfg("train.amp=bf16", "train.max_steps=1")
+    assert _train(tmp_path, cfg)["precision"] == "bfloat16"
+    cfg = _cfg("train.amp=fp32", "train.max_steps=1")
+    assert _train(tmp_path / "b", cfg)["precision"] == "float32"
+
+
 # --- gradient accumulation ------------------------------------------------------------------
 def test_accumulating_micro_batches_equals_one_big_batch(tmp_path):
     base = ["toy.dropout=0.0", "toy.input_noise=0.0", "train.max_steps=2",

@@ -182,6 +182,7 @@ class Trainer:
         self.progress = progress
         self._stop_signal: int | None = None
         self._scaler: torch.amp.GradScaler | None = None
+        self._precision = "float32"  # the training forward's dtype (train.amp resolved)
         self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
@@ -321,6 +322,7 @@ class Trainer:
         params = self.method.parameters_to_train(model)
         opt = build_optimizer(params, self.optim_cfg)
         amp_dtype = autocast_dtype(str(self.train_cfg["amp"]), self.device)
+        self._precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32"
         self._scaler = make_scaler(amp_dtype, self.device)
 
         dataset = self.method.train_dataset()
@@ -500,4 +502,5 @@ class Trainer:
                 "checkpoint": str(self.ckpt_path), "steps": step,
                 "train_seconds": round(seconds, 2), "metrics": metrics,
                 "interrupted": interrupted, "seed": self.seed, "device": str(self.device),
-                "world_size": dist_utils.world_size(), "git_commit": git_commit()}
+                "world_size": dist_utils.world_size(), "git_commit": git_commit(),
+                "precision": self._precision}  # the forward's autocast dtype

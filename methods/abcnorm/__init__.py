@@ -109,7 +109,11 @@ DESCRIPTOR = MethodDescriptor(
     tab="app.tabs.classify",
     limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "
            "(many/medium/few) use the thresholds stored with the model.",
-    default_runs=(BuildRun("abcnorm", seconds=41), BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=47)),
+    default_runs=(BuildRun("abcnorm", seconds=41),
+                  # the CE baseline the Classifier tab shows beside ABC-Norm when served: built
+                  # on request (--only abcnorm_ce), kept out of the first build so that it
+                  # finishes within 15 minutes (issue #15)
+                  BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=47, optional=True)),
     smoke=("train.batch_size=32",),
     docs="docs/abcnorm.md",
     post_export=("methods.abcnorm.assets:write_examples",),
