@@ -145,7 +145,8 @@ def measure(cmd: list[str], cwd: Path, art: Path, port: int, timeout: float,
                                   f"{answered[run]:.0f} s", flush=True)
                         except Exception as exc:  # noqa: BLE001 - reported, retried
                             errors[run] = str(exc)[:300]
-                settled = runs and all(r["state"] in ("ready", "failed") for r in runs)
+                settled = all(r["state"] in ("ready", "failed") for r in runs) and \
+                    (bool(runs) or "--no-build" in cmd)  # --no-build: nothing will come
                 if settled and all(r["run"] in answered or r["state"] == "failed"
                                    or r["run"] not in TABS for r in runs):
                     break
@@ -176,7 +177,7 @@ def measure(cmd: list[str], cwd: Path, art: Path, port: int, timeout: float,
     ended = [r["ended"] for r in built if r.get("ended")]
     return {"first_page_s": first_page, "setup_s": setup_s[0] if setup_s else None,
             "build_s": (max(ended) - min(started)) if started and ended else None,
-            "until_all_answer_s": end, "runs": runs, "metrics": _metrics(art),
+            "until_all_answer_s": end if answered else None, "runs": runs, "metrics": _metrics(art),
             "load_1min_max": round(max(load), 2) if load else None,
             "load_1min_median": round(sorted(load)[len(load) // 2], 2) if load else None}
 
@@ -184,7 +185,8 @@ def measure(cmd: list[str], cwd: Path, art: Path, port: int, timeout: float,
 def _fmt(s: float | None) -> str:
     if s is None:
         return "-"
-    return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:02.0f} s"
+    whole = round(s)  # round first: 179.6 s is "3 min 00 s", not "2 min 60 s"
+    return f"{whole} s" if whole < 120 else f"{whole // 60} min {whole % 60:02d} s"
 
 
 def render(res: dict[str, Any]) -> str:

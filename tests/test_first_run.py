@@ -191,19 +191,20 @@ def _screenshot_shows_the_queue(port: int, path: Path) -> None:
 
 
 def test_the_default_build_leaves_the_optional_runs_out_and_lists_them(tmp_path):
-    """The first build is the served default runs, cheapest first; the Seq-FaceAttr model and
-    the SeqFakeFormer baseline are built on request only (``--only``), and the build panel
-    says how."""
+    """The first build is one default model per tab, cheapest first; the Seq-FaceAttr model,
+    the SeqFakeFormer baseline and the CE baseline are built on request only (``--only``),
+    and the build panel says how."""
     from app.build import optional_runs, plan
     from app.ui import build_markdown
 
     items = plan(tmp_path)
     names = [it.run for it in items]
-    assert {"seqfake_attr", "seqfakeformer"} <= set(optional_runs())
+    assert {"seqfake_attr", "seqfakeformer", "abcnorm_ce"} <= set(optional_runs())
     assert not set(names) & set(optional_runs())
-    assert {"seqfake", "qmil", "dcl", "abcnorm", "abcnorm_ce"} <= set(names)
+    assert {"seqfake", "qmil", "dcl", "abcnorm"} <= set(names)
     assert [it.seconds for it in items] == sorted(it.seconds for it in items)
     assert [it.run for it in plan(tmp_path, only=["seqfake_attr"])] == ["seqfake_attr"]
+    assert [it.run for it in plan(tmp_path, only=["abcnorm_ce"])] == ["abcnorm_ce"]
     st = {"running": False, "runs": [{"run": n, "state": "ready", "elapsed_s": 1.0} for n in names]}
     text = build_markdown(st)
     assert "Built on request only" in text and "`seqfake_attr`" in text

@@ -98,7 +98,7 @@ DESCRIPTOR = MethodDescriptor(
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "
            "retrieval quality on other image domains is untested.",
-    default_runs=(BuildRun("dcl", seconds=373),),
+    default_runs=(BuildRun("dcl", seconds=382),),
     smoke=("data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
            "eval.random_init_reference=false", "train.batch_size=32"),
     docs="docs/dcl.md",

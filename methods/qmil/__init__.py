@@ -125,7 +125,7 @@ DESCRIPTOR = MethodDescriptor(
            "clothes differ from that domain. Query words are GloVe 6B 50-d vectors (not the "
            "thesis' word2vec); zero-shot words work only as far as GloVe places them near "
            "the training classes.",
-    default_runs=(BuildRun("qmil", seconds=86),),
+    default_runs=(BuildRun("qmil", seconds=58),),
     smoke=("data.bags_per_query=8", "data.eval_bags_per_query=4", "train.batch_size=8"),
     docs="docs/qmil.md",
     post_export=("methods.qmil.assets:write_examples",),
