@@ -32,5 +32,5 @@ def plugin_for_run(method: str, config: dict[str, Any], artifacts: str | Path) -
     from training.config import default_config_path, load_config, merge
 
     cfg = merge(load_config(default_config_path(method)), config)
-    cfg["run"] = {**cfg.get("run", {}), "artifacts": str(artifacts)}
+    cfg["run"] = {**cfg["run"], "artifacts": str(artifacts)}
     return resolve(get_method(method).plugin)(cfg)
