@@ -26,6 +26,7 @@ from methods import served_runs
 from runtime.manifest import read_manifest, trained_on
 from runtime.artifacts import artifacts_dir, atomic_path
 
+USER_FORMATS = ("image_folder", "bag_csv", "unlabeled")   # data_source formats of a user's data
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
 
 
@@ -66,13 +67,27 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
          entry: dict[str, Any] | None = None) -> list[str]:
     """The Markdown lines of one run's card."""
     lines = [f"## `{run}` - {desc.title} (thesis chapter {desc.chapter})", ""]
-    data = cfg.get("data", {})
+    data, model = cfg.get("data", {}), cfg.get("model", {})
+    source = ((entry or {}).get("extra", {}).get("data_source") or {}).get("format")
+    replaced: dict[str, tuple[Any, Any]] = {}
+    if source in USER_FORMATS:  # a user's data: the values its run used (``user_data``)
+        from training.data.sources import with_user_defaults
+
+        if isinstance(data, dict) and isinstance(data.get("user_data"), dict):
+            data = with_user_defaults(desc.name, data)
+        if isinstance(model, dict) and isinstance(model.get("user_data"), dict):
+            used = with_user_defaults(desc.name, model, section="model")
+            replaced = {k: (model.get(k), used[k]) for k in model["user_data"]
+                        if used.get(k) != model.get(k)}
     lines.append(f"- **Config**: `training/configs/{desc.config_file}`"
                  + "".join(f", {k} {_get(cfg, k)}" for k in SHOWN_CONFIG
                            if _get(cfg, k) is not None))
     if isinstance(data, dict):
         shown = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
         lines.append("- **Data**: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    if replaced:
+        lines.append("- **Model on a user's data** (`model.user_data`): " + ", ".join(
+            f"{k} {v} (the default data's: {d})" for k, (d, v) in replaced.items()))
     lines.append(f"- **Trained**: {summary.get('steps')} steps in {summary.get('train_seconds')} s "
                  f"on {summary.get('device')} ({summary.get('world_size', 1)} process(es), "
                  f"{summary.get('precision', 'float32')} forward), "

@@ -124,9 +124,10 @@ def _perturbed_double(model):
 
 
 def _config_qmil():
-    """qMIL as training/configs/qmil.yaml builds it (classifier_query: bilinear)."""
+    """qMIL as training/configs/qmil.yaml builds it for its built-in data (classifier_query:
+    bilinear; ``user_data`` holds a user's folder's values, not network arguments)."""
     cfg = yaml.safe_load((ROOT / "training" / "configs" / "qmil.yaml").read_text())["model"]
-    kw = {k: v for k, v in cfg.items() if k != "name"}
+    kw = {k: v for k, v in cfg.items() if k not in ("name", "user_data")}
     torch.manual_seed(0)
     return create_model(cfg["name"], word_dim=50, **kw).eval(), cfg
 

@@ -91,3 +91,24 @@ def test_a_bag_manifest_trains_and_grayscale_stays_one_channel(tmp_path):
     assert len(items) == len(labels) and items[0]["images"].shape[1:] == (32, 32)
     with pytest.raises(ValueError, match="unseen_classes"):
         _method(tmp_path / "bags.csv", "data.user_data.unseen_classes=[circle]")
+
+
+def test_a_users_folder_takes_model_user_data_for_keys_left_at_their_defaults(tmp_path):
+    """tau: 1.0 on a user's folder (model.user_data), the thesis' 0.5 on the built-in data,
+    a value set by the user kept, and the thesis preset tau 0.5 on a folder too; the network
+    is built with it and the exported state records it."""
+    write_shapes_folder(tmp_path, ("circle", "square", "triangle"), per_class=3, size=16,
+                        layout="tree")
+    folder = _method(tmp_path)
+    assert folder.model_cfg["temperature"] == 1.0 and "user_data" not in folder.model_cfg
+    assert folder.build_model().temperature == 1.0
+    assert folder.model_spec()["kwargs"]["temperature"] == 1.0
+    builtin = build_method("qmil", resolve_config("qmil", None, []))
+    assert builtin.model_cfg["temperature"] == 0.5 and "user_data" not in builtin.model_cfg
+    assert _method(tmp_path, "model.temperature=0.7").model_cfg["temperature"] == 0.7
+    assert _method(tmp_path, "model.user_data.temperature=0.5").build_model().temperature == 0.5
+    from training.config import default_config_path
+
+    thesis = default_config_path("qmil").parent / "thesis" / "qmil.yaml"
+    preset = build_method("qmil", resolve_config("qmil", str(thesis), [f"data.root={tmp_path}"]))
+    assert preset.model_cfg["temperature"] == 0.5

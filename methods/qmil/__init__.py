@@ -47,6 +47,12 @@ class DataConfig:
 
 
 @dataclass
+class ModelUserDataConfig:
+    """Keys that replace those of ``model`` for a user's image folder or bag manifest."""
+    temperature: float
+
+
+@dataclass
 class ModelConfig:
     name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
     encoder: str
@@ -58,6 +64,7 @@ class ModelConfig:
     classifier_query: Literal["bilinear", "none"]
     embed_norm: bool
     attn_init: Literal["scaled", "torch"]
+    user_data: ModelUserDataConfig
 
 
 @dataclass

@@ -57,15 +57,20 @@ def detect_format(path: str | os.PathLike[str], allowed: Sequence[str] = FORMATS
         f"; expected {', '.join(allowed)} (set data.format to one of them if the guess is wrong)")
 
 
-def with_user_defaults(method: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with ``data.user_data``'s values for a user's images: each replaces the key
-    of the same name where that key is still at its default in the method's YAML file (a
-    value the user set, by ``--set`` or ``--config``, is kept)."""
+def with_user_defaults(method: str, values: dict[str, Any], section: str = "data"
+                       ) -> dict[str, Any]:
+    """A config section (``data`` or ``model``) with its ``user_data`` values for a user's
+    images: each replaces the key of the same name where that key is still at its default
+    in the method's YAML file (a value the user set, by ``--set`` or ``--config``, is kept).
+    A ``model`` section is returned without ``user_data`` (its keys are the network's
+    keyword arguments)."""
     from training.config import default_config_path, load_config
 
-    defaults = load_config(default_config_path(method)).get("data", {})
-    out = dict(data)
-    for key, value in (data.get("user_data") or {}).items():
-        if data.get(key) == defaults.get(key):
+    defaults = load_config(default_config_path(method)).get(section, {})
+    out = dict(values)
+    for key, value in (values.get("user_data") or {}).items():
+        if values.get(key) == defaults.get(key):
             out[key] = value
+    if section == "model":
+        out.pop("user_data", None)
     return out

@@ -70,13 +70,15 @@ class QMILMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg, self.model_cfg = dict(cfg["data"]), cfg["model"]
+        self.data_cfg, self.model_cfg = dict(cfg["data"]), dict(cfg["model"])
         self.loss_cfg, self.eval_cfg = cfg["loss"], cfg["eval"]
         self._splits: dict[str, ArrayDataset] = {}
         self.dataset = str(self.data_cfg["dataset"])
         self.format = self._data_format()
-        if self.user_data:  # a user's folder or manifest: its own defaults (data.user_data)
-            self.data_cfg = with_user_defaults("qmil", self.data_cfg)
+        if self.user_data:  # a user's folder or manifest: its own defaults (data.user_data,
+            self.data_cfg = with_user_defaults("qmil", self.data_cfg)   # model.user_data)
+            self.model_cfg = with_user_defaults("qmil", self.model_cfg, section="model")
+        self.model_cfg.pop("user_data", None)
         self._folder: ImageFolderSplits | None = None
         self._manifest: BagManifest | None = None
         self.class_names: list[str] = list(self._load_class_names())
