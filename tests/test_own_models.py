@@ -2,9 +2,9 @@
 under the run's name beside the default models, and chosen in the tab (and the API) among
 several served models of the method; the tab answers with the user's class names.
 
-ABC-Norm on an ImageFolder of colour images and the face model on a Seq-DeepFake folder are
-trained here (a few steps); a second encoder and a second bag model are copies of the smoke
-build's entries (their own data sources are tested in their methods' tests)."""
+ABC-Norm, qMIL and DCL on ImageFolders of colour images and the face model on a Seq-DeepFake
+folder are trained here (a few steps), each beside the smoke build's default model of its tab
+(trained on Fashion-MNIST or generated faces), so the tab has two models to choose from."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 CLASSES = ("red_square", "blue-circle")
+SHAPES = ("circle", "square", "triangle")
 
 
 def _colour_tree(root):
@@ -40,11 +41,15 @@ def _colour_tree(root):
 @pytest.fixture(scope="module")
 def own_artifacts(smoke_artifacts, tmp_path_factory):
     """The smoke build plus the user's models: `mine` (ABC-Norm on the colour folder),
-    `myfaces` (the face model on a Seq-DeepFake folder), `dcl_copy` and `qmil_copy`."""
+    `myfaces` (the face model on a Seq-DeepFake folder), `myshapes` (qMIL) and `myshapes_dcl`
+    (DCL, its gallery the user's folder) on a folder of circles, squares and triangles."""
+    from export.__main__ import main as export_main
     from export.pipeline import export_run
     from tests.test_abcnorm_method import TINY_REAL
     from tests.test_seqfake_data import write_fixture
     from tests.test_seqfake_method import FAST
+    from tests.test_user_folder_e2e import DCL_TINY, QMIL_TINY
+    from training.data.shapes import write_shapes_folder
     from training.__main__ import main as train
 
     base = tmp_path_factory.mktemp("own")
@@ -60,14 +65,17 @@ def own_artifacts(smoke_artifacts, tmp_path_factory):
     assert train(["seqfake", "--data", str(faces), "--artifacts", str(art),
                   "--set", "run.name=myfaces", *FAST]) == 0
     export_run(art, "myfaces", int8=False)
-    manifest = json.loads((art / "manifest.json").read_text())
-    for src, dst in (("dcl", "dcl_copy"), ("qmil", "qmil_copy")):
-        manifest["models"][dst] = {**manifest["models"][src], "name": dst,
-                                   "version": f"{dst}-copy"}
-    shutil.copytree(art / "gallery", art / "galleries" / "dcl_copy")
-    manifest["models"]["dcl_copy"]["gallery"] = {**manifest["models"]["dcl"]["gallery"],
-                                                 "dir": "galleries/dcl_copy"}
-    (art / "manifest.json").write_text(json.dumps(manifest))
+    shapes, gallery = base / "shapes", base / "shapes_gallery"
+    write_shapes_folder(shapes, SHAPES, per_class=10, size=64, layout="splits")
+    write_shapes_folder(gallery, SHAPES, per_class=8, size=64, layout="tree", seed=1)
+    for method, run, data, tiny in (("qmil", "myshapes", shapes, QMIL_TINY),
+                                    ("dcl", "myshapes_dcl", gallery, DCL_TINY)):
+        sets = [*tiny, f"run.name={run}"]
+        assert train([method, "--data", str(data), "--artifacts", str(art), "--no-progress",
+                      *[x for s in sets for x in ("--set", s)]]) == 0
+    assert export_main(["myshapes", "--artifacts", str(art), "--no-int8"]) == 0
+    assert export_main(["myshapes_dcl", "--artifacts", str(art), "--no-int8",
+                        "--gallery-dir", str(gallery)]) == 0
     return art
 
 
@@ -119,19 +127,28 @@ def test_the_face_tab_serves_a_face_model_trained_on_a_seqdeepfake_folder(own_ar
     assert set(report["probabilities"]) == {"nose", "eye", "eyebrow", "lip", "hair"}
 
 
-def test_the_retrieval_and_bag_tabs_serve_the_model_chosen(own_artifacts, own_client):
+def test_the_retrieval_and_bag_tabs_serve_the_users_model_chosen(own_artifacts, own_client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    fashion = sorted((own_artifacts / "examples" / "fashion").glob("*.png"))[0]
-    *_, report, _ = own_client.predict(handle_file(str(fashion)), 4, "", "dcl_copy",
+    shapes = own_artifacts.parent / "shapes" / "test"
+    query = shapes / "circle" / "000.png"
+    *_, report, _ = own_client.predict(handle_file(str(query)), 4, "", "myshapes_dcl",
                                        api_name="/neighbours")
-    assert report["model"] == "dcl_copy" and len(report["neighbours"]) == 4
-    bag = sorted(p for p in (own_artifacts / "examples" / "bags").iterdir() if p.is_dir())[0]
-    files = [handle_file(str(p)) for p in sorted(bag.glob("*.png"))]
-    _, _, report, _ = own_client.predict(files, "bag", "qmil_copy", api_name="/query")
-    assert report["model"] == "qmil_copy"
+    assert report["model"] == "myshapes_dcl" and len(report["neighbours"]) == 4
+    assert {h["label"] for h in report["neighbours"]} <= set(SHAPES)
+    *_, report, _ = own_client.predict(handle_file(str(query)), 4, "", "dcl",
+                                       api_name="/neighbours")   # the default: Fashion-MNIST
+    assert report["model"] == "dcl"
+    assert not {h["label"] for h in report["neighbours"]} & set(SHAPES)
+    files = [handle_file(str(shapes / c / "000.png")) for c in SHAPES]
+    for word in SHAPES:
+        text, _, report, _ = own_client.predict(files, word, "myshapes", api_name="/query")
+        assert report["model"] == "myshapes" and word in text
+        assert report["query_kind"] == "seen in training" and len(report["attention"]) == 3
+    _, _, report, _ = own_client.predict(files, "circle", "qmil", api_name="/query")
+    assert report["model"] == "qmil" and report["query_kind"].startswith("zero-shot")
     with pytest.raises(AppError, match="nope"):
-        own_client.predict(files, "bag", "nope", api_name="/query")
-    with pytest.raises(AppError, match="qmil"):   # a model of another method
-        own_client.predict(handle_file(str(fashion)), 4, "", "qmil", api_name="/neighbours")
+        own_client.predict(files, "circle", "nope", api_name="/query")
+    with pytest.raises(AppError, match="myshapes"):   # a model of another method
+        own_client.predict(handle_file(str(query)), 4, "", "myshapes", api_name="/neighbours")
