@@ -25,8 +25,8 @@ import yaml
 from methods import served_runs
 from runtime.manifest import read_manifest, trained_on
 from runtime.artifacts import artifacts_dir, atomic_path
+from training.data.sources import USER_FORMATS, with_user_defaults
 
-USER_FORMATS = ("image_folder", "bag_csv", "unlabeled")   # data_source formats of a user's data
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
 
 
@@ -71,8 +71,6 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
     source = ((entry or {}).get("extra", {}).get("data_source") or {}).get("format")
     replaced: dict[str, tuple[Any, Any]] = {}
     if source in USER_FORMATS:  # a user's data: the values its run used (``user_data``)
-        from training.data.sources import with_user_defaults
-
         if isinstance(data, dict) and isinstance(data.get("user_data"), dict):
             data = with_user_defaults(desc.name, data)
         if isinstance(model, dict) and isinstance(model.get("user_data"), dict):

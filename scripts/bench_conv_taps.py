@@ -5,7 +5,7 @@
 
 DCL's default run (``training/configs/dcl.yaml``: ResNet-18, timm stem, batch 256 of 28 px
 Fashion-MNIST, two augmented views per image) through the real engine
-(:class:`training.engine.Trainer`), once with the encoder as it is built
+(:class:`training.engine.Trainer`, clocked by :func:`scripts.bench_train.timed_steps`), once with the encoder as it is built
 (:class:`models.conv_taps.TapTrimmedConv2d` everywhere in the backbone) and once with every
 convolution turned back into a plain ``nn.Conv2d``, each with ``train.amp`` native (the
 default) and fp32, in ``--rounds`` interleaved rounds of ``--warmup`` + ``--steps`` steps.
@@ -39,42 +39,21 @@ def time_variant(artifacts: Path, trimmed: bool, amp: str, args: argparse.Namesp
     import torch
 
     from models.conv_taps import trim_conv_taps
+    from scripts.bench_train import timed_steps
     from training.config import resolve_config
-    from training.engine import Trainer
     from training.methods import build_method
 
     name = f"{'trimmed' if trimmed else 'full'}_{amp}"
     cfg = resolve_config("dcl", None, [
         f"train.max_steps={args.warmup + args.steps}", f"train.threads={args.threads}",
         "train.log_every=1000", "train.ckpt_every=0", f"train.amp={amp}",
-        f"run.seed={args.seed}", f"run.name={name}", "run.device=cpu",
-        "eval.random_init_reference=false"])
+        f"run.seed={args.seed}", f"run.name={name}", "run.device=cpu"])
     method = build_method("dcl", cfg)
     build = method.build_model
     method.build_model = lambda: trim_conv_taps(build(), trimmed)  # type: ignore[method-assign]
-    starts: list[float] = []
-    loss_fn = method.loss
-
-    def timed_loss(model: Any, batch: Any, device: Any) -> Any:
-        starts.append(time.perf_counter())
-        return loss_fn(model, batch, device)
-
-    method.loss = timed_loss  # type: ignore[method-assign]
     method.evaluate = lambda model, device: {}  # type: ignore[method-assign]
     load = round(os.getloadavg()[0], 2)
-    trainer = Trainer("dcl", method, cfg, artifacts=artifacts, progress=False)
-    end: list[float] = []
-    step = trainer._train_epoch
-
-    def epoch_then_clock(run: Any, epoch: int, stop: Any) -> bool:
-        out = step(run, epoch, stop)
-        end.append(time.perf_counter())
-        return out
-
-    trainer._train_epoch = epoch_then_clock  # type: ignore[method-assign]
-    summary = trainer.fit()
-    marks = starts[args.warmup:] + end[-1:]
-    step_s = [b - a for a, b in zip(marks, marks[1:])]
+    step_s, summary = timed_steps("dcl", method, cfg, artifacts, args.warmup)
     return {"variant": name, "trimmed": trimmed, "amp": amp,
             "precision": summary.get("precision"), "steps": args.steps,
             "batch": int(cfg["train"]["batch_size"]),

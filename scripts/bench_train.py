@@ -62,23 +62,14 @@ def image_folder(root: Path, seed: int, classes: int = 4, n_train: int = 48,
     return root
 
 
-def time_variant(data: Path, artifacts: Path, name: str, amp: str, channels_last: bool,
-                 args: argparse.Namespace) -> dict[str, Any]:
-    """Train ``warmup + steps`` steps of one variant; img/s of the timed steps."""
-    import torch
-
-    from training.config import resolve_config
+def timed_steps(name: str, method: Any, cfg: dict[str, Any], artifacts: Path, warmup: int
+                ) -> tuple[list[float], dict[str, Any]]:
+    """Train ``method`` through the engine (:class:`training.engine.Trainer`) and clock its
+    steps: the seconds of each step after the first ``warmup`` ones (each from its start to
+    the next step's start; the last to the end of the epoch, before any evaluation), and the
+    run's summary."""
     from training.engine import Trainer
-    from training.methods import build_method
 
-    cfg = resolve_config("abcnorm", None, [
-        f"data.root={data}", "data.size=[224, 224]", "data.channels=3",
-        f"model.real_data.backbone={args.backbone}", "model.real_data.stem=imagenet",
-        f"train.batch_size={args.batch}", f"train.max_steps={args.warmup + args.steps}",
-        f"train.threads={args.threads}", "train.log_every=1000", "train.ckpt_every=0",
-        "train.num_workers=0", f"train.amp={amp}", f"train.channels_last={channels_last}",
-        f"run.seed={args.seed}", f"run.name={name}", "run.device=cpu"])
-    method = build_method("abcnorm", cfg)
     starts: list[float] = []
     loss_fn = method.loss
 
@@ -87,8 +78,7 @@ def time_variant(data: Path, artifacts: Path, name: str, amp: str, channels_last
         return loss_fn(model, batch, device)
 
     method.loss = timed_loss  # type: ignore[method-assign]
-    load = round(os.getloadavg()[0], 2)
-    trainer = Trainer("abcnorm", method, cfg, artifacts=artifacts, progress=False)
+    trainer = Trainer(name, method, cfg, artifacts=artifacts, progress=False)
     end: list[float] = []
     step = trainer._train_epoch
 
@@ -99,12 +89,33 @@ def time_variant(data: Path, artifacts: Path, name: str, amp: str, channels_last
 
     trainer._train_epoch = epoch_then_clock  # type: ignore[method-assign]
     summary = trainer.fit()
-    marks = starts[args.warmup:] + end[-1:]
-    seconds = marks[-1] - marks[0]
+    marks = starts[warmup:] + end[-1:]
+    return [b - a for a, b in zip(marks, marks[1:])], summary
+
+
+def time_variant(data: Path, artifacts: Path, name: str, amp: str, channels_last: bool,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps of one variant; img/s of the timed steps."""
+    import torch
+
+    from training.config import resolve_config
+    from training.methods import build_method
+
+    cfg = resolve_config("abcnorm", None, [
+        f"data.root={data}", "data.size=[224, 224]", "data.channels=3",
+        f"model.real_data.backbone={args.backbone}", "model.real_data.stem=imagenet",
+        f"train.batch_size={args.batch}", f"train.max_steps={args.warmup + args.steps}",
+        f"train.threads={args.threads}", "train.log_every=1000", "train.ckpt_every=0",
+        "train.num_workers=0", f"train.amp={amp}", f"train.channels_last={channels_last}",
+        f"run.seed={args.seed}", f"run.name={name}", "run.device=cpu"])
+    method = build_method("abcnorm", cfg)
+    load = round(os.getloadavg()[0], 2)
+    step_s, summary = timed_steps("abcnorm", method, cfg, artifacts, args.warmup)
+    seconds = sum(step_s)
     return {"variant": name, "amp": amp, "channels_last": channels_last,
             "steps": args.steps, "batch": args.batch, "seconds": round(seconds, 3),
             "img_per_s": round(args.batch * args.steps / seconds, 2),
-            "step_s": [round(b - a, 3) for a, b in zip(marks, marks[1:])],
+            "step_s": [round(x, 3) for x in step_s],
             "torch_threads": int(torch.get_num_threads()), "load_1min": load,
             "run_dir": summary["run_dir"]}
 

@@ -22,6 +22,7 @@ from training.data.fashion_mnist import DatasetNotFoundError, find_root
 from training.data.folders import IMAGE_EXTENSIONS
 
 FORMATS = ("idx", "bag_csv", "image_folder", "unlabeled")
+USER_FORMATS = ("bag_csv", "image_folder", "unlabeled")   # a user's images (not a built-in set)
 
 
 def _loose_images(root: Path) -> bool:
