@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+from gradio.data_classes import ListFiles
 
 from app.inputs import InputError
 from app.outputs import OutputError, OutputStore
@@ -169,10 +171,60 @@ class Dropdown(gr.Dropdown):
         return gr.Dropdown.get_component_class_id()
 
 
-class SafeImage(gr.Image):
-    """An image upload whose bad files reach our validation (and its clear message)
-    instead of failing inside Gradio's own decoding with a generic error. It renders with
-    Gradio's own Image front end (``is_template`` + the Image class id)."""
+NOT_UPLOADED = ("This file was not uploaded to this server; upload it with the page or "
+                "gradio_client's handle_file.")
+
+
+def upload_folder() -> Path:
+    """This server's upload folder, resolved: where Gradio stores the files a page or
+    gradio_client uploads (``GRADIO_TEMP_DIR``, else ``gradio`` in the system temp folder)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def uploaded(path: Any) -> str:
+    """The file a request names, as a resolved path (symlinks followed, ``..`` normalised),
+    if it is a file inside :func:`upload_folder`.
+
+    Raises:
+        gr.Error: :data:`NOT_UPLOADED` for anything else (a path elsewhere, a folder, a URL,
+            a file that does not exist), the same line whatever the path is, so an answer
+            tells nothing about the server's files.
+    """
+    try:
+        resolved = Path(os.fspath(path)).resolve()
+        inside = resolved.is_relative_to(upload_folder()) and resolved.is_file()
+    except (TypeError, ValueError, OSError, RuntimeError):  # not a path, a link loop
+        inside = False
+    if not inside:
+        log.info("input refused: a file that was not uploaded to this server")
+        raise gr.Error(NOT_UPLOADED, print_exception=False)
+    return str(resolved)
+
+
+class _UploadsOnly:
+    """What the file inputs share: Gradio never fetches a URL a request names for them
+    (it would download it into the upload folder before :func:`uploaded` sees the path)."""
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        from gradio_client.utils import is_http_url_like
+
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            log.info("input refused: a URL instead of an uploaded file")
+            raise gr.Error(NOT_UPLOADED, print_exception=False)
+        parent: Any = super()  # the Gradio component this is mixed into
+        return await parent.async_move_resource_to_block_cache(url_or_file_path)
+
+
+class SafeImage(_UploadsOnly, gr.Image):
+    """An image input that hands the endpoint the uploaded file itself: its path in the
+    upload folder (:func:`uploaded`), the bytes the user sent, never decoded or re-encoded
+    here, so that :func:`app.inputs.load_image` checks its size from the header before any
+    decoding and a case report's sha256 is the user's file's. Anything but an upload is
+    refused (its value is always that path, whatever ``type`` and ``image_mode`` say). It
+    renders with Gradio's own Image front end (``is_template`` + the Image class id), which
+    shows the upload as its preview."""
 
     is_template = True
 
@@ -181,10 +233,45 @@ class SafeImage(gr.Image):
         return gr.Image.get_component_class_id()
 
     def preprocess(self, payload):  # type: ignore[override]
-        try:
-            return super().preprocess(payload)
-        except Exception:  # noqa: BLE001 - app.inputs.load_image explains what is wrong
-            return getattr(payload, "path", None)
+        if payload is None:
+            return None
+        return uploaded(getattr(payload, "path", None))
+
+
+class SafeFile(_UploadsOnly, gr.File):
+    """A file input (one or several files) that takes uploads only (:func:`uploaded`); its
+    value is the uploaded files' paths."""
+
+    is_template = True
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.File.get_component_class_id()
+
+    def preprocess(self, payload):  # type: ignore[override]
+        if payload is None:
+            return None
+        files = list(payload) if isinstance(payload, ListFiles) else [payload]
+        for f in files:
+            f.path = uploaded(getattr(f, "path", None))
+        return super().preprocess(payload)
+
+
+class SafeVideo(_UploadsOnly, gr.Video):
+    """A video input that takes an upload only (:func:`uploaded`), handed on as it was sent
+    (no conversion: ``format`` None, sound kept)."""
+
+    is_template = True
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Video.get_component_class_id()
+
+    def preprocess(self, payload):  # type: ignore[override]
+        if payload is None:
+            return None
+        payload.path = uploaded(getattr(payload, "path", None))
+        return super().preprocess(payload)
 
 
 def headline_metrics(metrics: dict[str, Any], n: int = 4) -> str:

@@ -66,7 +66,8 @@ def build(ctx: "TabContext") -> None:
     with gr.Tab("Classifier (ABC-Norm)"):
         with gr.Row():
             with gr.Column():
-                c_img = SafeImage(type="filepath", label="Image", elem_id="classify-input")
+                c_img = SafeImage(type="filepath", image_mode=None, label="Image",
+                                  elem_id="classify-input")
                 c_model = Dropdown(choices(), value=default, label="Model",
                                    allow_custom_value=True, elem_id="classify-model")
                 c_card = gr.Markdown(model_summary(ctx.engine, default))

@@ -22,8 +22,8 @@ def build(ctx: "TabContext") -> None:
 
     from app import case_report
     from app.inputs import InputError
-    from app.ui_common import (Dropdown, Number, SafeImage, Slider, domain_warning, example_truth,
-                               file_path, guard)
+    from app.ui_common import (Dropdown, Number, SafeFile, SafeImage, SafeVideo, Slider,
+                               domain_warning, example_truth, file_path, guard)
     from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
@@ -132,7 +132,8 @@ def build(ctx: "TabContext") -> None:
                     "seqfake --data SEQ_DEEPFAKE_DIR`).")
         with gr.Row():
             with gr.Column():
-                f_img = SafeImage(type="filepath", label="Image with a face", elem_id="face-input")
+                f_img = SafeImage(type="filepath", image_mode=None,
+                                  label="Image with a face", elem_id="face-input")
                 f_thr = Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
                 f_idx = Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
                 f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
@@ -162,8 +163,8 @@ def build(ctx: "TabContext") -> None:
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
                     [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face")
         with gr.Accordion("Several files (batch)", open=False):
-            b_files = gr.File(file_count="multiple", type="filepath", label="Images",
-                              elem_id="face-batch-files")
+            b_files = SafeFile(file_count="multiple", type="filepath", label="Images",
+                               elem_id="face-batch-files")
             b_btn = gr.Button("Analyse all", elem_id="face-batch-btn")
             b_text = gr.Markdown()
             b_table = gr.Dataframe(label="One row per face (click a column to sort)",
@@ -179,7 +180,7 @@ def build(ctx: "TabContext") -> None:
                         "per person); a person's score is the mean of their frames' fake "
                         "probabilities, the video's the highest person's. Threshold and model: "
                         "as above.")
-            v_in = gr.Video(label="Video with faces")
+            v_in = SafeVideo(label="Video with faces")
             v_frames = Slider(2, 64, value=16, step=1, label="Frames to sample")
             v_crop = gr.Checkbox(value=False, label="Frames are face crops")
             v_btn = gr.Button("Analyse video")

@@ -24,8 +24,8 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, domain_warning, example_truth, file_path, guard,
-                               model_summary)
+    from app.ui_common import (Dropdown, SafeFile, domain_warning, example_truth, file_path,
+                               guard, model_summary)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -61,8 +61,8 @@ def build(ctx: "TabContext") -> None:
     with gr.Tab("Bag query (qMIL)"):
         with gr.Row():
             with gr.Column():
-                q_files = gr.File(file_count="multiple", label="Bag: several images, or one video",
-                                  elem_id="query-input")
+                q_files = SafeFile(file_count="multiple", label="Bag: several images, or one video",
+                                   elem_id="query-input")
                 q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot",
                                     elem_id="query-word")
                 default = pick_model(ctx.served(), qmil_svc.MODEL, None)

@@ -44,7 +44,8 @@ def build(ctx: "TabContext") -> None:
     with gr.Tab("Retrieval (DCL)"):
         with gr.Row():
             with gr.Column():
-                r_img = SafeImage(type="filepath", label="Query image", elem_id="retrieval-input")
+                r_img = SafeImage(type="filepath", image_mode=None, label="Query image",
+                                  elem_id="retrieval-input")
                 r_k = Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
                 r_model = Dropdown(choices(), value=default, label="Model (its gallery)",
                                    allow_custom_value=True,
