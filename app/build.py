@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import fcntl
 import json
 import os
 import signal
@@ -39,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from methods import SMOKE_COMMON, get_method, served_runs
-from runtime.artifacts import write_json_atomic
+from runtime.artifacts import Locked, hold_lock, write_json_atomic
+from runtime.manifest import sha256_file
 
 BUILD_DIR = "build"
 SMOKE_SECONDS = 30.0      # a smoke run's estimate before one was measured
@@ -120,13 +120,23 @@ def trained(artifacts: Path, run: str) -> bool:
 
 
 def exported(artifacts: Path, run: str) -> bool:
-    """True when the manifest has ``run`` and its entry is not older than its checkpoint."""
+    """True when the manifest has ``run`` and its entry was exported from the checkpoint on
+    disk: the checkpoint's sha256 that export recorded (``training.checkpoint_sha256``)
+    is the file's, whatever the files' times (a copied folder serves as it is). An entry
+    without that record (written by an export that did not record it) falls back to the
+    times: fresh unless the checkpoint is newer than the manifest. No checkpoint (a
+    serving-only folder): fresh."""
     manifest, ckpt = Path(artifacts) / "manifest.json", Path(artifacts) / "runs" / run / "checkpoint.pt"
     try:
         entry = json.loads(manifest.read_text())["models"].get(run)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, AttributeError):
         return False
-    return bool(entry) and (not ckpt.is_file() or manifest.stat().st_mtime >= ckpt.stat().st_mtime)
+    if not entry or not ckpt.is_file():
+        return bool(entry)
+    recorded = (entry.get("training") or {}).get("checkpoint_sha256")
+    if recorded:
+        return sha256_file(ckpt) == recorded
+    return manifest.stat().st_mtime >= ckpt.stat().st_mtime
 
 
 def pending(artifacts: Path, smoke: bool = False, only: list[str] | None = None) -> list[Item]:
@@ -315,22 +325,12 @@ def _lock(artifacts: Path) -> Any:
         BuildLocked: another live process holds it.
     """
     d = build_dir(artifacts)
-    d.mkdir(parents=True, exist_ok=True)
-    fh = open(d / "lock", "a+")
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "?"
-        fh.close()
-        raise BuildLocked(f"another RepLens process (pid {holder}) is already building the models "
-                          f"in {artifacts}; this one does not train them too. Its progress is "
-                          f"in {d / 'status.json'} (and on the Models tab).") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return fh
+        return hold_lock(d / "lock", f"the build lock of {artifacts}",
+                         f"that process is already building the models; this one does not train them "
+                         f"too. Its progress is in {d / 'status.json'} (and on the Models tab).")
+    except Locked as exc:
+        raise BuildLocked(str(exc)) from None
 
 
 def _record_timing(artifacts: Path, key: str, train_s: float, export_s: float) -> None:

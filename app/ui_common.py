@@ -338,6 +338,29 @@ def example_truth(path: Any) -> str | None:
     return m.group(1).replace("-", " ") if m else None
 
 
+EXAMPLE_ANSWERS = "answers.json"  # beside the examples, written at export (export.examples)
+
+
+def example_expected(path: Any) -> str:
+    """What the served model answers for a shipped example (a file, or a bag's folder), as
+    the examples table shows it: the answer recorded at export in ``answers.json`` beside
+    it, with the truth beside it where the two differ (``"sandal (truth: sneaker)"``);
+    without a record, the truth of its name; "" for neither."""
+    import json
+
+    p = Path(str(path))
+    try:
+        record = json.loads((p.parent / EXAMPLE_ANSWERS).read_text())["examples"][p.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        record = None
+    if not record:
+        return example_truth(p) or ""
+    truth, answer = str(record.get("truth", "")), record.get("answer")
+    if answer is None:
+        return truth
+    return str(answer) if record.get("correct") else f"{answer} (truth: {truth})"
+
+
 def file_path(f: Any) -> Any:
     """Gradio file values may be paths or objects with .name/.path."""
     if f is None:

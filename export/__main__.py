@@ -2,15 +2,22 @@
 
 Exports each finished training run under ``<artifacts>/runs/`` to
 ``<artifacts>/onnx/<run>.onnx`` (and its static INT8 version ``<run>.int8.onnx``, served
-only when measured faster and as accurate by the rule in ``export/int8.yaml``),
-records it in ``<artifacts>/manifest.json``, builds the
-retrieval gallery and the example inputs for the app (each method's post-export
-hooks, see ``methods/<name>/assets.py``).
+only when measured faster and as accurate by the rule in ``export/int8.yaml``), with the
+retrieval gallery of an encoder, records it in ``<artifacts>/manifest.json``, then writes
+the example inputs for the app (each method's post-export hooks, see
+``methods/<name>/assets.py``).
+
+A re-export writes its files under fresh names (``<run>.2.onnx``, ...) and switches the
+manifest to them in one rename: Ctrl-C (or SIGTERM) at any point leaves the previous model
+served. Each run is locked while it is exported (``runs/<run>/lock``): an export of a run
+that is being trained or exported elsewhere is refused (exit 2), naming that process.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from typing import Any
 
 from runtime.artifacts import artifacts_dir
 from runtime.cli import run_main
@@ -38,10 +45,16 @@ def _main(argv: list[str] | None) -> int:
         p.error("name runs to export or pass --all")
     from export.pipeline import export_all
 
+    signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C: what was written so far is removed
     export_all(artifacts_dir(args.artifacts), args.runs or None,
                {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
                 "gallery_limit": args.gallery_limit, "int8": not args.no_int8})
     return 0
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM (a build being stopped): stop the export as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

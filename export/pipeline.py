@@ -17,8 +17,9 @@ import torch
 
 from export.onnx_export import export_module
 from methods import all_methods, get_method, resolve
-from runtime.artifacts import atomic_path
-from runtime.manifest import read_manifest, sha256_file, update_manifest
+from export.commit import commit_entry, discard, fresh_name
+from runtime.artifacts import atomic_path, hold_run_lock
+from runtime.manifest import entry_files, read_manifest, sha256_file
 from training.checkpoint import load_trained
 from training.methods import plugin_for_run
 
@@ -42,21 +43,58 @@ def view_of(model: torch.nn.Module, ckpt: dict[str, Any]):
     return variant, resolve(variant.view)(model, extra)
 
 
-def export_run(artifacts: Path, run: str, int8: bool = True) -> dict[str, Any]:
-    """Export ``runs/<run>/checkpoint.pt`` and record it in the manifest; with ``int8``
-    (and ``enabled`` in ``export/int8.yaml``) also its INT8 version (:mod:`export.int8`)."""
+def export_run(artifacts: Path, run: str, int8: bool = True,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export ``runs/<run>/checkpoint.pt`` and make it the manifest's entry ``run``; with
+    ``int8`` (and ``enabled`` in ``export/int8.yaml``) also its INT8 version
+    (:mod:`export.int8`); the variant's ``assets`` hook (the retrieval gallery) gets
+    ``options``.
+
+    Every file is written under a fresh name and the manifest switches to them in one
+    rename (:mod:`export.commit`): stopped at any point (Ctrl-C, an error), the previous
+    model stays served and what this export wrote is removed. The run's lock
+    (:func:`runtime.artifacts.hold_run_lock`) keeps a training or another export of the
+    same run out meanwhile.
+    """
+    artifacts = Path(artifacts)
+    run_dir = artifacts / "runs" / run
+    lock = hold_run_lock(run_dir) if run_dir.is_dir() else None
+    entry: dict[str, Any] = {}
+    written: list[str] = []
+    try:
+        t0 = time.time()
+        _stage(artifacts, run, int8, dict(options or {}), entry, written)
+        commit_entry(artifacts, run, entry)
+    except BaseException:
+        discard(artifacts, [*written, *entry_files(entry)])
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+    print(f"[export] {run}: {entry['file']} ({entry['method']}/{entry['variant']}, "
+          f"{entry['exporter']}, opset {entry['opset']}, parity "
+          f"{entry['parity_max_abs_diff']:.1e}) in {time.time() - t0:.1f} s", flush=True)
+    return entry
+
+
+def _stage(artifacts: Path, run: str, int8: bool, options: dict[str, Any],
+           entry: dict[str, Any], written: list[str]) -> None:
+    """Write every file of the run's export under fresh names (each added to ``written``
+    before it is written) and fill ``entry``, the manifest entry that names them; the
+    manifest itself is not touched."""
     ckpt_path = artifacts / "runs" / run / "checkpoint.pt"
+    ckpt_sha = sha256_file(ckpt_path) if ckpt_path.is_file() else None
     model, ckpt = load_trained(ckpt_path)
     if not ckpt.get("finished"):
         raise RuntimeError(f"{ckpt_path} is not finished; resume training first")
     method, extra = ckpt["method"], dict(ckpt.get("extra", {}))
     variant, view = view_of(model, ckpt)
     contract = variant.io
-    onnx_rel = f"{ONNX_DIR}/{run}.onnx"
-    t0 = time.time()
+    onnx_rel = fresh_name(artifacts, f"{ONNX_DIR}/{run}", ".onnx")
+    written.append(onnx_rel)
     info = export_module(view.module, view.inputs, artifacts / onnx_rel, contract.inputs,
                          contract.outputs, contract.dynamic_axes, view.check_inputs)
-    entry: dict[str, Any] = {
+    entry.update({
         "name": run, "method": method, "variant": variant.name, "served": variant.served,
         "version": f"{run}-{str(ckpt.get('git_commit', 'unknown'))[:8]}-"
                    f"{dt.datetime.fromtimestamp(ckpt_path.stat().st_mtime):%Y%m%d%H%M}",
@@ -71,35 +109,41 @@ def export_run(artifacts: Path, run: str, int8: bool = True) -> dict[str, Any]:
         "output_dtypes": {n: contract.output_dtypes.get(n, "float32") for n in contract.outputs},
         "training": {"data": ckpt["config"].get("data", {}), "config": ckpt["config"],
                      "checkpoint": str(ckpt_path.relative_to(artifacts)),
+                     "checkpoint_sha256": ckpt_sha,  # what app.build compares for staleness
                      "git_commit": ckpt.get("git_commit"), "steps": ckpt.get("global_step")},
         "metrics": ckpt.get("metrics", {}),
         "extra": {k: v for k, v in extra.items() if k not in ("preprocess", "labels")},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    })
     for suffix, arrays in view.sidecars.items():
-        side = (artifacts / onnx_rel).with_suffix(suffix)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        with atomic_path(side) as tmp:
-            tmp.write_bytes(buf.getvalue())
-        entry.setdefault("sidecars", {})[suffix] = {"file": str(side.relative_to(artifacts)),
-                                                    "sha256": sha256_file(side)}
+        _write_sidecar(artifacts, entry, suffix, arrays, written)
     if variant.evaluate and int8:  # first: the domain check and temperature then fit the
-        _add_int8(artifacts, entry, ckpt, method, variant)  # served file (fp32 or int8)
+        _add_int8(artifacts, entry, ckpt, method, variant, written)  # served file (fp32 or int8)
     if variant.domain:
-        _add_domain_check(artifacts, entry, ckpt, method, variant.domain)
+        _add_domain_check(artifacts, entry, ckpt, method, variant.domain, written)
     if variant.calibration:
         _add_calibration(artifacts, entry, ckpt, method, variant.calibration,
                          variant.calibration_output)
-    update_manifest(artifacts, run, entry)
-    print(f"[export] {run}: {onnx_rel} ({method}/{variant.name}, {info['exporter']}, opset "
-          f"{info['opset']}, parity {info['max_abs_diff']:.1e}) in {time.time() - t0:.1f} s",
-          flush=True)
-    return entry
+    if variant.assets:
+        resolve(variant.assets)(artifacts, entry, options)
+
+
+def _write_sidecar(artifacts: Path, entry: dict[str, Any], suffix: str,
+                   arrays: dict[str, Any], written: list[str]) -> None:
+    """Save ``arrays`` beside the entry's ONNX file (``<stem><suffix>``) and record it with
+    its sha256 under the entry's ``sidecars``."""
+    side = (artifacts / entry["file"]).with_suffix(suffix)
+    written.append(str(side.relative_to(artifacts)))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with atomic_path(side) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    entry.setdefault("sidecars", {})[suffix] = {"file": str(side.relative_to(artifacts)),
+                                                "sha256": sha256_file(side)}
 
 
 def _add_int8(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
-              variant: Any) -> None:
+              variant: Any, written: list[str]) -> None:
     """Quantise the run (:mod:`export.int8`), measure both files and record which one is
     served (``precision``) and why (``int8.reason``); a failure leaves it served in fp32
     with the reason recorded."""
@@ -109,6 +153,7 @@ def _add_int8(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], meth
     if not cfg["enabled"]:
         return
     entry["precision"] = "fp32"
+    written.append(str(Path(entry["file"]).with_suffix(int8.SUFFIX)))
     try:
         plugin = plugin_for_run(method, ckpt["config"], artifacts)
         entry.update(int8.quantize_run(artifacts, entry, plugin, variant.headline,
@@ -122,7 +167,7 @@ def _add_int8(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], meth
 
 
 def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,
-                      names: tuple[str, ...]) -> None:
+                      names: tuple[str, ...], written: list[str]) -> None:
     """Fit the run's domain check (:mod:`export.domain`) and record it as a sidecar; a run
     whose training images cannot be read is exported without one (said in the log)."""
     from export.domain import fit_run
@@ -135,13 +180,7 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
         print(f"[export] {entry['name']}: no domain check ({type(exc).__name__}: {exc})",
               flush=True)
         return
-    side = (artifacts / entry["file"]).with_suffix(domain.SUFFIX)
-    buf = io.BytesIO()
-    np.savez(buf, **dm.arrays())
-    with atomic_path(side) as tmp:
-        tmp.write_bytes(buf.getvalue())
-    entry.setdefault("sidecars", {})[domain.SUFFIX] = {"file": str(side.relative_to(artifacts)),
-                                                       "sha256": sha256_file(side)}
+    _write_sidecar(artifacts, entry, domain.SUFFIX, dm.arrays(), written)
     entry["domain"] = record
     print(f"[export] {entry['name']}: domain check on {record['n_fit']} + {record['n_held_out']} "
           f"training images, {record['dim']}-d features, threshold {record['threshold']:.3g} "
@@ -193,7 +232,8 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
     failed: dict[str, str] = {}
     for run in runs:
         try:
-            export_run(artifacts, run, int8=(options or {}).get("int8", True))
+            export_run(artifacts, run, int8=(options or {}).get("int8", True),
+                       options=options)
         except Exception as exc:  # one bad run must not stop the others; reported below
             failed[run] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"[export] {run}: FAILED ({failed[run]})", flush=True)

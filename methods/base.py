@@ -68,6 +68,11 @@ class Variant:
             ``headline`` on the test split through an exported model (an
             :class:`runtime.engine.OnnxModel`, fp32 or int8) with the training plug-in's
             data; empty: no INT8 file (the variant is served in fp32).
+        assets: ``"module:function"``; ``function(artifacts, entry, options)`` writes the
+            files an exported model needs beside its ONNX file (the retrieval gallery)
+            under fresh names (:func:`export.commit.fresh_name`) and records them in its
+            manifest ``entry`` before the manifest names the model (:mod:`export.commit`);
+            ``options`` are the export's (``gallery``, ``gallery_dir``, ...). Empty: none.
     """
     name: str
     overrides: tuple[str, ...]
@@ -80,6 +85,7 @@ class Variant:
     calibration_output: str = "logits"
     headline: str = ""
     evaluate: str = ""
+    assets: str = ""
 
 
 @dataclass(frozen=True)

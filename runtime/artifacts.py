@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 ENV_VAR = "REPLENS_ARTIFACTS"
 DEFAULT_DIR = "artifacts"
@@ -21,6 +24,87 @@ class ArtifactWriteError(OSError):
     """Raised when an artifact cannot be written (read-only folder, disk full, ...)."""
 
     user_error = True  # disk full, read-only folder: runtime.cli says so in one line
+
+
+class Locked(RuntimeError):
+    """Another live process holds a lock of the artifacts folder (the message names it)."""
+
+    user_error = True  # runtime.cli: one line, exit 2
+
+
+def _command_line() -> str:
+    """This process's command line (``/proc/self/cmdline`` where there is one)."""
+    try:
+        args = Path("/proc/self/cmdline").read_bytes().split(b"\0")
+        line = " ".join(a.decode(errors="replace") for a in args if a)
+    except OSError:
+        line = " ".join([sys.executable, *sys.argv])
+    return line[:300]
+
+
+def _holder(text: str) -> str:
+    """Who holds a lock, in words, from what :func:`hold_lock` wrote into its file."""
+    try:
+        info = json.loads(text)
+        return (f"pid {info['pid']} on {info['host']}, `{info['command']}`, since "
+                f"{info['since']}")
+    except (ValueError, TypeError, KeyError):
+        return f"pid {text.strip() or '?'}"
+
+
+def hold_lock(path: str | os.PathLike[str], what: str, advice: str) -> IO[str]:
+    """Hold the exclusive lock ``path`` (``flock``) until the returned file is closed or
+    this process ends; the file records the holder (pid, host, command, since when).
+
+    The kernel drops the lock of a process that died, so a lock left behind by a killed
+    process is taken over; its file only says who held it last.
+
+    Args:
+        what: what the lock guards, for the message ("run 'qmil' (/art/runs/qmil)").
+        advice: what to do when it is held ("wait for it to finish or stop it").
+
+    Raises:
+        Locked: a live process holds it; the message names that process.
+    """
+    import fcntl
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise ArtifactWriteError(f"cannot create the lock {path}: {exc.strerror or exc}. Check "
+                                 f"that the folder is writable.") from exc
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = _holder(fh.read())
+        fh.close()
+        raise Locked(f"{what} is in use by another process ({holder}); {advice}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "command": _command_line(),
+                         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
+    fh.flush()
+    return fh
+
+
+RUN_LOCK = "lock"
+
+
+def hold_run_lock(run_dir: str | os.PathLike[str]) -> IO[str]:
+    """The lock of one training run (``<run_dir>/lock``): one process at a time trains or
+    exports a run (:func:`hold_lock`).
+
+    Raises:
+        Locked: another live process trains or exports it (named in the message).
+    """
+    run_dir = Path(run_dir)
+    return hold_lock(run_dir / RUN_LOCK, f"run {run_dir.name!r} ({run_dir})",
+                     "one process at a time trains or exports a run: wait for that one to end "
+                     "(or stop it), or train under another name with --set run.name=NAME")
 
 
 def artifacts_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -37,8 +121,10 @@ def artifacts_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+def atomic_path(target: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``, with
+    permissions ``mode`` (default: 0644 less the umask). The temporary file is 0600 while
+    it is written.
 
     If the body raises (or the process dies) the old ``target`` is left untouched and the
     temporary file is removed. Errors from the file system are re-raised as
@@ -62,7 +148,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp_path, 0o644 & ~umask)
+        os.chmod(tmp_path, 0o644 & ~umask if mode is None else mode)
         os.replace(tmp_path, target)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -81,9 +167,10 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes,
+                       mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (``mode``: as :func:`atomic_path`)."""
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
 
 

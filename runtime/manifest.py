@@ -94,13 +94,31 @@ def read_manifest(artifacts: str | Path) -> dict[str, Any]:
     return data
 
 
+def entry_files(entry: dict[str, Any]) -> list[str]:
+    """The files and folders one manifest entry names, relative to the artifacts folder:
+    its ONNX file, its INT8 file, its sidecars and its gallery folder."""
+    files = [entry.get("file"), (entry.get("int8") or {}).get("file"),
+             *((s or {}).get("file") for s in (entry.get("sidecars") or {}).values()),
+             (entry.get("gallery") or {}).get("dir")]
+    return [str(f) for f in files if f]
+
+
 def update_manifest(artifacts: str | Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Add or replace one model's entry, writing the manifest atomically."""
+    """Add or replace one model's entry, writing the manifest atomically (one rename).
+
+    Processes that update the manifest at once (exports of two runs) take turns on
+    ``<artifacts>/.manifest.lock``, so neither loses the other's entry.
+    """
+    import fcntl
+
     path = manifest_path(artifacts)
-    try:
-        data = read_manifest(artifacts)
-    except ManifestError:
-        data = {"format_version": FORMAT_VERSION, "models": {}}
-    data["models"][name] = entry
-    write_json_atomic(path, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(".manifest.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            data = read_manifest(artifacts)
+        except ManifestError:
+            data = {"format_version": FORMAT_VERSION, "models": {}}
+        data["models"][name] = entry
+        write_json_atomic(path, data)
     return data

@@ -11,7 +11,7 @@ def test_export_all_skips_a_failing_run_and_names_it(tmp_path, monkeypatch):
 
     done: list[str] = []
 
-    def fake_export(artifacts, run, int8=True):
+    def fake_export(artifacts, run, int8=True, options=None):
         if run == "old":
             raise RuntimeError("Error(s) in loading state_dict for QueryMIL:\n\tMissing key(s)")
         done.append(run)

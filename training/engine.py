@@ -46,7 +46,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from runtime.artifacts import artifacts_dir, atomic_path, write_json_atomic
+from runtime.artifacts import artifacts_dir, atomic_path, hold_run_lock, write_json_atomic
 from training import distributed as dist_utils
 from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
@@ -228,11 +228,33 @@ class Trainer:
         (:meth:`_restore`), then per epoch trains (:meth:`_train_epoch`), evaluates on the
         main process (:meth:`_evaluate`) and saves the checkpoint; ``summary.json`` last.
         """
+        if resume:
+            self._check_resumable()
+        # one writer per run: the main process holds the run's lock while it trains
+        lock = hold_run_lock(self.run_dir) if dist_utils.env_world()[0] == 0 else None
         restore = self._catch_stop_signals()
         try:
             return self._fit(resume, stop_after_steps)
         finally:
             restore()
+            if lock is not None:
+                lock.close()
+
+    def _check_resumable(self) -> None:
+        """Refuse ``--resume`` of a run that has no checkpoint, naming the runs that have one.
+
+        Raises:
+            FileNotFoundError: ``checkpoint.pt`` of this run does not exist.
+        """
+        if self.ckpt_path.is_file():
+            return
+        root = self.run_dir.parent
+        runs = sorted(p.parent.name for p in root.glob(f"*/{CHECKPOINT_NAME}"))
+        have = (f"the runs there: {', '.join(runs)} (pick one with --set run.name=NAME)"
+                if runs else "there is no run there yet")
+        raise FileNotFoundError(
+            f"--resume: run {self.run_dir.name!r} does not exist (no {self.ckpt_path}); "
+            f"{have}, or drop --resume to start {self.run_dir.name!r} afresh")
 
     def _catch_stop_signals(self):
         """SIGINT/SIGTERM: stop after the current step with a resumable checkpoint (a

@@ -22,8 +22,8 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, domain_warning, file_path, guard,
-                               model_summary)
+    from app.ui_common import (Dropdown, SafeImage, domain_warning, example_expected,
+                               file_path, guard, model_summary)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -87,8 +87,11 @@ def build(ctx: "TabContext") -> None:
                 c_json = gr.JSON(label="Report", elem_id="classify-json")
                 c_file = gr.File(label="Download JSON")
         if (ctx.examples / "fashion").is_dir():
-            gr.Examples([[str(p), ""] for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
-                        [c_img, c_cls])
+            # shown: the image and the served model's answer (the class to explain is reset)
+            c_expect = gr.Textbox(label="expected answer", visible=False)
+            gr.Examples([[str(p), "", example_expected(p)]
+                         for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
+                        [c_img, c_cls, c_expect], visible_columns=[0, 2])
 
         def on_model(name):
             return (model_summary(ctx.engine, name),

@@ -23,7 +23,8 @@ def build(ctx: "TabContext") -> None:
     from app import case_report
     from app.inputs import InputError
     from app.ui_common import (Dropdown, Number, SafeFile, SafeImage, SafeVideo, Slider,
-                               domain_warning, example_truth, file_path, guard)
+                               domain_warning, example_expected, example_truth, file_path,
+                               guard)
     from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
@@ -152,13 +153,21 @@ def build(ctx: "TabContext") -> None:
                     f_file = gr.File(label="Download JSON")
                     f_html = gr.File(label="Case report (HTML)", elem_id="face-report")
         # component faces go with seqfake, attribute faces with seqfake_attr (if served)
-        face_examples = [[str(p), 0.5, 1, True, model]
+        # the examples are face crops (detection skipped), asked at their model's threshold,
+        # as export checked them; shown: the image, the model and that model's answer
+        def model_threshold(model: str) -> float:
+            extra = ctx.engine.manifest["models"].get(model, {}).get("extra", {})
+            return float(extra.get("threshold", f_thr.value))
+
+        f_expect = gr.Textbox(label="expected answer", visible=False)
+        face_examples = [[str(p), model_threshold(model), 1, True, model, example_expected(p)]
                          for folder, model, n in (("faces", "seqfake", 6),
                                                   ("faces_attr", "seqfake_attr", 3))
                          if model in seq_models
                          for p in sorted((ctx.examples / folder).glob("*.png"))[:n]]
         if face_examples:
-            gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model])
+            gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model, f_expect],
+                        visible_columns=[0, 4, 5])
         ctx.on_load.append((lambda: Dropdown(choices=model_choices()), [f_model]))
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
                     [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face")

@@ -24,8 +24,8 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeFile, domain_warning, example_truth, file_path,
-                               guard, model_summary)
+    from app.ui_common import (Dropdown, SafeFile, domain_warning, example_expected,
+                               example_truth, file_path, guard, model_summary)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -78,9 +78,11 @@ def build(ctx: "TabContext") -> None:
                 q_file = gr.File(label="Download JSON")
         if (ctx.examples / "bags").is_dir():
             bags = sorted(p for p in (ctx.examples / "bags").iterdir() if p.is_dir())[:4]
-            gr.Examples([[sorted(str(f) for f in b.glob("*.png")), example_word(b.name)]
-                         for b in bags], [q_files, q_word],
-                        label="Examples (folder name: the word and whether the bag holds it)")
+            q_expect = gr.Textbox(label="expected answer", visible=False)
+            gr.Examples([[sorted(str(f) for f in b.glob("*.png")), example_word(b.name),
+                          example_expected(b)] for b in bags], [q_files, q_word, q_expect],
+                        label="Examples (expected answer: the served model's, checked at "
+                              "export; the folder name says whether the bag holds the word)")
         q_model.change(lambda n: model_summary(ctx.engine, n), [q_model], [q_card],
                        api_name=False)
         ctx.on_load.append((lambda: Dropdown(choices=choices()), [q_model]))

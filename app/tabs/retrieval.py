@@ -18,8 +18,8 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, Slider, domain_warning, file_path, guard,
-                               model_summary)
+    from app.ui_common import (Dropdown, SafeImage, Slider, domain_warning, example_expected,
+                               file_path, guard, model_summary)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -59,15 +59,19 @@ def build(ctx: "TabContext") -> None:
                 r_gal = gr.Gallery(label="Nearest gallery images", columns=4, height=360)
                 r_json = gr.JSON(label="Report", elem_id="retrieval-json")
                 r_file = gr.File(label="Download JSON")
-        if (ctx.examples / "fashion").is_dir():
+        shown = next((ctx.examples / f for f in ("retrieval", "fashion")
+                      if (ctx.examples / f).is_dir()), None)
+        if shown is not None:
             def label_of(stem: str) -> str:  # "00_t-shirt" -> "t-shirt", "09_ankle-boot" -> "ankle boot"
                 part = stem.split("_", 1)[-1]
                 return next((lab for lab in ctx.labels(retrieval_svc.MODEL)
                              if lab.replace(" ", "-") == part), "")
 
-            gr.Examples([[str(p), 8, label_of(p.stem)]
-                         for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
-                        [r_img, r_k, r_lab])
+            # shown: the image and the majority label of the served encoder's 8 neighbours
+            r_expect = gr.Textbox(label="expected answer", visible=False)
+            gr.Examples([[str(p), 8, label_of(p.stem), example_expected(p)]
+                         for p in sorted(shown.glob("*.png"))[:8]],
+                        [r_img, r_k, r_lab, r_expect], visible_columns=[0, 3])
         r_model.change(lambda n: (model_summary(ctx.engine, n),
                                   Dropdown(choices=[""] + ctx.labels(n), value="")),
                        [r_model], [r_card, r_lab], api_name=False)
@@ -118,7 +122,8 @@ def load_requests(lc: Any) -> list[Any]:
     def key(r):
         return [(n["id"], n["similarity"]) for n in r[2]["neighbours"]]
 
-    fashion = sorted((lc.examples / "fashion").glob("*.png"))
+    fashion = (sorted((lc.examples / "retrieval").glob("*.png"))
+               or sorted((lc.examples / "fashion").glob("*.png")))
     if retrieval_svc.MODEL not in lc.served or not fashion:
         return []
     return ([Request("/neighbours", (lc.file(p), 8, ""), key, label=f"neighbours {p.name}")

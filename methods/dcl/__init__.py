@@ -93,7 +93,8 @@ DESCRIPTOR = MethodDescriptor(
     variants={"encoder": Variant("encoder", (), EMBED_IO, "methods.dcl.views:embed_view",
                                  "the encoder's l2-normalised embedding (any backbone)",
                                  domain=("embedding",), headline="knn_top1",
-                                 evaluate="methods.dcl.evaluation:knn_top1")},
+                                 evaluate="methods.dcl.evaluation:knn_top1",
+                                 assets="methods.dcl.assets:stage_gallery")},
     variant_of=variant_of,
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "

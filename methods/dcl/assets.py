@@ -9,12 +9,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from export.commit import commit_entry, discard, fresh_name
 from export.examples import write_class_examples
 from methods.dcl import DESCRIPTOR
 from models.gallery import GalleryIndex
 from models.gallery_build import build_from_folder
 from runtime.engine import OnnxModel
-from runtime.manifest import read_manifest, update_manifest
+from runtime.manifest import read_manifest
 from training.data.fashion_mnist import load_fashion_mnist
 
 GALLERY_DIR = "gallery"          # the default encoder's gallery
@@ -24,31 +25,45 @@ SERVED = DESCRIPTOR.default_runs[0].run
 
 
 def gallery_dir(run: str) -> str:
-    """The gallery folder of encoder ``run``, relative to the artifacts folder (recorded in
-    its manifest entry's ``gallery.dir``, which the retrieval tab reads)."""
+    """The gallery folder name of encoder ``run``, relative to the artifacts folder; each
+    build writes a fresh folder (this name, else ``<name>.2``, ... :func:`export.commit.fresh_name`),
+    recorded in its manifest entry's ``gallery.dir``, which the retrieval tab reads."""
     return GALLERY_DIR if run == SERVED else f"{OTHER_GALLERIES}/{run}"
 
 
+def served_gallery(entry: dict[str, Any], run: str) -> str:
+    """The gallery folder a manifest entry names (:func:`gallery_dir` when it names none)."""
+    return (entry.get("gallery") or {}).get("dir") or gallery_dir(run)
+
+
+def stage_gallery(artifacts: Path, entry: dict[str, Any], options: dict[str, Any]) -> None:
+    """The encoder variant's ``assets`` hook: embed the gallery with the just-exported ONNX
+    file (``entry``, not in the manifest yet) into a fresh folder recorded in ``entry``,
+    so the manifest switches to the encoder and its gallery at once. ``gallery_dir``
+    (``--gallery-dir``) names the image folder, ``gallery_limit`` keeps the first N;
+    ``gallery`` False (``--no-gallery``): none."""
+    if options.get("gallery", True):
+        _embed(artifacts, entry, options.get("gallery_dir"), limit=options.get("gallery_limit"))
+
+
 def post_export(artifacts: Path, runs: list[str], options: dict[str, Any]) -> None:
-    """(Re)build the gallery of every exported encoder that was exported now, is asked for
-    another image folder, or whose saved gallery was embedded by another encoder (each
-    encoder has its own gallery, so several DCL models are served side by side); write
-    examples. ``gallery_dir`` (``--gallery-dir``) applies to the encoders exported now."""
+    """Rebuild the gallery of every exported encoder not exported now whose saved gallery
+    is missing or was embedded by another encoder (each encoder has its own gallery, so
+    several DCL models are served side by side; those exported now got theirs with their
+    export, :func:`stage_gallery`); write examples."""
     manifest = read_manifest(artifacts)
     encoders = [n for n, e in manifest["models"].items() if e.get("method") == DESCRIPTOR.name]
     if options.get("gallery", True):
         for run in encoders:
-            now = run in runs
-            if now or not _gallery_matches(artifacts, manifest, run):
-                build_gallery(artifacts, options.get("gallery_dir") if now else None,
-                              limit=options.get("gallery_limit"), run=run)
+            if run not in runs and not _gallery_matches(artifacts, manifest, run):
+                build_gallery(artifacts, None, limit=options.get("gallery_limit"), run=run)
     write_class_examples(artifacts)
 
 
 def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVED) -> bool:
     """True when the saved gallery of ``run`` was embedded by that encoder."""
-    meta = artifacts / gallery_dir(run) / "meta.json"
     try:
+        meta = artifacts / served_gallery(manifest["models"][run], run) / "meta.json"
         return json.loads(meta.read_text()).get("encoder_hash") == manifest["models"][run]["sha256"]
     except (OSError, ValueError, KeyError):
         return False
@@ -57,7 +72,9 @@ def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVE
 def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
                   limit: int | None = None, index_kind: str = "auto",
                   run: str = SERVED) -> GalleryIndex:
-    """Embed the gallery (Fashion-MNIST test by default, or ``image_dir``) and save it.
+    """Embed the gallery of the exported encoder ``run`` (Fashion-MNIST test by default, or
+    ``image_dir``) into a fresh folder and switch its manifest entry to it (one rename of
+    the manifest, :func:`export.commit.commit_entry`; the old folder is removed after).
 
     The index stores the DCL ONNX file's sha256 as its encoder hash, so a gallery built by
     one encoder refuses queries from another. Precision@k of the gallery against its own
@@ -68,10 +85,26 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     made on first query; the index (exact or approximate) is chosen by size
     (``models/gallery_index.yaml``) unless ``index_kind`` names one.
     """
-    manifest = read_manifest(artifacts)
-    entry = manifest["models"][run]
+    entry = dict(read_manifest(artifacts)["models"][run])
+    try:
+        gallery = _embed(artifacts, entry, image_dir, k_eval, limit, index_kind)
+        commit_entry(artifacts, run, entry)
+    except BaseException:  # stopped: the served gallery stays, the new folder goes
+        discard(artifacts, [served_gallery(entry, run)])
+        raise
+    return gallery
+
+
+def _embed(artifacts: Path, entry: dict[str, Any], image_dir: str | None = None,
+           k_eval: int = 10, limit: int | None = None, index_kind: str = "auto") -> GalleryIndex:
+    """Embed and save the gallery of the encoder ``entry`` (a manifest entry) in a fresh
+    folder, recorded with its precision@k in ``entry["gallery"]`` (:func:`build_gallery`)."""
+    run = entry["name"]
     model = OnnxModel(run, entry, artifacts)
-    out_dir = artifacts / gallery_dir(run)
+    base = gallery_dir(run)
+    rel = fresh_name(artifacts, base)
+    entry["gallery"] = {"dir": rel}  # named before it is written: removed if stopped
+    out_dir = artifacts / rel
 
     def embed(batch):
         return model.run({"image": model.prepare(batch)})["embedding"]
@@ -81,6 +114,7 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
         source = f"image folder {image_dir}"
         gallery, report = build_from_folder(image_dir, out_dir, embed,
                                             entry["sha256"], limit=limit, index_kind=index_kind,
+                                            work=artifacts / f"{base}.build",
                                             meta={"source": source})
         labels = gallery.labels
     else:
@@ -102,10 +136,8 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
         gallery.save(out_dir)
     p_at_k = (gallery.precision_at_k(k_eval, max_queries=10_000)
               if (labels >= 0).sum() >= 2 else None)
-    entry = dict(entry)
     entry["gallery"] = {"source": source, "count": len(gallery), f"precision_at_{k_eval}": p_at_k,
-                        "dir": gallery_dir(run), "index": gallery.spec.kind}
-    update_manifest(artifacts, run, entry)
+                        "dir": rel, "index": gallery.spec.kind}
     print(f"[export] gallery of {run}: {len(gallery)} images from {source} ({gallery.spec.kind} index), "
           f"precision@{k_eval} = {p_at_k if p_at_k is None else round(p_at_k, 4)} "
           f"({time.time() - t0:.0f} s)", flush=True)
