@@ -1,5 +1,6 @@
 """DCL's post-export hook: the retrieval gallery (embedded with the exported encoder in
-onnxruntime) and the Fashion-MNIST example images of the Retrieval tab."""
+onnxruntime) and the Fashion-MNIST example images of the Retrieval tab, chosen so the
+majority label of the served encoder's nearest gallery images is their class."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from export.commit import commit_entry, discard, fresh_name
-from export.examples import write_class_examples
+from export.examples import Judge, served_model, write_class_examples
 from methods.dcl import DESCRIPTOR
 from models.gallery import GalleryIndex
 from models.gallery_build import build_from_folder
@@ -22,6 +23,8 @@ GALLERY_DIR = "gallery"          # the default encoder's gallery
 OTHER_GALLERIES = "galleries"    # every other encoder's: galleries/<run>
 # the default encoder: the method's first default run
 SERVED = DESCRIPTOR.default_runs[0].run
+EXAMPLES = "retrieval"  # examples/<folder> the Retrieval tab shows
+EXAMPLE_K = 8           # the neighbours an example asks for (the tab's default k)
 
 
 def gallery_dir(run: str) -> str:
@@ -57,7 +60,23 @@ def post_export(artifacts: Path, runs: list[str], options: dict[str, Any]) -> No
         for run in encoders:
             if run not in runs and not _gallery_matches(artifacts, manifest, run):
                 build_gallery(artifacts, None, limit=options.get("gallery_limit"), run=run)
-    write_class_examples(artifacts)
+    write_class_examples(artifacts, EXAMPLES, example_judge(artifacts))
+
+
+def example_judge(artifacts: Path) -> Judge | None:
+    """The served default encoder as the Retrieval tab asks it: the majority label of the
+    ``EXAMPLE_K`` nearest gallery images; None when no encoder or no gallery is served."""
+    from app.services import retrieval as retrieval_svc
+
+    found = served_model(artifacts, DESCRIPTOR.name, SERVED)
+    if found is None:
+        return None
+    engine, name = found
+    if not (artifacts / served_gallery(engine.manifest["models"][name], name)
+            / "meta.json").is_file():
+        return None
+    return Judge(name, engine.get(name).version,
+                 lambda p: retrieval_svc.batch_rows(engine, p, EXAMPLE_K, name)[0]["vote_label"])
 
 
 def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVED) -> bool:
