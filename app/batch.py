@@ -167,7 +167,9 @@ class ResultsWriter:
         else:
             text = "".join(json.dumps({c: r.get(c) for c in columns}) + "\n" for r in keep)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, text.encode("utf-8"))
+        from app.settings import user_file_mode
+
+        write_bytes_atomic(path, text.encode("utf-8"), user_file_mode())  # 0600: private_reports
         self._fh = path.open("a", encoding="utf-8", newline="")
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
 

@@ -567,11 +567,14 @@ def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
 # ---------------------------------------------------------------------------------- file
 
 def write_report(path: str | Path, html: str) -> Path:
-    """Write a report atomically (UTF-8); the previous file, if any, stays intact on failure.
+    """Write a report atomically (UTF-8), readable by its owner only unless the
+    ``private_reports`` setting is false; the previous file, if any, stays intact on failure.
 
     Raises:
         runtime.artifacts.ArtifactWriteError: the file cannot be written.
     """
+    from app.settings import user_file_mode
+
     target = Path(path)
-    write_bytes_atomic(target, html.encode("utf-8"))
+    write_bytes_atomic(target, html.encode("utf-8"), user_file_mode())
     return target

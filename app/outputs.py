@@ -10,6 +10,11 @@ image). Here every picture and JSON download of an answer is written
 * a temp file renamed into place (a reader sees the whole file or none), and the root lives
   inside Gradio's cache folder, so Gradio serves the file where it is instead of copying it.
 
+Each answer folder's name ends with a keyed hash of the login token of the request that made
+it (:func:`owner_tag`; ``public`` when the server has no login), which :mod:`app.guard`
+checks before a file is served: another login cannot fetch it, even with its URL; the rest
+of the name holds 122 random bits. Folders are created readable by their owner only (0700).
+
 The store is bounded: when an answer is created, answers older than ``max_age_s`` and the
 oldest beyond ``max_answers`` are deleted (defaults in ``app/serve.yaml``:
 ``answer_cache_answers``, ``answer_cache_age_s``). A full disk (ENOSPC) or any other write
@@ -18,10 +23,14 @@ failure gives :class:`OutputError` with a clear message and leaves no half-writt
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import itertools
 import json
 import os
+import secrets
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -29,6 +38,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+PUBLIC = "public"  # the owner of answers made without a login
+_OWNER_KEY = secrets.token_bytes(32)  # per process: a login token lives as long as its server
+
+
+def owner_tag(token: str | None) -> str:
+    """The owner part of an answer folder's name: a keyed hash of a login token."""
+    if not token:
+        return PUBLIC
+    return hmac.new(_OWNER_KEY, token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def owner_of(folder_name: str) -> str:
+    """The owner part of an answer folder's name (see :meth:`OutputStore.new`)."""
+    return folder_name.rsplit("-", 1)[-1]
+
+
+def login_token(cookies: Any, cookie_id: str | None) -> str | None:
+    """The Gradio login token among a request's cookies (None without a login)."""
+    if not cookie_id:
+        return None
+    return cookies.get(f"access-token-{cookie_id}") or \
+        cookies.get(f"access-token-unsecure-{cookie_id}")
+
+
+def current_owner() -> str:
+    """The owner tag of the Gradio request being answered; ``public`` outside a request or
+    without a login."""
+    context = sys.modules.get("gradio.context")  # no Gradio loaded: no request to answer
+    if context is None:
+        return PUBLIC
+    request = getattr(context.LocalContext.request.get(None), "request", None)
+    if request is None:
+        return PUBLIC
+    app = request.scope.get("app") if hasattr(request, "scope") else None
+    return owner_tag(login_token(getattr(request, "cookies", {}), getattr(app, "cookie_id", None)))
 
 
 class OutputError(RuntimeError):
@@ -115,13 +160,16 @@ class OutputStore:
         self.root = Path(root)
         self.max_answers, self.max_age_s = max_answers, max_age_s
         self._lock = threading.Lock()
+        self.after_prune: Any = None  # called after each prune (the server bounds uploads)
 
     def new(self, endpoint: str) -> Answer:
-        """A new answer folder ``<time>-<endpoint>-<random>``; prunes the store first."""
+        """A new answer folder ``<time>-<endpoint>-<random>-<owner>`` (0700); prunes the
+        store first."""
         self.prune()
-        folder = self.root / f"{time.time_ns()}-{endpoint}-{uuid.uuid4().hex[:8]}"
+        folder = self.root / f"{time.time_ns()}-{endpoint}-{uuid.uuid4().hex}-{current_owner()}"
         try:
-            folder.mkdir(parents=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)
         except OSError as exc:
             raise OutputError(f"{_describe(exc)}; the answer could not be saved. The app is "
                               f"still running.") from exc
@@ -151,4 +199,6 @@ class OutputStore:
             surplus = keep[:max(0, len(keep) - self.max_answers + 1)]  # room for the new one
             for p in old + surplus:
                 shutil.rmtree(p, ignore_errors=True)
-            return len(old) + len(surplus)
+        if self.after_prune is not None:
+            self.after_prune()
+        return len(old) + len(surplus)

@@ -1,10 +1,17 @@
 """Start the Gradio server (127.0.0.1 by default; auth when exposed), with the queue,
-concurrency and upload limits of the serving settings (:mod:`app.settings`)."""
+concurrency and upload limits of the serving settings (:mod:`app.settings`), the request
+checks of :mod:`app.guard` (Host, Origin, login throttle, frame headers, answer-file
+owners) and a private folder for uploads and answers (:func:`private_temp_dir`)."""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import shutil
 import socket
+import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -85,13 +92,64 @@ def _answer_busy_at_once(demo: Any, settings: ServeSettings) -> None:
     queue.push = push_or_busy
 
 
+def private_temp_dir() -> Path:
+    """The folder of uploads and answer files, readable by this user only (0700).
+
+    Without ``GRADIO_TEMP_DIR`` a new folder is made for this server (removed when it
+    exits) and ``GRADIO_TEMP_DIR`` set to it, before Gradio reads it; a folder the user
+    named is created 0700 when missing, and narrowed to 0700 when it is theirs and wider.
+    """
+    named = os.environ.get("GRADIO_TEMP_DIR")
+    if not named:
+        folder = Path(tempfile.mkdtemp(prefix="replens-gradio-"))  # 0700
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["GRADIO_TEMP_DIR"] = str(folder)
+        return folder
+    folder = Path(named)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if st.st_mode & 0o077:
+        if st.st_uid == os.getuid():
+            os.chmod(folder, 0o700)
+            log.info("GRADIO_TEMP_DIR %s narrowed to 0700 (uploads and answers are private)",
+                     folder)
+        else:
+            log.warning("GRADIO_TEMP_DIR %s belongs to another user and is readable by others "
+                        "(mode %o): uploads and answers there are not private; unset it or name "
+                        "a folder of your own", folder, stat.S_IMODE(st.st_mode))
+    return folder
+
+
+def bound_uploads(demo: Any, max_files: int) -> int:
+    """Delete the oldest uploaded files beyond ``max_files`` (the ``answer_cache_answers``
+    setting; Gradio's ``delete_cache`` deletes those older than ``answer_cache_age_s``);
+    returns how many were deleted."""
+    uploads = getattr(demo, "upload_file_set", None)
+    if uploads is None or len(uploads) <= max_files:
+        return 0
+    dated = []
+    for name in list(uploads):
+        try:
+            dated.append((os.stat(name).st_mtime, name))
+        except OSError:
+            uploads.discard(name)
+    dated.sort()
+    gone = dated[:max(0, len(dated) - max_files)]
+    for _, name in gone:
+        uploads.discard(name)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+            os.rmdir(os.path.dirname(name))  # the upload's own folder, when now empty
+    return len(gone)
+
+
 def create_app(artifacts: Path, retinaface_weights: str | None = None,
                banner: str | None = None, settings: ServeSettings | None = None):
     """Build the Blocks app with its queue configured (also used by tests); ``settings``,
     when given, become the ones in force (:func:`app.settings.configure`), else those in
     force are used."""
     from app.faces import default_detector
-    from app.ui import build_ui
+    from app.ui import answer_store, build_ui
 
     engine = Engine(artifacts)
     for name in engine.names():  # create sessions now so the first request is fast
@@ -103,10 +161,15 @@ def create_app(artifacts: Path, retinaface_weights: str | None = None,
 
     engine.pending = lambda name: pending_message(engine.artifacts, name)  # "training qmil: ..."
     s = configure(settings) if settings is not None else current_settings()
+    store = answer_store()
     demo = build_ui(engine, lambda: default_detector(retinaface_weights, engine.artifacts),
-                    banner=banner,
+                    banner=banner, outputs=store,
                     build_status=lambda: read_status(engine.artifacts))
     demo.queue(default_concurrency_limit=s.concurrency, max_size=s.queue_size)
+    # uploads and the files Gradio writes go with the answers: same age, same count
+    age = max(1, int(s.answer_cache_age_s))
+    demo.delete_cache = (min(age, 60), age)
+    store.after_prune = lambda: bound_uploads(demo, s.answer_cache_answers)
     _answer_busy_at_once(demo, s)
     return demo, engine
 
@@ -126,6 +189,29 @@ def stop_worker(worker: Any, timeout: float = 150) -> None:
         worker.kill()
 
 
+def guard_policy(settings: ServeSettings, expose: bool) -> Any:
+    """The request checks of a server (:class:`app.guard.Policy`) from its settings."""
+    from app.guard import LoginThrottle, Policy
+    from app.outputs import default_root
+
+    return Policy(settings.allowed_hosts, settings.allowed_origins,
+                  LoginThrottle(settings.login_max_failures, settings.login_window_s),
+                  default_root(), machine=expose)
+
+
+def guarded(policy: Any) -> Any:
+    """A lifespan (``app_kwargs``) that puts :mod:`app.guard` in front of the app when the
+    server starts, before it accepts a connection."""
+    from app.guard import install
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        install(app, policy)
+        yield
+
+    return lifespan
+
+
 def launch(artifacts: Path, port: int = 7860, expose: bool = False,
            retinaface_weights: str | None = None, t0: float | None = None, block: bool = True,
            no_auth: bool = False, worker: Any = None):
@@ -134,6 +220,7 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
     host = "0.0.0.0" if expose else "127.0.0.1"
     auth = serving_auth(expose, no_auth)
     check_port_free(host, port)
+    private_temp_dir()
     banner = NO_AUTH_WARNING if expose and auth is None else None
     if banner:
         print(f"[app] {banner}", flush=True)
@@ -149,7 +236,8 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
     for name, st in engine.status().items():
         print(f"[app] {name}: {st.get('status')} {st.get('provider', st.get('error', ''))}")
     demo.launch(server_name=host, server_port=port, auth=auth, show_error=False,
-                prevent_thread_lock=True, quiet=True, max_file_size=settings.max_upload_bytes)
+                prevent_thread_lock=True, quiet=True, max_file_size=settings.max_upload_bytes,
+                app_kwargs={"lifespan": guarded(guard_policy(settings, expose))})
     url = f"http://{host}:{port}/"
     took = f" (ready in {time.time() - t0:.1f} s)" if t0 else ""
     print(f"[app] RepLens running at {url}{took}. Press Ctrl+C to stop.", flush=True)

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +45,11 @@ class ServeSettings:
     max_video_frames: int = positive()
     answer_cache_answers: int = positive()
     answer_cache_age_s: float = positive()
+    allowed_hosts: list[str] = field()
+    allowed_origins: list[str] = field()
+    login_max_failures: int = positive()
+    login_window_s: float = positive()
+    private_reports: bool = field()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -56,7 +61,17 @@ def _fields() -> dict[str, Any]:
 
 
 def _from_text(key: str, text: str, tp: Any) -> Any:
-    """An environment variable's text as the key's type (validate() checks the range)."""
+    """An environment variable's or flag's text as the key's type (validate() checks the
+    range): a list is comma-separated, a yes/no is true/false (or 1/0, yes/no)."""
+    if typing.get_origin(tp) is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if tp is bool:
+        word = text.strip().lower()
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{key.upper()}={text!r}: {key} must be true or false")
     try:
         return int(text) if tp is int else float(text)
     except ValueError:
@@ -78,8 +93,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         text = env.get(ENV_PREFIX + key.upper())
         if text not in (None, ""):
             data[key] = _from_text(key, text, tp)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    s = ServeSettings(**validate(ServeSettings, data))
+    hints = _fields()
+    data.update({k: _from_text(k, v, hints[k]) if isinstance(v, str) and k in hints else v
+                 for k, v in (overrides or {}).items() if v is not None})
+    checked = validate(ServeSettings, data)
+    s = ServeSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in checked.items()})
     if s.min_side > s.max_side:
         raise ConfigError(f"min_side ({s.min_side}) must not exceed max_side ({s.max_side})")
     return s
@@ -92,9 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("serving limits (defaults: app/serve.yaml; "
                                       "environment: REPLENS_<KEY>)")
     for key, tp in _fields().items():
-        group.add_argument("--" + key.replace("_", "-"), type=tp, default=None, dest=key,
-                           metavar="N", help=f"(default {defaults.get(key)}; "
-                                             f"{ENV_PREFIX}{key.upper()})")
+        simple = tp in (int, float)
+        group.add_argument("--" + key.replace("_", "-"), default=None, dest=key,
+                           type=tp if simple else str,
+                           metavar="N" if simple else "A,B" if tp is not bool else "true|false",
+                           help=f"(default {defaults.get(key)}; {ENV_PREFIX}{key.upper()})")
 
 
 def from_args(args: argparse.Namespace) -> ServeSettings:
@@ -117,6 +137,12 @@ def current() -> ServeSettings:
     if not _CURRENT:
         _CURRENT.append(load_settings())
     return _CURRENT[0]
+
+
+def user_file_mode(settings: ServeSettings | None = None) -> int | None:
+    """Permissions of the files the CLI writes for the user (``--report``, ``--out``,
+    ``--cam-out``): 0600 with ``private_reports``, else None (0644 less the umask)."""
+    return 0o600 if (settings or current()).private_reports else None
 
 
 def as_dict(settings: ServeSettings) -> dict[str, Any]:

@@ -26,7 +26,8 @@ EXAMPLES_DIR = "examples"
 
 def model_card_markdown(engine: Engine) -> str:
     """A model card per exported model, from the manifest and the method's descriptor."""
-    limits = ", ".join(f"{k} {v:g}" for k, v in as_dict(settings()).items())
+    limits = ", ".join(f"{k} {v:g}" for k, v in as_dict(settings()).items()
+                       if type(v) in (int, float))  # the numbers; /status has every setting
     lines = [f"**RepLens {__version__}** - artifacts: `{engine.artifacts}`\n",
              f"Serving limits in force (app/serve.yaml, REPLENS_<KEY>, flags): {limits}\n"]
     if engine.manifest_error:

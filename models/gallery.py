@@ -443,6 +443,15 @@ class GalleryIndex:
                      if (folder / "items.json").is_file() else {})  # older galleries: none
         except (OSError, ValueError, RuntimeError) as exc:
             raise GalleryError(f"gallery {folder} is damaged: {exc}") from exc
+        if lazy:  # thumbnails are read from image_root / id: no id may leave that folder
+            from runtime.manifest import ManifestError, inside
+
+            root = image_root or meta.get("image_root") or "."
+            for i, item in enumerate(items.get("ids") or []):
+                try:
+                    inside(root, item, f"ids[{i}]", folder / "items.json", "rebuild the gallery")
+                except ManifestError as exc:
+                    raise GalleryError(str(exc)) from exc
         known = ("format", "encoder_hash", "label_names", "count", "dim", "metric", "index",
                  "thumbnails", "image_root", "thumb_size")
         extra = {k: v for k, v in meta.items() if k not in known}

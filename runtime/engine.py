@@ -32,8 +32,8 @@ import numpy as np
 from runtime import deadline as deadlines
 from runtime import domain
 from runtime.artifacts import artifacts_dir
-from runtime.manifest import (ManifestError, manifest_path, read_manifest, served_file,
-                              sha256_file)
+from runtime.manifest import (ManifestError, check_entry_paths, inside, manifest_path,
+                              read_manifest, served_file, sha256_file)
 from runtime.preprocess import PreprocessSpec, to_input
 
 log = logging.getLogger("replens.engine")
@@ -83,7 +83,10 @@ class OnnxModel:
 
         self.name, self.entry = name, entry
         try:
+            check_entry_paths(artifacts, name, entry)  # no path may leave the artifacts folder
             file, expected, self.precision = served_file(entry, precision)
+        except ManifestError as exc:
+            raise ModelUnavailableError(str(exc)) from exc
         except (KeyError, ValueError) as exc:
             raise ModelUnavailableError(f"{name}: {exc.args[0]}") from exc
         self.path = artifacts / file
@@ -146,7 +149,8 @@ class OnnxModel:
         side = self.entry.get("sidecars", {}).get(suffix)
         if not side:
             return None
-        return self.artifacts / side["file"], side.get("sha256")
+        key = f"models.{self.name}.sidecars.{suffix}.file"
+        return inside(self.artifacts, side["file"], key), side.get("sha256")
 
     def domain_check(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
         """Per input of ``outputs`` (a :meth:`run` result; per image for a bag model):
@@ -290,9 +294,9 @@ class Engine:
     def _served_path(self, entry: dict[str, Any]) -> Path:
         """The file the entry serves (fp32 or int8); the fp32 one if the entry is malformed."""
         try:
-            return self.artifacts / served_file(entry)[0]
-        except (KeyError, ValueError):
-            return self.artifacts / str(entry.get("file", ""))
+            return inside(self.artifacts, served_file(entry)[0], "file")
+        except (KeyError, ValueError, ManifestError):
+            return self.artifacts
 
     def status(self) -> dict[str, dict[str, str]]:
         """Per model: "ok" with provider and version, or the error message."""

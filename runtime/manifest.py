@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from runtime.artifacts import write_json_atomic
@@ -36,6 +36,48 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 PRECISIONS = ("fp32", "int8")
+
+
+def inside(folder: str | Path, rel: Any, key: str, where: str | Path | None = None,
+           fix: str = "re-export with `python -m export --all`") -> Path:
+    """``folder / rel`` for a path read from the manifest (or another record of the
+    artifacts), refused unless it stays inside ``folder``: relative, without ``..``;
+    ``where`` names the record (default: the manifest), ``fix`` says what to do.
+
+    Raises:
+        ManifestError: one line naming ``key`` (e.g. ``models.dcl.sidecars..head.npz.file``).
+    """
+    text = str(rel)
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    if (not text or PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
+            or PureWindowsPath(text).drive or ".." in parts):
+        raise ManifestError(
+            f"{key} = {text!r} in {where or manifest_path(folder)} points outside the folder "
+            f"{folder}: paths there must be relative to it, without '..'; {fix}")
+    return Path(folder) / text
+
+
+def entry_paths(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Every path of a manifest entry by its key: ``file``, ``int8.file``, each sidecar's
+    ``file`` and ``gallery.dir``."""
+    key = f"models.{name}"
+    out: dict[str, Any] = {}
+    if "file" in entry:
+        out[f"{key}.file"] = entry["file"]
+    if isinstance(entry.get("int8"), dict) and "file" in entry["int8"]:
+        out[f"{key}.int8.file"] = entry["int8"]["file"]
+    for suffix, side in (entry.get("sidecars") or {}).items():
+        if isinstance(side, dict) and "file" in side:
+            out[f"{key}.sidecars.{suffix}.file"] = side["file"]
+    if isinstance(entry.get("gallery"), dict) and entry["gallery"].get("dir"):
+        out[f"{key}.gallery.dir"] = entry["gallery"]["dir"]
+    return out
+
+
+def check_entry_paths(artifacts: str | Path, name: str, entry: dict[str, Any]) -> None:
+    """Refuse an entry any of whose paths leaves the artifacts folder (:func:`inside`)."""
+    for key, rel in entry_paths(name, entry).items():
+        inside(artifacts, rel, key)
 
 
 def served_file(entry: dict[str, Any], precision: str | None = None) -> tuple[str, str, str]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from runtime.engine import ModelUnavailableError
-from runtime.manifest import sha256_file
+from runtime.manifest import ManifestError, inside, sha256_file
 
 RECORD_FORMAT = 1
 DETECTOR_DIR = "detector"
@@ -78,7 +78,12 @@ def check_files(artifacts: str | Path, record: dict[str, Any]) -> dict[str, Path
     paths = {}
     for name in NETS:
         info = (record.get("nets") or {}).get(name) or {}
-        path = Path(artifacts) / str(info.get("file", f"{DETECTOR_DIR}/mtcnn_{name}.onnx"))
+        try:
+            path = inside(artifacts, info.get("file", f"{DETECTOR_DIR}/mtcnn_{name}.onnx"),
+                          f"nets.{name}.file", Path(artifacts) / RECORD_FILE,
+                          "re-export with `python -m export.mtcnn --force`")
+        except ManifestError as exc:
+            raise DetectorUnavailableError(str(exc)) from exc
         if not path.is_file():
             raise DetectorUnavailableError(f"face detector file {path} is missing; re-export "
                                            f"with `python -m export.mtcnn --force`")

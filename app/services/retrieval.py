@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.engine import Engine, ModelUnavailableError
+from runtime.manifest import inside
 from app.inputs import InputError, display_rgb, load_image
 
 MODEL = "dcl"  # the served encoder (the method's first default run)
@@ -50,7 +51,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     rgb = load_image(source, min_side=8)
     model = engine.get(model_name or MODEL, METHOD)
     rel = model.entry.get("gallery", {}).get("dir") or (GALLERY_DIR if model.name == MODEL else "")
-    gdir = Path(engine.artifacts) / rel if rel else None
+    gdir = inside(engine.artifacts, rel, f"models.{model.name}.gallery.dir") if rel else None
     if gdir is None or not gdir.is_dir():
         raise ModelUnavailableError(
             f"no gallery for encoder '{model.name}'"

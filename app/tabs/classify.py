@@ -146,9 +146,11 @@ def run_cli(args: argparse.Namespace, engine: Engine) -> dict[str, Any] | None:
     if args.cam_out:
         from PIL import Image
 
+        from app.settings import user_file_mode
         from runtime.artifacts import atomic_path
 
-        with atomic_path(out) as tmp:  # no half-written picture under the name asked for
+        # no half-written picture under the name asked for; 0600 unless private_reports false
+        with atomic_path(out, user_file_mode()) as tmp:
             Image.fromarray(res.cam).save(tmp, format="PNG" if out.suffix.lower() == ".png"
                                           else "JPEG")
     return res.report
