@@ -6,10 +6,16 @@ own service, and appends one row per result (per face for the face model) as soo
 known, so an interrupted batch keeps what it did and ``--resume`` analyses only the files
 that are not in the results file yet. A file that fails is a row with ``status`` ``error``
 (or ``no_face``) and its message; it never ends the batch. A missing or corrupt model does:
-every row would fail the same way.
+every row would fail the same way. So does the request's time limit (a batch served by the
+app runs under :mod:`runtime.deadline`): the batch stops between files with the rows done so
+far, and its summary's ``stopped`` says after how many of its files.
 
 Rows are flat (the same columns in both formats, in a fixed order decided before the first
 file, so a CSV header never changes mid-file); lists are written space-separated in CSV.
+A CSV cell that a spreadsheet would read as a formula (it starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return and is not a number) is written with a leading ``'``, as
+is a cell that starts with ``'`` itself, so that reading a CSV back (:func:`read_results`)
+removes exactly that quote. JSON lines are written as they are.
 """
 from __future__ import annotations
 
@@ -18,13 +24,16 @@ import glob
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from app.inputs import IMAGE_EXTENSIONS, InputError
+from runtime import deadline
 from runtime.artifacts import write_bytes_atomic
+from runtime.deadline import RequestTimeout
 from runtime.engine import ModelUnavailableError
 from runtime.manifest import sha256_file
 
@@ -99,6 +108,10 @@ def results_format(out: str | os.PathLike[str]) -> str:
     return fmt
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return ""
@@ -107,6 +120,25 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+def csv_safe(text: str) -> str:
+    """A CSV cell no spreadsheet runs as a formula: ``'`` before a cell that starts with
+    ``= + - @``, a tab or a carriage return (a number such as ``-0.5`` excepted) or with
+    ``'`` itself (so :func:`csv_unsafe` can take exactly that quote off again)."""
+    if text.startswith("'") or (text.startswith(FORMULA_START) and not _NUMBER.fullmatch(text)):
+        return "'" + text
+    return text
+
+
+def csv_unsafe(text: str) -> str:
+    """The cell :func:`csv_safe` was given."""
+    return text[1:] if text.startswith("'") else text
+
+
+def _csv_row(row: dict[str, Any], columns: list[str]) -> list[str]:
+    """One row's CSV cells, formulas neutralised."""
+    return [csv_safe(_cell(row.get(c))) for c in columns]
 
 
 def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
@@ -135,22 +167,23 @@ def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
     complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
     reader = csv.reader(io.StringIO(complete))
     header = next(reader, None)
-    if header != columns:
+    if header is None or [csv_unsafe(h) for h in header] != columns:
         raise InputError(f"{path} was written with other columns (another command or model); "
                          f"choose another --out.")
     for rec in reader:
         if len(rec) == len(columns):
-            rows.append(dict(zip(columns, rec)))
+            rows.append(dict(zip(columns, map(csv_unsafe, rec))))
     return rows
 
 
 def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as CSV text with a header (lists space-separated), as ``--out x.csv`` writes."""
+    """Rows as CSV text with a header (lists space-separated, formulas neutralised by
+    :func:`csv_safe`), as ``--out x.csv`` writes."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
+    w.writerow([csv_safe(c) for c in columns])
     for r in rows:
-        w.writerow([_cell(r.get(c)) for c in columns])
+        w.writerow(_csv_row(r, columns))
     return buf.getvalue()
 
 
@@ -176,7 +209,7 @@ class ResultsWriter:
     def write(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             if self._csv is not None:
-                self._csv.writerow([_cell(r.get(c)) for c in self.columns])
+                self._csv.writerow(_csv_row(r, self.columns))
             else:
                 self._fh.write(json.dumps({c: r.get(c) for c in self.columns}, default=str) + "\n")
         self._fh.flush()
@@ -209,6 +242,10 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
         progress: ``(done, total, file)`` after each file (the UI's progress bar).
         count_key / flag: the summary counts rows (``faces``) and flagged rows
             (``manipulated``) under these names.
+
+    Under a request deadline (:mod:`runtime.deadline`) the time limit is checked before each
+    file; a batch past it ends with the rows done so far, and the summary's ``stopped`` says
+    after how many files (``not_analysed`` counts the others).
     """
     from tqdm import tqdm
 
@@ -227,10 +264,17 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
     t0 = time.perf_counter()
     bar = tqdm(todo, desc="analysing", unit="file", disable=not show_bar or not todo,
                dynamic_ncols=True)
-    n_err = n_rows = 0
+    n_err = n_rows = n_done = 0
+    stopped: str | None = None
     try:
         for i, p in enumerate(bar, 1):
-            new = _rows_for(p, analyse, columns)
+            try:
+                deadline.check()
+                new = _rows_for(p, analyse, columns)
+            except RequestTimeout:
+                stopped = _stopped_message(n_done, len(todo))
+                break
+            n_done = i
             n_err += sum(r["status"] == STATUS_ERROR for r in new)
             n_rows += sum(r["status"] == STATUS_OK for r in new)
             bar.set_postfix(rows=n_rows, errors=n_err, refresh=False)
@@ -247,13 +291,16 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
     ok = [r for r in rows if r["status"] == STATUS_OK]
     summary: dict[str, Any] = {
         "files": len({str(r["file"]) for r in rows}),
-        "analysed_now": len(todo), "resumed": len(paths) - len(todo),
+        "analysed_now": n_done, "resumed": len(paths) - len(todo),
         count_key or "results": len(ok),
         "errors": sum(r["status"] == STATUS_ERROR for r in rows),
         "skipped_non_images": skipped_non_images,
         "seconds": round(seconds, 2),
-        "files_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+        "files_per_second": round(n_done / seconds, 3) if n_done and seconds > 0 else None,
     }
+    if stopped is not None:
+        summary["stopped"] = stopped
+        summary["not_analysed"] = len(todo) - n_done
     if any(r["status"] == STATUS_NO_FACE for r in rows):
         summary["no_face"] = sum(r["status"] == STATUS_NO_FACE for r in rows)
     if flag is not None:
@@ -263,13 +310,23 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
     return BatchResult(rows, summary)
 
 
+def _stopped_message(done: int, total: int) -> str:
+    """One line: the batch was stopped at the time limit after ``done`` of ``total`` files."""
+    d = deadline.current()
+    limit = f" of {d.seconds:g} s" if d is not None else ""
+    return (f"Stopped at the time limit{limit} (request_timeout_s) after {done} of {total} "
+            f"files; the rows so far are kept. Send the other files in a smaller batch, or use "
+            f"the CLI (python -m app.cli <command> FOLDER --out results.csv), which has no time limit.")
+
+
 def _rows_for(path: Path, analyse: Analyse, columns: list[str]) -> list[dict[str, Any]]:
-    """One file's rows; its failure is an ``error`` row (a missing model ends the batch)."""
+    """One file's rows; its failure is an ``error`` row (a missing model or the request's
+    time limit ends the batch)."""
     base: dict[str, Any] = {"file": str(path), "sha256": None}
     try:
         base["sha256"] = sha256_file(path)
         found = analyse(path)
-    except ModelUnavailableError:
+    except (ModelUnavailableError, RequestTimeout):
         raise
     except NoFaceError as exc:
         return [{**base, **dict.fromkeys(columns), "status": STATUS_NO_FACE, "error": str(exc)}]

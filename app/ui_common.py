@@ -4,8 +4,10 @@ A tab module (``app/tabs/<name>.py``, named by its method's descriptor) builds i
 components inside :func:`app.ui.build_ui`'s Blocks with a :class:`TabContext`.
 
 :func:`guard` wraps every endpoint: it runs the request under the time limit
-(``request_timeout_s``; a request over it is stopped - its onnxruntime runs are terminated -
-and answered with a message, and the worker is freed at once), turns the user's mistakes into
+(``request_timeout_s``; a request over it is stopped - its onnxruntime runs are terminated,
+batches and video decoding stop at their next file or frame - and answered with a message
+once its work has stopped, so its concurrency slot is never given to another request while
+the work goes on), turns the user's mistakes into
 a one-line log entry and a ``gr.Error`` message, and gives an unexpected failure an error id
 that is both in the user's message and beside the traceback in the server log.
 """
@@ -89,6 +91,13 @@ def _answer(endpoint: str, exc: BaseException) -> gr.Error:
 def guard(fn: Callable) -> Callable:
     """An endpoint under the request time limit, with expected errors as messages.
 
+    ``fn`` runs in a worker thread under a :class:`Deadline` of ``request_timeout_s``. Past
+    it the deadline is cancelled (running onnxruntime calls are terminated; batches and video
+    decoding check it per file and frame) and the request waits for the worker to stop, at
+    most as long again, before it answers: the request holds its concurrency slot until then.
+    A batch that stopped at the limit answers with its rows so far; other work answers with
+    the time-limit message. A worker still running after that wait is logged as a warning.
+
     The wrapper keeps ``fn``'s signature, so the API's parameters have its names (``image``,
     ``threshold``, ...) rather than ``param_0``; the endpoint is named after ``fn``."""
     endpoint = fn.__name__
@@ -111,8 +120,14 @@ def guard(fn: Callable) -> Callable:
                                   name=f"replens-{endpoint}")
         worker.start()
         worker.join(limit)
-        if worker.is_alive():  # over the limit: stop its model runs, free this worker now
+        if worker.is_alive():  # over the limit: stop the work, keep the slot until it stopped
             deadline.cancel()
+            worker.join(limit)
+            if worker.is_alive():
+                log.warning("/%s still ran %g s after its time limit; its slot is freed while "
+                            "it runs on", endpoint, limit)
+        if "value" not in box and (worker.is_alive() or deadline.expired()
+                                   or isinstance(box.get("error"), RequestTimeout)):
             raise _answer(endpoint, RequestTimeout(
                 f"The request took longer than the limit of {limit:g} s and was stopped. Try "
                 f"a smaller input (fewer images or frames, a smaller photo); the limit is the "

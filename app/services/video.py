@@ -4,6 +4,11 @@ with its own timeline and score; and a video as a qMIL bag.
 A track's score is the mean of its frames' fake probabilities (the thesis' video-level
 score); the video's is the highest track score, so one manipulated person makes the clip
 manipulated.
+
+Decoding stays within the serving limits: frames over ``max_pixels`` are refused, at most
+``max_video_frames`` frames are kept however long the video (see :mod:`models.media`), and
+the request's deadline (:mod:`runtime.deadline`) is checked before each frame decoded and
+each face analysed, so a video past ``request_timeout_s`` stops at once.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from runtime import deadline
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError
@@ -34,19 +40,43 @@ def _probe(path: Any) -> tuple[float, int]:
         cap.release()
 
 
+def check_frame_size(path: Any) -> None:
+    """Refuse a video whose frames (as its container declares them) are over ``max_pixels``.
+
+    Raises:
+        InputError: the frames are too large (the message names the limit).
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    finally:
+        cap.release()
+    limit = limits().max_pixels
+    if w * h > limit:
+        raise InputError(f"{Path(str(path)).name} has frames of {w} x {h} = {w * h} pixels; the "
+                         f"limit is {limit} (max_pixels). Use a smaller video.")
+
+
 def video_seconds(path: Any, at_most: float | None = None) -> float | None:
     """The video's length in seconds; None when the container gives no frame rate.
 
-    When it gives no frame count, frames are counted by reading, stopping once past
-    ``at_most`` seconds (the length returned is then just over ``at_most``)."""
+    When it gives no frame count, frames are counted by reading (the request's deadline
+    checked before each), stopping once past ``at_most`` seconds (the length returned is then
+    just over ``at_most``; a frame rate over ``MAX_FPS`` counts as ``MAX_FPS`` there)."""
+    from models.media import MAX_FPS
+
     fps, count = _probe(path)
     if fps <= 0:
         return None
     if count <= 0:
-        stop = None if at_most is None else int(at_most * fps) + 2
+        stop = None if at_most is None else int(at_most * min(fps, MAX_FPS)) + 2
         cap = cv2.VideoCapture(str(path))
         try:
-            while (stop is None or count < stop) and cap.grab():
+            while stop is None or count < stop:
+                deadline.check()
+                if not cap.grab():
+                    break
                 count += 1
         finally:
             cap.release()
@@ -69,51 +99,43 @@ def check_video(path: Any) -> None:
     if size > lim.max_upload_bytes:
         raise InputError(f"{p.name} is {size / 2**20:.1f} MB; the limit is "
                          f"{lim.max_upload_mb:g} MB.")
+    check_frame_size(p)
     seconds = video_seconds(p, lim.max_video_seconds)
     if seconds is not None and seconds > lim.max_video_seconds + 1e-3:
         raise InputError(f"{p.name} is {seconds:.1f} s long; the limit is "
                          f"{lim.max_video_seconds:g} s (max_video_seconds). Trim the video.")
 
 
-def _fit(rgb: np.ndarray, side: int) -> np.ndarray:
-    """Downscale an image (H, W, 3) whose longer side exceeds ``side``; others unchanged."""
-    h, w = rgb.shape[:2]
-    if max(h, w) <= side:
-        return rgb
-    s = side / max(h, w)
-    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
-                      interpolation=cv2.INTER_AREA)
-
-
 def read_frames(path: Any, max_frames: int, upscale: bool = True
                 ) -> tuple[list[np.ndarray], list[float]]:
     """Evenly sampled RGB frames (H, W, 3) of the first ``max_video_seconds`` and their
-    approximate times (s); errors become InputError.
+    times (s: frame number / frame rate; the sample's position + 0.5 when the video gives no
+    frame rate); errors become InputError.
 
     Frames are resized so that their longer side is ``max_side``; with ``upscale=False``
-    only larger frames are (smaller ones keep the video's pixels)."""
-    from models.media import VideoReadError, video_to_frames
+    only larger frames are (smaller ones keep the video's pixels). Frames over
+    ``max_pixels`` are refused; the request's deadline is checked before each frame."""
+    from models.media import VideoReadError, sample_video
 
     if path is None:
         raise InputError("No video was given.")
     lim = limits()
     if not 1 <= max_frames <= lim.max_video_frames:
         raise InputError(f"Frames to sample must be between 1 and {lim.max_video_frames}.")
+    if Path(str(path)).is_file():
+        check_frame_size(path)
     try:
-        frames = video_to_frames(str(path), max_frames=max_frames,
-                                 max_seconds=lim.max_video_seconds,
-                                 size=lim.max_side if upscale else None)
+        sample = sample_video(str(path), max_frames=max_frames,
+                              max_seconds=lim.max_video_seconds,
+                              size=lim.max_side if upscale else None, max_side=lim.max_side,
+                              max_pixels=lim.max_pixels, check=deadline.check)
     except (VideoReadError, ValueError) as exc:
         raise InputError(str(exc)) from exc
+    frames = sample.frames
     if not frames:
         raise InputError("The video has no readable frames.")
-    if not upscale:
-        frames = [_fit(f, lim.max_side) for f in frames]
-    fps, count = _probe(path)
-    duration = (min(count / fps, lim.max_video_seconds) if fps > 0 and count > 0
-                else float(len(frames)))
-    # video_to_frames samples the centres of equal segments
-    times = [(i + 0.5) * duration / len(frames) for i in range(len(frames))]
+    times = ([i / sample.fps for i in sample.indices] if sample.fps > 0
+             else [k + 0.5 for k in range(len(frames))])
     return frames, times
 
 
@@ -147,7 +169,11 @@ def _detect(detector: FaceDetector | None, frames: list[np.ndarray], is_crop: bo
         return [[Face((0.0, 0.0, float(f.shape[1]), float(f.shape[0])), 1.0)] for f in frames]
     if detector is None:
         raise InputError("No face detector is available; tick 'Frames are face crops'.")
-    return [detector.detect(f) for f in frames]
+    found = []
+    for f in frames:
+        deadline.check()
+        found.append(detector.detect(f))
+    return found
 
 
 def _crop(frame: np.ndarray, face: Face, is_crop: bool) -> np.ndarray:
@@ -163,6 +189,7 @@ def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times:
     """Run the model on every face of a track; its result and the per-frame model reports."""
     crops, rows, reports = [], [], []
     for ob in track.observations:
+        deadline.check()
         crop = _crop(frames[ob.frame], ob.face, is_crop)
         r = analyze_crop(engine, crop, model_name, threshold)
         r.pop("_dissim", None)

@@ -98,7 +98,8 @@ def build(ctx: "TabContext") -> None:
         text = (f"**{sm['files']} files, {sm['faces']} faces, {sm.get('manipulated', 0)} "
                 f"manipulated, {sm['errors']} errors"
                 + (f", {sm['no_face']} without a face" if sm.get("no_face") else "")
-                + f"** in {sm['seconds']:.1f} s")
+                + f"** in {sm['seconds']:.1f} s"
+                + (f"\n\n**{sm['stopped']}**" if sm.get("stopped") else ""))
         shown = [c for c in all_cols if c not in ("sha256", "box", "model_version")]
         table = [[_table_cell(r.get(c)) for c in shown] for r in res.rows]
         out = ctx.outputs.new("face_batch")
