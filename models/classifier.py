@@ -1,6 +1,6 @@
 """Long-tailed image classifier: any timm backbone + global average pooling + linear head.
 
-Used by ABC-Norm (thesis Chapter 4, SPEC.md section 3) and its baselines. With a GAP +
+Used by ABC-Norm (thesis Chapter 4; docs/abcnorm.md) and its baselines. With a GAP +
 linear head, Grad-CAM on the last feature map equals the class-activation map (CAM):
 d logit_c / d F_k(x, y) = W[c, k] / (h * w), so the app can compute the explanation from the
 exported feature map and the head weights with no torch (see :mod:`models.cam`).

@@ -1,4 +1,4 @@
-"""Encoders for contrastive pre-training (thesis Chapter 3, SPEC.md section 2).
+"""Encoders for contrastive pre-training (thesis Chapter 3; docs/dcl.md, Eqs. (3.1)-(3.6)).
 
 A timm backbone (ResNet-18 by default, any timm model by name, ``pretrained=False``
 always) with a stem for small images, plus SimCLR's MLP projection head:

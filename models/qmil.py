@@ -1,4 +1,4 @@
-"""qMIL: query-based multiple instance learning (SPEC.md section 1, thesis eqs. 2.2-2.3).
+"""qMIL: query-based multiple instance learning (thesis Chapter 2; docs/qmil.md, Eqs. (2.2)-(2.3)).
 
 An instance encoder turns each image of a bag into a feature x_k (M-d). A 3-layer MLP maps
 it to psi(x_k) (d-d); a 2-layer MLP maps the query's word vector to phi(q) (d-d). The

@@ -1,4 +1,4 @@
-"""The sequential-deepfake network of thesis Chapter 5 (SPEC.md section 4, eqs. 5.3-5.5).
+"""The sequential-deepfake network of thesis Chapter 5 (docs/seqfake.md, Eqs. (5.3)-(5.5)).
 
 CNN (timm ResNet, ``features_only=True``) + a small FPN -> feature map (B, d, h, w) ->
 N = h*w patch tokens, each l2-normalised (U), plus L learnable class tokens (V) -> a
@@ -15,7 +15,7 @@ map the app shows).
 
 Binary mode is ``num_classes=1`` (one class token).
 
-Notation choices (SPEC.md is the reading implemented):
+Notation choices (the deviations docs/seqfake.md, Eq. (5.3) lists):
 * The thesis says S is rectified "such that all of its elements are in [0, 1]", which
   holds only for unit-norm rows, so U~ is l2-normalised again after phi before S.
 * A learnable positional embedding is added to U before phi (``pos_embed=True``); the thesis

@@ -3,11 +3,11 @@
 numpy only (no torch): the app is served without torch. Used by the evaluation
 (``training.metrics.seqfake``), the app (``app.services.face``) and the export parity test.
 
-SPEC.md section 4, inference: the manipulated components are those whose fused
-probability P_i is above the threshold; their order is decreasing P_i. A real face is the
-empty sequence. "Above" is strict (P_i > threshold), as the evaluation has always decoded
-(the thesis does not say for Chapter 5; its Chapter 2 decision rule is p > 0.5 too). Ties
-keep the component order (lower id first).
+Thesis Chapter 5, inference (docs/seqfake.md, "Equations"): the manipulated components are
+those whose fused probability P_i is above the threshold; their order is decreasing P_i. A
+real face is the empty sequence. "Above" is strict (P_i > threshold), as the evaluation has
+always decoded (the thesis does not say for Chapter 5; its Chapter 2 decision rule is p >
+0.5 too). Ties keep the component order (lower id first).
 """
 from __future__ import annotations
 

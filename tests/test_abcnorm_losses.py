@@ -1,4 +1,5 @@
-"""ABC-Norm and the baseline losses against hand-computed values (SPEC.md section 3)."""
+"""ABC-Norm and the baseline losses against hand-computed values (docs/abcnorm.md,
+Eqs. (4.2)-(4.11))."""
 from __future__ import annotations
 
 import math

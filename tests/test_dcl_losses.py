@@ -1,4 +1,5 @@
-"""NT-Xent, DCL and DCLW against loop-based SPEC.md formulas, lightly, and Proposition 1."""
+"""NT-Xent, DCL and DCLW against loop-based formulas (docs/dcl.md, Eqs. (3.1)-(3.6)),
+lightly, and Proposition 1."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from training.losses.dcl import (DCLLoss, DCLWLoss, NTXentLoss, build_loss, cont
 
 def _loop_loss(out0: torch.Tensor, out1: torch.Tensor, t: float, kind: str,
                sigma: float = 0.5) -> float:
-    """SPEC.md section 2, written one anchor at a time with Python floats."""
+    """docs/dcl.md, Eqs. (3.1)-(3.6), written one anchor at a time with Python floats."""
     z = [F.normalize(out0, dim=1).tolist(), F.normalize(out1, dim=1).tolist()]
     n = len(z[0])
     dot = lambda a, b: sum(x * y for x, y in zip(a, b))

@@ -1,4 +1,4 @@
-"""The qMIL loss (SPEC.md section 1, eqs. 2.4-2.6) on hand-worked values and a loop reference."""
+"""The qMIL loss (docs/qmil.md, Eqs. (2.4)-(2.6)) on hand-worked values and a loop reference."""
 from __future__ import annotations
 
 import math

@@ -134,12 +134,13 @@ def _config_qmil():
 
 @pytest.mark.parametrize("variant", ["config", "thesis_literal"])
 def test_attention_follows_eq_2_2_and_2_3(variant, qmil):
-    """SPEC.md section 1 from the raw parameter tensors: psi a 3-layer MLP (M -> d -> d -> d),
-    phi a 2-layer MLP (D -> d -> d), alpha_k = w^T tanh(V (psi(x_k) * phi(q))), beta =
-    softmax(alpha / 0.5) over the real instances, z = sum_k beta_k x_k, and the classifier on
-    z: the config's bilinear read-out logit = <h(z), phi(q)> + b, or (thesis-literal) h(z).
-    Project choices in the reference (docs/qmil.md): ReLU between MLP layers, LayerNorm on
-    psi(x) and phi(q) (embed_norm), h a 2-layer MLP."""
+    """docs/qmil.md, Eqs. (2.2)-(2.3), from the raw parameter tensors: psi a 3-layer MLP
+    (M -> d -> d -> d), phi a 2-layer MLP (D -> d -> d),
+    alpha_k = w^T tanh(V (psi(x_k) * phi(q))), beta = softmax(alpha / 0.5) over the real
+    instances, z = sum_k beta_k x_k, and the classifier on z: the config's bilinear read-out
+    logit = <h(z), phi(q)> + b, or (thesis-literal) h(z). Project choices in the reference
+    (docs/qmil.md): ReLU between MLP layers, LayerNorm on psi(x) and phi(q) (embed_norm), h a
+    2-layer MLP."""
     if variant == "config":
         base, cfg = _config_qmil()
         assert cfg["classifier_query"] == "bilinear" and cfg["embed_norm"] is True
@@ -149,7 +150,7 @@ def test_attention_follows_eq_2_2_and_2_3(variant, qmil):
         base, d, m_dim, l_dim, hid = qmil, 128, 500, 128, 128
     model = _perturbed_double(base)
     p = _params(model)
-    # architecture: layer structure and shapes (SPEC: psi 3 layers, phi 2 layers)
+    # architecture: layer structure and shapes (thesis: psi 3 layers, phi 2 layers)
     psi_l, phi_l = _linear_stack(p, "psi"), _linear_stack(p, "phi")
     assert [tuple(w.shape) for w, _ in psi_l] == [(d, m_dim), (d, d), (d, d)]
     assert [tuple(w.shape) for w, _ in phi_l] == [(d, 50), (d, d)]

@@ -1,4 +1,5 @@
-"""Chapter 5 losses against SPEC.md section 4 on hand-worked cases and loop references."""
+"""Chapter 5 losses against docs/seqfake.md, Eqs. (5.1)-(5.18), on hand-worked cases and
+loop references."""
 from __future__ import annotations
 
 import math

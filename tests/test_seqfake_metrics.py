@@ -1,4 +1,4 @@
-"""Decoding and Seq-DeepFake metrics on hand-computed examples (SPEC.md section 4)."""
+"""Decoding and Seq-DeepFake metrics on hand-computed examples (thesis section 5.4)."""
 from __future__ import annotations
 
 import itertools
@@ -37,9 +37,9 @@ def test_one_decoder_shared_by_evaluation_and_app_without_torch():
 
 
 def test_decode_hand_worked_cases():
-    """SPEC.md section 4 inference: P_i above threshold, by decreasing P_i. "Above" is strict
-    (P_i > threshold), as the evaluation has always decoded: a probability exactly at the
-    threshold is not a manipulation."""
+    """Inference (docs/seqfake.md, "Equations"): P_i above threshold, by decreasing P_i.
+    "Above" is strict (P_i > threshold), as the evaluation has always decoded: a probability
+    exactly at the threshold is not a manipulation."""
     # one sample: P = (0.5, 0.75, 0.25, 0.5000001, 0.9), threshold 0.5
     # above 0.5: index 1 (0.75), 3 (0.5000001), 4 (0.9); index 0 is exactly 0.5 -> out
     # by decreasing P: 4 (0.9), 1 (0.75), 3 (0.5000001) -> 0-based [4, 1, 3], ids [5, 2, 4]

@@ -1,6 +1,6 @@
 """Querying a trained qMIL model over bags, and zero-shot by iterative queries.
 
-Thesis section 2.3.4 (SPEC.md section 1): to ask a bag about an unseen class, first query it
+Thesis section 2.3.4 (docs/qmil.md, "Equations"): to ask a bag about an unseen class, first query it
 with every seen class in turn; whenever the answer is positive (p > 0.5), remove the
 instances that take *strong* attention; then ask the unseen query over what is left. The
 thesis leaves "strong" open; here an instance is strong when its attention is at least

@@ -1,15 +1,16 @@
 """qMIL bags: sets of images, each paired with a query class and a binary bag label.
 
-Sampling follows SPEC.md section 1 (thesis section 2.3.1 / 2.4.1): for each query class q in
-the query set Q', ``bags_per_query`` bags (= N / |Q'|), of which a fraction ``pos_fraction``
-(1/2 in the thesis) are positive. Bag sizes are drawn from Normal(mean, std) = (10, 2) (the
-MNIST-bags of Ilse et al. 2018), rounded and clipped to [min_size, max_size]; bags are padded
-to ``max_size`` (K_max) and carry a boolean mask. Instances come only from
-``instance_classes`` (the seen classes for training bags). A positive bag holds at least one
-image of class q: its instance classes are drawn uniformly from ``instance_classes`` and
-redrawn until one is q (rejection sampling, i.e. uniform draws conditioned on Y = 1); a
-negative bag draws uniformly from ``instance_classes`` without q. Instance labels are kept in
-:class:`BagSet` for evaluation only; :class:`BagDataset` never returns them.
+Sampling follows thesis sections 2.3.1 / 2.4.1 (bag label: docs/qmil.md, Eq. (2.1)): for
+each query class q in the query set Q', ``bags_per_query`` bags (= N / |Q'|), of which a
+fraction ``pos_fraction`` (1/2 in the thesis) are positive. Bag sizes are drawn from
+Normal(mean, std) = (10, 2) (the MNIST-bags of Ilse et al. 2018), rounded and clipped to
+[min_size, max_size]; bags are padded to ``max_size`` (K_max) and carry a boolean mask.
+Instances come only from ``instance_classes`` (the seen classes for training bags). A
+positive bag holds at least one image of class q: its instance classes are drawn uniformly
+from ``instance_classes`` and redrawn until one is q (rejection sampling, i.e. uniform draws
+conditioned on Y = 1); a negative bag draws uniformly from ``instance_classes`` without q.
+Instance labels are kept in :class:`BagSet` for evaluation only; :class:`BagDataset` never
+returns them.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Offline generator of sequentially manipulated faces, written in the Seq-DeepFake layout.
 
 No face data set can be downloaded here, so the default sequential-deepfake model trains on
-procedurally drawn faces (DESIGN.md, "Faces"). Each face has the five Seq-FaceComp
+procedurally drawn faces (docs/seqfake.md, "Data"). Each face has the five Seq-FaceComp
 components (1 nose, 2 eye, 3 eyebrow, 4 lip, 5 hair). A sample gets a manipulation sequence
 of length 0..5 (lengths equally likely, components in a random order). One manipulation
 "transplants"
@@ -28,7 +28,7 @@ Faces vary in geometry, skin tone, lighting, hair, and background (gradients or 
 scikit-image's sample images; train/val and test use disjoint background images, and every
 face is drawn from its own seeded random stream, so test faces are not training faces).
 
-Output layout (as the real data, see SPEC.md)::
+Output layout (as the real Seq-DeepFake data, docs/seqfake.md "Data")::
 
     OUT/facial_components/annotations/{train,val,test}.csv   # file_path,label
     OUT/facial_components/images/{split}/{seq-name|original}/{index:06d}.jpg

@@ -109,7 +109,7 @@ def class_groups(class_counts: Sequence[int], many_above: int = 100,
     """Many / Medium / Few group of each class from its training count.
 
     many: N > ``many_above``; few: N < ``few_below``; medium: otherwise
-    (iNaturalist's 100 / 20 by default, SPEC.md section 3).
+    (iNaturalist's 100 / 20 by default, as thesis Chapter 4 groups them).
     """
     if few_below > many_above:
         raise ValueError(f"few_below ({few_below}) must not exceed many_above ({many_above})")

@@ -1,6 +1,6 @@
 """The Seq-DeepFake data layout (Shao et al., ECCV 2022), and a torch Dataset over it.
 
-Layout (SPEC.md)::
+Layout (the Seq-DeepFake release, docs/seqfake.md "Data")::
 
     ROOT/facial_components/annotations/{train,val,test}.csv
     ROOT/facial_components/images/...

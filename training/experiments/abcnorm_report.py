@@ -1,5 +1,5 @@
 """The thesis' Chapter 4 claim at small scale: ABC-Norm vs CE / PC / MaxEnt / LA / LDAM-DRW on
-long-tailed Fashion-MNIST (SPEC.md section 3).
+long-tailed Fashion-MNIST (thesis Chapter 4; docs/abcnorm.md).
 
 Every run uses the same backbone, epochs, optimiser and data split (``training/configs/
 abcnorm.yaml`` + the overrides below); only the loss and the training seed change. Two class

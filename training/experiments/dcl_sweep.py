@@ -472,7 +472,7 @@ def notes(base: dict[str, Any], sw: dict[str, Any], runs: list[dict[str, Any]]) 
     if accs:
         p = statistics.fmean(accs)
         se = math.sqrt(p * (1 - p) / n_test)
-        out.append(f"Margins at this scale are narrow (DESIGN.md); differences smaller than the "
+        out.append(f"Margins at this scale are narrow; differences smaller than the "
                    f"sample std over seeds should not be read as an effect. With {n_test} test "
                    f"queries the binomial standard error of one kNN accuracy near "
                    f"{100 * p:.0f}% is about {100 * se:.1f} pp; comparisons here are paired "

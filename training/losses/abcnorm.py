@@ -1,4 +1,4 @@
-"""ABC-Norm: adaptive batch confusion norm (thesis Chapter 4, eqs. 4.2-4.7; SPEC.md section 3).
+"""ABC-Norm: adaptive batch confusion norm (thesis Chapter 4; docs/abcnorm.md, Eqs. (4.2)-(4.7)).
 
 For a batch of M samples with softmax probabilities p_ij over C classes,
 
@@ -8,7 +8,7 @@ For a batch of M samples with softmax probabilities p_ij over C classes,
 N_j the training count of class j (from the training split), tau = 0.5, lambda in
 {0.1, 0.3, 0.5}. The regulariser sums over all C classes, including classes absent
 from the batch. Note eq. 4.7 writes sum_j A_jj p_ij^2 for ||P^T A||_F^2 (which would give
-A_jj^2); SPEC.md's reading, A_jj p_ij^2, is the one implemented.
+A_jj^2); eq. 4.7's last line, A_jj p_ij^2, is the one implemented (docs/abcnorm.md, Eq. (4.7)).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contrastive losses of Chapter 3: NT-Xent (SimCLR), DCL and DCLW (SPEC.md section 2).
+"""Contrastive losses of Chapter 3: NT-Xent (SimCLR), DCL and DCLW (docs/dcl.md, Eqs. (3.1)-(3.6)).
 
 Notation (thesis eqs. 3.1-3.6): a batch of N images, two views each, l2-normalised
 projections z_i^(1), z_i^(2); temperature t. For the view k of image i (u the other view)

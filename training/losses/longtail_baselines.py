@@ -1,4 +1,5 @@
-"""Baseline losses for long-tailed / fine-grained classification (SPEC.md section 3).
+"""Baseline losses for long-tailed / fine-grained classification (thesis section 4.3.3;
+docs/abcnorm.md, Eqs. (4.10)-(4.11)).
 
 Each is an ``nn.Module`` called as ``loss(logits (M, C), targets (M,) int64) -> scalar``:
 

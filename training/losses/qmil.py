@@ -1,4 +1,4 @@
-"""The qMIL loss (SPEC.md section 1, thesis eqs. 2.4-2.6).
+"""The qMIL loss (thesis Chapter 2; docs/qmil.md, Eqs. (2.4)-(2.6)).
 
 L = BCE(p, Y) + lambda * L2,   L2 = Y * ||alpha||_1 + (1 - Y) * std(alpha),
 

@@ -1,4 +1,4 @@
-"""Losses of the sequential-deepfake model (thesis Chapter 5, SPEC.md section 4).
+"""Losses of the sequential-deepfake model (thesis Chapter 5; docs/seqfake.md, Eqs. (5.1)-(5.18)).
 
 One function per equation; each is tested on hand-worked cases in
 ``tests/test_seqfake_losses.py``. The thesis sums losses over the data set; here every
@@ -7,7 +7,7 @@ loss is a per-sample vector and the batch loss is its mean (a constant rescaling
 Notation: L components, a batch of B samples, labels as 5-slot sequences ``seq`` (B, S)
 with ids 1..L in manipulation order and 0 as padding (Seq-DeepFake format).
 
-A remark on eqs. 5.6-5.8 as printed (and as SPEC.md asks to implement them):
+A remark on eqs. 5.6-5.8 as printed (and implemented; docs/seqfake.md, Eq. (5.6)):
 u+(k) - u-(k) = a/k - a/(n-k) + mean(u_{k+1..n}) - mean(u_{1..k}); because u is sorted
 ascending the last two terms are >= 0, so P(x; k) >= 0.5 for every k <= n/2 and P(x) >= 0.5
 for every image. The offset a/k - a/(n-k) does not depend on u, so the gradients w.r.t. u
@@ -147,7 +147,8 @@ def predicted_ranks(probs: torch.Tensor) -> torch.Tensor:
 
 def rank_weights(probs: torch.Tensor, y: torch.Tensor, r: torch.Tensor, alpha: float = 1.0
                  ) -> torch.Tensor:
-    """The rank-aware weights w of eq. 5.17 as SPEC.md reads them (no gradient).
+    """The rank-aware weights w of eq. 5.17 as its explanation reads them (no gradient;
+    docs/seqfake.md, Eq. (5.17)).
 
     w_i = alpha                 if i not in Y and o_i > |Y|
     w_i = alpha * |o_i - L|     if i not in Y and o_i <= |Y|

@@ -1,4 +1,4 @@
-"""ABC-Norm method plug-in: long-tailed classification (thesis Chapter 4, SPEC.md section 3).
+"""ABC-Norm method plug-in: long-tailed classification (thesis Chapter 4; docs/abcnorm.md).
 
 Data (section ``data``):
 - default: long-tailed Fashion-MNIST (imbalance ratio ``data.imbalance_ratio``, class order

@@ -1,4 +1,5 @@
-"""qMIL on Fashion-MNIST (or digit) bags (SPEC.md section 1), and the gated-attention MIL baseline.
+"""qMIL on Fashion-MNIST (or digit) bags (thesis Chapter 2; docs/qmil.md), and the
+gated-attention MIL baseline.
 
 Data (``data.root`` / ``--data PATH``, its format by ``data.format``, auto-detected by
 :func:`training.data.sources.detect_format`):

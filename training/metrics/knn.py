@@ -2,7 +2,7 @@
 
 For a query q and its k nearest bank vectors by cosine similarity s_1..s_k with labels
 c_1..c_k, class c scores sum_{m: c_m = c} exp(s_m / T); the prediction is the top class.
-SPEC.md section 2: k = 200, T = 0.1.
+Thesis section 3.4: k = 200, T = 0.1 (docs/dcl.md, "Equations").
 """
 from __future__ import annotations
 

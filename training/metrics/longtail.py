@@ -1,5 +1,5 @@
 """Long-tailed evaluation: top-1 overall and on Many / Medium / Few, per-class accuracy,
-confusion matrix, and the per-class accuracy vs class frequency plot (SPEC.md section 3).
+confusion matrix, and the per-class accuracy vs class frequency plot (thesis Chapter 4).
 
 Group accuracy is the mean top-1 over the test images of the group's classes (as in Kang
 et al. 2020; with a balanced test set this equals the mean of per-class accuracies).

@@ -1,8 +1,8 @@
-"""qMIL metrics (SPEC.md section 1, thesis section 2.4.2), numpy in and out.
+"""qMIL metrics (thesis section 2.4.2; docs/qmil.md), numpy in and out.
 
 - bag accuracy: mean of [ (p > 0.5) == Y ].
 - attention accuracy: over the positive bags (Y = 1), the fraction whose argmax-beta
-  instance is of the queried class (SPEC.md). The thesis counts the bags *predicted*
+  instance is of the queried class (the default). The thesis counts the bags *predicted*
   positive instead; :func:`attention_accuracy` does that with ``over="predicted"``.
 - attention chance: what a uniform random pick over the real instances would score on the
   same bags (mean over positive bags of #query-class instances / bag size).

@@ -1,4 +1,4 @@
-"""Decoding and metrics of sequential deepfake detection (SPEC.md section 4).
+"""Decoding and metrics of sequential deepfake detection (thesis Chapter 5; docs/seqfake.md).
 
 Sequences are lists of component ids (1..L) in manipulation order; ``[]`` is a real face.
 Padded to 5 slots with 0 they are the Seq-DeepFake labels. Decoding probabilities into
