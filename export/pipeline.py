@@ -19,7 +19,7 @@ from export.onnx_export import export_module
 from methods import all_methods, get_method, resolve
 from export.commit import commit_entry, discard, fresh_name
 from runtime.artifacts import atomic_path, hold_run_lock
-from runtime.manifest import entry_files, read_manifest, sha256_file
+from runtime.manifest import ManifestError, entry_files, read_manifest, sha256_file
 from training.checkpoint import load_trained
 from training.methods import plugin_for_run
 
@@ -237,9 +237,12 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
         except Exception as exc:  # one bad run must not stop the others; reported below
             failed[run] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"[export] {run}: FAILED ({failed[run]})", flush=True)
-    manifest = read_manifest(artifacts)
+    try:
+        manifest = read_manifest(artifacts)
+    except ManifestError:  # nothing exported here yet: no hooks (each failure is said below)
+        manifest = None
     exported = [r for r in runs if r not in failed]
-    for desc in all_methods():
+    for desc in all_methods() if manifest is not None else ():
         mine = [r for r in exported if manifest["models"].get(r, {}).get("method") == desc.name]
         for hook in desc.post_export:
             resolve(hook)(artifacts, mine, dict(options or {}))

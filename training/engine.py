@@ -250,11 +250,11 @@ class Trainer:
             return
         root = self.run_dir.parent
         runs = sorted(p.parent.name for p in root.glob(f"*/{CHECKPOINT_NAME}"))
-        have = (f"the runs there: {', '.join(runs)} (pick one with --set run.name=NAME)"
-                if runs else "there is no run there yet")
+        have = (f"the runs in {root}: {', '.join(runs)} (resume one with --set run.name=NAME)"
+                if runs else f"{root} holds no run yet")
         raise FileNotFoundError(
             f"--resume: run {self.run_dir.name!r} does not exist (no {self.ckpt_path}); "
-            f"{have}, or drop --resume to start {self.run_dir.name!r} afresh")
+            f"{have}; or drop --resume to start {self.run_dir.name!r} afresh")
 
     def _catch_stop_signals(self):
         """SIGINT/SIGTERM: stop after the current step with a resumable checkpoint (a
