@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtime.manifest import entry_files, read_manifest, update_manifest
+from runtime.manifest import entry_paths, read_manifest, update_manifest
 
 
 def fresh_name(artifacts: Path, base: str, suffix: str = "") -> str:
@@ -30,8 +30,14 @@ def fresh_name(artifacts: Path, base: str, suffix: str = "") -> str:
         n += 1
 
 
+def entry_files(entry: dict[str, Any]) -> set[str]:
+    """The files and folders a manifest entry names (:func:`runtime.manifest.entry_paths`)."""
+    return {str(rel) for rel in entry_paths(str(entry.get("name", "")), entry).values()}
+
+
 def _inside(artifacts: Path, rel: str) -> Path | None:
-    """``artifacts / rel`` when it lies inside ``artifacts`` (else None: never removed)."""
+    """``artifacts / rel`` when it lies inside ``artifacts``, links resolved (else None:
+    never removed)."""
     root = artifacts.resolve()
     path = (artifacts / rel).resolve()
     return path if path != root and path.is_relative_to(root) else None
@@ -67,7 +73,7 @@ def commit_entry(artifacts: Path, name: str, entry: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - no readable manifest yet: nothing to replace
         old = {}
     update_manifest(artifacts, name, entry)
-    _remove(artifacts, set(entry_files(old)) - _named(artifacts))
+    _remove(artifacts, entry_files(old) - _named(artifacts))
 
 
 def discard(artifacts: Path, rels: Iterable[str]) -> None:

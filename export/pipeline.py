@@ -17,9 +17,9 @@ import torch
 
 from export.onnx_export import export_module
 from methods import all_methods, get_method, resolve
-from export.commit import commit_entry, discard, fresh_name
+from export.commit import commit_entry, discard, entry_files, fresh_name
 from runtime.artifacts import atomic_path, hold_run_lock
-from runtime.manifest import ManifestError, entry_files, read_manifest, sha256_file
+from runtime.manifest import ManifestError, read_manifest, sha256_file
 from training.checkpoint import load_trained
 from training.methods import plugin_for_run
 

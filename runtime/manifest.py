@@ -136,15 +136,6 @@ def read_manifest(artifacts: str | Path) -> dict[str, Any]:
     return data
 
 
-def entry_files(entry: dict[str, Any]) -> list[str]:
-    """The files and folders one manifest entry names, relative to the artifacts folder:
-    its ONNX file, its INT8 file, its sidecars and its gallery folder."""
-    files = [entry.get("file"), (entry.get("int8") or {}).get("file"),
-             *((s or {}).get("file") for s in (entry.get("sidecars") or {}).values()),
-             (entry.get("gallery") or {}).get("dir")]
-    return [str(f) for f in files if f]
-
-
 def update_manifest(artifacts: str | Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Add or replace one model's entry, writing the manifest atomically (one rename).
 

@@ -23,7 +23,8 @@ import pytest
 
 from runtime.artifacts import write_bytes_atomic
 from runtime.engine import Engine
-from runtime.manifest import entry_files, read_manifest, sha256_file
+from export.commit import entry_files
+from runtime.manifest import read_manifest, sha256_file
 
 X = np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8)
 
