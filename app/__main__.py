@@ -18,12 +18,85 @@ import os
 import sys
 import time
 
+if __name__ == "__main__" and not __package__:  # run as a file, not with python -m
+    print("error: app/__main__.py is part of the RepLens package: run `python -m app ...` "
+          "from the repository folder (or `replens app ...` once installed by "
+          "scripts/setup.sh)", file=sys.stderr)
+    raise SystemExit(2)
+
+DEFAULT_PORT = 7860
+PORT_VAR = "REPLENS_PORT"
+
+# Flags that cannot be given together: (flag, flag, why), checked after parsing.
+EXCLUSIVE = [
+    ("build_only", "no_build", "--build-only builds and exits, --no-build builds nothing"),
+    ("build_only", "serve_only", "--build-only builds and exits, --serve-only builds nothing"),
+    ("build_only", "expose", "--build-only serves nothing, so there is nothing to expose"),
+    ("build_only", "no_auth", "--build-only serves nothing, so there is no login to drop"),
+    ("no_build", "smoke", "--smoke sets the build's budgets and --no-build builds nothing"),
+    ("serve_only", "smoke", "--smoke sets the build's budgets and --serve-only builds nothing"),
+    ("no_build", "only", "--only picks the runs to build and --no-build builds nothing"),
+    ("serve_only", "only", "--only picks the runs to build and --serve-only builds nothing"),
+]
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def port_number(text: str) -> int:
+    """A TCP port: 1-65535, or 0 for any free port (the argparse type of ``--port``)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: give 1-65535 "
+                                         f"(default {DEFAULT_PORT})") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: give 1-65535 "
+                                         f"(default {DEFAULT_PORT})")
+    return port
+
+
+def _port_from_env() -> int:
+    """``REPLENS_PORT`` when set, else the default port; a bad value names the variable."""
+    from runtime.cli import UserError
+
+    text = os.environ.get(PORT_VAR, "").strip()
+    if not text:
+        return DEFAULT_PORT
+    try:
+        return port_number(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{PORT_VAR}={text!r}: {exc}; fix the variable or unset it "
+                        f"(--port N wins over it)") from None
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that contradict each other (one line, exit 2).
+
+    Raises:
+        runtime.cli.UserError: the first contradictory pair, named with the reason.
+    """
+    from runtime.cli import UserError
+
+    for a, b, why in EXCLUSIVE:
+        if getattr(args, a) and getattr(args, b):
+            raise UserError(f"{_flag(a)} and {_flag(b)} cannot be used together: {why}; "
+                            f"drop one of them")
+    if args.no_auth and not args.expose:
+        raise UserError("--no-auth only applies with --expose (without --expose the app "
+                        "listens on 127.0.0.1 and asks no login): drop --no-auth")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from runtime.cli import Parser
+
+    p = Parser(prog="python -m app", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("REPLENS_PORT", 7860)))
+    p.add_argument("--port", type=port_number, default=None,
+                   help=f"port to listen on (default: ${PORT_VAR} or {DEFAULT_PORT}; 0: any "
+                        f"free port)")
     p.add_argument("--expose", action="store_true",
                    help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1")
     p.add_argument("--no-auth", action="store_true",
@@ -77,6 +150,21 @@ def _serve_only_checks(args: argparse.Namespace, artifacts) -> None:
               f"{artifacts}` is run with the full install", flush=True)
 
 
+def _check_manifest(artifacts) -> None:
+    """Refuse a manifest that exists but cannot be read (invalid JSON names its line and
+    column): serving would show no model, and a build would write a new one over it. (One
+    of another format version is rebuilt by the build.)"""
+    from runtime.cli import UserError
+    from runtime.manifest import ManifestError, manifest_path, read_manifest
+
+    if manifest_path(artifacts).is_file():
+        try:
+            read_manifest(artifacts)
+        except ManifestError as exc:
+            if isinstance(exc.__cause__, (ValueError, OSError)):  # bad JSON, unreadable
+                raise UserError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command; a user's mistake exits 2 with one line (:mod:`runtime.cli`)."""
     from runtime.cli import run_main
@@ -86,13 +174,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    check_flags(args)
+    if args.port is None:
+        args.port = _port_from_env()
     t0 = time.time()
-    from runtime.artifacts import artifacts_dir
-
     from app.settings import configure, from_args
+    from runtime.cli import artifacts_folder
 
     configure(from_args(args))  # a bad limit is refused before anything runs
-    artifacts = artifacts_dir(args.artifacts)
+    artifacts = artifacts_folder(args.artifacts)  # a file instead of a folder is refused
+    _check_manifest(artifacts)
     if args.serve_only or not args.no_build:
         _serve_only_checks(args, artifacts)
     if not args.build_only:  # refuse a bad login setting or a busy port before any build

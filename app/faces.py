@@ -162,6 +162,7 @@ def default_detector(retinaface_weights: str | None = None,
         runtime.mtcnn.DetectorUnavailableError: no ONNX detector and no facenet-pytorch
             (the torch-free serving install), or the ONNX files do not match their record.
     """
+    from app.inputs import option_hint
     from runtime.artifacts import artifacts_dir
     from runtime.mtcnn import RECORD_FILE, DetectorUnavailableError
 
@@ -177,8 +178,8 @@ def default_detector(retinaface_weights: str | None = None,
         raise DetectorUnavailableError(
             f"no face detector: {art} holds no ONNX MTCNN ({RECORD_FILE}) and "
             f"facenet-pytorch cannot be imported here ({exc}). Export the detector in the "
-            f"full environment with `python -m export.mtcnn --artifacts {art}`, or tick "
-            f"'already a face crop' (CLI: --crop).") from exc
+            f"full environment with `python -m export.mtcnn --artifacts {art}`, or "
+            f"{option_hint('Image is already a face crop', '--crop')}.") from exc
 
 
 def align_crop(rgb: np.ndarray, face: Face, size: int = 256, margin: float = 0.45) -> np.ndarray:

@@ -14,13 +14,15 @@ showing (and for RGB-only steps such as face detection).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import os
 import time
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,6 +37,26 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 class InputError(ValueError):
     """A user input that cannot be processed; the message is meant for the user."""
+
+
+_CLI_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("cli_request", default=False)
+
+
+@contextlib.contextmanager
+def cli_requests() -> Iterator[None]:
+    """Within it, :func:`option_hint` names the CLI's flags (``python -m app.cli``)."""
+    token = _CLI_REQUEST.set(True)
+    try:
+        yield
+    finally:
+        _CLI_REQUEST.reset(token)
+
+
+def option_hint(checkbox: str, flag: str) -> str:
+    """How to turn an option on, in the words of the caller's surface: the page's checkbox
+    ("tick 'Frames are face crops'") or, under :func:`cli_requests`, the flag ("pass
+    --crop")."""
+    return f"pass {flag}" if _CLI_REQUEST.get() else f"tick '{checkbox}'"
 
 
 def _read_settled(path: Path, tries: int = 5, wait: float = 0.05) -> bytes:

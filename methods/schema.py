@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,54 @@ from typing import Any, Literal, Union
 
 class ConfigError(ValueError):
     """A config that does not match its schema; the message names the key."""
+
+
+# YAML 1.2's float syntax: ``1e-3`` and ``5E4`` are numbers (YAML 1.1, PyYAML's default,
+# reads them as strings because they lack a dot).
+_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
+                       r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+
+
+def _loader() -> type:
+    """A safe YAML loader that also reads YAML 1.2 floats such as ``1e-3`` as numbers."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in
+                                      yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12,
+                                 list("-+0123456789."))
+    return Loader
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """``text`` parsed as YAML (``1e-3`` is a number); ``source`` names it in the error.
+
+    Raises:
+        ConfigError: a syntax error, with its line and column in ``source``
+            ("config run.yaml: not valid YAML at line 3, column 7: ...").
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML{_where(exc)}: {_problem(exc)}") from None
+
+
+def _where(exc: Any) -> str:
+    """`` at line L, column C`` of a YAML error (1-based), or ""."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _problem(exc: Any) -> str:
+    """A YAML error's cause in words, without the quoted source that PyYAML appends."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(exc).splitlines()[0]
+    return " ".join(text.split())
 
 
 def positive(**meta: Any) -> Any:

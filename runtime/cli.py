@@ -7,9 +7,12 @@ asking to report it, and the exit status is 1.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import traceback
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NoReturn
 
 BUG_LINE = ("This is a bug in RepLens, not a mistake of yours: please report it to the "
             "project's issue tracker with the traceback above and the command you ran.")
@@ -27,8 +30,67 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFo
                                                 PermissionError)
 
 
+# The project's own packages: a missing module among them is a bug, any other is a package
+# that this Python environment lacks.
+PROJECT_PACKAGES = frozenset({"app", "runtime", "training", "export", "methods", "models",
+                              "tests", "scripts"})
+
+
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, USER_ERRORS) or bool(getattr(exc, "user_error", False))
+    return (isinstance(exc, USER_ERRORS) or bool(getattr(exc, "user_error", False))
+            or missing_package(exc) is not None)
+
+
+def missing_package(exc: BaseException) -> str | None:
+    """The third-party package whose import failed (``numpy``), or None."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    return None if top in PROJECT_PACKAGES else top
+
+
+def environment_advice(package: str) -> str:
+    """What to say when ``package`` cannot be imported: which Python ran, and the one that
+    has the packages."""
+    return (f"the Python package {package!r} is not installed for {sys.executable}: run "
+            f"`bash scripts/run.sh` once (it sets up .venv), then use .venv/bin/python "
+            f"(for example `.venv/bin/python -m app`), or activate .venv")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line: ``prog: error: ... (see prog
+    --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} "
+                     f"(see `{self.prog} --help`)\n")
+
+
+def artifacts_folder(flag: str | None, must_exist: bool = False) -> Path:
+    """The artifacts folder of a command (``--artifacts``, else ``REPLENS_ARTIFACTS``, else
+    ``./artifacts``), refused in one line naming where it came from when it is a file or,
+    with ``must_exist``, when it does not exist.
+
+    Raises:
+        UserError: the folder is a file, or is missing (the message says how to build it).
+    """
+    from runtime.artifacts import DEFAULT_DIR, ENV_VAR, artifacts_dir
+
+    path = artifacts_dir(flag)
+    if flag:
+        source = f"--artifacts {flag}"
+    elif os.environ.get(ENV_VAR):
+        source = f"{ENV_VAR}={os.environ[ENV_VAR]}"
+    else:
+        source = f"the default artifacts folder ./{DEFAULT_DIR}"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{source}: {path} is a file, not a folder; name the artifacts folder "
+                        f"(the one that holds manifest.json)")
+    if must_exist and not path.is_dir():
+        raise UserError(f"{source}: the artifacts folder {path} does not exist; build the "
+                        f"default models into it with `python -m app --build-only --artifacts "
+                        f"{path}`, or name the folder that holds them")
+    return path
 
 
 def one_line(exc: BaseException) -> str:
@@ -45,12 +107,55 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`| head`): not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - the contract: user errors vs bugs
+        package = missing_package(exc)
+        if package is not None:
+            print(f"error: {environment_advice(package)}", file=sys.stderr)
+            return 2
         if is_user_error(exc):
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
         traceback.print_exc()
         print(BUG_LINE, file=sys.stderr)
         return 1
+
+
+# ``replens COMMAND ...``: the console script of the installed project; each command is one
+# of the module entry points (``replens train qmil`` is ``python -m training qmil``).
+CONSOLE_COMMANDS: dict[str, tuple[str, str]] = {
+    "app": ("app.__main__", "serve the app and build the missing default models (python -m app)"),
+    "cli": ("app.cli", "the app's services on the command line (python -m app.cli)"),
+    "train": ("training.__main__", "train a method (python -m training)"),
+    "export": ("export.__main__", "export trained runs to ONNX (python -m export)"),
+}
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``replens`` console script: ``replens {app,cli,train,export} ARGS``."""
+    import importlib
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    usage = ("usage: replens COMMAND [ARGS ...]\n" + "".join(
+        f"  {name:<7} {about}\n" for name, (_, about) in CONSOLE_COMMANDS.items())
+        + "`replens COMMAND --help` shows a command's options.")
+    if not args or args[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] not in CONSOLE_COMMANDS:
+        print(f"replens: error: unknown command {args[0]!r}; commands: "
+              f"{', '.join(CONSOLE_COMMANDS)} (see `replens --help`)", file=sys.stderr)
+        return 2
+    module = CONSOLE_COMMANDS[args[0]][0]
+    try:
+        main = importlib.import_module(module).main
+    except ModuleNotFoundError as exc:
+        if missing_package(exc) is None:
+            raise
+        print(f"error: {environment_advice(missing_package(exc) or '')}", file=sys.stderr)
+        return 2
+    return int(main(args[1:]) or 0)

@@ -121,11 +121,18 @@ def read_manifest(artifacts: str | Path) -> dict[str, Any]:
     """
     path = manifest_path(artifacts)
     if not path.is_file():
-        raise ManifestError(f"no manifest at {path}: run `python -m export --all` after training")
+        raise ManifestError(f"no manifest at {path}: build the default models with `python -m "
+                            f"app --build-only --artifacts {Path(artifacts)}` (runs you trained "
+                            f"yourself: `python -m export --all`)")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"manifest {path} is not valid JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest {path} is not valid JSON at line {exc.lineno}, column "
+                            f"{exc.colno} ({exc.msg}): fix the file, or delete it and rebuild "
+                            f"with `python -m app --build-only --artifacts {Path(artifacts)}`"
+                            ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {path} cannot be read ({exc}): check the file") from exc
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise ManifestError(

@@ -38,6 +38,21 @@ if [ ! -f "$stamp" ]; then
   echo "[setup] installed in $(( $(date +%s) - start )) s; venv size $(du -sh .venv | cut -f1)"
 fi
 
+# The project itself, editable and without dependencies (they are pinned above): `python -m
+# app` and the `replens` command then work from any folder. Redone when pyproject.toml changes.
+project_stamp=".venv/.project-stamp-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$project_stamp" ]; then
+  isolation="--no-build-isolation"   # the venv's setuptools builds it, offline
+  "$VPY" -c "import setuptools" >/dev/null 2>&1 || isolation=""
+  if out=$(pipq install -q --no-deps $isolation -e . 2>&1); then   # quiet: setuptools' notices
+    rm -f .venv/.project-stamp-*; touch "$project_stamp"
+  else
+    echo "$out" | tail -5
+    echo "[setup] WARNING: could not install the project itself (pip install -e . --no-deps);" \
+         "run the commands from the repository folder"
+  fi
+fi
+
 # Fashion-MNIST from Debian, when absent and apt is usable.
 if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -11,9 +11,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from methods import all_methods
-from runtime.cli import run_main
-from training.config import resolve_config
+if __name__ == "__main__" and not __package__:  # run as a file, not with python -m
+    print("error: training/__main__.py is part of the RepLens package: run `python -m "
+          "training ...` from the repository folder (or `replens train ...` once installed "
+          "by scripts/setup.sh)", file=sys.stderr)
+    raise SystemExit(2)
+
+from methods import all_methods  # noqa: E402 - after the guard above
+from runtime.cli import Parser, run_main  # noqa: E402
+from training.config import resolve_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,8 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + "".join(f"\n           variant {v.name}: {' '.join('--set ' + shlex.quote(o) for o in v.overrides)}"
                   for v in d.variants.values() if v.overrides)
         for d in shown)
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m training", description=__doc__,
+               epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", choices=[d.name for d in all_methods()], metavar="METHOD",
                    help="one of: " + ", ".join(d.name for d in shown))
     p.add_argument("--config", help="YAML file merged over training/configs/METHOD.yaml "

@@ -13,7 +13,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -49,32 +48,41 @@ def resolve_config(method: str, config: str | Path | dict[str, Any] | None = Non
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config; a missing or malformed file raises a clear error."""
+    from methods.schema import load_yaml
+
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config {path} is a folder: name a YAML file (--config FILE)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config {path} is not valid YAML: {exc}") from exc
+    cfg = load_yaml(path.read_text(), f"config {path}")
     if not isinstance(cfg, dict):
-        raise ValueError(f"config {path} must be a mapping at the top level")
+        raise ValueError(f"config {path} must be a mapping at the top level (key: value "
+                         f"lines), not {type(cfg).__name__}")
     return cfg
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of ``cfg`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
+    from methods.schema import ConfigError, load_yaml
+
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"--set {item}: an override must look like key.sub=value "
+                              f"(e.g. --set train.epochs=2)")
         key, raw = item.split("=", 1)
         node = cfg
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+                raise ConfigError(f"--set {item}: {p} is not a section")
+        try:
+            node[parts[-1]] = load_yaml(raw, f"--set {item}")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (write a list as [a, b] and quote text with :, [ or # "
+                              f"in it: --set \"{key}='...'\")") from None
     return cfg
 
 

@@ -10,13 +10,14 @@ import numpy as np
 from runtime.engine import Engine, pick_model
 from app.faces import Face, FaceDetector, align_crop, draw_faces
 from app.batch import NoFaceError
-from app.inputs import InputError, display_rgb, load_image
+from app.inputs import InputError, display_rgb, load_image, option_hint
 from app.viz import overlay_heatmap
 from models.sequence import decode_sequence
 
 CROP_SIZE = 256
 METHOD = "seqfake"  # the method whose models this service runs
 ALL = "all"         # every served model of the method, side by side
+CROP_CHECKBOX = "Image is already a face crop"  # the face tab's checkbox (CLI: --crop)
 ROTATIONS = (90, 180, 270)  # degrees counter-clockwise tried when no face is found upright
 # ... where a face counts only with this detector score: three more looks at an image that
 # has no upright face are three more chances of a false detection (on the generated test
@@ -213,7 +214,8 @@ def search_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool,
         return FaceSearch([], [cv2.resize(rgb, (CROP_SIZE, CROP_SIZE),
                                           interpolation=cv2.INTER_AREA)], rgb)
     if detector is None:
-        raise InputError("No face detector is available; tick 'already a face crop'.")
+        raise InputError("No face detector is available; "
+                         f"{option_hint(CROP_CHECKBOX, '--crop')} to analyse the whole image.")
     def detect(img: np.ndarray) -> list[Face]:
         return detector.detect(img) if detect_side is None else \
             detect_canonical(detector, img, detect_side)
@@ -223,8 +225,8 @@ def search_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool,
         rotated, faces, image = _detect_turned(detect, rgb)
     if not faces:
         raise NoFaceError("No face was found in this image (nor in it turned by 90, 180 or "
-                          "270 degrees). Upload a photo with a visible face, or tick 'image "
-                          "is already a face crop' to analyse the whole image.")
+                          "270 degrees). Upload a photo with a visible face, or "
+                          f"{option_hint(CROP_CHECKBOX, '--crop')} to analyse the whole image.")
     crops = [crop_face(image, f) if antialias else align_crop(image, f, CROP_SIZE, CROP_MARGIN)
              for f in faces]
     return FaceSearch(faces, crops, image, rotated)

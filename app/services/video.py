@@ -22,12 +22,13 @@ import numpy as np
 from runtime import deadline
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
-from app.inputs import InputError
+from app.inputs import InputError, option_hint
 from app.services.face import ALL, CROP_SIZE, analyze_crop
 from app.settings import current as limits
 from app.tracking import Track, TrackerConfig, track_faces
 from app.viz import timeline
 
+FRAMES_CHECKBOX = "Frames are face crops"  # the video tab's checkbox (CLI: --crop)
 TOP_FRAMES = 3  # highest-scoring frames shown per track
 
 
@@ -168,7 +169,9 @@ def _detect(detector: FaceDetector | None, frames: list[np.ndarray], is_crop: bo
     if is_crop:
         return [[Face((0.0, 0.0, float(f.shape[1]), float(f.shape[0])), 1.0)] for f in frames]
     if detector is None:
-        raise InputError("No face detector is available; tick 'Frames are face crops'.")
+        raise InputError("No face detector is available; "
+                         f"{option_hint(FRAMES_CHECKBOX, '--crop')} if every frame is a face "
+                         "crop.")
     found = []
     for f in frames:
         deadline.check()
@@ -256,7 +259,8 @@ def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
         per_frame.append(row)
     if not any(faces):
         raise InputError(f"No face was found in any of the {len(frames)} sampled frames. Use "
-                         f"a video with a visible face, or tick 'Frames are face crops' if "
+                         f"a video with a visible face, or "
+                         f"{option_hint(FRAMES_CHECKBOX, '--crop')} if "
                          f"every frame is already a face crop.")
     tracks = track_faces(faces, tracker, times)
     if not tracks:  # every face was in a track shorter than tracker.min_frames
