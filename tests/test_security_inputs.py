@@ -201,15 +201,19 @@ def _example_loader(base: str, elem_id: str) -> str:
                 if str(d.get("api_name")).startswith("load_example") and target in d["outputs"])
 
 
-@pytest.mark.parametrize("api, elem_id", [("classify", "classify-input"),
-                                          ("face", "face-input")])
+@pytest.mark.parametrize("api, elem_id", [("classify", "classify-input"), ("face", "face-input"),
+                                          ("query", "query-input")])
 def test_examples_are_accepted(base, api, elem_id):
     """An example as the page sends it after a click on it: Gradio's copy in its cache."""
     event, loaded = call(base, _example_loader(base, elem_id), [0])
     assert event == "complete", loaded
     value = loaded[0]["value"] if "value" in loaded[0] else loaded[0]
-    assert Path(value["path"]).resolve().is_relative_to(upload_folder())
-    event, answer = call(base, api, _args(api, value))
+    files = value if isinstance(value, list) else [value]
+    assert all(Path(f["path"]).resolve().is_relative_to(upload_folder()) for f in files)
+    args = _args(api, value)
+    if api == "query":
+        args[:2] = [files, loaded[1]["value"]]  # the bag and its word
+    event, answer = call(base, api, args)
     assert event == "complete", answer
-    if api == "face":
-        assert "Truth (example's name)" in answer[0]
+    if api != "classify":
+        assert "Truth (example" in answer[0]
