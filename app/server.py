@@ -45,15 +45,16 @@ def auth_from_env() -> tuple[str, str] | None:
 
 
 def serving_auth(expose: bool, no_auth: bool = False) -> tuple[str, str] | None:
-    """The login of a server: none on 127.0.0.1; when exposed, REPLENS_AUTH, or nothing only
-    when ``no_auth`` says so explicitly.
+    """The login of a server: REPLENS_AUTH when it is set (on 127.0.0.1 too: behind a
+    reverse proxy on the same machine every visitor comes from 127.0.0.1); when exposed, it
+    is required unless ``no_auth`` says so explicitly.
 
     Raises:
         ValueError: exposed without REPLENS_AUTH and without ``no_auth``; a bad REPLENS_AUTH.
     """
-    if not expose:
-        return None
     auth = auth_from_env()
+    if not expose:
+        return auth
     if auth is None and not no_auth:
         raise ValueError("--expose listens on every network interface: set "
                          "REPLENS_AUTH=user:password to require a login, or pass --no-auth to "

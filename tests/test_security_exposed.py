@@ -1,8 +1,10 @@
 """The served app under attack: each request below is one that a server without the checks
 of app/guard.py answers; here each must be refused (or answered without what it asks for).
 
-One exposed server (``--expose`` with ``REPLENS_AUTH``) on the smoke artifacts serves every
-test; a second, on 127.0.0.1 without models, checks the Host header there too."""
+One exposed server (``--expose`` with ``REPLENS_AUTH``) on the smoke artifacts serves the
+request tests (slow: a server starts); a second, on 127.0.0.1 without models, checks the Host
+header there too. The throttle's window and the host and origin rules are also checked
+directly (fast)."""
 from __future__ import annotations
 
 import io
@@ -18,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow  # each module launches servers
 USER, PASSWORD = "analyst", "s3cret-pw"
 
 
@@ -68,6 +69,7 @@ def _classify(c: httpx.Client) -> dict:
     return {"upload": up.json()[0], "file": data[4]}
 
 
+@pytest.mark.slow
 def test_repeated_wrong_logins_are_throttled_and_logged(exposed, caplog):
     base, _ = exposed
     caplog.set_level(logging.WARNING, logger="replens.security")
@@ -89,6 +91,7 @@ def test_repeated_wrong_logins_are_throttled_and_logged(exposed, caplog):
                    for r in caplog.records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/", "/config", "/gradio_api/info"])
 def test_a_foreign_host_header_is_refused(exposed, path):
     base, _ = exposed
@@ -96,6 +99,7 @@ def test_a_foreign_host_header_is_refused(exposed, path):
     assert r.status_code == 400 and "allowed_hosts" in r.text
 
 
+@pytest.mark.slow
 def test_a_foreign_origin_gets_no_cors_and_cannot_post(exposed):
     base, _ = exposed
     evil = {"Origin": "https://attacker.example"}
@@ -111,6 +115,7 @@ def test_a_foreign_origin_gets_no_cors_and_cannot_post(exposed):
     assert own.status_code != 403
 
 
+@pytest.mark.slow
 def test_every_response_forbids_framing(exposed):
     base, _ = exposed
     for path in ("/", "/config", "/gradio_api/info", "/no-such-page"):
@@ -120,6 +125,7 @@ def test_every_response_forbids_framing(exposed):
         assert "frame-ancestors 'none'" in csp, path
 
 
+@pytest.mark.slow
 def test_one_login_cannot_read_another_logins_answer_file(exposed):
     base, _ = exposed
     a, b = _login(base), _login(base)
@@ -136,6 +142,7 @@ def test_one_login_cannot_read_another_logins_answer_file(exposed):
         b.close()
 
 
+@pytest.mark.slow
 def test_uploads_and_answers_are_in_private_folders(exposed):
     base, demo = exposed
     a = _login(base)
@@ -151,10 +158,12 @@ def test_uploads_and_answers_are_in_private_folders(exposed):
     assert demo.delete_cache[1] == 3600  # uploads age out with the answers (serve.yaml)
 
 
-def test_localhost_server_refuses_a_rebound_host(tmp_path):
+@pytest.mark.slow
+def test_localhost_server_refuses_a_rebound_host(tmp_path, monkeypatch):
     """DNS rebinding: a page on attacker.example whose name now points at 127.0.0.1."""
     from app.server import launch
 
+    monkeypatch.delenv("REPLENS_AUTH", raising=False)  # no login on 127.0.0.1
     port = _port()
     demo = launch(tmp_path, port=port, block=False)
     try:
@@ -165,3 +174,47 @@ def test_localhost_server_refuses_a_rebound_host(tmp_path):
         assert r.status_code == 400
     finally:
         demo.close()
+
+
+# --- the rules themselves (no server) ---------------------------------------------------------
+def test_the_throttle_refuses_after_n_failures_until_the_window_passes():
+    from app.guard import LoginThrottle
+
+    now = [1000.0]
+    t = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert t.retry_after("1.2.3.4") == 0
+        t.failed("1.2.3.4")
+    assert t.retry_after("1.2.3.4") == pytest.approx(60) and t.retry_after("5.6.7.8") == 0
+    now[0] += 59
+    assert t.retry_after("1.2.3.4") == pytest.approx(1)
+    now[0] += 1.5
+    assert t.retry_after("1.2.3.4") == 0
+    t.failed("5.6.7.8")
+    t.succeeded("5.6.7.8")
+    assert t.failed("5.6.7.8") == 1  # a login forgets the client's failures
+
+
+def test_host_and_origin_rules(tmp_path):
+    from app.guard import LoginThrottle, Policy, host_name
+
+    assert host_name("[::1]:7860") == "::1" and host_name("Replens.Example.org.:443") == \
+        "replens.example.org"
+    p = Policy(["replens.example.org"], ["https://portal.example.org"], LoginThrottle(5, 60),
+               tmp_path)
+    assert p.host_ok("localhost:7860", None) and p.host_ok("replens.example.org", None)
+    assert p.host_ok("10.0.0.5:7860", ("10.0.0.5", 7860))  # the address it was reached at
+    assert not p.host_ok("attacker.example", ("127.0.0.1", 7860)) and not p.host_ok(None, None)
+    assert p.origin_ok("https://replens.example.org", "replens.example.org")
+    assert p.origin_ok("https://portal.example.org/", "replens.example.org")
+    assert not p.origin_ok("https://replens.example.org.attacker.example", "replens.example.org")
+    assert not p.origin_ok("null", "replens.example.org")
+
+
+def test_a_login_set_in_the_environment_is_asked_on_localhost_too(monkeypatch):
+    from app.server import serving_auth
+
+    monkeypatch.setenv("REPLENS_AUTH", "analyst:pw")
+    assert serving_auth(expose=False) == ("analyst", "pw")  # behind a proxy on this machine
+    monkeypatch.delenv("REPLENS_AUTH")
+    assert serving_auth(expose=False) is None
