@@ -91,7 +91,9 @@ def build(ctx: "TabContext") -> None:
             c_expect = gr.Textbox(label="expected answer", visible=False)
             gr.Examples([[str(p), "", example_expected(p)]
                          for p in sorted((ctx.examples / "fashion").glob("*.png"))[:8]],
-                        [c_img, c_cls, c_expect], visible_columns=[0, 2])
+                        [c_img, c_cls, c_expect], visible_columns=[0, 2],
+                        label="Examples (expected answer: the default model's, checked at "
+                              "export)")
 
         def on_model(name):
             return (model_summary(ctx.engine, name),

@@ -153,7 +153,6 @@ def build(ctx: "TabContext") -> None:
                 with gr.Row():
                     f_file = gr.File(label="Download JSON")
                     f_html = gr.File(label="Case report (HTML)", elem_id="face-report")
-        # component faces go with seqfake, attribute faces with seqfake_attr (if served)
         # the examples are face crops (detection skipped), asked at their model's threshold,
         # as export checked them; shown: the image, the model and that model's answer
         def model_threshold(model: str) -> float:
@@ -161,6 +160,7 @@ def build(ctx: "TabContext") -> None:
             return float(extra.get("threshold", f_thr.value))
 
         f_expect = gr.Textbox(label="expected answer", visible=False)
+        # component faces go with seqfake, attribute faces with seqfake_attr (if served)
         face_examples = [[str(p), model_threshold(model), 1, True, model, example_expected(p)]
                          for folder, model, n in (("faces", "seqfake", 6),
                                                   ("faces_attr", "seqfake_attr", 3))
@@ -168,7 +168,10 @@ def build(ctx: "TabContext") -> None:
                          for p in sorted((ctx.examples / folder).glob("*.png"))[:n]]
         if face_examples:
             gr.Examples(face_examples, [f_img, f_thr, f_idx, f_crop, f_model, f_expect],
-                        visible_columns=[0, 4, 5])
+                        visible_columns=[0, 4, 5],
+                        label="Examples (aligned face crops: detection is skipped, as "
+                              "--crop does in the CLI; expected answer: the model's, "
+                              "checked at export)")
         ctx.on_load.append((lambda: Dropdown(choices=model_choices()), [f_model]))
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
                     [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face")

@@ -71,7 +71,9 @@ def build(ctx: "TabContext") -> None:
             r_expect = gr.Textbox(label="expected answer", visible=False)
             gr.Examples([[str(p), 8, label_of(p.stem), example_expected(p)]
                          for p in sorted(shown.glob("*.png"))[:8]],
-                        [r_img, r_k, r_lab, r_expect], visible_columns=[0, 3])
+                        [r_img, r_k, r_lab, r_expect], visible_columns=[0, 3],
+                        label="Examples (expected answer: the majority label of the default "
+                              "model's 8 nearest images, checked at export)")
         r_model.change(lambda n: (model_summary(ctx.engine, n),
                                   Dropdown(choices=[""] + ctx.labels(n), value="")),
                        [r_model], [r_card, r_lab], api_name=False)
