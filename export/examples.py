@@ -108,13 +108,20 @@ def judged(truth: str, answer: str | None) -> dict[str, Any]:
     return {"truth": truth, "answer": answer, "correct": same_answer(answer, truth)}
 
 
+_REFUSED: set[str] = set()  # judges whose first refusal was printed (one line each)
+
+
 def ask(judge: Judge, path: Path) -> str | None:
-    """The judge's answer, or None where the model refuses the example (an error message
-    is printed: an example the model cannot answer is not shipped as answered)."""
+    """The judge's answer, or None where the model refuses the example (the first refusal
+    of each model is printed: an example the model cannot answer is not shipped as
+    answered)."""
     try:
         return judge.answer(path)
     except Exception as exc:  # noqa: BLE001 - any refusal makes the candidate unusable
-        print(f"[examples] {judge.model} could not answer {path.name}: {exc}", flush=True)
+        if judge.model not in _REFUSED:
+            _REFUSED.add(judge.model)
+            print(f"[examples] {judge.model} could not answer the example {path.name} "
+                  f"({exc}); examples it refuses are kept without its answer", flush=True)
         return None
 
 

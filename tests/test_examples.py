@@ -102,6 +102,14 @@ def test_a_wrong_example_is_replaced_by_one_the_model_answers(tmp_path):
     assert (tmp_path / "01_cow.png").read_text() == "0"
     assert rec == {"truth": "cow", "answer": "dog", "correct": False}
     assert json.dumps(rec)  # the record is what answers.json holds
+    # a model that refuses every candidate: the first is kept, with no answer of its own
+
+    def refuse(p):
+        raise ValueError("not an image this model takes")
+
+    rec = keep_answered(tmp_path / "02_owl.png", "owl", range(10), save, Judge("m", "v", refuse), 3)
+    assert (tmp_path / "02_owl.png").read_text() == "0"
+    assert rec == {"truth": "owl", "answer": None, "correct": False}
 
 
 def test_face_examples_prefer_faces_the_model_answers(tmp_path):
