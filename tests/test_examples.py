@@ -1,7 +1,6 @@
-"""App examples: component faces and attribute faces go to their own folders."""
+"""App examples: per-task face folders, examples the served model answers (or labelled with
+its answer), the examples tables' expected-answer column, and model cards."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
