@@ -11,6 +11,9 @@ the manifest). ``python -m app --build-only`` runs it in the foreground.
   an interrupted checkpoint is there), then ``python -m export RUN`` and the method's
   post-export hooks, as subprocesses: the app itself imports nothing from ``training/``.
   Their output goes to the terminal and to ``<artifacts>/build/build.log``.
+* **Up to date:** a run is built when it has no ``summary.json`` or its manifest entry was
+  exported from another checkpoint (the checkpoint's sha256 recorded at export,
+  :func:`exported`); files' times do not count, so a copied folder is served as it is.
 * **Failures** are per run: a run whose training or export fails is marked failed with the
   last lines of its output; the others go on.
 * **Stopping:** SIGINT/SIGTERM is passed on to the running training, which saves a

@@ -10,7 +10,12 @@ epoch, step, measured step time and time left, for the app's build queue).
 
 Stopping: SIGINT (Ctrl-C) or SIGTERM during training saves a resumable checkpoint after the
 current step and ends the run as interrupted (exit status 130 from ``python -m training``);
-``--resume`` continues it exactly. A second signal stops at once.
+``--resume`` continues it exactly. A second signal stops at once. ``--resume`` of a run
+without a checkpoint is refused, naming the runs that have one.
+
+One writer per run: the main process holds ``<run>/lock`` while it trains
+(:func:`runtime.artifacts.hold_run_lock`; ``python -m export`` takes it too), so a second
+training or an export of the run is refused with the holder named.
 
 Exact resume: the batch order is a function of (seed, epoch) (see
 :mod:`training.sampler`), the DataLoader gets its own generator, and the checkpoint holds

@@ -4,8 +4,9 @@
     python -m methods.dcl.gallery                   # Fashion-MNIST test (the default gallery)
     python -m methods.dcl.gallery --model mine --folder PHOTOS/   # encoder 'mine': galleries/mine
 
-Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into
-``<artifacts>/gallery``. A folder is read in shards with a progress bar; interrupted (Ctrl-C),
+Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into a
+fresh ``<artifacts>/gallery`` folder (``gallery.2`` while the old one is served), then switches
+the manifest to it in one rename and removes the old one. A folder is read in shards with a progress bar; interrupted (Ctrl-C),
 the same command continues after the last complete shard. The images stay where they are
 (the gallery keeps relative paths and makes thumbnails on first query). The index is
 exact below ``index.exact_below`` images and approximate above (``models/gallery_index.yaml``,
