@@ -239,6 +239,12 @@ def launch(artifacts: Path, port: int = 7860, expose: bool = False,
     demo.launch(server_name=host, server_port=port, auth=auth, show_error=False,
                 prevent_thread_lock=True, quiet=True, max_file_size=settings.max_upload_bytes,
                 app_kwargs={"lifespan": guarded(guard_policy(settings, expose))})
+    from app.guard import Guard
+
+    if not isinstance(getattr(demo.app, "middleware_stack", None), Guard):  # fail closed
+        demo.close()
+        raise RuntimeError("the request checks of app/guard.py were not installed (the "
+                           "server's lifespan did not run); not serving without them")
     url = f"http://{host}:{port}/"
     took = f" (ready in {time.time() - t0:.1f} s)" if t0 else ""
     print(f"[app] RepLens running at {url}{took}. Press Ctrl+C to stop.", flush=True)

@@ -147,3 +147,8 @@ def user_file_mode(settings: ServeSettings | None = None) -> int | None:
 
 def as_dict(settings: ServeSettings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
+
+
+def limits(settings: ServeSettings) -> dict[str, float]:
+    """The numeric limits (what ``/status`` and the Models tab report as ``limits``)."""
+    return {k: v for k, v in as_dict(settings).items() if type(v) in (int, float)}

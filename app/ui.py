@@ -15,7 +15,7 @@ import gradio as gr
 from app import __version__
 from app.tabs import tabs
 from app.outputs import OutputStore
-from app.settings import as_dict, current as settings
+from app.settings import current as settings, limits as limits_of
 from app.ui_common import TabContext, served_models
 from methods import get_method
 from runtime.engine import Engine
@@ -26,8 +26,7 @@ EXAMPLES_DIR = "examples"
 
 def model_card_markdown(engine: Engine) -> str:
     """A model card per exported model, from the manifest and the method's descriptor."""
-    limits = ", ".join(f"{k} {v:g}" for k, v in as_dict(settings()).items()
-                       if type(v) in (int, float))  # the numbers; /status has every setting
+    limits = ", ".join(f"{k} {v:g}" for k, v in limits_of(settings()).items())
     lines = [f"**RepLens {__version__}** - artifacts: `{engine.artifacts}`\n",
              f"Serving limits in force (app/serve.yaml, REPLENS_<KEY>, flags): {limits}\n"]
     if engine.manifest_error:
@@ -114,7 +113,7 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
         models = engine.status()
         return {"app_version": __version__, "artifacts": str(engine.artifacts),
                 "manifest_error": engine.manifest_error,
-                "manifest_warning": engine.manifest_warning, "limits": as_dict(settings()),
+                "manifest_warning": engine.manifest_warning, "limits": limits_of(settings()),
                 "build": build_status() if build_status else None, "models": models}
 
     examples = Path(engine.artifacts) / EXAMPLES_DIR
