@@ -6,7 +6,9 @@ behind it (a background worker; each tab answers when its model lands; progress 
 
 Binds 127.0.0.1 unless ``--expose`` is given; then ``REPLENS_AUTH=user:password`` is
 required (basic authentication), or ``--no-auth`` to serve without a login, with a warning
-on the console and on the page. A busy port is refused before anything is built. ``--serve-only`` (the torch-free serving
+on the console and on the page; ``REPLENS_AUTH``, when set, asks for a login on 127.0.0.1
+too (a reverse proxy on this machine: docs/deploy.md). A busy port is refused before anything
+is built. ``--serve-only`` (the torch-free serving
 install, ``bash scripts/serve.sh``) serves an existing artifacts folder and refuses to start
 without one; without torch nothing can be built, so ``--no-build`` is then implied.
 """
