@@ -39,7 +39,7 @@ def _command_line() -> str:
         line = " ".join(a.decode(errors="replace") for a in args if a)
     except OSError:
         line = " ".join([sys.executable, *sys.argv])
-    return line[:300]
+    return " ".join(line.split())[:300]  # one line, whatever the arguments hold
 
 
 def _holder(text: str) -> str:
