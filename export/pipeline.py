@@ -47,8 +47,8 @@ def export_run(artifacts: Path, run: str, int8: bool = True,
                options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``runs/<run>/checkpoint.pt`` and make it the manifest's entry ``run``; with
     ``int8`` (and ``enabled`` in ``export/int8.yaml``) also its INT8 version
-    (:mod:`export.int8`); the variant's ``assets`` hook (the retrieval gallery) gets
-    ``options``.
+    (:mod:`export.int8`). With ``options`` (:func:`export_all`'s), the variant's ``assets``
+    hook writes the model's assets (the retrieval gallery) with it; None: the model alone.
 
     Every file is written under a fresh name and the manifest switches to them in one
     rename (:mod:`export.commit`): stopped at any point (Ctrl-C, an error), the previous
@@ -63,7 +63,7 @@ def export_run(artifacts: Path, run: str, int8: bool = True,
     written: list[str] = []
     try:
         t0 = time.time()
-        _stage(artifacts, run, int8, dict(options or {}), entry, written)
+        _stage(artifacts, run, int8, options, entry, written)
         commit_entry(artifacts, run, entry)
     except BaseException:
         discard(artifacts, [*written, *entry_files(entry)])
@@ -77,7 +77,7 @@ def export_run(artifacts: Path, run: str, int8: bool = True,
     return entry
 
 
-def _stage(artifacts: Path, run: str, int8: bool, options: dict[str, Any],
+def _stage(artifacts: Path, run: str, int8: bool, options: dict[str, Any] | None,
            entry: dict[str, Any], written: list[str]) -> None:
     """Write every file of the run's export under fresh names (each added to ``written``
     before it is written) and fill ``entry``, the manifest entry that names them; the
@@ -124,8 +124,8 @@ def _stage(artifacts: Path, run: str, int8: bool, options: dict[str, Any],
     if variant.calibration:
         _add_calibration(artifacts, entry, ckpt, method, variant.calibration,
                          variant.calibration_output)
-    if variant.assets:
-        resolve(variant.assets)(artifacts, entry, options)
+    if variant.assets and options is not None:
+        resolve(variant.assets)(artifacts, entry, dict(options))
 
 
 def _write_sidecar(artifacts: Path, entry: dict[str, Any], suffix: str,
@@ -233,7 +233,7 @@ def export_all(artifacts: Path, runs: list[str] | None = None,
     for run in runs:
         try:
             export_run(artifacts, run, int8=(options or {}).get("int8", True),
-                       options=options)
+                       options=dict(options or {}))
         except Exception as exc:  # one bad run must not stop the others; reported below
             failed[run] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"[export] {run}: FAILED ({failed[run]})", flush=True)

@@ -90,7 +90,7 @@ def reexport(tmp_path, rich_view):
 
     art = tmp_path / "base"
     _train(art, 0)
-    export_run(art, "toy", int8=False)
+    export_run(art, "toy", int8=False, options={})
     old = _outputs(art)
     served = _files(art)
     _train(art, 1)
@@ -118,7 +118,7 @@ def test_an_export_stopped_at_any_write_leaves_the_old_model_served(tmp_path, re
 
         monkeypatch.setattr(os, "replace", replace)
         try:
-            export_run(art, "toy", int8=False)
+            export_run(art, "toy", int8=False, options={})
         except KeyboardInterrupt:
             monkeypatch.setattr(os, "replace", real_replace)
             stops += 1
@@ -153,11 +153,11 @@ def test_the_manifest_switch_is_the_only_moment_the_served_model_changes(tmp_pat
         seen.append(np.array_equal(_outputs(art), old))
 
     monkeypatch.setattr(os, "replace", replace)
-    export_run(art, "toy", int8=False)
+    export_run(art, "toy", int8=False, options={})
     monkeypatch.setattr(os, "replace", real_replace)
     assert len(seen) >= 4 and all(seen[:-1]) and not seen[-1]
     # a third export alternates back to the first names
-    export_run(art, "toy", int8=False)
+    export_run(art, "toy", int8=False, options={})
     assert read_manifest(art)["models"]["toy"]["file"] == "onnx/toy.onnx"
 
 
@@ -170,7 +170,7 @@ def test_a_copied_folder_is_served_as_it_is(tmp_path, rich_view, monkeypatch):
 
     art = tmp_path / "art"
     _train(art, 0)
-    export_run(art, "toy", int8=False)
+    export_run(art, "toy", int8=False, options={})
     copy = tmp_path / "copy"
     shutil.copytree(art, copy)
     now = time.time()
