@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtime.manifest import entry_paths, read_manifest, update_manifest
+from runtime.manifest import ManifestError, entry_paths, read_manifest, update_manifest
 
 
 def fresh_name(artifacts: Path, base: str, suffix: str = "") -> str:
@@ -59,7 +59,7 @@ def _named(artifacts: Path) -> set[str]:
     """Every file or folder the current manifest names (none when there is no manifest)."""
     try:
         models = read_manifest(artifacts)["models"]
-    except Exception:  # noqa: BLE001 - no readable manifest: it names nothing
+    except ManifestError:  # no readable manifest: it names nothing
         return set()
     return {f for e in models.values() for f in entry_files(e)}
 
@@ -70,7 +70,7 @@ def commit_entry(artifacts: Path, name: str, entry: dict[str, Any]) -> None:
     artifacts = Path(artifacts)
     try:
         old = read_manifest(artifacts)["models"].get(name) or {}
-    except Exception:  # noqa: BLE001 - no readable manifest yet: nothing to replace
+    except ManifestError:  # no readable manifest yet: nothing to replace
         old = {}
     update_manifest(artifacts, name, entry)
     _remove(artifacts, entry_files(old) - _named(artifacts))
