@@ -218,9 +218,54 @@ def uploaded(path: Any) -> str:
     return str(resolved)
 
 
+PLAIN_PATH = ("A file input got a plain path string, which is not uploaded: with "
+              "gradio_client, wrap it as handle_file(path) (from gradio_client import "
+              "handle_file) so that the file is uploaded; or upload it with the page.")
+
+
+def _has_plain_path(value: Any) -> bool:
+    """True for a request's file value that is a bare string (or a list holding one): a
+    path or URL sent without gradio_client's ``handle_file``."""
+    return isinstance(value, str) or (isinstance(value, list)
+                                      and any(isinstance(v, str) for v in value))
+
+
+@functools.cache
+def _refusing_plain_paths(model: type) -> type:
+    """``model`` (a component's Gradio data model) refusing a bare path string with
+    :data:`PLAIN_PATH` as the answer (``gr.Error``), before pydantic's own validation
+    error, which the API would answer with a generic message. Same name, docstring and
+    JSON schema as ``model``."""
+
+    def model_validate(cls: type, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if _has_plain_path(obj):
+            log.info("input refused: a plain path instead of an uploaded file")
+            raise gr.Error(PLAIN_PATH, print_exception=False)
+        return super(refusing, cls).model_validate(obj, *args, **kwargs)
+
+    refusing = type(model.__name__, (model,), {
+        "__module__": model.__module__, "__qualname__": model.__qualname__,
+        "__doc__": model.__doc__, "model_validate": classmethod(model_validate)})
+    return refusing
+
+
 class _UploadsOnly:
     """What the file inputs share: Gradio never fetches a URL a request names for them
-    (it would download it into the upload folder before :func:`uploaded` sees the path)."""
+    (it would download it into the upload folder before :func:`uploaded` sees the path),
+    and a bare path string is answered with how to upload it (:data:`PLAIN_PATH`)."""
+
+    @property
+    def data_model(self) -> Any:
+        """The component's Gradio data model (gr.Image: ImageData; gr.File sets its own),
+        refusing bare path strings (:func:`_refusing_plain_paths`)."""
+        model = self.__dict__.get("_data_model")
+        if model is None:
+            model = getattr(super(), "data_model", None)
+        return None if model is None else _refusing_plain_paths(model)
+
+    @data_model.setter
+    def data_model(self, model: Any) -> None:
+        self.__dict__["_data_model"] = model
 
     async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
         from gradio_client.utils import is_http_url_like

@@ -280,3 +280,20 @@ def test_runs_from_another_folder_once_installed(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "toy", "--set", "train.epochs=0"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and "train.epochs must be >= 1" in _one_line(r.stderr)
+
+
+def test_a_plain_path_to_the_api_says_to_use_handle_file():
+    """gradio_client sends a bare string when a path is not wrapped in ``handle_file``; the
+    file inputs answer with how to upload it (the same schema as Gradio's own models)."""
+    import gradio as gr
+
+    from app.ui_common import SafeFile, SafeImage, SafeVideo
+
+    for comp, base in ((SafeImage(), gr.Image()), (SafeFile(file_count="multiple"),
+                                                    gr.File(file_count="multiple")),
+                       (SafeVideo(), gr.Video())):
+        assert comp.data_model.model_json_schema() == base.data_model.model_json_schema()
+        for value in ("/home/me/photo.png", ["/home/me/photo.png"]):
+            with pytest.raises(gr.Error) as info:
+                comp.data_model.model_validate(value, context={"validate_meta": True})
+            assert "handle_file(path)" in info.value.message
