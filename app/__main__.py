@@ -35,6 +35,7 @@ EXCLUSIVE = [
     ("build_only", "serve_only", "--build-only builds and exits, --serve-only builds nothing"),
     ("build_only", "expose", "--build-only serves nothing, so there is nothing to expose"),
     ("build_only", "no_auth", "--build-only serves nothing, so there is no login to drop"),
+    ("build_only", "retinaface_weights", "--build-only serves nothing, so no face is detected"),
     ("no_build", "smoke", "--smoke sets the build's budgets and --no-build builds nothing"),
     ("serve_only", "smoke", "--smoke sets the build's budgets and --serve-only builds nothing"),
     ("no_build", "only", "--only picks the runs to build and --no-build builds nothing"),

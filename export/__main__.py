@@ -19,8 +19,7 @@ import signal
 import sys
 from typing import Any
 
-from runtime.artifacts import artifacts_dir
-from runtime.cli import run_main
+from runtime.cli import artifacts_folder, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +45,7 @@ def _main(argv: list[str] | None) -> int:
     from export.pipeline import export_all
 
     signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C: what was written so far is removed
-    export_all(artifacts_dir(args.artifacts), args.runs or None,
+    export_all(artifacts_folder(args.artifacts), args.runs or None,
                {"gallery": not args.no_gallery, "gallery_dir": args.gallery_dir,
                 "gallery_limit": args.gallery_limit, "int8": not args.no_int8})
     return 0

@@ -85,7 +85,7 @@ def artifacts_folder(flag: str | None, must_exist: bool = False) -> Path:
         source = f"the default artifacts folder ./{DEFAULT_DIR}"
     if path.exists() and not path.is_dir():
         raise UserError(f"{source}: {path} is a file, not a folder; name the artifacts folder "
-                        f"(the one that holds manifest.json)")
+                        f"instead (the one that holds runs/ and manifest.json)")
     if must_exist and not path.is_dir():
         raise UserError(f"{source}: the artifacts folder {path} does not exist; build the "
                         f"default models into it with `python -m app --build-only --artifacts "

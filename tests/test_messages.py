@@ -101,6 +101,7 @@ def test_bad_port_variable_is_named(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.parametrize("flags", [
     ["--build-only", "--no-build"],
+    ["--build-only", "--retinaface-weights", "w.pth"],
     ["--build-only", "--serve-only"],
     ["--build-only", "--expose"],
     ["--no-build", "--smoke"],
@@ -127,10 +128,15 @@ def test_artifacts_naming_a_file_is_refused(tmp_path, capsys):
     from app.__main__ import main as app_main
     from app.cli import main as cli_main
 
+    from export.__main__ import main as export_main
+    from training.__main__ import main as train_main
+
     f = tmp_path / "notes.txt"
     f.write_text("x")
     for main, argv in ((cli_main, ["--artifacts", str(f), "status"]),
-                       (app_main, ["--no-build", "--artifacts", str(f)])):
+                       (app_main, ["--no-build", "--artifacts", str(f)]),
+                       (train_main, ["toy", "--artifacts", str(f)]),
+                       (export_main, ["--all", "--artifacts", str(f)])):
         line = _refused(main, argv, capsys)
         assert f"--artifacts {f}" in line and "is a file, not a folder" in line
 

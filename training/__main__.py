@@ -18,7 +18,7 @@ if __name__ == "__main__" and not __package__:  # run as a file, not with python
     raise SystemExit(2)
 
 from methods import all_methods  # noqa: E402 - after the guard above
-from runtime.cli import Parser, run_main  # noqa: E402
+from runtime.cli import Parser, artifacts_folder, run_main  # noqa: E402
 from training.config import resolve_config  # noqa: E402
 
 
@@ -60,6 +60,7 @@ def _run(argv: list[str] | None) -> int:
             raise FileNotFoundError(f"--data {args.data}: no such file or folder")
         overrides.append(f"data.root={args.data}")
     if args.artifacts:  # methods that make data (generated faces) put it there too
+        artifacts_folder(args.artifacts)  # a file instead of a folder is refused
         overrides.append(f"run.artifacts={args.artifacts}")
     cfg = resolve_config(args.method, args.config, overrides)
     method = build_method(args.method, cfg)
