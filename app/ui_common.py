@@ -254,6 +254,12 @@ class _UploadsOnly:
     (it would download it into the upload folder before :func:`uploaded` sees the path),
     and a bare path string is answered with how to upload it (:data:`PLAIN_PATH`)."""
 
+    def get_block_name(self) -> str:
+        """The front end to render with: the Gradio component this is mixed into (Gradio
+        names a template after its first base class, which is this mixin)."""
+        gradio_base = next(c for c in type(self).__mro__ if c.__module__.startswith("gradio."))
+        return gradio_base.__name__.lower()
+
     @property
     def data_model(self) -> Any:
         """The component's Gradio data model (gr.Image: ImageData; gr.File sets its own),

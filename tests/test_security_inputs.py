@@ -217,3 +217,13 @@ def test_examples_are_accepted(base, api, elem_id):
     assert event == "complete", answer
     if api != "classify":
         assert "Truth (example" in answer[0]
+
+
+@pytest.mark.parametrize("cls, front_end", [("SafeImage", "image"), ("SafeFile", "file"),
+                                            ("SafeVideo", "video")])
+def test_upload_inputs_render_with_gradio_front_ends(cls, front_end):
+    """The page asks for each input's front end by its block name; a name Gradio has no
+    front end for leaves the page without an upload box."""
+    import app.ui_common as ui
+
+    assert getattr(ui, cls)().get_block_name() == front_end
