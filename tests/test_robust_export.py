@@ -229,3 +229,25 @@ def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
     assert not [p.name for p in (art / "onnx").iterdir() if ".2." in p.name or p.name.startswith(".")]
+
+
+def _update_many(art: str, prefix: str) -> None:
+    from runtime.manifest import update_manifest
+
+    for i in range(25):
+        update_manifest(art, f"{prefix}{i}", {"name": f"{prefix}{i}"})
+
+
+def test_exports_of_two_runs_at_once_keep_both_entries(tmp_path):
+    """Two processes updating the manifest at once (exports of two runs) take turns: no
+    entry is lost to the other's read-modify-write."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_update_many, args=(str(tmp_path), p)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(read_manifest(tmp_path)["models"]) == 50
