@@ -10,7 +10,9 @@ on the console and on the page; ``REPLENS_AUTH``, when set, asks for a login on 
 too (a reverse proxy on this machine: docs/deploy.md). A busy port is refused before anything
 is built. ``--serve-only`` (the torch-free serving
 install, ``bash scripts/serve.sh``) serves an existing artifacts folder and refuses to start
-without one; without torch nothing can be built, so ``--no-build`` is then implied.
+without one; without torch nothing can be built, so ``--no-build`` is then implied. Flags
+that contradict each other (``--build-only --no-build``, ``--no-auth`` without
+``--expose``, ``--no-build --smoke``, ...) are refused in one line, exit 2.
 """
 from __future__ import annotations
 

@@ -214,6 +214,17 @@ def test_no_face_message_names_the_flag_in_the_cli_and_the_checkbox_in_the_ui():
         assert "pass --crop" in str(cli.value) and "tick" not in str(cli.value), cli.value
 
 
+def test_video_without_detector_names_the_flag_in_the_cli_and_the_checkbox_in_the_ui():
+    from app.inputs import InputError, cli_requests
+    from app.services.video import _detect
+
+    frames = [np.zeros((32, 32, 3), np.uint8)]
+    with pytest.raises(InputError, match="tick 'Frames are face crops'"):
+        _detect(None, frames, False)
+    with cli_requests(), pytest.raises(InputError, match="pass --crop"):
+        _detect(None, frames, False)
+
+
 def test_face_command_without_crop_names_the_flag(smoke_artifacts, tmp_path, capsys):
     from PIL import Image
 
