@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -32,6 +33,7 @@ _FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
                        r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
 
 
+@functools.cache
 def _loader() -> type:
     """A safe YAML loader that also reads YAML 1.2 floats such as ``1e-3`` as numbers."""
     import yaml
