@@ -455,8 +455,10 @@ def iter_runs(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.build", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from runtime.cli import Parser
+
+    p = Parser(prog="python -m app.build", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifacts")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--only", help="comma-separated default runs to build (default: all)")

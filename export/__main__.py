@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Any
 
-from runtime.cli import artifacts_folder, run_main
+from runtime.cli import Parser, artifacts_folder, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m export", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run names under <artifacts>/runs (default with --all: all)")
     p.add_argument("--all", action="store_true", help="export every finished run found")
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
