@@ -366,6 +366,11 @@ def model_summary(engine: Engine, name: str | None, max_labels: int = 12) -> str
         parts.append(f"test {headline_metrics(e.get('metrics', {}))}")
     if labels:
         parts.append(f"{len(labels)} classes: " + ", ".join(labels[:max_labels]) + more)
+    learned = e.get("learned") or {}
+    if learned.get("at_chance"):
+        return (f"> **Warning: this model did not learn: answers are not meaningful** (held-out "
+                f"{learned['metric']} {learned['value']:.3f}, chance {learned['chance']:.3f}).\n\n"
+                + "; ".join(parts) + ".")
     return "; ".join(parts) + "."
 
 

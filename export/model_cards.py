@@ -26,6 +26,7 @@ from methods import served_runs
 from runtime.manifest import read_manifest, trained_on
 from runtime.artifacts import artifacts_dir, atomic_path
 from training.data.sources import USER_FORMATS, with_user_defaults
+from training.verdict import describe
 
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
 
@@ -96,6 +97,10 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
         lines.append(f"- **Class groups**: many > {g['many_above']}, few < {g['few_below']} "
                      f"training images, medium otherwise ("
                      f"{extra.get('group_rule', 'set in the config')})")
+    learned = summary.get("learned")
+    if learned:
+        lines.append(f"- **Learned**: {'NO - at_chance: this model did not learn, its answers are not meaningful' if learned['at_chance'] else 'yes, clearly above chance'}; "
+                     f"held-out {describe(learned)}")
     metrics = summary.get("metrics", {})
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"

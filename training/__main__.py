@@ -70,6 +70,9 @@ def _run(argv: list[str] | None) -> int:
     from training.distributed import is_main
     if is_main():
         print(json.dumps(summary, indent=2))
+        if summary.get("at_chance"):
+            from training.verdict import warning
+            print(warning(summary["learned"]), file=sys.stderr)
     if summary.get("interrupted"):  # stopped by a signal: resumable with --resume
         print(f"[train] interrupted at step {summary['steps']}; continue with --resume",
               file=sys.stderr)

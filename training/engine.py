@@ -8,6 +8,10 @@ written every ``train.ckpt_every`` steps and at each epoch end), ``metrics.jsonl
 ``summary.json``, ``config.yaml`` and ``progress.json`` (:mod:`training.progress`: phase,
 epoch, step, measured step time and time left, for the app's build queue).
 
+After each evaluation the method's headline held-out metric is compared with chance
+(:mod:`training.verdict`); ``summary.json`` and the checkpoint record it (``learned``) and
+``at_chance`` marks a model not clearly above chance.
+
 Stopping: SIGINT (Ctrl-C) or SIGTERM during training saves a resumable checkpoint after the
 current step and ends the run as interrupted (exit status 130 from ``python -m training``);
 ``--resume`` continues it exactly. A second signal stops at once. ``--resume`` of a run
@@ -61,6 +65,7 @@ from training.precision import TrainForward, autocast_dtype, make_scaler
 from training.pretrained import load_pretrained
 from training.progress import Progress
 from training.sampler import ResumableSampler
+from training.verdict import verdict
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -188,6 +193,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._scaler: torch.amp.GradScaler | None = None
         self._precision = "float32"  # the training forward's dtype (train.amp resolved)
+        self._learned: dict[str, Any] | None = None  # the last evaluation against chance
         self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
@@ -214,6 +220,7 @@ class Trainer:
             "config": self.cfg,
             "git_commit": git_commit(),
             "metrics": metrics,
+            "learned": self._learned,  # training.verdict: the held-out metric against chance
             "extra": self.method.extra_state(),
             "finished": finished,
             "torch_version": str(torch.__version__),
@@ -401,6 +408,7 @@ class Trainer:
         run.start_epoch, run.start_batch, run.step = (ckpt["epoch"], ckpt["batch"],
                                                       ckpt["global_step"])
         run.metrics = ckpt.get("metrics", {})
+        self._learned = ckpt.get("learned")
         set_rng_state(ckpt["rng"])
         if ckpt.get("finished"):
             if dist_utils.is_main():
@@ -516,6 +524,7 @@ class Trainer:
         ``metrics.jsonl`` and print them (with ``progress``); returns the metrics."""
         run.model.eval()
         metrics = self.method.evaluate(run.model, self.device)
+        self._learned = verdict(metrics, self.method.chance()) if metrics else None
         self._log({"step": run.step, "epoch": epoch, "eval": metrics})
         if metrics and self.progress:
             print(f"[{self.method_name}] epoch {epoch + 1}: " +
@@ -530,4 +539,6 @@ class Trainer:
                 "train_seconds": round(seconds, 2), "metrics": metrics,
                 "interrupted": interrupted, "seed": self.seed, "device": str(self.device),
                 "world_size": dist_utils.world_size(), "git_commit": git_commit(),
-                "precision": self._precision}  # the forward's autocast dtype
+                "precision": self._precision,  # the forward's autocast dtype
+                "learned": self._learned,  # the held-out metric against chance
+                "at_chance": bool(self._learned and self._learned["at_chance"])}

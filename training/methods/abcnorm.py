@@ -39,6 +39,7 @@ from training.losses.longtail_baselines import (CrossEntropyLoss, LDAMLoss, Logi
                                                 drw_class_weights)
 from training.methods.base import Method
 from training.metrics.longtail import confusion_matrix, longtail_accuracy
+from training.verdict import Chance, majority_share
 
 LOSSES = ("abcnorm", "ce", "pc", "maxent", "la", "ldam")
 CIFAR_SPEC = PreprocessSpec(size=(32, 32), channels=3, mean=(0.4914, 0.4822, 0.4465),
@@ -351,6 +352,11 @@ class ABCNormMethod(Method):
         cm = confusion_matrix(self.eval_labels, preds, len(self.class_names))
         self.last_eval = {"preds": preds, "targets": self.eval_labels, "confusion": cm}
         return {k: v for k, v in metrics.items() if v == v}  # drop NaN (empty groups)
+
+    def chance(self) -> Chance:
+        """top-1 against always answering the largest test class (1/C when balanced)."""
+        return Chance("top1", majority_share(self.eval_labels.tolist()),
+                      len(self.eval_labels), "test images")
 
     def extra_state(self) -> dict[str, Any]:
         return {

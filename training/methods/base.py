@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from training.verdict import Chance
+
 
 class Method:
     """A model, its data and its loss, plugged into :class:`training.engine.Trainer`.
@@ -55,6 +57,11 @@ class Method:
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Metrics on the validation/test split (main process only)."""
         return {}
+
+    def chance(self) -> "Chance | None":
+        """The headline metric of :meth:`evaluate`, its chance level and the number of
+        independent test items (:mod:`training.verdict`); None: no chance reference."""
+        return None
 
     def extra_state(self) -> dict[str, Any]:
         """Anything export needs besides weights (labels, preprocessing, class counts)."""

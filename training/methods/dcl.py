@@ -42,6 +42,7 @@ from training.losses.dcl import build_loss
 from training.methods.base import Method
 from training.metrics.embed import embed_tensor, prepare
 from training.metrics.knn import knn_accuracy
+from training.verdict import Chance, majority_share
 
 
 class DCLMethod(Method):
@@ -231,6 +232,12 @@ class DCLMethod(Method):
         if self.eval_cfg["random_init_reference"]:
             metrics["knn_top1_random_init"] = self.random_init_knn_top1(device)
         return metrics
+
+    def chance(self) -> Chance | None:
+        """kNN top-1 against always answering the largest test class; None without labels."""
+        labels = self._eval_tensors()["test_y"].tolist()
+        return Chance("knn_top1", majority_share(labels), len(labels), "test images") \
+            if labels else None
 
     def extra_state(self) -> dict[str, Any]:
         """What export and serving need besides the weights.

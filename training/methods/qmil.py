@@ -57,6 +57,7 @@ from training.losses.qmil import qmil_loss
 from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
+from training.verdict import Chance, majority_share
 from training.zeroshot import predict_bags
 
 
@@ -450,6 +451,19 @@ class QMILMethod(Method):
                                                        zu.label)
         model.train(was_training)
         return m
+
+    def chance(self) -> Chance:
+        """Bag accuracy against always answering the commoner bag label (0.5 for balanced
+        bags). The test bags reuse the test images, so the independent items are the fewer
+        of bags and distinct test images."""
+        bags = self.eval_bags("seen")
+        labels = np.asarray(bags.label).astype(int).tolist()
+        n_bags = len(labels)
+        n = n_bags  # a bag manifest: its test bags are the items
+        if self.format != "bag_csv":
+            n = min(n_bags, int(np.isin(self.split("test").labels, self.seen).sum())) or n_bags
+        return Chance("bag_acc", majority_share(labels), n,
+                      "test bags" if n == n_bags else f"test images ({n_bags} bags)")
 
     def extra_state(self) -> dict[str, Any]:
         return {

@@ -34,6 +34,7 @@ from training.methods.base import Method
 from training.metrics.seqfake import (expected_random_order_accuracy, adaptive_accuracy,
                                       exact_set_accuracy, fixed_accuracy, multilabel_accuracy,
                                       roc_auc, sequence_metrics, unpad, video_auc)
+from training.verdict import Chance, majority_share
 from models.seqfakeformer import teacher_forcing_loss
 
 TASKS = ("components", "attributes", "binary")
@@ -200,6 +201,15 @@ class SeqFakeMethod(Method):
         metrics = sequence_metrics(probs, targets, self.threshold)
         metrics.update(mil_auc=mil_auc, n_eval=float(len(targets)))
         return metrics
+
+    def chance(self) -> Chance:
+        """Sequence accuracy (fixed_acc; binary task: acc) against always answering the
+        commonest test sequence (or real/fake)."""
+        targets = [tuple(unpad(t)) for t in self.eval_split().labels.tolist()]
+        if self.task == "binary" and self.arch != "seqfakeformer":
+            return Chance("acc", majority_share(len(t) > 0 for t in targets), len(targets),
+                          "test faces")
+        return Chance("fixed_acc", majority_share(targets), len(targets), "test faces")
 
     def extra_state(self) -> dict[str, Any]:
         root = self.data_cfg["root"]
