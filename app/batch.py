@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from app.inputs import IMAGE_EXTENSIONS, InputError
+from app.services.reliability import FINDING_COLUMNS, UNRELIABLE
 from runtime import deadline
 from runtime.artifacts import write_bytes_atomic
 from runtime.deadline import RequestTimeout
@@ -241,7 +242,8 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
         resume: keep ``out``'s rows and skip the files already in it.
         progress: ``(done, total, file)`` after each file (the UI's progress bar).
         count_key / flag: the summary counts rows (``faces``) and flagged rows
-            (``manipulated``) under these names.
+            (``manipulated``) under these names; with a finding column
+            (:data:`FINDING_COLUMNS`), ``unreliable`` counts the rows without a reliable one.
 
     Under a request deadline (:mod:`runtime.deadline`) the time limit is checked before each
     file; a batch past it ends with the rows done so far, and the summary's ``stopped`` says
@@ -305,6 +307,9 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
         summary["no_face"] = sum(r["status"] == STATUS_NO_FACE for r in rows)
     if flag is not None:
         summary["manipulated"] = sum(bool(flag(r)) for r in ok)
+    finding = [c for c in FINDING_COLUMNS if c in columns]
+    if finding:
+        summary["unreliable"] = sum(r.get(finding[0]) == UNRELIABLE for r in ok)
     if out is not None:
         summary["out"] = str(out)
     return BatchResult(rows, summary)

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
+from app.services import reliability as rel
 from runtime.artifacts import write_bytes_atomic
 
 REPORT_FORMAT = 1
@@ -63,6 +64,7 @@ img.plot{max-width:100%}
 .verdict{font-weight:700;padding:1px 6px;border-radius:3px;border:1px solid;white-space:nowrap}
 .v-manipulated,.v-out{color:#8b0000;border-color:#8b0000;background:#fde8e8}
 .v-real,.v-in{color:#0b5d1e;border-color:#0b5d1e;background:#e6f4ea}
+.v-unreliable{color:#6b4e00;border-color:#6b4e00;background:#fff4d6;white-space:normal}
 .bar{display:inline-block;height:.8em;background:#c0392b;vertical-align:middle;
  -webkit-print-color-adjust:exact;print-color-adjust:exact}
 .barbox{display:inline-block;width:120px;border:1px solid #999;height:.8em;vertical-align:middle}
@@ -191,6 +193,26 @@ def _verdict(verdict: Any) -> str:
     v = str(verdict or "unknown")
     cls = "v-manipulated" if v == "manipulated" else "v-real" if v == "real" else ""
     return f'<span class="verdict {cls}">{escape(v)}</span>'
+
+
+def _state(report: Mapping[str, Any]) -> str:
+    """An answer's reliability: its own ``reliability``, else its domain check's."""
+    return str(report.get("reliability") or rel.reliability(report.get("domain")))
+
+
+def _finding_rows(report: Mapping[str, Any], subject: str = "this face") -> list[tuple[str, str]]:
+    """The verdict rows of an answer (HTML values): its verdict when the domain check
+    measured the input in domain; otherwise the headline that there is no reliable verdict
+    and, below it, the model's raw verdict marked as such (:mod:`app.services.reliability`;
+    the answer's own ``reliability`` and ``headline`` when it has them, else its domain
+    check's)."""
+    state = _state(report)
+    raw = report.get("raw_verdict", report.get("verdict"))
+    if state == rel.IN_DOMAIN:
+        return [("verdict", _verdict(report.get("verdict")))]
+    head = report.get("headline") or rel.unreliable_headline(state, subject)
+    return [("verdict", f'<span class="verdict v-unreliable">{escape(head)}</span>'),
+            (rel.RAW_MARK, f'<span class="raw">{escape(str(raw or "unknown"))}</span>')]
 
 
 def _bar(p: Any) -> str:
@@ -367,14 +389,16 @@ def face_report(source_name: str, sha256: str, results: list[Any], models: list[
         name = str(rep.get("model", "?"))
         head = (f'<h3>{escape(name)} <span class="mono">{escape(str(rep.get("model_version", "")))}'
                 f"</span></h3>")
-        summary = _kv([("verdict", _verdict(rep.get("verdict"))),
+        summary = _kv([*_finding_rows(rep),
                        ("fake probability", _text(rep.get("fake_probability"))),
                        ("threshold", _text(rep.get("threshold"))),
                        ("decoder", _text(rep.get("decoder"))),
                        ("task", _text(rep.get("task")))], raw=True)
         probs = _probabilities_table(rep.get("probabilities") or {})
-        cards.append(f'<div class="card">{head}{summary}<h3>Sequence</h3>{_sequence_html(rep)}'
-                     f"<h3>Every component</h3>{probs}</div>")
+        raw_note = ("" if _state(rep) == rel.IN_DOMAIN else
+                    f'<p class="note">Sequence and probabilities: {escape(rel.RAW_MARK)}.</p>')
+        cards.append(f'<div class="card">{head}{summary}{raw_note}<h3>Sequence</h3>'
+                     f"{_sequence_html(rep)}<h3>Every component</h3>{probs}</div>")
         where = getattr(r, "where", None)
         wheres.append(_img(where, f"where-map of {name}", "crop",
                            f"{name}: where the face differs from a real one") if where is not None
@@ -437,7 +461,11 @@ def batch_report(rows: list[dict], summary: dict, models: list[dict],
             v = row.get(c)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             cls = ' class="num"' if num else ""
-            cells.append(f"<td{cls}>{_text(v)}</td>")
+            if c in rel.FINDING_COLUMNS and v == rel.UNRELIABLE:  # no finding: said so
+                cells.append('<td><span class="verdict v-unreliable">no reliable verdict'
+                             "</span></td>")
+            else:
+                cells.append(f"<td{cls}>{_text(v)}</td>")
         body.append(f'<tr class="{"row-error" if failed else "row-ok"}">{"".join(cells)}</tr>')
     table = (f'<div class="scroll"><table id="batch-rows">{head}{"".join(body)}</table></div>'
              if rows else '<p class="note">The batch has no rows.</p>')
@@ -510,7 +538,7 @@ def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
                ("frames analysed (with a face)", _text(rep.get("frames_analysed"))),
                ("frames manipulated", _text(rep.get("frames_manipulated"))),
                ("face tracks", _text(len(tracks) if tracks else len(rep.get("tracks") or []))),
-               ("verdict", _verdict(rep.get("verdict"))),
+               *_finding_rows(rep, "a face of this video"),
                ("video fake probability", _text(rep.get("video_fake_probability"))),
                ("threshold", _text(rep.get("threshold"))),
                ("model", _text(rep.get("model"))),
@@ -531,7 +559,7 @@ def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
                  (f"t = {_num(top[j].get('time'), 2)} s, p = {_num(top[j].get('fake_probability'))}"
                   if j < len(top) else f"crop {j + 1}"))
             for j, c in enumerate(getattr(tr, "top_crops", None) or []))
-        summary = _kv([("verdict", _verdict(trep.get("verdict"))),
+        summary = _kv([*_finding_rows(trep),
                        ("fake probability (mean of frames)", _text(trep.get("fake_probability"))),
                        ("frames", _text(trep.get("frames"))),
                        ("sequence", _text(trep.get("sequence_text")))], raw=True)

@@ -400,6 +400,22 @@ def domain_warning(report: dict[str, Any]) -> str:
             f"\n\n")
 
 
+def answer_headline(report: dict[str, Any], finding: str) -> str:
+    """The top of an answer (markdown): ``finding`` (the model's answer, e.g. "MANIPULATED
+    (fake probability 0.873)") as the heading when the domain check measured the input in
+    domain; otherwise the heading says there is no reliable verdict (out of domain, or no
+    check for the model: :mod:`app.services.reliability`), the check's details follow, and
+    ``finding`` comes below them marked as the model's raw output."""
+    from app.services import reliability as rel
+
+    if rel.reliability(report.get("domain")) == rel.IN_DOMAIN:
+        return domain_warning(report) + f"## {finding}\n"
+    head = report.get("headline") or rel.unreliable_headline(
+        rel.reliability(report.get("domain")))
+    return (f"## {head}\n\n" + domain_warning(report)
+            + f"**{rel.RAW_MARK[0].upper() + rel.RAW_MARK[1:]}:** {finding}\n")
+
+
 def example_truth(path: Any) -> str | None:
     """The truth an example file is named with (``NN_<truth>.png``, ``-`` for spaces), or
     None for a file that is not named that way: ``03_ankle-boot.png`` -> "ankle boot"."""

@@ -11,8 +11,11 @@ import pytest
 
 from tests.api_schema import JSON_OUTPUT, SCHEMA_DIR, validate
 
-GOOD_FACE = {"model": "seqfake", "model_version": "v", "provider": "CPUExecutionProvider",
-             "task": "components", "verdict": "manipulated", "fake_probability": 0.6,
+GOOD_FACE = {"headline": "MANIPULATED (fake probability 0.600)", "reliable": True,
+             "reliability": "in_domain",
+             "model": "seqfake", "model_version": "v", "provider": "CPUExecutionProvider",
+             "task": "components", "verdict": "manipulated", "raw_verdict": "manipulated",
+             "fake_probability": 0.6,
              "threshold": 0.5, "sequence": [{"step": 1, "component": "eye", "probability": 0.6}],
              "sequence_text": "1. eye", "probabilities": {"eye": 0.6, "nose": 0.1},
              "trained_on": "generated faces", "decoder": "probability-ranked", "faces": [],
@@ -34,6 +37,12 @@ def test_every_endpoint_has_a_schema_and_a_section_in_the_docs():
     lambda r: r.update(face_number=0),                         # faces too
     lambda r: r.pop("verdict"),                                # a required field
     lambda r: r.update(verdict="fake"),                        # not one of the verdicts
+    lambda r: r.update(verdict="unreliable"),                  # reliable, yet no finding
+    lambda r: r.update(reliable=False),                        # a finding that is unreliable
+    lambda r: r.update(raw_verdict="unreliable"),              # the model's own is a verdict
+    lambda r: r.update(reliability="unknown"),                 # not one of the reasons
+    lambda r: r.pop("headline"),                               # every answer has one
+    lambda r: r.pop("raw_verdict"),
 ])
 def test_the_face_schema_rejects(change):
     validate("/face", GOOD_FACE)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from runtime.engine import Engine, OnnxModel
 from app.inputs import InputError, display_rgb, load_image
+from app.services import reliability
 from app.viz import overlay_heatmap
 from models.cam import cam_from_features
 
@@ -86,27 +87,34 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     cam = cam_from_features(feats, weight, target)
     shown = model.preprocess.size
     base = np.asarray(Image.fromarray(display_rgb(rgb)).resize((max(224, shown[1]), max(224, shown[0]))))
+    best = int(order[0])
     report = {
         "model": model_name, "model_version": model.version, "provider": model.provider,
         "loss": extra.get("loss"),
+        "label": labels[best],
         "top": [{"class": labels[i], "probability": round(float(probs[i]), 4),
                  "group": groups[i], "train_count": counts[i]} for i in order],
         "cam_class": labels[target],
         "domain": dom[0] if dom else None,
         "temperature": temperature if cal else None,
     }
+    report = reliability.mark(report, "label", "this image",
+                              f"{labels[best]} (probability {probs[best]:.3f})")
     return ClassifyResult(report, overlay_heatmap(base, cam))
 
 
-BATCH_COLUMNS = ["model", "model_version", "class", "probability", "group", "top5", "in_domain"]
+BATCH_COLUMNS = ["model", "model_version", "class", "raw_class", "probability", "group", "top5",
+                 "in_domain"]
 
 
 def batch_rows(engine: Engine, path: Any, model_name: str = MODEL) -> list[dict[str, Any]]:
-    """One row for :mod:`app.batch`: the top class, its probability and group, and the
-    top five as ``class:probability`` pairs."""
+    """One row for :mod:`app.batch`: the top class (``unreliable`` unless the image was
+    measured in domain; the model's own in ``raw_class``), its probability and group, and
+    the top five as ``class:probability`` pairs."""
     r = classify(engine, path, model_name).report
     top = r["top"]
-    return [{"model": model_name, "model_version": r["model_version"], "class": top[0]["class"],
+    return [{"model": model_name, "model_version": r["model_version"], "class": r["label"],
+             "raw_class": r["raw_label"],
              "probability": top[0]["probability"], "group": top[0]["group"],
              "top5": [f"{t['class']}:{t['probability']:.4f}" for t in top],
              "in_domain": (r.get("domain") or {}).get("in_domain")}]

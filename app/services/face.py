@@ -11,6 +11,7 @@ from runtime.engine import Engine, pick_model
 from app.faces import Face, FaceDetector, align_crop, draw_faces
 from app.batch import NoFaceError
 from app.inputs import InputError, display_rgb, load_image, option_hint
+from app.services import reliability
 from app.viz import overlay_heatmap
 from models.sequence import decode_sequence
 
@@ -43,7 +44,9 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
                  threshold: float | None = None) -> dict[str, Any]:
     """Run the sequential deepfake model on an aligned RGB crop.
 
-    Returns a dict with the verdict, the ordered components with probabilities, every
+    Returns a dict with the headline and verdict (``unreliable`` unless the domain check
+    measured the crop in domain; the model's own verdict in ``raw_verdict``, see
+    :mod:`app.services.reliability`), the ordered components with probabilities, every
     component's probability, and the raw where-map (h, w) under ``_dissim``.
     """
     model = engine.get(model_name, METHOD)
@@ -68,10 +71,11 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     dom = model.domain_check(out)
     steps = [{"step": i + 1, "component": labels[c], "probability": round(float(probs[c]), 4)}
              for i, c in enumerate(order)]
-    return {
+    verdict = "manipulated" if order else "real"
+    return reliability.mark({
         "model": model_name, "model_version": model.version, "provider": model.provider,
         "task": extra.get("task", "components"),
-        "verdict": "manipulated" if order else "real",
+        "verdict": verdict,
         "fake_probability": round(fake_p, 4),
         "threshold": thr,
         "sequence": steps,
@@ -83,7 +87,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "domain": dom[0] if dom else None,
         "temperature": float(cal["temperature"]) if cal and "logits" in out else None,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
-    }
+    }, "verdict", "this face", reliability.face_finding(verdict, fake_p))
 
 
 def model_card_line(engine: Engine, model_name: str) -> dict[str, Any]:
@@ -301,7 +305,7 @@ def batch_columns(engine: Engine, models: list[str]) -> list[str]:
     labels: list[str] = []
     for name in models:
         labels += [lab for lab in engine.get(name, METHOD).labels if lab not in labels]
-    return ["face", "box", "face_score", "model", "model_version", "verdict",
+    return ["face", "box", "face_score", "model", "model_version", "verdict", "raw_verdict",
             "fake_probability", "sequence", *(f"p_{lab}" for lab in labels), "in_domain"]
 
 
@@ -320,7 +324,7 @@ def batch_rows(engine: Engine, detector: FaceDetector | None, path: Any, models:
                 "face": i + 1, "box": face.to_dict()["box"] if face else None,
                 "face_score": round(face.score, 4) if face else None,
                 "model": name, "model_version": r["model_version"], "verdict": r["verdict"],
-                "fake_probability": r["fake_probability"],
+                "raw_verdict": r["raw_verdict"], "fake_probability": r["fake_probability"],
                 "sequence": " -> ".join(s["component"] for s in r["sequence"]),
                 **{f"p_{lab}": p for lab, p in r["probabilities"].items()},
                 "in_domain": (r.get("domain") or {}).get("in_domain")})

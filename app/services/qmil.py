@@ -10,6 +10,7 @@ import numpy as np
 from runtime import domain
 from runtime.engine import Engine
 from app.inputs import InputError, clean_query, display_rgb, load_bag
+from app.services import reliability
 from app.viz import attention_tile
 
 METHOD = "qmil"  # the method whose models this service runs
@@ -92,11 +93,12 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     order = np.argsort(-beta, kind="stable")
     seen = [c.lower() for c in extra.get("seen_classes", [])]
     kind = "seen in training" if word in seen else "zero-shot (not a training query)"
-    report = {
+    answer = "yes" if prob >= 0.5 else "no"
+    report = reliability.mark({
         "model": model.name, "model_version": model.version, "provider": model.provider,
         "query": word, "query_kind": kind,
         **({} if word in seen else _zero_shot_hint(q, extra)),
-        "answer": "yes" if prob >= 0.5 else "no", "probability": round(prob, 4),
+        "answer": answer, "probability": round(prob, 4),
         "temperature": float(cal["temperature"]) if cal else None,
         "bag_size": len(images),
         "domain": bag_dom,
@@ -104,7 +106,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
                        **({"in_domain": inst[i]["in_domain"], "domain_score": inst[i]["score"]}
                           if inst else {})} for i in order],
         "top_instance": int(order[0]) + 1,
-    }
+    }, "answer", "this bag", f"{answer.upper()}: P(bag holds '{word}') = {prob:.3f}")
     tiles = [(attention_tile(display_rgb(images[i]), beta[i], beta.max(), top=(r == 0)),
               f"#{i + 1}  beta={beta[i]:.3f}"
               + ("" if not inst or inst[i]["in_domain"] else "  (out of domain)"))

@@ -11,6 +11,7 @@ import numpy as np
 from runtime.engine import Engine, ModelUnavailableError
 from runtime.manifest import inside
 from app.inputs import InputError, display_rgb, load_image
+from app.services import reliability
 
 MODEL = "dcl"  # the served encoder (the method's first default run)
 GALLERY_DIR = "gallery"
@@ -86,6 +87,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
             raise InputError(f"Unknown label {query_label!r}; choose one of: {', '.join(names)}")
         report["query_label"] = query_label
         report["precision_at_k"] = round(sum(h["label"] == query_label for h in hits) / len(hits), 4)
+    report = reliability.mark(report, None, "this image", f"{len(hits)} nearest neighbours")
     tiles = []
     for h in hits:
         thumb = gallery.thumbnail(h["index"])  # a folder gallery: made from the file, cached
@@ -107,14 +109,15 @@ def missing_tile(size: int) -> np.ndarray:
 
 
 BATCH_COLUMNS = ["model", "model_version", "k", "nearest_label", "nearest_similarity",
-                 "vote_label", "vote_share", "neighbours", "in_domain"]
+                 "vote_label", "raw_vote_label", "vote_share", "neighbours", "in_domain"]
 
 
 def batch_rows(engine: Engine, path: Any, k: int = 8, model_name: str = MODEL
                ) -> list[dict[str, Any]]:
     """One row for :mod:`app.batch`: the nearest neighbour, the majority label of the k
-    neighbours (ties: the label of the nearer neighbour) with its share, and every
-    neighbour as ``id:label:similarity``."""
+    neighbours (ties: the label of the nearer neighbour; ``unreliable`` unless the image
+    was measured in domain, the majority itself in ``raw_vote_label``) with its share, and
+    every neighbour as ``id:label:similarity``."""
     r = neighbours(engine, path, k, model_name=model_name).report
     hits = r["neighbours"]
     labels = [str(h["label"]) for h in hits]
@@ -122,6 +125,8 @@ def batch_rows(engine: Engine, path: Any, k: int = 8, model_name: str = MODEL
     return [{"model": r["model"], "model_version": r["model_version"], "k": k,
              "nearest_label": labels[0] if labels else None,
              "nearest_similarity": hits[0]["similarity"] if hits else None,
-             "vote_label": vote, "vote_share": round(labels.count(vote) / len(labels), 4) if labels else None,
+             "vote_label": vote if r["reliable"] or vote is None else reliability.UNRELIABLE,
+             "raw_vote_label": vote,
+             "vote_share": round(labels.count(vote) / len(labels), 4) if labels else None,
              "neighbours": [f"{h['id']}:{h['label']}:{h['similarity']:.4f}" for h in hits],
              "in_domain": (r.get("domain") or {}).get("in_domain")}]

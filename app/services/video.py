@@ -19,10 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime import deadline
+from runtime import deadline, domain
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError, option_hint
+from app.services import reliability
 from app.services.face import ALL, CROP_SIZE, analyze_crop
 from app.settings import current as limits
 from app.tracking import Track, TrackerConfig, track_faces
@@ -30,6 +31,10 @@ from app.viz import timeline
 
 FRAMES_CHECKBOX = "Frames are face crops"  # the video tab's checkbox (CLI: --crop)
 TOP_FRAMES = 3  # highest-scoring frames shown per track
+# a track's verdict is a finding when at least this fraction of its frames is in domain
+# (each frame is flagged with probability 1 - percentile / 100 even when in domain; the
+# same rule as a bag's, runtime.domain.bag_check)
+TRACK_MIN_IN_DOMAIN = 0.5
 
 
 def _probe(path: Any) -> tuple[float, int]:
@@ -205,17 +210,24 @@ def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times:
     score = float(np.mean([r["fake_probability"] for r in rows]))
     order = sorted(range(len(rows)), key=lambda k: (-rows[k]["fake_probability"], k))
     top = order[:TOP_FRAMES]
-    report = {"track": track.track_id, "frames": len(rows), "fake_probability": round(score, 4),
-              "verdict": "manipulated" if score >= thr else "real",
-              "sequence_text": rows[order[0]]["sequence"],
-              "timeline": rows,
-              "top_frames": [{"time": rows[k]["time"],
-                              "fake_probability": rows[k]["fake_probability"]} for k in top]}
+    verdict = "manipulated" if score >= thr else "real"
+    doms = [r.get("domain") for r in reports]
+    report = reliability.mark(
+        {"track": track.track_id, "frames": len(rows), "fake_probability": round(score, 4),
+         "verdict": verdict,
+         "sequence_text": rows[order[0]]["sequence"],
+         "timeline": rows,
+         "top_frames": [{"time": rows[k]["time"],
+                         "fake_probability": rows[k]["fake_probability"]} for k in top],
+         "domain": (domain.bag_check(doms, TRACK_MIN_IN_DOMAIN)
+                    if all(isinstance(d, dict) for d in doms) else None)},
+        "verdict", "this face", reliability.face_finding(verdict, score))
     series = {"fake probability": [r["fake_probability"] for r in rows]}
     for name in rows[0]["probabilities"]:
         series[name] = [r["probabilities"][name] for r in rows]
     plot = timeline([r["time"] for r in rows], series, threshold=thr,
-                    title=f"person {track.track_id}: {report['verdict']} "
+                    title=f"person {track.track_id}: {report['raw_verdict']}"
+                          f"{'' if report['reliable'] else ' (unreliable)'} "
                           f"(mean fake probability {score:.3f})")
     return TrackResult(track.track_id, report, plot, [crops[k] for k in top]), reports
 
@@ -273,20 +285,46 @@ def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
         res, reports = _track_result(engine, tr, frames, times, is_crop, model_name, threshold)
         results.append(res)
         manipulated_frames |= {ob.frame for ob, r in zip(tr.observations, reports)
-                               if r["verdict"] == "manipulated"}
+                               if r["raw_verdict"] == "manipulated"}
         meta = meta or reports[0]
     thr = float(meta["threshold"])
     best = max(r.report["fake_probability"] for r in results)
-    report = {"video": Path(str(path)).name, "frames_sampled": len(frames),
+    report = {**video_verdict([r.report for r in results]),
+              "video": Path(str(path)).name, "frames_sampled": len(frames),
               "frames_analysed": sum(1 for fs in faces if fs),
               "frames_manipulated": len(manipulated_frames),
               "tracks": [r.report for r in results],
-              "verdict": "manipulated" if any(r.report["verdict"] == "manipulated"
-                                              for r in results) else "real",
               "video_fake_probability": best, "threshold": thr,
               "model": model_name, "model_version": meta["model_version"],
               "frames": per_frame}
     return VideoResult(report, overview_plot(times, tracks, results, thr), results)
+
+
+def video_verdict(tracks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The video's headline, verdict and reliability from its tracks' reports: manipulated
+    when a track with a reliable verdict is; else ``unreliable`` when a track has no
+    reliable verdict (it might be the manipulated one); else real. ``raw_verdict``: the
+    models' own (manipulated when any track's raw verdict is)."""
+    raw = ("manipulated" if any(t["raw_verdict"] == "manipulated" for t in tracks)
+           else "real")
+    if any(t["reliable"] and t["verdict"] == "manipulated" for t in tracks):
+        verdict = "manipulated"
+    elif all(t["reliable"] for t in tracks):
+        verdict = "real"
+    else:
+        verdict = reliability.UNRELIABLE
+    if verdict == reliability.UNRELIABLE:
+        states = {t["reliability"] for t in tracks if not t["reliable"]}
+        state = (reliability.OUT_OF_DOMAIN if reliability.OUT_OF_DOMAIN in states
+                 else reliability.NO_DOMAIN_CHECK)
+        head = reliability.unreliable_headline(
+            state, "this video's face" if len(tracks) == 1 else "a face of this video")
+    else:
+        state = reliability.IN_DOMAIN
+        best = max(t["fake_probability"] for t in tracks)
+        head = reliability.face_finding(verdict, best)
+    return {"headline": head, "reliable": verdict != reliability.UNRELIABLE,
+            "reliability": state, "verdict": verdict, "raw_verdict": raw}
 
 
 def overview_plot(times: list[float], tracks: list[Track], results: list[TrackResult],

@@ -22,7 +22,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, domain_warning, example_expected,
+    from app.ui_common import (Dropdown, SafeImage, answer_headline, example_expected,
                                file_path, guard, model_summary)
     from runtime.engine import pick_model
 
@@ -56,7 +56,10 @@ def build(ctx: "TabContext") -> None:
                 r[other] = {"error": str(exc)}
         rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
                          for t in res.report["top"])
-        text = (domain_warning(res.report) + f"**{model}**\n\n"
+        top = res.report["top"][0]
+        text = (answer_headline(res.report, f"{top['class']} (probability "
+                                            f"{top['probability']:.3f})")
+                + f"**{model}**\n\n"
                 + "| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
         out = ctx.outputs.new("classify")
         return (text, out.image(res.cam, "gradcam"), out.image(cam_other, "gradcam-compare"), r,

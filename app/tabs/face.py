@@ -23,8 +23,9 @@ def build(ctx: "TabContext") -> None:
     from app import case_report
     from app.inputs import InputError
     from app.ui_common import (Dropdown, Number, SafeFile, SafeImage, SafeVideo, Slider,
-                               domain_warning, example_expected, example_truth, file_path,
-                               guard)
+                               answer_headline, domain_warning, example_expected,
+                               example_truth, file_path, guard)
+    from app.services.reliability import face_finding
     from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
@@ -48,13 +49,14 @@ def build(ctx: "TabContext") -> None:
         if model_name == face_svc.ALL:
             cards = [face_svc.model_card_line(ctx.engine, m) for m in models]
             text = "".join(dict.fromkeys(domain_warning(r.report) for r in results)) \
+                + "".join(f"**{r.report['model']}: {r.report['headline']}**\n\n"
+                          for r in results if not r.report["reliable"]) \
                 + compare_markdown(cards, [r.report for r in results])
             where = side_by_side([r.where for r in results], [r.report["model"] for r in results])
             report: dict[str, Any] = {"models": cards, "answers": [r.report for r in results]}
         else:
             r = res.report
-            text = domain_warning(r) + (
-                    f"## {r['verdict'].upper()} (fake probability {r['fake_probability']:.3f})\n"
+            text = answer_headline(r, face_finding(r["raw_verdict"], r["fake_probability"])) + (
                     f"**Sequence:** {r['sequence_text']}\n\n"
                     + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
                                 for s in r["sequence"]))
@@ -96,7 +98,8 @@ def build(ctx: "TabContext") -> None:
         all_cols = ["file", "sha256", *columns, "status", "error"]
         sm = res.summary
         text = (f"**{sm['files']} files, {sm['faces']} faces, {sm.get('manipulated', 0)} "
-                f"manipulated, {sm['errors']} errors"
+                f"manipulated, {sm.get('unreliable', 0)} without a reliable verdict (out of "
+                f"domain or no domain check), {sm['errors']} errors"
                 + (f", {sm['no_face']} without a face" if sm.get("no_face") else "")
                 + f"** in {sm['seconds']:.1f} s"
                 + (f"\n\n**{sm['stopped']}**" if sm.get("stopped") else ""))
@@ -217,7 +220,7 @@ def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]])
 
     head = "| | " + " | ".join(f"**{c['model']}** ({c['variant']})" for c in cards) + " |"
     rows = [
-        ("verdict", [f"**{r['verdict'].upper()}** ({r['fake_probability']:.3f})" for r in reports]),
+        ("verdict", [_compare_verdict(r) for r in reports]),
         ("sequence", [r["sequence_text"] for r in reports]),
         ("decoder", [r["decoder"] for r in reports]),
         ("task", [c["task"] for c in cards]),
@@ -231,6 +234,16 @@ def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]])
     note = (f"Test accuracies from each model's manifest entry (measured at export on "
             f"{', '.join(str(int(x)) for x in sorted(n))} test faces).") if n else ""
     return "\n".join(lines) + ("\n\n" + note if note else "")
+
+
+def _compare_verdict(report: dict[str, Any]) -> str:
+    """A model's verdict cell of the side-by-side table: the verdict when it is a finding,
+    else "no reliable verdict" with the model's raw verdict marked as such."""
+    raw = f"{report['raw_verdict'].upper()} ({report['fake_probability']:.3f})"
+    if report["reliable"]:
+        return f"**{raw}**"
+    why = "out of domain" if report["reliability"] == "out_of_domain" else "no domain check"
+    return f"**no reliable verdict** ({why}; raw output: {raw})"
 
 
 def upload_identity(path: Any) -> tuple[str, str]:

@@ -24,7 +24,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeFile, domain_warning, example_expected,
+    from app.ui_common import (Dropdown, SafeFile, answer_headline, example_expected,
                                example_truth, file_path, guard, model_summary)
     from runtime.engine import pick_model
 
@@ -44,8 +44,9 @@ def build(ctx: "TabContext") -> None:
         else:
             res = qmil_svc.query_bag(ctx.engine, paths, word, model_name=model)
         r = res.report
-        text = domain_warning(r) + (f"## {r['answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}\n"
-                f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
+        finding = f"{r['raw_answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}"
+        text = answer_headline(r, finding) + (
+            f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
         if r.get("warning"):
             near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])
             text += f"\n\n**Caution:** {r['warning']} Closest training queries (cosine): {near}."

@@ -18,7 +18,7 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, Slider, domain_warning, example_expected,
+    from app.ui_common import (Dropdown, SafeImage, Slider, answer_headline, example_expected,
                                file_path, guard, model_summary)
     from runtime.engine import pick_model
 
@@ -35,9 +35,9 @@ def build(ctx: "TabContext") -> None:
         res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k),
                                        query_label=label or None, model_name=model)
         r = res.report
-        text = domain_warning(r) + f"{len(r['neighbours'])} nearest neighbours"
+        text = answer_headline(r, f"{len(r['neighbours'])} nearest neighbours")
         if "precision_at_k" in r:
-            text += f"; precision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
+            text += f"\nPrecision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
         out = ctx.outputs.new("neighbours")
         return text, out.gallery(res.tiles, "neighbour"), r, out.json(r, "neighbours")
 
