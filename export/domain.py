@@ -5,12 +5,26 @@ subset of at most ``max_images`` is pushed through the *exported* ONNX model wit
 serving preprocessing, so the check lives in exactly the feature space the app computes.
 ``1 - held_out`` of them fit the class means and the shared covariance; the threshold is the
 ``percentile`` of the scores of the held-out rest (each class weighted equally where the
-data has classes, so a long-tailed training set does not leave its rare classes flagged). Settings: ``export/domain.yaml``.
+data has classes, so a long-tailed training set does not leave its rare classes flagged).
+The generic part (``generic`` in the settings, by method) is fitted on the same images and
+split; its network (``face_net``: MTCNN's O-Net from facenet-pytorch's wheel, cut at its
+256-d penultimate layer) is exported to ONNX here and recorded as a sidecar. Settings:
+``export/domain.yaml``.
+
+    python -m export.domain --artifacts DIR [--only MODEL ...]
+
+refits the checks of exported models in place (fresh sidecar names, one manifest switch per
+model, :mod:`export.commit`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+import argparse
+import io
+import sys
+import tempfile
 
 import numpy as np
 import yaml
@@ -28,6 +42,50 @@ def settings() -> dict[str, Any]:
         raise ValueError(f"{SETTINGS}: percentile in (0, 100], held_out in (0, 1), "
                          f"max_images >= 4, bag_min_in_domain in (0, 1]")
     return s
+
+
+def generic_kind(cfg: dict[str, Any], method: str) -> str:
+    """The generic part's features for ``method`` (``generic`` in the settings)."""
+    g = cfg.get("generic") or {}
+    return str(g.get(method, g.get("default", "statistics")))
+
+
+def face_net_onnx() -> bytes:
+    """MTCNN's O-Net (facenet-pytorch's weights, inside its wheel) up to its 256-d
+    penultimate layer, as ONNX (input ``image`` (N, 3, 48, 48), output ``features``)."""
+    import torch
+
+    from export.mtcnn import _nets
+    from export.onnx_export import export_module
+
+    class Penultimate(torch.nn.Module):
+        def __init__(self, onet: torch.nn.Module) -> None:
+            super().__init__()
+            self.onet = onet
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+            o = self.onet
+            x = o.pool1(o.prelu1(o.conv1(x)))
+            x = o.pool2(o.prelu2(o.conv2(x)))
+            x = o.pool3(o.prelu3(o.conv3(x)))
+            x = o.prelu4(o.conv4(x)).permute(0, 3, 2, 1).contiguous()
+            return (o.prelu5(o.dense5(x.view(x.shape[0], -1))),)
+
+    net = Penultimate(_nets()[1]["onet"]).eval()
+    g = torch.Generator().manual_seed(0)
+    sample = (torch.rand(4, 3, 48, 48, generator=g) - 0.5) * 2
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "face_net.onnx"
+        export_module(net, (sample,), path, ["image"], ["features"],
+                      {"image": {0: "batch"}, "features": {0: "batch"}},
+                      check_inputs=[(sample[:1],)], dynamo_first=False)
+        return path.read_bytes()
+
+
+def _session(onnx_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
 
 def _load_image(item: Any) -> np.ndarray:
@@ -59,21 +117,31 @@ def image_feeds(model: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def model_features(model: Any, images: Sequence[Any], names: Sequence[str],
-                   batch_size: int) -> np.ndarray:
+                   batch_size: int, generic: tuple[str, Any] | None = None
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(N, D) features of ``images`` through an :class:`runtime.engine.OnnxModel` (one row
-    per image, for a bag model too)."""
-    out = []
+    per image, for a bag model too); with ``generic`` = (kind, session or None), also the
+    (N, Dg) generic features of the same inputs (:func:`runtime.domain.generic_features`)."""
+    out, gen = [], []
     for i in range(0, len(images), batch_size):
         batch = [_load_image(x) for x in images[i:i + batch_size]]
+        x = model.prepare(batch)
         out.append(domain.features(model.run(image_feeds(model, batch)), names,
                                    per_instance=is_bag_model(model)))
-    return np.concatenate(out)
+        if generic is not None:
+            pre = model.preprocess
+            gen.append(domain.generic_features(generic[0], x, pre.mean, pre.std, generic[1]))
+    if generic is None:
+        return np.concatenate(out)
+    return np.concatenate(out), np.concatenate(gen)
 
 
 def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
-                  names: Sequence[str], cfg: dict[str, Any] | None = None
+                  names: Sequence[str], cfg: dict[str, Any] | None = None,
+                  generic: tuple[str, Any] | None = None
                   ) -> tuple[domain.DomainModel, dict[str, Any]]:
-    """The fitted check and its manifest record (features, threshold, counts)."""
+    """The fitted check and its manifest record (features, threshold, counts); with
+    ``generic`` = (kind, network session or None) also its generic part."""
     cfg = cfg or settings()
     n = len(images)
     if n < 4:
@@ -82,17 +150,28 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
     idx = rng.permutation(n)[: int(cfg["max_images"])]
     n_cal = max(1, int(round(len(idx) * float(cfg["held_out"]))))
     cal, fit_idx = idx[:n_cal], idx[n_cal:]
-    x = model_features(model, [images[i] for i in idx], names, int(cfg["batch_size"]))
+    got = model_features(model, [images[i] for i in idx], names, int(cfg["batch_size"]),
+                         generic)
+    x, g = got if generic is not None else (got, None)
     x_cal, x_fit = x[:n_cal], x[n_cal:]
     y_fit = None if labels is None else np.asarray(labels)[fit_idx]
     y_cal = None if labels is None else np.asarray(labels)[cal]
     means, precision = domain.fit(x_fit, y_fit)
     dm = domain.calibrate(means, precision, x_cal, float(cfg["percentile"]), y_cal)
+    if g is not None:
+        g_means, g_precision = domain.fit(g[n_cal:], y_fit)
+        g_part = domain.calibrate(g_means, g_precision, g[:n_cal], float(cfg["percentile"]),
+                                  y_cal)
+        dm = domain.joint(dm, g_part, x_cal, g[:n_cal], float(cfg["percentile"]), y_cal)
     record = {"features": list(names), "dim": int(x.shape[1]), "classes": int(len(means)),
               "n_fit": int(len(fit_idx)), "n_held_out": int(n_cal),
               "percentile": float(cfg["percentile"]), "threshold": round(dm.threshold, 4),
               "score": "smallest squared Mahalanobis distance to a class mean, shared "
                        "Ledoit-Wolf covariance (runtime/domain.py)"}
+    if dm.generic is not None:
+        record["generic"] = {"kind": generic[0], "dim": int(g.shape[1]),
+                             "threshold": round(dm.generic.threshold, 4)}
+        record["threshold"] = round(dm.threshold, 4)
     if is_bag_model(model):
         record["unit"] = "instance"  # one answer per image of a bag (runtime/domain.py)
         record["bag_min_in_domain"] = float(cfg["bag_min_in_domain"])
@@ -100,8 +179,9 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
 
 
 def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
-            names: Sequence[str]) -> tuple[domain.DomainModel, dict[str, Any]]:
-    """Fit the check of one exported run: its plug-in's images through its ONNX file."""
+            names: Sequence[str]) -> tuple[domain.DomainModel, dict[str, Any], bytes | None]:
+    """Fit the check of one exported run: its plug-in's images through its ONNX file.
+    Returns the check, its record and the generic network's ONNX bytes (None: none)."""
     from runtime.engine import OnnxModel
     from training.methods import plugin_for_run
 
@@ -110,8 +190,90 @@ def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
     if len(images) == 0:
         raise ValueError("the method gives no training images")
     model = OnnxModel(entry["name"], entry, artifacts)
-    dm, record = fit_for_model(model, images, labels, names)
+    cfg = settings()
+    kind, network = generic_kind(cfg, entry["method"]), None
+    if kind == "face_net":
+        try:
+            network = face_net_onnx()
+        except ImportError as exc:  # no facenet-pytorch here: image statistics instead
+            print(f"[export] {entry['name']}: domain check with image statistics, not the "
+                  f"face network ({exc})", flush=True)
+            kind = "statistics"
+    generic = (kind, _session(network) if network else None) if model.preprocess else None
+    dm, record = fit_for_model(model, images, labels, names, cfg, generic)
     extra = entry.get("extra", {})
     record["trained_on"] = str(extra.get("data") or extra.get("dataset")
                                or f"the training data of {entry['name']}")
-    return dm, record
+    return dm, record, network
+
+
+def write_sidecars(artifacts: Path, entry: dict[str, Any], dm: domain.DomainModel,
+                   network: bytes | None, written: list[str], fresh: bool = False) -> None:
+    """Write the check (and its network) beside the entry's ONNX file and record them with
+    their sha256 under the entry's ``sidecars``; ``fresh``: under names that do not exist
+    yet (:func:`export.commit.fresh_name`), for a refit of a served model."""
+    from export.commit import fresh_name
+    from runtime.artifacts import atomic_path
+    from runtime.manifest import sha256_file
+
+    buf = io.BytesIO()
+    np.savez(buf, **dm.arrays())
+    files = {domain.SUFFIX: buf.getvalue()}
+    if network is not None:
+        files[domain.GENERIC_SUFFIX] = network
+    else:
+        entry.get("sidecars", {}).pop(domain.GENERIC_SUFFIX, None)
+    stem = str(Path(entry["file"]).with_suffix(""))
+    for suffix, data in files.items():
+        rel = fresh_name(artifacts, stem, suffix) if fresh else stem + suffix
+        written.append(rel)
+        with atomic_path(artifacts / rel) as tmp:
+            Path(tmp).write_bytes(data)
+        entry.setdefault("sidecars", {})[suffix] = {"file": rel,
+                                                    "sha256": sha256_file(artifacts / rel)}
+
+
+def refit(artifacts: Path, only: Sequence[str] | None = None) -> list[str]:
+    """Refit the domain check of every exported model that has one (or of ``only``), each
+    committed by one manifest switch; returns the names refitted."""
+    import copy
+
+    from export.commit import commit_entry, discard
+    from runtime.manifest import read_manifest
+
+    done = []
+    for name, entry in read_manifest(artifacts)["models"].items():
+        if not entry.get("domain") or (only and name not in only):
+            continue
+        new = copy.deepcopy(entry)
+        written: list[str] = []
+        try:
+            dm, record, network = fit_run(artifacts, new, new["training"]["config"],
+                                          new["domain"]["features"])
+            write_sidecars(artifacts, new, dm, network, written, fresh=True)
+            new["domain"] = record
+            commit_entry(artifacts, name, new)
+        except BaseException:
+            discard(artifacts, written)
+            raise
+        print(f"[domain] {name}: refitted, threshold {record['threshold']:.3g}"
+              + (f", generic ({record['generic']['kind']}) {record['generic']['threshold']:.3g}"
+                 if "generic" in record else ""), flush=True)
+        done.append(name)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtime.artifacts import artifacts_dir
+
+    p = argparse.ArgumentParser(prog="python -m export.domain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    p.add_argument("--only", nargs="+", metavar="MODEL", help="refit these models only")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    refit(artifacts_dir(args.artifacts), args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

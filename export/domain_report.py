@@ -1,12 +1,16 @@
 """How well the domain check separates the models' own data from everything else.
 
     python -m export.domain_report --artifacts DIR [--n 500] [--out reports/domain]
+        [--real-photos data/real_photos] [--half held_out]
 
 For every exported model with a domain check (:mod:`runtime.domain`): the fraction flagged
 "out of domain" among in-distribution test images (its run's test split, ``--n`` of them,
 seeded; target at most 2 %), and among images from elsewhere: the other methods' test data,
-photographs that ship with scikit-image, uniform noise, constant images; the AUROC of the
-score for in-distribution test images against each of those sets. Images go through the
+the real-photograph set (``scripts/real_photos.py``; its ``--half``, by default the half
+nothing was chosen or tuned on: real face crops as the face tab sends them, and whole
+photographs), uniform noise, constant images; the AUROC of the score (the larger of each
+part's score over its threshold, :func:`runtime.domain.scores`) for in-distribution test
+images against each of those sets, and the real photographs' flagged fraction by kind. Images go through the
 served model's own preprocessing (``OnnxModel.prepare``), as the classifier and retrieval
 tabs and the face tab's "already a crop" path send them. Writes ``<out>.json`` and
 ``<out>.md``, with the command, the machine and the models' versions.
@@ -44,6 +48,31 @@ def photographs() -> list[np.ndarray]:
         except Exception:  # noqa: BLE001 - a sample needing a download (pooch) is skipped
             continue
     return out
+
+
+REAL_FACES, REAL_PHOTOS = "real faces", "real photographs"
+
+
+def real_photos(root: Path, half: str) -> tuple[dict[str, list[np.ndarray]],
+                                                 dict[str, dict[str, list[int]]]]:
+    """The real-photograph set's ``half`` (``scripts/real_photos.py`` built it under
+    ``root``): {"real faces": crops, "real photographs": images}, and for each the indices
+    of every kind of source (portrait, group, small face, ...)."""
+    from PIL import Image
+
+    index = json.loads((root / "sources.json").read_text())
+    sets: dict[str, list[np.ndarray]] = {REAL_FACES: [], REAL_PHOTOS: []}
+    kinds: dict[str, dict[str, list[int]]] = {REAL_FACES: {}, REAL_PHOTOS: {}}
+    for row in index["sources"]:
+        if row["half"] != half:
+            continue
+        for label, files in ((REAL_PHOTOS, [row["photo"]]),
+                             (REAL_FACES, [c["file"] for c in row["faces"]])):
+            for f in files:
+                with Image.open(root / f) as im:
+                    sets[label].append(np.asarray(im.convert("RGB")))
+                kinds[label].setdefault(row["kind"], []).append(len(sets[label]) - 1)
+    return sets, kinds
 
 
 def synthetic(n: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
@@ -85,7 +114,8 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[inside, outside]))
 
 
-def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str, Any]:
+def measure(artifacts: Path, n: int, only: list[str] | None = None,
+            real: Path | None = None, half: str = "held_out") -> dict[str, Any]:
     from runtime import domain
     from runtime.engine import Engine
 
@@ -100,7 +130,13 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
         if key not in by_data:
             by_data[key] = test_images(artifacts, manifest[name], n)
         tests[name] = by_data[key]
-    extra = {"photographs (scikit-image)": photographs(), **synthetic(50)}
+    kinds: dict[str, dict[str, list[int]]] = {}
+    if real is not None:
+        photos, kinds = real_photos(real, half)
+        extra = {f"{k} ({half})": v for k, v in photos.items()}
+    else:
+        extra = {"photographs (scikit-image)": photographs()}
+    extra.update(synthetic(50))
     results: dict[str, Any] = {}
     for name in checked:
         if only and name not in only:
@@ -110,14 +146,28 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
         side = e["sidecars"][domain.SUFFIX]
         dm = domain.load(artifacts / side["file"], side["sha256"])
         names, bs = e["domain"]["features"], 64
+        generic = None
+        if dm.generic is not None:
+            kind = e["domain"]["generic"]["kind"]
+            net = e["sidecars"].get(domain.GENERIC_SUFFIX)
+            generic = (kind, domain.network(artifacts / net["file"], net["sha256"])
+                       if net else None)
 
-        def features(images: list[Any]) -> np.ndarray:
-            return model_features(model, images, names, bs)
+        def both(images: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+            got = model_features(model, images, names, bs, generic)
+            return got if generic is not None else (got, None)
 
-        def scores(images: list[Any]) -> np.ndarray:
-            return dm.score(features(images))
+        def features(images: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+            return both(images)
 
-        inside = scores(tests[name])
+        own: dict[str, float] = {}
+
+        def scores(images: list[Any], label: str = "") -> np.ndarray:
+            x, g = both(images)
+            own[label] = float(np.mean(dm.score(x) > dm.threshold))
+            return domain.scores(dm, x, g)
+
+        inside = scores(tests[name], "in")
         seen = {_digest(tests[name])}  # a model trained on the same data is not "elsewhere"
         sets: dict[str, list[Any]] = {}
         for other, imgs in tests.items():
@@ -128,13 +178,20 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None) -> dict[str,
         row: dict[str, Any] = {
             "version": e["version"], "trained_on": e["domain"].get("trained_on"),
             "threshold": dm.threshold, "features": names, "dim": e["domain"]["dim"],
-            "in_distribution": {"n": len(inside),
-                                "flagged": float(np.mean(inside > dm.threshold))},
+            "generic": e["domain"].get("generic"),
+            "in_distribution": {"n": len(inside), "flagged": float(np.mean(inside > 1.0)),
+                                "flagged_own_features": own["in"]},
             "elsewhere": {}}
         for label, imgs in sets.items():
-            out = scores(imgs)
-            row["elsewhere"][label] = {"n": len(out), "flagged": float(np.mean(out > dm.threshold)),
+            out = scores(imgs, label)
+            row["elsewhere"][label] = {"n": len(out), "flagged": float(np.mean(out > 1.0)),
+                                       "flagged_own_features": own[label],
                                        "auroc": auroc(inside, out)}
+            base = label.rsplit(" (", 1)[0]
+            if base in kinds:
+                row["elsewhere"][label]["by_kind"] = {
+                    k: {"n": len(ix), "flagged": float(np.mean(out[ix] > 1.0))}
+                    for k, ix in sorted(kinds[base].items())}
         if is_bag_model(model):
             row["bags"] = bag_rows(artifacts, e, dm, features, sets, n)
         results[name] = row
@@ -163,7 +220,8 @@ def bag_rows(artifacts: Path, entry: dict[str, Any], dm: Any, features: Any,
     def flagged(bag_list: list[list[Any]]) -> float:
         out = []
         for bag in bag_list:
-            checks = domain.check(dm, features(bag))
+            x, g = features(bag)
+            checks = domain.check(dm, x, generic=g)
             out.append(not domain.bag_check(checks, frac)["in_domain"])
         return float(np.mean(out))
 
@@ -224,14 +282,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     p.add_argument("--n", type=int, default=500, help="in-distribution test images per method")
     p.add_argument("--out", default="reports/domain", help="writes OUT.json and OUT.md")
+    p.add_argument("--real-photos", default="data/real_photos",
+                   help="the real-photograph set (scripts/real_photos.py); 'none': "
+                        "scikit-image's photographs instead")
+    p.add_argument("--half", default="held_out", choices=("held_out", "tune"),
+                   help="which half of the real-photograph set to measure")
     p.add_argument("--only", nargs="+", metavar="MODEL",
                    help="measure these models only (the others' test data still serve as "
                         "data from elsewhere)")
     args = p.parse_args(argv)
-    results = measure(artifacts_dir(args.artifacts), args.n, args.only)
+    real = None if args.real_photos == "none" else Path(args.real_photos)
+    if real is not None and not (real / "sources.json").is_file():
+        p.error(f"--real-photos {real}: no sources.json; build the set with "
+                f"`python scripts/real_photos.py --mirrors DIR --out {real}` or pass none")
+    results = measure(artifacts_dir(args.artifacts), args.n, args.only, real, args.half)
     meta = {"command": shlex.join(["python", "-m", "export.domain_report", *argv]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": args.n}
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": args.n,
+            "real_photos": None if real is None else {
+                "half": args.half, "sources": json.loads((real / "sources.json").read_text())[
+                    "sources"]}}
     for suffix, text in ((".json", json.dumps({"meta": meta, "models": results}, indent=2)),
                          (".md", markdown(results, meta))):
         with atomic_path(args.out + suffix) as tmp:

@@ -171,17 +171,16 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
                       names: tuple[str, ...], written: list[str]) -> None:
     """Fit the run's domain check (:mod:`export.domain`) and record it as a sidecar; a run
     whose training images cannot be read is exported without one (said in the log)."""
-    from export.domain import fit_run
-    from runtime import domain
+    from export.domain import fit_run, write_sidecars
 
     t0 = time.time()
     try:
-        dm, record = fit_run(artifacts, entry, ckpt["config"], names)
+        dm, record, network = fit_run(artifacts, entry, ckpt["config"], names)
     except Exception as exc:  # the model itself is fine: serve it, without the check
         print(f"[export] {entry['name']}: no domain check ({type(exc).__name__}: {exc})",
               flush=True)
         return
-    _write_sidecar(artifacts, entry, domain.SUFFIX, dm.arrays(), written)
+    write_sidecars(artifacts, entry, dm, network, written)
     entry["domain"] = record
     print(f"[export] {entry['name']}: domain check on {record['n_fit']} + {record['n_held_out']} "
           f"training images, {record['dim']}-d features, threshold {record['threshold']:.3g} "

@@ -20,6 +20,21 @@ a 4-D map (B, C, h, w) is averaged over h, w; other outputs are flattened per in
 pieces are concatenated in order. A bag model's check (``unit: instance`` in its record)
 reads (B, K, D) outputs, one row per image of a bag (B * K rows): it judges every image,
 and :func:`bag_check` the bag.
+
+A network's own features need not tell a real photograph from its training images (a face
+model trained on drawn faces, a classifier trained on 28 px grayscale clothes), so the check
+has a second part, fitted the same way on *generic* features of the model's input that no
+model training shaped (record ``generic``, arrays ``generic_*`` in the same sidecar):
+
+* ``face_net``: the 256-d penultimate layer of MTCNN's O-Net (facenet-pytorch's weights,
+  trained on real faces), read from the face box of the aligned crop (:func:`face_box`);
+  the network is the sidecar ``<model>.generic.onnx``;
+* ``statistics``: :func:`image_statistics`, a few numbers that separate rendered or scanned
+  images from photographs (brightness, contrast, border, fine-detail energy, flat and dark
+  area, colour saturation).
+
+An input is in domain when both scores are within their thresholds; the two thresholds are
+scaled together at export so that the held-out training images pass at the percentile.
 """
 from __future__ import annotations
 
@@ -31,6 +46,12 @@ from typing import Any, Sequence
 import numpy as np
 
 SUFFIX = ".domain.npz"
+GENERIC_SUFFIX = ".generic.onnx"  # the generic network of a ``face_net`` check
+FACE_NET_SIDE = 48                # O-Net's input side
+# The face box inside an aligned crop (app.faces.align_crop with margin 0.45: the box's side
+# is 1 / 1.9 of the crop's, its centre 0.08 of the crop below the crop's centre), as
+# fractions of the crop side: x0, y0, x1, y1.
+FACE_BOX = (0.237, 0.317, 0.763, 0.843)
 
 
 class DomainFileError(RuntimeError):
@@ -56,8 +77,80 @@ def features(outputs: dict[str, np.ndarray], names: Sequence[str],
     return np.concatenate(parts, axis=1)
 
 
+def pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A model input (N, C, H, W), normalised with ``mean``/``std``, back in [0, 1] pixels."""
+    c = (None, slice(None), None, None)
+    return np.clip(np.asarray(x, np.float64) * np.asarray(std, np.float64)[c]
+                   + np.asarray(mean, np.float64)[c], 0.0, 1.0)
+
+
+def _laplacian(g: np.ndarray) -> np.ndarray:
+    return (4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2]
+            - g[:, 1:-1, 2:])
+
+
+def image_statistics(p: np.ndarray) -> np.ndarray:
+    """(N, 11) statistics of images ``p`` (N, C, H, W) in [0, 1]: grey mean and standard
+    deviation, log Laplacian and log gradient energy, fraction of flat (|Laplacian| < 1/255)
+    and of black (< 1/255) pixels, log kurtosis of the Laplacian, mean colour saturation
+    (0 for one channel), border mean and standard deviation, and the log ratio of fine to
+    coarse (half-resolution) Laplacian energy."""
+    n = len(p)
+    g = p.mean(axis=1)
+    lap = _laplacian(g)
+    e_fine = np.mean(lap ** 2, axis=(1, 2))
+    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
+    lc = lap.reshape(n, -1) - lap.reshape(n, -1).mean(axis=1, keepdims=True)
+    kurt = np.mean(lc ** 4, axis=1) / (np.mean(lc ** 2, axis=1) ** 2 + 1e-12)
+    sat = (p.max(axis=1) - p.min(axis=1)).mean(axis=(1, 2))
+    border = np.concatenate([g[:, 0, :], g[:, -1, :], g[:, :, 0], g[:, :, -1]], axis=1)
+    h, w = g.shape[1] // 2 * 2, g.shape[2] // 2 * 2
+    half = g[:, :h, :w].reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    e_coarse = np.mean(_laplacian(half) ** 2, axis=(1, 2))
+    flat = g.reshape(n, -1)
+    return np.stack([flat.mean(1), flat.std(1), np.log(e_fine + 1e-6), np.log(grad + 1e-6),
+                     np.mean(np.abs(lap) < 1 / 255, axis=(1, 2)), np.mean(g < 1 / 255, axis=(1, 2)),
+                     np.log(kurt + 1e-6), sat, border.mean(1), border.std(1),
+                     np.log(e_fine + 1e-6) - np.log(e_coarse + 1e-6)], axis=1)
+
+
+def face_box(p: np.ndarray) -> np.ndarray:
+    """O-Net's input (N, 3, 48, 48) from aligned face crops ``p`` (N, C, H, W) in [0, 1]:
+    the face box (:data:`FACE_BOX`) resized, scaled as MTCNN scales pixels."""
+    import cv2
+
+    h, w = p.shape[2:]
+    x0, y0, x1, y1 = (int(round(f * s)) for f, s in zip(FACE_BOX, (w, h, w, h)))
+    out = []
+    for img in p:
+        a = np.ascontiguousarray(img.transpose(1, 2, 0)[y0:y1, x0:x1] * 255.0, np.float32)
+        if a.shape[2] == 1:
+            a = np.repeat(a, 3, axis=2)
+        interp = cv2.INTER_AREA if min(a.shape[:2]) > FACE_NET_SIDE else cv2.INTER_LINEAR
+        out.append(cv2.resize(a, (FACE_NET_SIDE, FACE_NET_SIDE), interpolation=interp))
+    return ((np.stack(out) - 127.5) * 0.0078125).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def generic_features(kind: str, x: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                     session: Any = None) -> np.ndarray:
+    """(N, D) generic features (module docstring) of model inputs ``x``: (N, C, H, W), or
+    (B, K, C, H, W) for a bag model (one row per image). ``session``: the generic network
+    (an onnxruntime session, input ``image``, output ``features``) of a ``face_net`` check."""
+    x = np.asarray(x)
+    if x.ndim == 5:
+        x = x.reshape(-1, *x.shape[2:])
+    p = pixels(x, mean, std)
+    if kind == "statistics":
+        return image_statistics(p)
+    if kind == "face_net":
+        if session is None:
+            raise ValueError("a face_net domain check needs its network (session)")
+        return np.asarray(session.run(["features"], {"image": face_box(p)})[0], np.float64)
+    raise ValueError(f"unknown generic domain features {kind!r}: statistics or face_net")
+
+
 @dataclass
-class DomainModel:
+class Gaussian:
     """means (K, D), precision (D, D) = Sigma^-1, threshold (squared distance)."""
     means: np.ndarray
     precision: np.ndarray
@@ -68,9 +161,20 @@ class DomainModel:
         d = x[:, None, :] - self.means[None, :, :]               # (B, K, D)
         return np.einsum("bkd,de,bke->bk", d, self.precision, d).min(axis=1)
 
+
+@dataclass
+class DomainModel(Gaussian):
+    """The check in the model's own features, and optionally in generic features."""
+    generic: Gaussian | None = None
+
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"means": self.means, "precision": self.precision,
-                "threshold": np.asarray(self.threshold)}
+        out = {"means": self.means, "precision": self.precision,
+               "threshold": np.asarray(self.threshold)}
+        if self.generic is not None:
+            out.update({"generic_means": self.generic.means,
+                        "generic_precision": self.generic.precision,
+                        "generic_threshold": np.asarray(self.generic.threshold)})
+        return out
 
 
 def fit(x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -98,23 +202,60 @@ def calibrate(model_means: np.ndarray, precision: np.ndarray, held_out: np.ndarr
     the same: on long-tailed training data the threshold then covers the rare classes too
     (a plain percentile would be set by the frequent ones and flag rare-class inputs)."""
     probe = DomainModel(model_means, precision, float("inf"))
-    scores = probe.score(np.asarray(held_out, dtype=np.float64))
+    s = probe.score(np.asarray(held_out, dtype=np.float64))
+    return DomainModel(model_means, precision, weighted_percentile(s, percentile, labels))
+
+
+def weighted_percentile(scores: np.ndarray, percentile: float,
+                        labels: np.ndarray | None = None) -> float:
+    """The ``percentile`` of ``scores``, each class of ``labels`` weighted equally."""
+    scores = np.asarray(scores, dtype=np.float64)
     if labels is None:
-        return DomainModel(model_means, precision, float(np.percentile(scores, percentile)))
-    labels = np.asarray(labels)
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        return float(np.percentile(scores, percentile))
+    _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
     w = 1.0 / counts[inverse]
     order = np.argsort(scores)
     cum = np.cumsum(w[order]) / w.sum()
     k = int(np.searchsorted(cum, percentile / 100.0))
-    return DomainModel(model_means, precision, float(scores[order][min(k, len(order) - 1)]))
+    return float(scores[order][min(k, len(order) - 1)])
 
 
-def check(model: DomainModel, x: np.ndarray, trained_on: str = "") -> list[dict[str, Any]]:
-    """One answer per row of ``x`` (B, D): in_domain, score, threshold, trained_on."""
-    return [{"in_domain": bool(s <= model.threshold), "score": round(float(s), 3),
-             "threshold": round(model.threshold, 3), "trained_on": trained_on}
-            for s in model.score(np.asarray(x, dtype=np.float64))]
+def joint(model: DomainModel, generic: Gaussian, held_out: np.ndarray,
+          held_out_generic: np.ndarray, percentile: float,
+          labels: np.ndarray | None = None) -> DomainModel:
+    """Both parts, their thresholds (each at ``percentile`` alone) scaled by one factor so
+    that ``percentile`` of the held-out images pass both."""
+    ratio = np.maximum(model.score(np.asarray(held_out, np.float64)) / model.threshold,
+                       generic.score(np.asarray(held_out_generic, np.float64)) / generic.threshold)
+    c = max(1.0, weighted_percentile(ratio, percentile, labels))
+    return DomainModel(model.means, model.precision, model.threshold * c,
+                       Gaussian(generic.means, generic.precision, generic.threshold * c))
+
+
+def check(model: DomainModel, x: np.ndarray, trained_on: str = "",
+          generic: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One answer per row of ``x`` (B, D): in_domain, score, threshold, trained_on; with
+    ``generic`` features (B, Dg) and a generic part, also generic_score, generic_threshold
+    (in domain only when both scores are within their thresholds)."""
+    scores = model.score(np.asarray(x, dtype=np.float64))
+    out = [{"in_domain": bool(s <= model.threshold), "score": round(float(s), 3),
+            "threshold": round(model.threshold, 3), "trained_on": trained_on} for s in scores]
+    if model.generic is not None and generic is not None:
+        g = model.generic
+        for d, s in zip(out, g.score(np.asarray(generic, dtype=np.float64))):
+            d.update(in_domain=bool(d["in_domain"] and s <= g.threshold),
+                     generic_score=round(float(s), 3), generic_threshold=round(g.threshold, 3))
+    return out
+
+
+def scores(model: DomainModel, x: np.ndarray, generic: np.ndarray | None = None) -> np.ndarray:
+    """(B,) one number per input, > 1 exactly when :func:`check` flags it: the larger of
+    each part's score over its threshold."""
+    r = model.score(np.asarray(x, np.float64)) / model.threshold
+    if model.generic is not None and generic is not None:
+        r = np.maximum(r, model.generic.score(np.asarray(generic, np.float64))
+                       / model.generic.threshold)
+    return r
 
 
 def bag_check(instances: list[dict[str, Any]], min_in_domain: float) -> dict[str, Any]:
@@ -149,4 +290,25 @@ def _load(path: str, sha256: str | None) -> DomainModel:
         raise DomainFileError(f"domain check {side.name} does not match the manifest's sha256 "
                               f"(corrupt or replaced); re-export the model.")
     with np.load(side, allow_pickle=False) as z:
-        return DomainModel(z["means"], z["precision"], float(z["threshold"]))
+        generic = (Gaussian(z["generic_means"], z["generic_precision"],
+                            float(z["generic_threshold"])) if "generic_means" in z else None)
+        return DomainModel(z["means"], z["precision"], float(z["threshold"]), generic)
+
+
+def network(path: str | Path, sha256: str | None) -> Any:
+    """The generic network's onnxruntime session (sidecar :data:`GENERIC_SUFFIX`), refused
+    unless its sha256 matches the manifest's."""
+    return _network(str(path), sha256)
+
+
+@functools.lru_cache(maxsize=4)
+def _network(path: str, sha256: str | None) -> Any:
+    import onnxruntime as ort
+
+    from runtime.manifest import sha256_file
+
+    side = Path(path)
+    if not side.is_file() or sha256_file(side) != sha256:
+        raise DomainFileError(f"domain network {side.name} is missing or does not match the "
+                              f"manifest's sha256; re-export the model.")
+    return ort.InferenceSession(str(side), providers=["CPUExecutionProvider"])

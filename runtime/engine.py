@@ -152,10 +152,14 @@ class OnnxModel:
         key = f"models.{self.name}.sidecars.{suffix}.file"
         return inside(self.artifacts, side["file"], key), side.get("sha256")
 
-    def domain_check(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
+    def domain_check(self, outputs: dict[str, np.ndarray], inputs: np.ndarray | None = None
+                     ) -> list[dict[str, Any]] | None:
         """Per input of ``outputs`` (a :meth:`run` result; per image for a bag model):
         whether it is like the training data (:mod:`runtime.domain`); None when the model
-        was exported without a domain check. A domain file that does not match the manifest is an error for this model.
+        was exported without a domain check. ``inputs``: the image input that gave
+        ``outputs`` (:meth:`prepare`'s array, (B, K, C, H, W) for a bag), for the check's
+        generic part; without it only the model's own features are judged. A domain file
+        that does not match the manifest is an error for this model.
         """
         spec, side = self.entry.get("domain"), self.sidecar(domain.SUFFIX)
         if not spec or not side:
@@ -165,8 +169,26 @@ class OnnxModel:
         except domain.DomainFileError as exc:
             raise ModelUnavailableError(f"{self.name}: {exc}") from exc
         per_instance = spec.get("unit") == "instance"  # a bag model: one answer per image
+        generic = None
+        if dm.generic is not None and inputs is not None and self.preprocess is not None:
+            generic = self._generic_features(spec["generic"]["kind"], inputs)
         return domain.check(dm, domain.features(outputs, spec["features"], per_instance),
-                            str(spec.get("trained_on", "")))
+                            str(spec.get("trained_on", "")), generic)
+
+    def _generic_features(self, kind: str, inputs: np.ndarray) -> np.ndarray:
+        """The generic features of the domain check (:func:`runtime.domain.generic_features`)."""
+        session = None
+        if kind == "face_net":
+            side = self.sidecar(domain.GENERIC_SUFFIX)
+            if side is None:
+                raise ModelUnavailableError(f"{self.name}: its domain network is not in the "
+                                            f"manifest; re-export the model.")
+            try:
+                session = domain.network(*side)
+            except domain.DomainFileError as exc:
+                raise ModelUnavailableError(f"{self.name}: {exc}") from exc
+        pre = self.preprocess
+        return domain.generic_features(kind, inputs, pre.mean, pre.std, session)
 
 
 def pick_model(served: list[str], default: str, name: Any) -> str:

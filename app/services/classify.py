@@ -63,9 +63,10 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     rgb = load_image(source, min_side=8)
     model = engine.get(model_name, METHOD)
     extra = model.entry.get("extra", {})
-    out = model.run({"image": model.prepare([rgb])})
+    x = model.prepare([rgb])
+    out = model.run({"image": x})
     logits, feats = out["logits"][0], out["features"][0]
-    dom = model.domain_check(out)
+    dom = model.domain_check(out, x)
     cal = model.entry.get("calibration")  # temperature scaling fitted at export
     temperature = float(cal["temperature"]) if cal else 1.0
     probs = _softmax(logits.astype(np.float64) / temperature)

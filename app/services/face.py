@@ -54,7 +54,8 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     thr = float(extra.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
         raise InputError(f"The threshold must be between 0 and 1, got {thr}.")
-    out = model.run({"image": model.prepare([crop])})
+    x = model.prepare([crop])
+    out = model.run({"image": x})
     cal = model.entry.get("calibration")
     if cal and "logits" in out:  # temperature scaling fitted at export (export/calibration.py)
         probs = 1.0 / (1.0 + np.exp(-out["logits"][0].astype(float) / float(cal["temperature"])))
@@ -68,7 +69,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     else:                  # the thesis: components above the threshold, by probability
         order = decode_sequence(probs, thr)
     fake_p = float(probs.max()) if len(probs) else 0.0
-    dom = model.domain_check(out)
+    dom = model.domain_check(out, x)
     steps = [{"step": i + 1, "component": labels[c], "probability": round(float(probs[c]), 4)}
              for i, c in enumerate(order)]
     verdict = "manipulated" if order else "real"

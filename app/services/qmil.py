@@ -87,7 +87,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     prob = float(1.0 / (1.0 + np.exp(-logit / float(cal["temperature"])))) if cal \
         else float(out["prob"][0])
     beta = out["beta"][0].astype(float)
-    inst = model.domain_check(out)  # one answer per image of the bag, or None
+    inst = model.domain_check(out, x)  # one answer per image of the bag, or None
     bag_dom = (domain.bag_check(inst, float(model.entry["domain"]["bag_min_in_domain"]))
                if inst else None)
     order = np.argsort(-beta, kind="stable")

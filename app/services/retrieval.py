@@ -59,8 +59,9 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
             + (f" at {gdir}" if gdir else "") + f": run `python -m methods.dcl.gallery --model "
             f"{model.name} [--folder IMAGES/]` (or `python -m export {model.name}`)")
     gallery = _load_gallery(str(gdir))
-    out = model.run({"image": model.prepare([rgb])})
-    emb, dom = out["embedding"], model.domain_check(out)
+    x = model.prepare([rgb])
+    out = model.run({"image": x})
+    emb, dom = out["embedding"], model.domain_check(out, x)
     self_index = gallery.find(display_rgb(rgb))  # the query is itself a gallery item
     want = min(k + (self_index is not None), len(gallery))
     try:

@@ -1,0 +1,201 @@
+"""Rebuild the real-photograph evaluation set (kept outside git) for the domain check.
+
+    python scripts/real_photos.py --mirrors DIR [--artifacts DIR] [--out data/real_photos]
+
+Sources (``SOURCES``): the photographs bundled with scikit-image, and sample images of public
+GitHub repositories read from local git mirrors (``<mirrors>/<owner>+<name>/repo``, a bare
+clone of each repository; ``git --git-dir=<mirror> show <rev>:<path>``). Every source file
+goes whole into ``photos/`` (a photograph as the classifier and retrieval tabs receive it),
+and every face the app's detector (the ONNX MTCNN of ``--artifacts``) finds in it with score
+>= 0.95 goes into ``faces/`` as the aligned crop the face tab sends to the model
+(:func:`app.faces.align_crop`, 256 px). Each source file falls into ``tune`` or ``held_out``
+by a hash of its name, so every crop of a group photo stays in the same half: choose and tune
+on ``tune``, report on ``held_out``. ``sources.json`` lists every file with its source,
+licence note, kind and half.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# (repository, path, kind, licence note); kind: what the photograph shows
+SOURCES: list[tuple[str, str, str, str]] = [
+    ("ageitgey/face_recognition", "examples/biden.jpg", "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/obama.jpg", "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/obama2.jpg", "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/obama_small.jpg", "small face", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/two_people.jpg", "group", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/alex-lacamoire.png", "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/lin-manuel-miranda.png", "portrait",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/test/kit_with_rose.jpg", "group",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/test/obama_and_biden.jpg", "group",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/test/johnsnow_test1.jpg", "portrait",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/train/rose_leslie/img1.jpg",
+     "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/train/rose_leslie/img2.jpg",
+     "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/train/kit_harington/john1.jpeg",
+     "portrait", "MIT (repository)"),
+    ("ageitgey/face_recognition", "examples/knn_examples/train/biden/biden2.jpg", "portrait",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "tests/test_images/obama3.jpg", "portrait",
+     "MIT (repository)"),
+    ("ageitgey/face_recognition", "tests/test_images/obama_partial_face.jpg", "partial face",
+     "MIT (repository)"),
+    ("davisking/dlib", "examples/faces/2007_007763.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_001009.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_001322.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_002079.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_002470.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_002506.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_004176.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2008_007676.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2009_004587.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/Tom_Cruise_avp_2014_4.jpg", "portrait",
+     "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/bald_guys.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/dogs.jpg", "scene", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/mmod_cars_test_image.jpg", "scene",
+     "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/mmod_cars_test_image2.jpg", "scene",
+     "dlib examples (public domain note)"),
+    ("davisking/dlib", "dlib/test/ffmpeg_data/dog.jpg", "object", "Boost (dlib)"),
+    ("davisking/dlib", "dlib/test/ffmpeg_data/eagle.jpg", "object", "Boost (dlib)"),
+    ("davisking/dlib", "dlib/test/ffmpeg_data/giraffe.jpg", "scene", "Boost (dlib)"),
+    ("davisking/dlib", "dlib/test/ffmpeg_data/horses.jpg", "scene", "Boost (dlib)"),
+    ("ultralytics/assets", "im/bus.jpg", "group", "AGPL-3.0 (repository)"),
+    ("ultralytics/assets", "im/zidane.jpg", "group", "AGPL-3.0 (repository)"),
+    ("ultralytics/assets", "im/boats.jpg", "scene", "AGPL-3.0 (repository)"),
+    ("ultralytics/assets", "im/airport.jpg", "scene", "AGPL-3.0 (repository)"),
+]
+# dlib's examples/johns: tightly cropped face photographs (250 px), two per person
+JOHNS = ["John_Salley/000179_02159509.jpg", "John_Salley/000190_02159501.jpg",
+         "John_Savage/000264_01099001.jpg", "John_Savage/000290_01099067.jpg",
+         "John_Schneider/000288_00925786.jpg", "John_Schneider/000326_00926089.jpg",
+         "John_Shimkus/000373_03228153.jpg", "John_Shimkus/000383_03227939.jpg",
+         "John_Simm/000288_00470387.jpg", "John_Simm/000304_00470122.jpg"]
+SOURCES += [("davisking/dlib", f"examples/johns/{p}", "face crop",
+             "dlib examples (public domain note)") for p in JOHNS]
+# scikit-image's bundled photographs (no download): name -> kind
+SKIMAGE = {"astronaut": "portrait", "camera": "portrait", "coffee": "object",
+           "chelsea": "object", "cat": "object", "rocket": "scene", "coins": "object",
+           "moon": "scene", "brick": "object", "grass": "object", "gravel": "object",
+           "immunohistochemistry": "object"}
+MIN_FACE_SCORE = 0.95
+CROP = 256
+
+
+def half(source_id: str) -> str:
+    """``tune`` or ``held_out``, fixed by the source file's name (sha256, first byte)."""
+    return "held_out" if hashlib.sha256(source_id.encode()).digest()[0] % 2 else "tune"
+
+
+def _git_image(mirrors: Path, repo: str, path: str) -> np.ndarray:
+    from PIL import Image
+
+    git_dir = mirrors / repo.replace("/", "+") / "repo"
+    blob = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"],
+                          check=True, capture_output=True).stdout
+    with Image.open(io.BytesIO(blob)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _skimage(name: str) -> np.ndarray:
+    from skimage import data
+
+    a = np.asarray(getattr(data, name)())
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a[..., :3]).astype(np.uint8)
+
+
+def originals(mirrors: Path) -> list[tuple[str, str, str, np.ndarray]]:
+    """(source id, kind, licence, RGB image) of every source that can be read here."""
+    out = []
+    for name, kind in SKIMAGE.items():
+        out.append((f"scikit-image:data.{name}", kind, "scikit-image sample data "
+                    "(public domain / CC0 per skimage.data)", _skimage(name)))
+    for repo, path, kind, lic in SOURCES:
+        try:
+            out.append((f"github:{repo}:{path}", kind, lic, _git_image(mirrors, repo, path)))
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"[real_photos] skipped {repo}:{path} ({exc})")
+    return out
+
+
+def build(mirrors: Path, artifacts: Path, out: Path) -> dict[str, Any]:
+    """Write ``out/{photos,faces}/{tune,held_out}/*.png`` and ``out/sources.json``."""
+    from PIL import Image
+
+    from app.faces import OnnxMTCNNDetector, align_crop
+
+    detector = OnnxMTCNNDetector(artifacts)
+    rows = []
+    for sid, kind, lic, rgb in originals(mirrors):
+        h = half(sid)
+        stem = hashlib.sha256(sid.encode()).hexdigest()[:10]
+        photo = out / "photos" / h / f"{stem}.png"
+        photo.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(photo)
+        faces = [f for f in detector.detect(rgb) if f.score >= MIN_FACE_SCORE]
+        crops = []
+        for i, face in enumerate(faces):
+            crop = out / "faces" / h / f"{stem}_{i}.png"
+            crop.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(align_crop(rgb, face, CROP)).save(crop)
+            x1, y1, x2, y2 = face.box
+            crops.append({"file": str(crop.relative_to(out)), "score": round(float(face.score), 3),
+                          "face_px": int(max(x2 - x1, y2 - y1))})
+        rows.append({"source": sid, "kind": kind, "licence": lic, "half": h,
+                     "photo": str(photo.relative_to(out)), "size": list(rgb.shape[:2]),
+                     "faces": crops})
+        print(f"[real_photos] {h:8s} {kind:12s} {len(crops)} faces  {sid}")
+    index = {"sources": rows, "min_face_score": MIN_FACE_SCORE, "crop": CROP}
+    (out / "sources.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def load(root: Path, part: str, half_name: str) -> list[tuple[str, np.ndarray]]:
+    """(source id, RGB image) of ``part`` (``photos`` or ``faces``) of one half of the set."""
+    from PIL import Image
+
+    index = json.loads((root / "sources.json").read_text())
+    out = []
+    for row in index["sources"]:
+        if row["half"] != half_name:
+            continue
+        files = [row["photo"]] if part == "photos" else [c["file"] for c in row["faces"]]
+        for f in files:
+            with Image.open(root / f) as im:
+                out.append((row["source"], np.asarray(im.convert("RGB"))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mirrors", required=True, type=Path,
+                   help="folder of bare git mirrors, <owner>+<name>/repo")
+    p.add_argument("--artifacts", type=Path, default=Path("artifacts"),
+                   help="artifacts folder with the exported ONNX MTCNN (detector/)")
+    p.add_argument("--out", type=Path, default=Path("data/real_photos"))
+    args = p.parse_args(argv)
+    index = build(args.mirrors, args.artifacts, args.out)
+    n_faces = sum(len(r["faces"]) for r in index["sources"])
+    print(f"[real_photos] {len(index['sources'])} photographs, {n_faces} face crops -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
