@@ -100,7 +100,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
         "temperature": temperature if cal else None,
     }
     report = reliability.mark(report, "label", "this image",
-                              f"{labels[best]} (probability {probs[best]:.3f})")
+                              f"{labels[best]} (probability {round(float(probs[best]), 4):.3f})")
     return ClassifyResult(report, overlay_heatmap(base, cam))
 
 

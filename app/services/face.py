@@ -88,7 +88,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "domain": dom[0] if dom else None,
         "temperature": float(cal["temperature"]) if cal and "logits" in out else None,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
-    }, "verdict", "this face", reliability.face_finding(verdict, fake_p))
+    }, "verdict", "this face", reliability.face_finding(verdict, round(fake_p, 4)))
 
 
 def model_card_line(engine: Engine, model_name: str) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
                        **({"in_domain": inst[i]["in_domain"], "domain_score": inst[i]["score"]}
                           if inst else {})} for i in order],
         "top_instance": int(order[0]) + 1,
-    }, "answer", "this bag", f"{answer.upper()}: P(bag holds '{word}') = {prob:.3f}")
+    }, "answer", "this bag", f"{answer.upper()}: P(bag holds '{word}') = {round(prob, 4):.3f}")
     tiles = [(attention_tile(display_rgb(images[i]), beta[i], beta.max(), top=(r == 0)),
               f"#{i + 1}  beta={beta[i]:.3f}"
               + ("" if not inst or inst[i]["in_domain"] else "  (out of domain)"))

@@ -221,7 +221,7 @@ def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times:
                          "fake_probability": rows[k]["fake_probability"]} for k in top],
          "domain": (domain.bag_check(doms, TRACK_MIN_IN_DOMAIN)
                     if all(isinstance(d, dict) for d in doms) else None)},
-        "verdict", "this face", reliability.face_finding(verdict, score))
+        "verdict", "this face", reliability.face_finding(verdict, round(score, 4)))
     series = {"fake probability": [r["fake_probability"] for r in rows]}
     for name in rows[0]["probabilities"]:
         series[name] = [r["probabilities"][name] for r in rows]
