@@ -135,8 +135,9 @@ def write_transform(img: Image.Image, name: str, folder: Path, stem: str) -> Pat
 
 
 def outcome(report: dict[str, Any]) -> dict[str, Any]:
-    """What is compared of one model's report: verdict, sequence, fake probability."""
-    return {"verdict": report["verdict"],
+    """What is compared of one model's report: the model's own verdict (``raw_verdict``,
+    in domain or not), sequence, fake probability."""
+    return {"verdict": report["raw_verdict"],
             "sequence": [s["component"] for s in report["sequence"]],
             "fake_probability": float(report["fake_probability"]),
             "rotated": report.get("rotated", 0)}

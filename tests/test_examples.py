@@ -188,10 +188,10 @@ def _service_answers(art):
 
     def bag_answer(folder):
         word = folder.name.split("_", 1)[1].rsplit("_", 1)[0].replace("-", " ")
-        return qmil.query_bag(engine, sorted(folder.glob("*.png")), word).report["answer"]
+        return qmil.query_bag(engine, sorted(folder.glob("*.png")), word).report["raw_answer"]
 
     return {"fashion": (lambda p: classify.classify(engine, p).report["top"][0]["class"], "abcnorm"),
-            "retrieval": (lambda p: retrieval.batch_rows(engine, p, 8)[0]["vote_label"], "dcl"),
+            "retrieval": (lambda p: retrieval.batch_rows(engine, p, 8)[0]["raw_vote_label"], "dcl"),
             "bags": (bag_answer, "qmil"),
             "faces": (face_answer("seqfake"), "seqfake"),
             "faces_attr": (face_answer("seqfake_attr"), "seqfake_attr")}

@@ -47,7 +47,8 @@ def main(artifacts: str, workdir: str) -> dict:
     out["detector"] = det.name
     photo = work / "astronaut.png"  # written by the test, as the video
     res = face.analyze_face_models(engine, det, str(photo), ["seqfake"])[0]
-    out["face"] = {k: res.report[k] for k in ("faces", "verdict", "detector", "rotated")}
+    out["face"] = {k: res.report[k] for k in ("faces", "verdict", "raw_verdict", "detector",
+                                                    "rotated")}
     html = case_report.face_report(photo.name, "0" * 64, [res],
                                    [case_report.model_info(engine.get("seqfake", face.METHOD))])
     out["case_report_chars"] = len(html)
@@ -57,7 +58,7 @@ def main(artifacts: str, workdir: str) -> dict:
     ex = art / "examples"
     bag = sorted((ex / "bags").iterdir())[0]
     ans = qmil.query_bag(engine, sorted(str(p) for p in bag.iterdir()), bag.name.split("_")[1])
-    out["qmil"] = {k: ans.report[k] for k in ("bag_size", "query", "answer")}
+    out["qmil"] = {k: ans.report[k] for k in ("bag_size", "query", "answer", "raw_answer")}
     fashion = sorted((ex / "fashion").glob("*.png"))[0]
     cls = classify.classify(engine, str(fashion))
     out["classify"] = {"top": cls.report["top"][0]["class"], "cam_shape": list(cls.cam.shape)}

@@ -75,8 +75,10 @@ def example_judge(artifacts: Path) -> Judge | None:
     if not (artifacts / served_gallery(engine.manifest["models"][name], name)
             / "meta.json").is_file():
         return None
-    return Judge(name, engine.get(name).version,
-                 lambda p: retrieval_svc.batch_rows(engine, p, EXAMPLE_K, name)[0]["vote_label"])
+    def answer(p: Path) -> str:  # the model's own majority label, in domain or not
+        return retrieval_svc.batch_rows(engine, p, EXAMPLE_K, name)[0]["raw_vote_label"]
+
+    return Judge(name, engine.get(name).version, answer)
 
 
 def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVED) -> bool:

@@ -40,7 +40,7 @@ def judge(artifacts: Path) -> Judge | None:
     def answer(folder: Path) -> str:
         word = folder.name.split("_", 1)[1].rsplit("_", 1)[0].replace("-", " ")
         return qmil_svc.query_bag(engine, sorted(folder.glob("*.png")), word,
-                                  model_name=name).report["answer"]
+                                  model_name=name).report["raw_answer"]
 
     return Judge(name, engine.get(name).version, answer)
 
