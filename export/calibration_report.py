@@ -2,10 +2,16 @@
 temperature fitted at export, and reliability diagrams.
 
     python -m export.calibration_report --artifacts DIR [--out reports/calibration]
+        [--real-photos data/real_photos] [--n 200]
 
 Writes ``<out>.md`` and one ``<out>_<model>.png`` per calibrated model (confidence against
-accuracy per bin on the test images, before and after). Every number is read from the
-manifest, which the export measured (:mod:`export.calibration`).
+accuracy per bin on the test images, before and after). Those numbers are read from the
+manifest, which the export measured (:mod:`export.calibration`). With the real-photograph
+set (``scripts/real_photos.py``, its held-out half) it also measures how the served,
+temperature-scaled probabilities behave off-domain: on ``--n`` of the run's test images, on
+real face crops and on whole photographs, the mean top probability, the fraction of answers
+at 0.9 or more, for face models the fraction called "manipulated", and the fraction the
+domain check flags.
 """
 from __future__ import annotations
 
@@ -15,8 +21,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from typing import Any
+
+import numpy as np
+
 from runtime.artifacts import artifacts_dir, atomic_path
 from runtime.manifest import read_manifest
+
+OFF_DOMAIN_BATCH = 64
 
 
 def diagram(name: str, rel: dict, path: Path) -> None:
@@ -40,14 +52,75 @@ def diagram(name: str, rel: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def served_answers(model: Any, images: list[Any]) -> dict[str, float]:
+    """What the served model answers on ``images`` (single-image models with ``logits``):
+    probabilities after the export's temperature, and the domain check's verdicts."""
+    from export.calibration import probabilities
+    from export.domain import _load_image
+
+    cal = model.entry["calibration"]
+    probs, flagged = [], []
+    for i in range(0, len(images), OFF_DOMAIN_BATCH):
+        x = model.prepare([_load_image(a) for a in images[i:i + OFF_DOMAIN_BATCH]])
+        out = model.run({"image": x})
+        probs.append(probabilities(out["logits"], cal["temperature"], cal["kind"]))
+        dom = model.domain_check(out, x)
+        flagged += [not d["in_domain"] for d in dom] if dom else []
+    p = np.concatenate(probs)
+    top = p.max(axis=1)
+    row = {"n": len(p), "mean_top": float(top.mean()), "top_at_least_0.9": float(np.mean(top >= 0.9)),
+           "flagged": float(np.mean(flagged)) if flagged else float("nan")}
+    if cal["kind"] == "sigmoid":  # face components: any above the model's threshold
+        thr = float(model.entry.get("extra", {}).get("threshold", 0.5))
+        row["manipulated"] = float(np.mean(top > thr))
+    return row
+
+
+def off_domain(artifacts: Path, models: dict[str, Any], real: Path, n: int) -> list[str]:
+    """Markdown rows: each calibrated single-image model on its test images and on the
+    real-photograph set's held-out half."""
+    from export.domain_report import real_photos, test_images
+    from runtime.engine import Engine
+
+    sets, _ = real_photos(real, "held_out")
+    engine = Engine(artifacts)
+    lines = ["", "## Off-domain: real photographs (held-out half of `scripts/real_photos.py`)",
+             "", f"Served probabilities (temperature applied) on {n} of each run's test images "
+             "and on the real-photograph set; `manipulated`: any face component above the "
+             "model's threshold; `flagged`: the domain check's verdict (reports/domain.md). A "
+             "confident answer on an image the check flags is not evidence.", "",
+             "| model | images | n | mean top probability | top >= 0.9 | manipulated | flagged |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in models.items():
+        if not e.get("calibration") or "image" not in [i["name"] for i in e.get("inputs", [])]:
+            continue
+        model = engine.get(name)
+        groups = {"own test images": test_images(artifacts, e, n), **sets}
+        for label, imgs in groups.items():
+            r = served_answers(model, imgs)
+            man = f"{r['manipulated']:.0%}" if "manipulated" in r else "-"
+            lines.append(f"| `{name}` | {label} | {r['n']} | {r['mean_top']:.3f} | "
+                         f"{r['top_at_least_0.9']:.0%} | {man} | {r['flagged']:.0%} |")
+        print(f"[calibration] {name}: off-domain answers measured", flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m export.calibration_report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     p.add_argument("--out", default="reports/calibration")
+    p.add_argument("--real-photos", default="data/real_photos",
+                   help="the real-photograph set (scripts/real_photos.py); 'none': leave out")
+    p.add_argument("--n", type=int, default=200, help="test images per model, off-domain table")
     args = p.parse_args(argv)
-    models = read_manifest(artifacts_dir(args.artifacts))["models"]
+    art = artifacts_dir(args.artifacts)
+    models = read_manifest(art)["models"]
+    real = None if args.real_photos == "none" else Path(args.real_photos)
+    if real is not None and not (real / "sources.json").is_file():
+        p.error(f"--real-photos {real}: no sources.json; build the set with "
+                f"`python scripts/real_photos.py --mirrors DIR --out {real}` or pass none")
     lines = ["# Calibration: temperature scaling fitted at export", "",
              f"Command: `{shlex.join(['python', '-m', 'export.calibration_report', *argv])}` "
              f"({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}); numbers read from each "
@@ -68,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         png = Path(f"{args.out}_{name}.png")
         diagram(name, c["reliability_test"], png)
     lines += [""] + [f"![{n}]({Path(args.out).name}_{n}.png)" for n, e in models.items()
-                     if e.get("calibration")] + [""]
+                     if e.get("calibration")]
+    if real is not None:
+        lines += off_domain(art, models, real, args.n)
+    lines += [""]
     text = "\n".join(lines)
     with atomic_path(args.out + ".md") as tmp:
         Path(tmp).write_text(text + "\n")
