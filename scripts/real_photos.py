@@ -12,6 +12,11 @@ and every face the app's detector (the ONNX MTCNN of ``--artifacts``) finds in i
 by a hash of its name, so every crop of a group photo stays in the same half: choose and tune
 on ``tune``, report on ``held_out``. ``sources.json`` lists every file with its source,
 licence note, kind and half.
+
+``--user-folder DIR`` also writes the set as a user's image folder (``DIR/{train,val,test}/
+{faces,photos}/``: the tune half's sources in train, every fourth of them in val, the
+held-out half in test), to train a classifier on real photographs and measure that its
+domain check passes the user's held-out photos.
 """
 from __future__ import annotations
 
@@ -182,6 +187,28 @@ def load(root: Path, part: str, half_name: str) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def user_folder(root: Path, out: Path) -> dict[str, int]:
+    """Write the set under ``root`` as an image-folder tree at ``out`` (module docstring);
+    returns the image count per split."""
+    import shutil
+
+    index = json.loads((root / "sources.json").read_text())
+    counts: dict[str, int] = {}
+    k = 0
+    for row in index["sources"]:
+        split = "test"
+        if row["half"] == "tune":
+            split = "val" if k % 4 == 3 else "train"
+            k += 1
+        for cls, files in (("photos", [row["photo"]]), ("faces", [c["file"] for c in row["faces"]])):
+            for f in files:
+                dst = out / split / cls / Path(f).name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / f, dst)
+                counts[split] = counts.get(split, 0) + 1
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"),
                    help="artifacts folder with the exported ONNX MTCNN (detector/)")
     p.add_argument("--out", type=Path, default=Path("data/real_photos"))
+    p.add_argument("--user-folder", type=Path, help="also write the set as an image folder here")
     args = p.parse_args(argv)
     index = build(args.mirrors, args.artifacts, args.out)
     n_faces = sum(len(r["faces"]) for r in index["sources"])
     print(f"[real_photos] {len(index['sources'])} photographs, {n_faces} face crops -> {args.out}")
+    if args.user_folder:
+        print(f"[real_photos] image folder {args.user_folder}: "
+              f"{user_folder(args.out, args.user_folder)}")
     return 0
 
 
