@@ -270,9 +270,57 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
                       "from each other set): fraction of bags flagged", "",
                       "| bags | flagged |", "|---|---|"]
             lines += [f"| {k} | {v:.0%} |" for k, v in b.items() if k not in ("rule", "n_bags")]
-    lines += ["", "Features: " + "; ".join(f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d)"
-                                             for n, r in results.items()), ""]
+    lines += ["", "Features: " + "; ".join(
+        f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d)"
+        + (f" + generic {r['generic']['kind']} ({r['generic']['dim']}-d)" if r.get("generic")
+           else "") for n, r in results.items()), ""]
+    lines += real_sections(results, meta)
     return "\n".join(lines)
+
+
+def real_sections(results: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """The real-photograph tables: flagged by the whole check and by the model's own
+    features alone, by kind of photograph, and the set's sources."""
+    real = meta.get("real_photos")
+    if not real:
+        return []
+    half = real["half"]
+    labels = [f"{REAL_FACES} ({half})", f"{REAL_PHOTOS} ({half})"]
+    lines = ["## Real photographs", "",
+             f"The `{half}` half of the set `scripts/real_photos.py` builds (nothing was chosen "
+             "or tuned on it). Flagged by the served check, and by the model's own features "
+             "alone (the check without its generic part).", "",
+             "| model | in-distribution flagged | " + " | ".join(
+                 f"{lb}: flagged (own features alone) / AUROC" for lb in labels) + " |",
+             "|---" * (2 + len(labels)) + "|"]
+    for name, r in results.items():
+        cells = []
+        for lb in labels:
+            v = r["elsewhere"].get(lb)
+            cells.append(f"{v['flagged']:.0%} ({v['flagged_own_features']:.0%}) / "
+                         f"{v['auroc']:.3f} (n={v['n']})" if v else "-")
+        i = r["in_distribution"]
+        lines.append(f"| `{name}` | {i['flagged']:.1%} ({i['flagged_own_features']:.1%}) "
+                     f"(n={i['n']}) | " + " | ".join(cells) + " |")
+    kinds = sorted({k for r in results.values() for lb in labels
+                    for k in r["elsewhere"].get(lb, {}).get("by_kind", {})})
+    lines += ["", "Flagged by kind of source (faces: crops of that kind of photograph):", "",
+              "| model | set | " + " | ".join(kinds) + " |", "|---" * (2 + len(kinds)) + "|"]
+    for name, r in results.items():
+        for lb in labels:
+            bk = r["elsewhere"].get(lb, {}).get("by_kind", {})
+            if bk:
+                lines.append(f"| `{name}` | {lb} | " + " | ".join(
+                    f"{bk[k]['flagged']:.0%} (n={bk[k]['n']})" if k in bk else "-"
+                    for k in kinds) + " |")
+    srcs = real["sources"]
+    lines += ["", f"Sources ({len(srcs)} photographs, "
+                  f"{sum(len(x['faces']) for x in srcs)} face crops; rebuilt by "
+                  "`python scripts/real_photos.py --mirrors DIR`):", "",
+              "| source | kind | half | faces | licence |", "|---|---|---|---|---|"]
+    lines += [f"| `{x['source']}` | {x['kind']} | {x['half']} | {len(x['faces'])} | "
+              f"{x['licence']} |" for x in srcs]
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
