@@ -297,8 +297,11 @@ def _domain_html(domain: Any, trained_on: str = "") -> str:
     inside = bool(domain.get("in_domain"))
     badge = (f'<span class="verdict {"v-in" if inside else "v-out"}">'
              f'{"in domain" if inside else "out of domain"}</span>')
+    generic = ([("generic image score", domain.get("generic_score")),
+                ("generic threshold", domain.get("generic_threshold"))]
+               if domain.get("generic_score") is not None else [])
     return badge + _kv([("score", domain.get("score")), ("threshold", domain.get("threshold")),
-                        ("trained on", domain.get("trained_on") or trained_on)])
+                        *generic, ("trained on", domain.get("trained_on") or trained_on)])
 
 
 def _time_section(analysed_at: datetime | None) -> str:

@@ -396,8 +396,20 @@ def domain_warning(report: dict[str, Any]) -> str:
         return ""
     return (f"> **Warning: this image is unlike the data this model was trained on** "
             f"({dom.get('trained_on') or 'its training data'}); **the answer below is "
-            f"unreliable.** (domain score {dom['score']:.3g} > threshold {dom['threshold']:.3g})"
-            f"\n\n")
+            f"unreliable.** ({_domain_detail(dom)})\n\n")
+
+
+def _domain_detail(dom: dict[str, Any]) -> str:
+    """Which score of an out-of-domain check is over its threshold: the model's features'
+    ("domain score 812 > threshold 316") and/or the generic image statistics'."""
+    parts = []
+    if dom["score"] > dom["threshold"]:
+        parts.append(f"domain score {dom['score']:.3g} > threshold {dom['threshold']:.3g}")
+    if dom.get("generic_score") is not None and dom["generic_score"] > dom["generic_threshold"]:
+        parts.append(f"generic image score {dom['generic_score']:.3g} > threshold "
+                     f"{dom['generic_threshold']:.3g}")
+    return "; ".join(parts) or (f"domain score {dom['score']:.3g}, threshold "
+                                f"{dom['threshold']:.3g}")
 
 
 def answer_headline(report: dict[str, Any], finding: str) -> str:

@@ -35,7 +35,7 @@ def checks(monkeypatch):
     from runtime.engine import OnnxModel
 
     def set_answer(answer):
-        def fake(self, outputs):
+        def fake(self, outputs, inputs=None):
             if answer is None:
                 return None
             n = next(iter(outputs.values())).shape[0]
@@ -73,6 +73,19 @@ def test_mark_makes_an_answer_a_finding_only_in_domain():
         assert bare["headline"].startswith("no domain check for this model: ")
         assert (bare["reliability"], bare["verdict"]) == (rel.NO_DOMAIN_CHECK, "unreliable")
     assert list(out)[:3] == ["headline", "reliable", "reliability"]  # first in the CLI's JSON
+
+
+def test_the_warning_names_the_score_over_its_threshold():
+    from app import case_report as cr
+    from app.ui_common import domain_warning
+
+    generic = {"in_domain": False, "score": 1.0, "threshold": 2.0, "generic_score": 9.0,
+               "generic_threshold": 3.0, "trained_on": "x"}
+    text = domain_warning({"domain": generic})
+    assert "generic image score 9 > threshold 3" in text and "domain score" not in text
+    assert "domain score 5 > threshold 2" in domain_warning(
+        {"domain": {**generic, "score": 5.0, "generic_score": 1.0}})
+    assert "generic image score" in cr._domain_html(generic)
 
 
 @pytest.mark.parametrize("answer, state, head", [
