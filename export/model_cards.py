@@ -97,10 +97,13 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
         lines.append(f"- **Class groups**: many > {g['many_above']}, few < {g['few_below']} "
                      f"training images, medium otherwise ("
                      f"{extra.get('group_rule', 'set in the config')})")
+    if summary.get("pretrained"):
+        lines.append(f"- **Starting weights**: {summary['pretrained']}")
     learned = summary.get("learned")
     if learned:
-        lines.append(f"- **Learned**: {'NO - at_chance: this model did not learn, its answers are not meaningful' if learned['at_chance'] else 'yes, clearly above chance'}; "
-                     f"held-out {describe(learned)}")
+        said = ("NO - at_chance: this model did not learn, its answers are not meaningful"
+                if learned["at_chance"] else "yes, clearly above chance")
+        lines.append(f"- **Learned**: {said}; held-out {describe(learned)}")
     metrics = summary.get("metrics", {})
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"

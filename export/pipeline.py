@@ -113,6 +113,7 @@ def _stage(artifacts: Path, run: str, int8: bool, options: dict[str, Any] | None
                      "git_commit": ckpt.get("git_commit"), "steps": ckpt.get("global_step")},
         "metrics": ckpt.get("metrics", {}),
         "learned": ckpt.get("learned"),  # the held-out metric against chance (training.verdict)
+        "pretrained": ckpt.get("pretrained"),  # the starting weights, in words
         "extra": {k: v for k, v in extra.items() if k not in ("preprocess", "labels")},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })

@@ -92,7 +92,8 @@ def probability(**meta: Any) -> Any:
 
 
 def existing_path(**meta: Any) -> Any:
-    """A path that must exist when it is set (null: the method's built-in default)."""
+    """A path that must exist when it is set (null: the method's built-in default); the
+    words in ``names`` (metadata) are allowed as they are."""
     return field(metadata={"path": True, **meta})
 
 
@@ -207,7 +208,8 @@ def validate(schema: type, data: dict[str, Any], prefix: str = "") -> dict[str, 
             raise ConfigError(f"{key} must be >= {lo}, got {value!r}")
         if hi is not None and value is not None and value > hi:
             raise ConfigError(f"{key} must be <= {hi}, got {value!r}")
-        if f.metadata.get("path") and value is not None and not Path(value).expanduser().exists():
+        if f.metadata.get("path") and value is not None and value not in \
+                f.metadata.get("names", ()) and not Path(value).expanduser().exists():
             raise ConfigError(f"{key}: {value} does not exist")
         out[name] = value
     return out
@@ -276,8 +278,10 @@ class OptimConfig:
 @dataclass
 class PretrainedConfig:
     """``pretrained``: start a submodule from a local weights file (a state dict, a timm
-    checkpoint, a RepLens checkpoint or .safetensors; see :mod:`training.pretrained`)."""
-    weights: str | None = existing_path()     # null: random initialisation
+    checkpoint, a RepLens checkpoint or .safetensors; see :mod:`training.pretrained`), from
+    the ImageNet weights a package ships (``imagenet``, :mod:`training.imagenet`), or from
+    scratch (``none``)."""
+    weights: str | None = existing_path(names=("imagenet", "none"))  # null: the method's default
     module: str                               # dotted submodule name; "" = the whole model
 
 

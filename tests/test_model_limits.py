@@ -32,7 +32,7 @@ def test_the_card_of_a_users_model_names_its_data_not_the_default():
 
 def test_the_card_of_a_users_qmil_gives_the_values_its_run_used(tmp_path):
     """A user's folder run stores the YAML's values (image_size 28, temperature 0.5) with
-    ``user_data`` beside them; its card shows what the run used (64 px, tau 1.0), and a
+    ``user_data`` beside them; its card shows what the run used (96 px, tau 1.0), and a
     default-data run's card shows the stored values unchanged."""
     from training.config import resolve_config
 
@@ -42,11 +42,13 @@ def test_the_card_of_a_users_qmil_gives_the_values_its_run_used(tmp_path):
     mine = {"extra": {"data_source": {"format": "image_folder"}, "dataset": "image folder x"}}
     text = "\n".join(card("mine", desc, summary, cfg, mine))
     data_line = next(ln for ln in text.splitlines() if ln.startswith("- **Data**"))
-    assert "image_size 64" in data_line and "image_size 28" not in data_line
+    assert "image_size 96" in data_line and "image_size 28" not in data_line
     assert "- **Model on a user's data** (`model.user_data`): temperature 1.0 " \
            "(the default data's: 0.5)" in text
     own = resolve_config("qmil", None, [f"data.root={tmp_path}", "model.temperature=0.7"])
-    assert "Model on a user's data" not in "\n".join(card("mine", desc, summary, own, mine))
+    own_line = next(ln for ln in card("mine", desc, summary, own, mine)
+                    if ln.startswith("- **Model on a user's data**"))
+    assert "temperature" not in own_line and "encoder mobilenetv2_100" in own_line
     default = "\n".join(card("qmil", desc, summary, resolve_config("qmil", None, []),
                              {"extra": {"data_source": {"format": "builtin"}}}))
     assert "image_size 28" in default and "Model on a user's data" not in default

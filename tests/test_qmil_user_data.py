@@ -32,7 +32,7 @@ def test_folder_names_are_the_query_words(tmp_path):
     (tmp_path / "star").rename(tmp_path / "t-shirt")           # hyphens too; GloVe's t-shirt
     m = _method(tmp_path)
     assert m.format == "image_folder" and m.class_names == ["ice cream", "circle", "t shirt"]  # sorted folder names
-    assert m.spec.size == (64, 64) and m.spec.channels == 3 and m.unseen == []   # user_data
+    assert m.spec.size == (96, 96) and m.spec.channels == 3 and m.unseen == []   # user_data
     from models.words import get_word_vectors
 
     wv = get_word_vectors()

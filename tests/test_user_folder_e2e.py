@@ -20,7 +20,8 @@ CLASSES = ("circle", "square", "triangle")
 QMIL_TINY = ["train.max_steps=4", "train.batch_size=4", "data.bags_per_query=8",
              "data.eval_bags_per_query=4", "data.size_mean=4", "data.size_std=1",
              "data.max_size=6", "model.feat_dim=32", "model.embed_dim=16", "model.attn_dim=16",
-             "model.classifier_hidden=16", "train.threads=1"]
+             "model.classifier_hidden=16", "train.threads=1", "data.image_size=64",
+             "model.user_data.name=qmil_lenet", "model.user_data.encoder=lenet"]  # toy-size
 DCL_TINY = ["train.max_steps=3", "train.batch_size=8", "model.name=dcl_small_cnn",
             "model.kwargs={in_chans: 1, width: 8}", "eval.random_init_reference=false",
             "train.threads=1"]

@@ -33,7 +33,9 @@ Real-scale options (section ``train``; all off or neutral in the CPU defaults):
 ``accum_steps`` micro-batches per process; with batch norm, statistics are per
 micro-batch, and a contrastive loss sees only the micro-batch's negatives),
 ``num_workers`` and ``pin_memory`` (:mod:`training.loader`). Section ``pretrained`` starts
-a submodule from a local weights file (:mod:`training.pretrained`).
+a submodule from a local weights file (:mod:`training.pretrained`), from ImageNet weights
+that a package ships (``imagenet``, :mod:`training.imagenet`; ``null``: the method's
+default, ImageNet for a user's folder) or from scratch (``none``).
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_ch
                                  set_rng_state)
 from training.loader import train_loader
 from training.methods.base import Method
+from training.imagenet import load_imagenet
 from training.precision import TrainForward, autocast_dtype, make_scaler
 from training.pretrained import load_pretrained
 from training.progress import Progress
@@ -194,6 +197,7 @@ class Trainer:
         self._scaler: torch.amp.GradScaler | None = None
         self._precision = "float32"  # the training forward's dtype (train.amp resolved)
         self._learned: dict[str, Any] | None = None  # the last evaluation against chance
+        self._pretrained = "none (random initialisation)"  # the starting weights, in words
         self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
@@ -221,6 +225,7 @@ class Trainer:
             "git_commit": git_commit(),
             "metrics": metrics,
             "learned": self._learned,  # training.verdict: the held-out metric against chance
+            "pretrained": self._pretrained,  # the starting weights, in words
             "extra": self.method.extra_state(),
             "finished": finished,
             "torch_version": str(torch.__version__),
@@ -344,11 +349,7 @@ class Trainer:
         rank, world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(self.seed)
         model = self.method.build_model()
-        pre = self.cfg["pretrained"]
-        if pre["weights"]:  # reads a file; draws no random numbers
-            report = load_pretrained(model, pre["weights"], str(pre["module"]))
-            if dist_utils.is_main():
-                print(f"[train] pretrained: {report.summary()}", flush=True)
+        self._pretrained = self._load_start(model)  # reads a file; draws no random numbers
         model = model.to(self.device)
         channels_last = bool(self.train_cfg["channels_last"])
         if channels_last:
@@ -384,6 +385,25 @@ class Trainer:
                     eval_every=int(self.train_cfg["eval_every"]),
                     accum_steps=accum, amp_dtype=amp_dtype, scaler=self._scaler,
                     channels_last=channels_last)
+
+    def _load_start(self, model: nn.Module) -> str:
+        """Load the starting weights that ``pretrained.weights`` names (null: the method's
+        default, :meth:`Method.default_pretrained`; ``imagenet``: the bundled ImageNet
+        weights, :mod:`training.imagenet`; ``none``: random init); returns one line naming
+        them (summary and model card)."""
+        pre = self.cfg["pretrained"]
+        weights = pre["weights"] if pre["weights"] is not None else \
+            self.method.default_pretrained()
+        if not weights or weights == "none":
+            return "none (random initialisation)"
+        if weights == "imagenet":
+            where = pre["module"] or "the whole model"
+            text = f"{where} <- {load_imagenet(model, str(pre['module']))}"
+        else:
+            text = load_pretrained(model, weights, str(pre["module"])).summary()
+        if dist_utils.is_main():
+            print(f"[train] pretrained: {text}", flush=True)
+        return text
 
     def _restore(self, run: _Run) -> bool:
         """Load ``checkpoint.pt`` into ``run`` (for ``--resume``): model, optimiser and
@@ -540,5 +560,6 @@ class Trainer:
                 "interrupted": interrupted, "seed": self.seed, "device": str(self.device),
                 "world_size": dist_utils.world_size(), "git_commit": git_commit(),
                 "precision": self._precision,  # the forward's autocast dtype
+                "pretrained": self._pretrained,  # the starting weights
                 "learned": self._learned,  # the held-out metric against chance
                 "at_chance": bool(self._learned and self._learned["at_chance"])}

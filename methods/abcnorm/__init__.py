@@ -32,6 +32,7 @@ class DataConfig:
     many_above: int | None = non_negative()  # null (with few_below): from the counts
     few_below: int | None = non_negative()
     size: tuple[int, int] | None             # (height, width); null: the data set's own
+    folder_size: tuple[int, int]             # image folders / list files when size is null
     channels: Literal[1, 3] | None
     mean: list[float] | None
     std: list[float] | None

@@ -50,6 +50,8 @@ class DataConfig:
 class ModelUserDataConfig:
     """Keys that replace those of ``model`` for a user's image folder or bag manifest."""
     temperature: float
+    name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
+    encoder: str
 
 
 @dataclass

@@ -39,6 +39,7 @@ from training.losses.longtail_baselines import (CrossEntropyLoss, LDAMLoss, Logi
                                                 drw_class_weights)
 from training.methods.base import Method
 from training.metrics.longtail import confusion_matrix, longtail_accuracy
+from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
 
 LOSSES = ("abcnorm", "ce", "pc", "maxent", "la", "ldam")
@@ -178,6 +179,7 @@ class ABCNormMethod(Method):
         self.split_info: dict[str, Any] = {}
         self.counts_source = "counted"
         self.real_data = bool(root)
+        self.folder_data = False  # an ImageFolder / list files (a user's images)
         if not root:
             self.spec = self._spec(FASHION_MNIST)
             train = self._longtail(load_fashion_mnist("train", d["fashion_mnist_dir"]))
@@ -199,10 +201,11 @@ class ABCNormMethod(Method):
             self.dataset_name = f"CIFAR ({root})"
             self._set_arrays(train, load_cifar(root, "test", str(d["cifar_labels"])))
             return
-        self.spec = self._spec(PreprocessSpec(size=(224, 224), channels=3,
+        self.spec = self._spec(PreprocessSpec(size=tuple(d["folder_size"]), channels=3,
                                               mean=(0.485, 0.456, 0.406),
                                               std=(0.229, 0.224, 0.225)))
         splits = load_folder_splits(root)
+        self.folder_data = True
         self.class_names = tuple(splits.train.class_names)
         self.class_counts = splits.class_counts
         self.counts_source = splits.counts_source
@@ -272,7 +275,7 @@ class ABCNormMethod(Method):
     # --- model -----------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
         m = self.model_cfg
-        if self.real_data and m["real_data"]:  # e.g. resnet50 for ImageFolder data
+        if self.real_data and m["real_data"]:  # e.g. mobilenetv2_100 for ImageFolder data
             m = {**m, **m["real_data"]}
         return {"name": "lt_classifier", "kwargs": {
             "backbone": str(m["backbone"]),
@@ -352,6 +355,12 @@ class ABCNormMethod(Method):
         cm = confusion_matrix(self.eval_labels, preds, len(self.class_names))
         self.last_eval = {"preds": preds, "targets": self.eval_labels, "confusion": cm}
         return {k: v for k, v in metrics.items() if v == v}  # drop NaN (empty groups)
+
+    def default_pretrained(self) -> str | None:
+        """A user's folder (ImageFolder / list files, not CIFAR) with a backbone whose
+        ImageNet weights ship (:mod:`training.imagenet`): "imagenet"; else random init."""
+        backbone = self.model_spec()["kwargs"]["backbone"]
+        return "imagenet" if self.folder_data and backbone in BUNDLED else None
 
     def chance(self) -> Chance:
         """top-1 against always answering the largest test class (1/C when balanced)."""

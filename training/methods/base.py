@@ -58,6 +58,11 @@ class Method:
         """Metrics on the validation/test split (main process only)."""
         return {}
 
+    def default_pretrained(self) -> str | None:
+        """What ``pretrained.weights: null`` means for this run: "imagenet" (the bundled
+        ImageNet weights of the backbone, :mod:`training.imagenet`) or None (random init)."""
+        return None
+
     def chance(self) -> "Chance | None":
         """The headline metric of :meth:`evaluate`, its chance level and the number of
         independent test items (:mod:`training.verdict`); None: no chance reference."""

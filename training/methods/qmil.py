@@ -57,6 +57,7 @@ from training.losses.qmil import qmil_loss
 from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
+from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
 from training.zeroshot import predict_bags
 
@@ -451,6 +452,13 @@ class QMILMethod(Method):
                                                        zu.label)
         model.train(was_training)
         return m
+
+    def default_pretrained(self) -> str | None:
+        """A user's folder or manifest with a timm encoder whose ImageNet weights ship
+        (:mod:`training.imagenet`): "imagenet"; else random init."""
+        timm_encoder = self.model_cfg["name"] == "qmil_timm" or self.gated
+        return "imagenet" if self.user_data and timm_encoder and \
+            self.model_cfg["encoder"] in BUNDLED else None
 
     def chance(self) -> Chance:
         """Bag accuracy against always answering the commoner bag label (0.5 for balanced
