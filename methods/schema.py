@@ -286,6 +286,18 @@ class PretrainedConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """``budget``: the training budget of a user's folder (:mod:`training.budget`)."""
+    enabled: bool
+    batch_size: int = positive()
+    epochs: int = positive()                  # passes over the training items wanted
+    min_steps: int = positive()               # floor: steps a small folder gets at least
+    max_seconds: float = positive()           # ceiling: estimated training seconds here
+    lr: float
+    warmup_steps: int = non_negative()
+
+
+@dataclass
 class EngineConfig:
     """The sections every method's config starts with; a method's schema subclasses it and
     adds its own sections."""

@@ -198,6 +198,7 @@ class Trainer:
         self._precision = "float32"  # the training forward's dtype (train.amp resolved)
         self._learned: dict[str, Any] | None = None  # the last evaluation against chance
         self._pretrained = "none (random initialisation)"  # the starting weights, in words
+        self._plan: dict[str, Any] | None = None  # training.budget's plan for a user's folder
         self.tracker = Progress(self.run_dir, enabled=dist_utils.is_main())
         if self.train_cfg["threads"]:
             torch.set_num_threads(self.train_cfg["threads"])
@@ -226,6 +227,7 @@ class Trainer:
             "metrics": metrics,
             "learned": self._learned,  # training.verdict: the held-out metric against chance
             "pretrained": self._pretrained,  # the starting weights, in words
+            "plan": self._plan,  # training.budget's plan (a user's folder)
             "extra": self.method.extra_state(),
             "finished": finished,
             "torch_version": str(torch.__version__),
@@ -293,6 +295,7 @@ class Trainer:
     def _fit(self, resume: bool, stop_after_steps: int | None) -> dict[str, Any]:
         ddp = dist_utils.init_distributed(self.device)
         self.tracker.update(force=True, phase="preparing")
+        self._apply_budget(resume)
         run = self._build()
         if resume and self.ckpt_path.exists():
             if self._restore(run):
@@ -385,6 +388,38 @@ class Trainer:
                     eval_every=int(self.train_cfg["eval_every"]),
                     accum_steps=accum, amp_dtype=amp_dtype, scaler=self._scaler,
                     channels_last=channels_last)
+
+    def _apply_budget(self, resume: bool) -> None:
+        """Size the run to a user's folder (:mod:`training.budget`): measure a step here,
+        write the plan into the config where the user left the defaults and print it; a
+        resumed run takes the plan stored in its checkpoint's config."""
+        from training import budget
+
+        b = self.cfg.get("budget")
+        if not b or not b["enabled"] or not self.method.user_folder():
+            return
+        if resume and self.ckpt_path.is_file():
+            ckpt = load_checkpoint(self.ckpt_path)
+            stored = ckpt.get("config", {})
+            for section, key in budget.KEYS:
+                self.cfg[section][key] = stored.get(section, {}).get(key, self.cfg[section][key])
+            self._plan = ckpt.get("plan")
+            return
+        from training.config import default_config_path, load_config
+
+        dataset = self.method.train_dataset()
+        step_s = budget.step_seconds(self.method, dataset, int(b["batch_size"]), self.device)
+        p = budget.plan(b, len(dataset), step_s)
+        p["set"] = budget.apply(self.cfg, load_config(default_config_path(self.method_name)), p)
+        self._plan = p
+        if dist_utils.is_main():
+            pre = self.cfg["pretrained"]["weights"] or self.method.default_pretrained()
+            start = {"imagenet": "ImageNet weights", None: "random init",
+                     "none": "random init"}.get(pre, str(pre))
+            spec = self.method.model_spec().get("kwargs", {})
+            net = spec.get("backbone") or spec.get("encoder") or self.method.model_spec()["name"]
+            size = getattr(getattr(self.method, "spec", None), "size", "?")
+            print(budget.describe(p, f"{net}, {start}", size, self.cfg), flush=True)
 
     def _load_start(self, model: nn.Module) -> str:
         """Load the starting weights that ``pretrained.weights`` names (null: the method's
@@ -561,5 +596,6 @@ class Trainer:
                 "world_size": dist_utils.world_size(), "git_commit": git_commit(),
                 "precision": self._precision,  # the forward's autocast dtype
                 "pretrained": self._pretrained,  # the starting weights
+                "plan": self._plan,  # the budget sized to a user's folder (training.budget)
                 "learned": self._learned,  # the held-out metric against chance
                 "at_chance": bool(self._learned and self._learned["at_chance"])}

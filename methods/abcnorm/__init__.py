@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, existing_path, non_negative, positive
+from methods.schema import BudgetConfig, EngineConfig, existing_path, non_negative, positive
 
 
 @dataclass
@@ -83,6 +83,7 @@ class ABCNormConfig(EngineConfig):
     model: ModelConfig
     loss: LossConfig
     stage: StageConfig
+    budget: BudgetConfig
 
 
 CLASSIFIER_IO = ExportIO(inputs=("image",), outputs=("logits", "features"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, existing_path, probability, positive
+from methods.schema import BudgetConfig, EngineConfig, existing_path, probability, positive
 
 
 @dataclass
@@ -86,6 +86,7 @@ class QMILConfig(EngineConfig):
     model: ModelConfig
     loss: LossConfig
     eval: EvalConfig
+    budget: BudgetConfig
 
 
 _OUT_AXES = {"prob": {0: "batch"}, "logit": {0: "batch"}, "alpha": {0: "batch", 1: "bag"},

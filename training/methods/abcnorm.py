@@ -356,6 +356,9 @@ class ABCNormMethod(Method):
         self.last_eval = {"preds": preds, "targets": self.eval_labels, "confusion": cm}
         return {k: v for k, v in metrics.items() if v == v}  # drop NaN (empty groups)
 
+    def user_folder(self) -> bool:
+        return self.folder_data
+
     def default_pretrained(self) -> str | None:
         """A user's folder (ImageFolder / list files, not CIFAR) with a backbone whose
         ImageNet weights ship (:mod:`training.imagenet`): "imagenet"; else random init."""

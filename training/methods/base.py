@@ -58,6 +58,11 @@ class Method:
         """Metrics on the validation/test split (main process only)."""
         return {}
 
+    def user_folder(self) -> bool:
+        """True when the run trains on a user's images (the budget of
+        :mod:`training.budget` then sizes it)."""
+        return False
+
     def default_pretrained(self) -> str | None:
         """What ``pretrained.weights: null`` means for this run: "imagenet" (the bundled
         ImageNet weights of the backbone, :mod:`training.imagenet`) or None (random init)."""

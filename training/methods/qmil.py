@@ -453,6 +453,9 @@ class QMILMethod(Method):
         model.train(was_training)
         return m
 
+    def user_folder(self) -> bool:
+        return self.user_data
+
     def default_pretrained(self) -> str | None:
         """A user's folder or manifest with a timm encoder whose ImageNet weights ship
         (:mod:`training.imagenet`): "imagenet"; else random init."""

@@ -1,0 +1,98 @@
+"""A training budget sized to a user's folder (section ``budget`` of a method's YAML).
+
+For a user's images (the method's :meth:`~training.methods.base.Method.default_pretrained`
+or ``user_data`` says so), the values of ``train.batch_size``, ``train.epochs``,
+``train.max_steps``, ``optim.lr`` and ``optim.warmup_steps`` that are still at their YAML
+defaults are replaced by a plan: the batch and learning rate of ``budget``, then
+``budget.epochs`` passes over the training items (images, or bags for qMIL), at least
+``budget.min_steps`` steps (the floor that lets a small folder learn) and at most what fits
+in ``budget.max_seconds`` at the step time measured here on this machine (one
+forward/backward pass of a throw-away copy of the network, random numbers untouched). A
+value set with ``--set`` or ``--config`` is kept. The plan is printed before training
+(:func:`describe`) and recorded in ``summary.json`` (``plan``); ``--resume`` reuses the
+plan stored in the checkpoint's config.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"),
+        ("optim", "lr"), ("optim", "warmup_steps"))
+
+
+def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.device,
+                 repeats: int = 2) -> float:
+    """Seconds of one training step (forward + backward) at ``batch_size``, measured on a
+    fresh copy of the method's network with every random state restored afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        model = method.build_model().to(device).train()
+        collate = method.collate_fn() or torch.utils.data.default_collate
+        n = min(batch_size, len(dataset))
+        batch = collate([dataset[i] for i in range(n)])
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            loss, _ = method.loss(model, batch, device)
+            loss.backward()
+            times.append(time.perf_counter() - t0)
+        del model
+    random.setstate(py)
+    np.random.set_state(npy)
+    per_item = min(times[1:]) / max(1, n)
+    return per_item * batch_size * 1.15  # the optimiser step and the data on top
+
+
+def plan(budget: dict[str, Any], n_items: int, step_s: float) -> dict[str, Any]:
+    """Batch, steps and epochs for ``n_items`` training items at ``step_s`` seconds a step."""
+    batch = max(1, min(int(budget["batch_size"]), n_items))
+    per_epoch = max(1, n_items // batch)
+    wanted = int(budget["epochs"]) * per_epoch
+    floor = int(budget["min_steps"])
+    ceiling = max(1, int(float(budget["max_seconds"]) / max(step_s, 1e-6)))
+    steps = min(max(wanted, floor), ceiling)
+    return {"items": n_items, "batch_size": batch, "steps_per_epoch": per_epoch,
+            "steps": steps, "epochs": math.ceil(steps / per_epoch),
+            "step_seconds": round(step_s, 3), "estimated_seconds": round(steps * step_s),
+            "limited_by": "time ceiling" if steps == ceiling and ceiling < max(wanted, floor)
+            else "step floor" if steps == floor and floor > wanted else "epochs",
+            "lr": float(budget["lr"]), "warmup_steps": int(budget["warmup_steps"])}
+
+
+def at_default(cfg: dict[str, Any], defaults: dict[str, Any], section: str, key: str) -> bool:
+    """True when ``cfg[section][key]`` still holds the YAML default (not set by the user)."""
+    return cfg[section][key] == defaults.get(section, {}).get(key)
+
+
+def apply(cfg: dict[str, Any], defaults: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """Write the plan into ``cfg`` where the user left the default; returns the keys set."""
+    values = {("train", "batch_size"): p["batch_size"], ("train", "epochs"): p["epochs"],
+              ("train", "max_steps"): p["steps"], ("optim", "lr"): p["lr"],
+              ("optim", "warmup_steps"): p["warmup_steps"]}
+    if not (at_default(cfg, defaults, "train", "epochs")
+            and at_default(cfg, defaults, "train", "batch_size")):
+        values.pop(("train", "max_steps"))  # the user's epochs or batch decide the steps
+    changed = []
+    for (section, key), value in values.items():
+        if at_default(cfg, defaults, section, key):
+            cfg[section][key] = value
+            changed.append(f"{section}.{key}")
+    return changed
+
+
+def describe(p: dict[str, Any], start: str, size: Any, cfg: dict[str, Any]) -> str:
+    """The plan line printed before training."""
+    t = cfg["train"]
+    mins = p["estimated_seconds"] / 60
+    return (f"[plan] {p['items']} training items; start: {start}; input {size}; "
+            f"{t['max_steps'] or t['epochs'] * p['steps_per_epoch']} steps of batch "
+            f"{t['batch_size']} ({t['epochs']} epoch(s)), lr {cfg['optim']['lr']:g}; about "
+            f"{mins:.1f} min at {p['step_seconds']:.2f} s/step measured here "
+            f"({p['limited_by']}); change with --set train.max_steps=N, train.epochs=N, "
+            f"train.batch_size=N, optim.lr=X or budget.enabled=false")
