@@ -7,8 +7,8 @@ serving preprocessing, so the check lives in exactly the feature space the app c
 ``percentile`` of the scores of the held-out rest (each class weighted equally where the
 data has classes, so a long-tailed training set does not leave its rare classes flagged).
 The generic part (``generic`` in the settings, by method) is fitted on the same images and
-split; its network (``face_net``: MTCNN's O-Net from facenet-pytorch's wheel, cut at its
-256-d penultimate layer) is exported to ONNX here and recorded as a sidecar. Settings:
+split; its network (``face_net``: MTCNN's O-Net from facenet-pytorch's wheel, cut after its
+third convolution, :func:`face_net_onnx`) is exported to ONNX here and recorded as a sidecar. Settings:
 ``export/domain.yaml``.
 
     python -m export.domain --artifacts DIR [--only MODEL ...]
@@ -44,21 +44,26 @@ def settings() -> dict[str, Any]:
     return s
 
 
-def generic_kind(cfg: dict[str, Any], method: str) -> str:
-    """The generic part's features for ``method`` (``generic`` in the settings)."""
+def generic_kind(cfg: dict[str, Any], method: str, user_data: bool = False) -> str:
+    """The generic part's features for ``method`` (``generic`` in the settings), or for a
+    run trained on the user's own data (``user_data``)."""
     g = cfg.get("generic") or {}
+    if user_data:
+        return str(g.get("user_data", "none"))
     return str(g.get(method, g.get("default", "statistics")))
 
 
 def face_net_onnx() -> bytes:
-    """MTCNN's O-Net (facenet-pytorch's weights, inside its wheel) up to its 256-d
-    penultimate layer, as ONNX (input ``image`` (N, 3, 48, 48), output ``features``)."""
+    """MTCNN's O-Net (facenet-pytorch's weights, inside its wheel) up to its third
+    convolution, averaged over positions (64-d), as ONNX (input ``image`` (N, 3, 48, 48),
+    output ``features``). Of O-Net's layers this one told real faces from the generated
+    training faces best on the tuning half of the real-photograph set (reports/domain.md)."""
     import torch
 
     from export.mtcnn import _nets
     from export.onnx_export import export_module
 
-    class Penultimate(torch.nn.Module):
+    class Conv3Mean(torch.nn.Module):
         def __init__(self, onet: torch.nn.Module) -> None:
             super().__init__()
             self.onet = onet
@@ -67,11 +72,9 @@ def face_net_onnx() -> bytes:
             o = self.onet
             x = o.pool1(o.prelu1(o.conv1(x)))
             x = o.pool2(o.prelu2(o.conv2(x)))
-            x = o.pool3(o.prelu3(o.conv3(x)))
-            x = o.prelu4(o.conv4(x)).permute(0, 3, 2, 1).contiguous()
-            return (o.prelu5(o.dense5(x.view(x.shape[0], -1))),)
+            return (o.prelu3(o.conv3(x)).mean(dim=(2, 3)),)
 
-    net = Penultimate(_nets()[1]["onet"]).eval()
+    net = Conv3Mean(_nets()[1]["onet"]).eval()
     g = torch.Generator().manual_seed(0)
     sample = (torch.rand(4, 3, 48, 48, generator=g) - 0.5) * 2
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +194,8 @@ def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
         raise ValueError("the method gives no training images")
     model = OnnxModel(entry["name"], entry, artifacts)
     cfg = settings()
-    kind, network = generic_kind(cfg, entry["method"]), None
+    user_data = bool((config.get("data") or {}).get("root"))
+    kind, network = generic_kind(cfg, entry["method"], user_data), None
     if kind == "face_net":
         try:
             network = face_net_onnx()
@@ -199,7 +203,9 @@ def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
             print(f"[export] {entry['name']}: domain check with image statistics, not the "
                   f"face network ({exc})", flush=True)
             kind = "statistics"
-    generic = (kind, _session(network) if network else None) if model.preprocess else None
+    generic = None
+    if kind != "none" and model.preprocess is not None:
+        generic = (kind, _session(network) if network else None)
     dm, record = fit_for_model(model, images, labels, names, cfg, generic)
     extra = entry.get("extra", {})
     record["trained_on"] = str(extra.get("data") or extra.get("dataset")

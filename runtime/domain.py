@@ -26,9 +26,9 @@ model trained on drawn faces, a classifier trained on 28 px grayscale clothes), 
 has a second part, fitted the same way on *generic* features of the model's input that no
 model training shaped (record ``generic``, arrays ``generic_*`` in the same sidecar):
 
-* ``face_net``: the 256-d penultimate layer of MTCNN's O-Net (facenet-pytorch's weights,
-  trained on real faces), read from the face box of the aligned crop (:func:`face_box`);
-  the network is the sidecar ``<model>.generic.onnx``;
+* ``face_net``: the activations of the third convolution of MTCNN's O-Net (facenet-pytorch's
+  weights, trained on real faces), averaged over positions (64-d), read from the face box of
+  the aligned crop (:func:`face_box`); the network is the sidecar ``<model>.generic.onnx``;
 * ``statistics``: :func:`image_statistics`, a few numbers that separate rendered or scanned
   images from photographs (brightness, contrast, border, fine-detail energy, flat and dark
   area, colour saturation).
