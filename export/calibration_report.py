@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-photos", default="data/real_photos",
                    help="the real-photograph set (scripts/real_photos.py); 'none': leave out")
     p.add_argument("--n", type=int, default=200, help="test images per model, off-domain table")
+    p.add_argument("--off-domain-only", action="store_true",
+                   help="write only the off-domain table (no manifest table, no diagrams)")
     args = p.parse_args(argv)
     art = artifacts_dir(args.artifacts)
     models = read_manifest(art)["models"]
@@ -121,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     if real is not None and not (real / "sources.json").is_file():
         p.error(f"--real-photos {real}: no sources.json; build the set with "
                 f"`python scripts/real_photos.py --mirrors DIR --out {real}` or pass none")
+    if args.off_domain_only:
+        if real is None:
+            p.error("--off-domain-only needs --real-photos")
+        lines = ["# Calibration off-domain: served probabilities on real photographs", "",
+                 f"Command: `{shlex.join(['python', '-m', 'export.calibration_report', *argv])}`"
+                 f" ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}); models: "
+                 + ", ".join(f"`{e['version']}`" for e in models.values()
+                             if e.get("calibration")) + "."]
+        lines += off_domain(art, models, real, args.n) + [""]
+        with atomic_path(args.out + ".md") as tmp:
+            Path(tmp).write_text("\n".join(lines) + "\n")
+        print(f"[calibration] wrote {args.out}.md")
+        return 0
     lines = ["# Calibration: temperature scaling fitted at export", "",
              f"Command: `{shlex.join(['python', '-m', 'export.calibration_report', *argv])}` "
              f"({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}); numbers read from each "

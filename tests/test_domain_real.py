@@ -121,3 +121,14 @@ def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp
         for path in sorted((art / "examples" / folder).glob("*.png"))[:3]:
             with Image.open(path) as im:
                 assert _verdicts(model, np.asarray(im.convert("RGB")))[1] is True, path.name
+
+
+def test_the_generic_part_follows_the_method_and_is_off_for_the_users_own_data():
+    from export.domain import generic_kind, settings
+
+    cfg = settings()
+    assert generic_kind(cfg, "seqfake") == "face_net"
+    assert generic_kind(cfg, "abcnorm") == generic_kind(cfg, "qmil") == "statistics"
+    assert generic_kind(cfg, "abcnorm", user_data=True) == "none"
+    dm = domain.DomainModel(np.zeros((1, 2)), np.eye(2), 4.0)      # exported without one
+    assert domain.check(dm, np.ones((1, 2)), "t", np.ones((1, 3)))[0]["in_domain"] is True
