@@ -27,9 +27,10 @@ KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"),
 
 
 def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.device,
-                 repeats: int = 2) -> float:
-    """Seconds of one training step (forward + backward) at ``batch_size``, measured on a
-    fresh copy of the method's network with every random state restored afterwards."""
+                 amp: torch.dtype | None = None, repeats: int = 2) -> float:
+    """Seconds of one training step (forward + backward, under autocast ``amp`` as the
+    training runs) at ``batch_size``, measured on a fresh copy of the method's network with
+    every random state restored afterwards."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         model = method.build_model().to(device).train()
@@ -39,8 +40,9 @@ def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.devic
         times = []
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            loss, _ = method.loss(model, batch, device)
-            loss.backward()
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss, _ = method.loss(model, batch, device)
+            loss.float().backward()
             times.append(time.perf_counter() - t0)
         del model
     random.setstate(py)

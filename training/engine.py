@@ -408,7 +408,8 @@ class Trainer:
         from training.config import default_config_path, load_config
 
         dataset = self.method.train_dataset()
-        step_s = budget.step_seconds(self.method, dataset, int(b["batch_size"]), self.device)
+        amp = autocast_dtype(str(self.train_cfg["amp"]), self.device)
+        step_s = budget.step_seconds(self.method, dataset, int(b["batch_size"]), self.device, amp)
         p = budget.plan(b, len(dataset), step_s)
         p["set"] = budget.apply(self.cfg, load_config(default_config_path(self.method_name)), p)
         self._plan = p

@@ -10,13 +10,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, existing_path, probability, positive
+from methods.schema import BudgetConfig, EngineConfig, existing_path, probability, positive
+
+
+@dataclass
+class ModelUserDataConfig:
+    """Keys that replace those of ``model`` for a user's images."""
+    name: Literal["dcl_resnet18", "dcl_encoder", "dcl_small_cnn"]
+    kwargs: dict[str, Any]
 
 
 @dataclass
 class ModelConfig:
     name: Literal["dcl_resnet18", "dcl_encoder", "dcl_small_cnn"]
     kwargs: dict[str, Any]                # the factory's keyword arguments (models/dcl.py)
+    user_data: ModelUserDataConfig
 
 
 @dataclass
@@ -75,6 +83,7 @@ class DCLConfig(EngineConfig):
     data: DataConfig
     aug: AugConfig
     eval: EvalConfig
+    budget: BudgetConfig
 
 
 EMBED_IO = ExportIO(inputs=("image",), outputs=("embedding",),

@@ -42,6 +42,7 @@ from training.losses.dcl import build_loss
 from training.methods.base import Method
 from training.metrics.embed import embed_tensor, prepare
 from training.metrics.knn import knn_accuracy
+from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
 
 
@@ -55,8 +56,6 @@ class DCLMethod(Method):
         self.dcl_cfg = dict(cfg["dcl"])
         self.data_cfg = dict(cfg["data"])
         self.eval_cfg = dict(cfg["eval"])
-        model = cfg["model"]
-        self._model_spec = {"name": str(model["name"]), "kwargs": dict(model["kwargs"])}
         self.loss_name = str(self.dcl_cfg["loss"]).lower()
         self.criterion = build_loss(self.loss_name,
                                     temperature=float(self.dcl_cfg["temperature"]),
@@ -66,8 +65,11 @@ class DCLMethod(Method):
         root, fmt = self.data_cfg["root"], str(self.data_cfg["format"])
         self.format = "builtin" if not root else (
             detect_format(root, FORMATS) if fmt == "auto" else fmt)
-        if self.user_data:
+        model = dict(cfg["model"])
+        if self.user_data:  # a user's images: data.user_data, model.user_data
             self.data_cfg = with_user_defaults("dcl", self.data_cfg)
+            model = with_user_defaults("dcl", model, section="model")
+        self._model_spec = {"name": str(model["name"]), "kwargs": dict(model["kwargs"])}
         self._files: dict[str, FileDataset] = {}
         self.layout = ""
         self.class_names: list[str] = list(CLASS_NAMES)
@@ -232,6 +234,16 @@ class DCLMethod(Method):
         if self.eval_cfg["random_init_reference"]:
             metrics["knn_top1_random_init"] = self.random_init_knn_top1(device)
         return metrics
+
+    def user_folder(self) -> bool:
+        return self.user_data
+
+    def default_pretrained(self) -> str | None:
+        """A user's images with an encoder whose ImageNet weights ship
+        (:mod:`training.imagenet`): "imagenet"; else random init."""
+        backbone = self._model_spec["kwargs"].get("backbone")
+        return "imagenet" if self.user_data and self._model_spec["name"] == "dcl_encoder" \
+            and backbone in BUNDLED else None
 
     def chance(self) -> Chance | None:
         """kNN top-1 against always answering the largest test class; None without labels."""
