@@ -42,9 +42,10 @@ fi
 # app` and the `replens` command then work from any folder. Redone when pyproject.toml changes.
 project_stamp=".venv/.project-stamp-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$project_stamp" ]; then
-  isolation="--no-build-isolation"   # the venv's setuptools builds it, offline
-  "$VPY" -c "import setuptools" >/dev/null 2>&1 || isolation=""
-  if out=$(pipq install -q --no-deps $isolation -e . 2>&1); then   # quiet: setuptools' notices
+  # pip's isolated build first (setuptools from the registry); the venv's own setuptools when
+  # the registry is out of reach
+  if out=$(pipq install -q --no-deps -e . 2>&1) \
+     || out=$(pipq install -q --no-deps --no-build-isolation -e . 2>&1); then   # quiet: notices
     rm -f .venv/.project-stamp-*; touch "$project_stamp"
   else
     echo "$out" | tail -5

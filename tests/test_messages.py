@@ -292,7 +292,8 @@ def test_runs_from_another_folder_once_installed(tmp_path):
     try:
         metadata.version("replens")
     except metadata.PackageNotFoundError:
-        pytest.skip("the project is not installed (bash scripts/setup.sh installs it)")
+        pytest.fail("the project is not installed: bash scripts/setup.sh installs it (pip "
+                    "install -e . --no-deps); see its output for why it could not")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, "-m", "training", "toy", "--set", "train.epochs=0"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)

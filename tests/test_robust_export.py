@@ -222,7 +222,7 @@ def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, out[-2000:]
+    assert proc.returncode == 130, (proc.returncode, out[-3000:])
     served = Engine(art).get("abcnorm")
     assert served.entry == model.entry and sha256_file(served.path) == model.entry["sha256"]
     after = served.run({"image": served.prepare([image])})
