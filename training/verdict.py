@@ -58,8 +58,9 @@ def describe(learned: dict[str, Any]) -> str:
             f"(clearly above: > {learned['bound']:.3f} on {learned['n']} {learned['unit']})")
 
 
-ADVICE = ("try a pretrained backbone (pretrained.weights), more steps (--set train.epochs=N), "
-          "a larger input size (data.image_size; ABC-Norm: data.size) or more images per class")
+ADVICE = ("try more steps (--set budget.max_seconds=SECONDS or train.max_steps=N), ImageNet "
+          "starting weights where they were off (--set pretrained.weights=imagenet), a larger "
+          "input size (data.image_size; ABC-Norm: data.size) or more images per class")
 
 
 def warning(learned: dict[str, Any]) -> str:
