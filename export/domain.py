@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import argparse
+import functools
 import io
 import sys
 import tempfile
@@ -53,11 +54,13 @@ def generic_kind(cfg: dict[str, Any], method: str, user_data: bool = False) -> s
     return str(g.get(method, g.get("default", "statistics")))
 
 
+@functools.lru_cache(maxsize=1)
 def face_net_onnx() -> bytes:
     """MTCNN's O-Net (facenet-pytorch's weights, inside its wheel) up to its third
     convolution, averaged over positions (64-d), as ONNX (input ``image`` (N, 3, 48, 48),
     output ``features``). Of O-Net's layers this one told real faces from the generated
-    training faces best on the tuning half of the real-photograph set (reports/domain.md)."""
+    training faces best on the tuning half of the real-photograph set (reports/domain.md).
+    Exported once per process (every face model of an export shares it)."""
     import torch
 
     from export.mtcnn import _nets
@@ -161,6 +164,11 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
     y_cal = None if labels is None else np.asarray(labels)[cal]
     means, precision = domain.fit(x_fit, y_fit)
     dm = domain.calibrate(means, precision, x_cal, float(cfg["percentile"]), y_cal)
+    skipped = None
+    if g is not None and len(fit_idx) < int(cfg.get("generic_min_per_dim", 0)) * g.shape[1]:
+        skipped = (f"{len(fit_idx)} fitting images, fewer than generic_min_per_dim x "
+                   f"{g.shape[1]} dimensions (export/domain.yaml)")
+        g = None
     if g is not None:
         g_means, g_precision = domain.fit(g[n_cal:], y_fit)
         g_part = domain.calibrate(g_means, g_precision, g[:n_cal], float(cfg["percentile"]),
@@ -171,6 +179,8 @@ def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
               "percentile": float(cfg["percentile"]), "threshold": round(dm.threshold, 4),
               "score": "smallest squared Mahalanobis distance to a class mean, shared "
                        "Ledoit-Wolf covariance (runtime/domain.py)"}
+    if skipped:
+        record["generic_skipped"] = skipped
     if dm.generic is not None:
         record["generic"] = {"kind": generic[0], "dim": int(g.shape[1]),
                              "threshold": round(dm.generic.threshold, 4)}

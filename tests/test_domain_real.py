@@ -96,19 +96,28 @@ def _verdicts(model, image: np.ndarray) -> tuple[bool, bool]:
 
 
 @pytest.mark.slow
-def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp_path):
+def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp_path,
+                                                            monkeypatch):
     """A copy of the smoke build, its checks refitted: scikit-image's astronaut and camera
     reach the Fashion-MNIST classifier and the astronaut's face the face model, all "in
-    domain" by the models' own features, all flagged by the served check; each model's own
-    example images stay in domain."""
+    domain" by the models' own features, all flagged by the served check; the classifier's
+    example images stay in domain (the face model's check, fitted on 38 smoke faces, is not
+    asked that: reports/domain.md measures it fitted on the default 3000)."""
     from PIL import Image
     from skimage import data
 
     from export.domain import refit
     from runtime.engine import Engine
 
+    import export.domain as export_domain
+
     art = tmp_path / "art"
     shutil.copytree(smoke_artifacts, art)
+    assert refit(art, ["seqfake"]) == ["seqfake"]
+    record = Engine(art).get("seqfake").entry["domain"]     # 38 smoke faces: too few for 64-d
+    assert "generic" not in record and "generic_min_per_dim" in record["generic_skipped"]
+    cfg = {**export_domain.settings(), "generic_min_per_dim": 0}  # to see the mechanism here
+    monkeypatch.setattr(export_domain, "settings", lambda: cfg)
     assert refit(art, ["abcnorm", "seqfake"]) == ["seqfake", "abcnorm"]
     engine = Engine(art)
     classifier, face = engine.get("abcnorm"), engine.get("seqfake")
@@ -117,10 +126,9 @@ def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp
     for photo in (data.astronaut(), np.repeat(data.camera()[..., None], 3, axis=2)):
         assert _verdicts(classifier, photo) == (True, False)
     assert _verdicts(face, _astronaut_face()) == (True, False)
-    for model, folder in ((classifier, "fashion"), (face, "faces")):
-        for path in sorted((art / "examples" / folder).glob("*.png"))[:3]:
-            with Image.open(path) as im:
-                assert _verdicts(model, np.asarray(im.convert("RGB")))[1] is True, path.name
+    for path in sorted((art / "examples" / "fashion").glob("*.png"))[:3]:
+        with Image.open(path) as im:
+            assert _verdicts(classifier, np.asarray(im.convert("RGB")))[1] is True, path.name
 
 
 def test_the_generic_part_follows_the_method_and_is_off_for_the_users_own_data():
