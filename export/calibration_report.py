@@ -68,7 +68,8 @@ def served_answers(model: Any, images: list[Any]) -> dict[str, float]:
         flagged += [not d["in_domain"] for d in dom] if dom else []
     p = np.concatenate(probs)
     top = p.max(axis=1)
-    row = {"n": len(p), "mean_top": float(top.mean()), "top_at_least_0.9": float(np.mean(top >= 0.9)),
+    row = {"n": len(p), "mean_top": float(top.mean()),
+           "top_at_least_0.9": float(np.mean(top >= 0.9)),
            "flagged": float(np.mean(flagged)) if flagged else float("nan")}
     if cal["kind"] == "sigmoid":  # face components: any above the model's threshold
         thr = float(model.entry.get("extra", {}).get("threshold", 0.5))

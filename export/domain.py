@@ -8,8 +8,8 @@ serving preprocessing, so the check lives in exactly the feature space the app c
 data has classes, so a long-tailed training set does not leave its rare classes flagged).
 The generic part (``generic`` in the settings, by method) is fitted on the same images and
 split; its network (``face_net``: MTCNN's O-Net from facenet-pytorch's wheel, cut after its
-third convolution, :func:`face_net_onnx`) is exported to ONNX here and recorded as a sidecar. Settings:
-``export/domain.yaml``.
+third convolution, :func:`face_net_onnx`) is exported to ONNX here and recorded as a sidecar.
+Settings: ``export/domain.yaml``.
 
     python -m export.domain --artifacts DIR [--only MODEL ...]
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 # (repository, path, kind, licence note); kind: what the photograph shows
+DLIB = "dlib examples (public domain note)"
 SOURCES: list[tuple[str, str, str, str]] = [
     ("ageitgey/face_recognition", "examples/biden.jpg", "portrait", "MIT (repository)"),
     ("ageitgey/face_recognition", "examples/obama.jpg", "portrait", "MIT (repository)"),
@@ -58,23 +59,23 @@ SOURCES: list[tuple[str, str, str, str]] = [
      "MIT (repository)"),
     ("ageitgey/face_recognition", "tests/test_images/obama_partial_face.jpg", "partial face",
      "MIT (repository)"),
-    ("davisking/dlib", "examples/faces/2007_007763.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_001009.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_001322.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_002079.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_002470.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_002506.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_004176.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2008_007676.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/2009_004587.jpg", "group", "dlib examples (public domain note)"),
+    ("davisking/dlib", "examples/faces/2007_007763.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_001009.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_001322.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_002079.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_002470.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_002506.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_004176.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2008_007676.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/2009_004587.jpg", "group", DLIB),
     ("davisking/dlib", "examples/faces/Tom_Cruise_avp_2014_4.jpg", "portrait",
-     "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/bald_guys.jpg", "group", "dlib examples (public domain note)"),
-    ("davisking/dlib", "examples/faces/dogs.jpg", "scene", "dlib examples (public domain note)"),
+     DLIB),
+    ("davisking/dlib", "examples/faces/bald_guys.jpg", "group", DLIB),
+    ("davisking/dlib", "examples/faces/dogs.jpg", "scene", DLIB),
     ("davisking/dlib", "examples/mmod_cars_test_image.jpg", "scene",
-     "dlib examples (public domain note)"),
+     DLIB),
     ("davisking/dlib", "examples/mmod_cars_test_image2.jpg", "scene",
-     "dlib examples (public domain note)"),
+     DLIB),
     ("davisking/dlib", "dlib/test/ffmpeg_data/dog.jpg", "object", "Boost (dlib)"),
     ("davisking/dlib", "dlib/test/ffmpeg_data/eagle.jpg", "object", "Boost (dlib)"),
     ("davisking/dlib", "dlib/test/ffmpeg_data/giraffe.jpg", "scene", "Boost (dlib)"),
@@ -91,7 +92,7 @@ JOHNS = ["John_Salley/000179_02159509.jpg", "John_Salley/000190_02159501.jpg",
          "John_Shimkus/000373_03228153.jpg", "John_Shimkus/000383_03227939.jpg",
          "John_Simm/000288_00470387.jpg", "John_Simm/000304_00470122.jpg"]
 SOURCES += [("davisking/dlib", f"examples/johns/{p}", "face crop",
-             "dlib examples (public domain note)") for p in JOHNS]
+             DLIB) for p in JOHNS]
 # scikit-image's bundled photographs (no download): name -> kind
 SKIMAGE = {"astronaut": "portrait", "camera": "portrait", "coffee": "object",
            "chelsea": "object", "cat": "object", "rocket": "scene", "coins": "object",
@@ -200,7 +201,8 @@ def user_folder(root: Path, out: Path) -> dict[str, int]:
         if row["half"] == "tune":
             split = "val" if k % 4 == 3 else "train"
             k += 1
-        for cls, files in (("photos", [row["photo"]]), ("faces", [c["file"] for c in row["faces"]])):
+        faces = [c["file"] for c in row["faces"]]
+        for cls, files in (("photos", [row["photo"]]), ("faces", faces)):
             for f in files:
                 dst = out / split / cls / Path(f).name
                 dst.parent.mkdir(parents=True, exist_ok=True)
