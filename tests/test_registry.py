@@ -244,7 +244,8 @@ def test_the_face_service_answers_with_the_decoder_variant(variant_artifacts):
     tokens = list(seq) + [0]
     expected = [int(c) for c in tokens[:tokens.index(0)]]
     assert [entry["labels"].index(s["component"]) + 1 for s in r["sequence"]] == expected
-    assert r["verdict"] == ("manipulated" if expected else "real")
+    assert r["raw_verdict"] == ("manipulated" if expected else "real")
+    assert r["verdict"] == (r["raw_verdict"] if r["reliable"] else "unreliable")
     assert res.where is None                                  # no where-map (no token map)
 
 
