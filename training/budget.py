@@ -24,6 +24,9 @@ import torch
 
 KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"),
         ("optim", "lr"), ("optim", "warmup_steps"))
+# the smallest batch a plan gives: a contrastive loss needs a negative and batch norm two
+# values per channel, so a folder with fewer items is refused as smaller than one batch
+MIN_BATCH = 2
 
 
 def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.device,
@@ -53,7 +56,7 @@ def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.devic
 
 def plan(budget: dict[str, Any], n_items: int, step_s: float) -> dict[str, Any]:
     """Batch, steps and epochs for ``n_items`` training items at ``step_s`` seconds a step."""
-    batch = max(1, min(int(budget["batch_size"]), n_items))
+    batch = max(MIN_BATCH, min(int(budget["batch_size"]), n_items))
     per_epoch = max(1, n_items // batch)
     wanted = int(budget["epochs"]) * per_epoch
     floor = int(budget["min_steps"])
