@@ -254,11 +254,22 @@ class _UploadsOnly:
     (it would download it into the upload folder before :func:`uploaded` sees the path),
     and a bare path string is answered with how to upload it (:data:`PLAIN_PATH`)."""
 
+    # rendered by the front end of the Gradio component this is mixed into
+    is_template = True
+
+    @classmethod
+    def _gradio_base(cls) -> type:
+        """The Gradio component this is mixed into (the first Gradio class of the MRO)."""
+        return next(c for c in cls.__mro__ if c.__module__.startswith("gradio."))
+
     def get_block_name(self) -> str:
-        """The front end to render with: the Gradio component this is mixed into (Gradio
-        names a template after its first base class, which is this mixin)."""
-        gradio_base = next(c for c in type(self).__mro__ if c.__module__.startswith("gradio."))
-        return gradio_base.__name__.lower()
+        """The front end to render with (Gradio names a template after its first base
+        class, which is this mixin)."""
+        return self._gradio_base().__name__.lower()
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return cls._gradio_base().get_component_class_id()
 
     @property
     def data_model(self) -> Any:
@@ -292,12 +303,6 @@ class SafeImage(_UploadsOnly, gr.Image):
     renders with Gradio's own Image front end (``is_template`` + the Image class id), which
     shows the upload as its preview."""
 
-    is_template = True
-
-    @classmethod
-    def get_component_class_id(cls) -> str:
-        return gr.Image.get_component_class_id()
-
     def preprocess(self, payload):  # type: ignore[override]
         if payload is None:
             return None
@@ -307,12 +312,6 @@ class SafeImage(_UploadsOnly, gr.Image):
 class SafeFile(_UploadsOnly, gr.File):
     """A file input (one or several files) that takes uploads only (:func:`uploaded`); its
     value is the uploaded files' paths."""
-
-    is_template = True
-
-    @classmethod
-    def get_component_class_id(cls) -> str:
-        return gr.File.get_component_class_id()
 
     def preprocess(self, payload):  # type: ignore[override]
         if payload is None:
@@ -326,12 +325,6 @@ class SafeFile(_UploadsOnly, gr.File):
 class SafeVideo(_UploadsOnly, gr.Video):
     """A video input that takes an upload only (:func:`uploaded`), handed on as it was sent
     (no conversion: ``format`` None, sound kept)."""
-
-    is_template = True
-
-    @classmethod
-    def get_component_class_id(cls) -> str:
-        return gr.Video.get_component_class_id()
 
     def preprocess(self, payload):  # type: ignore[override]
         if payload is None:
