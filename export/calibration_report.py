@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     real = None if args.real_photos == "none" else Path(args.real_photos)
     if real is not None and not (real / "sources.json").is_file():
         p.error(f"--real-photos {real}: no sources.json; build the set with "
-                f"`python scripts/real_photos.py --mirrors DIR --out {real}` or pass none")
+                f"`python -m scripts.real_photos --mirrors DIR --out {real}` or pass none")
     if args.off_domain_only:
         if real is None:
             p.error("--off-domain-only needs --real-photos")

@@ -337,7 +337,7 @@ def real_sections(results: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     srcs = real["sources"]
     lines += ["", f"Sources ({len(srcs)} photographs, "
                   f"{sum(len(x['faces']) for x in srcs)} face crops; rebuilt by "
-                  "`python scripts/real_photos.py --mirrors DIR`):", "",
+                  "`python -m scripts.real_photos --mirrors DIR`):", "",
               "| source | kind | half | faces | licence |", "|---|---|---|---|---|"]
     lines += [f"| `{x['source']}` | {x['kind']} | {x['half']} | {len(x['faces'])} | "
               f"{x['licence']} |" for x in srcs]
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     real = None if args.real_photos == "none" else Path(args.real_photos)
     if real is not None and not (real / "sources.json").is_file():
         p.error(f"--real-photos {real}: no sources.json; build the set with "
-                f"`python scripts/real_photos.py --mirrors DIR --out {real}` or pass none")
+                f"`python -m scripts.real_photos --mirrors DIR --out {real}` or pass none")
     results = measure(artifacts_dir(args.artifacts), args.n, args.only, real, args.half)
     meta = {"command": shlex.join(["python", "-m", "export.domain_report", *argv]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",

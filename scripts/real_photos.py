@@ -1,6 +1,6 @@
 """Rebuild the real-photograph evaluation set (kept outside git) for the domain check.
 
-    python scripts/real_photos.py --mirrors DIR [--artifacts DIR] [--out data/real_photos]
+    python -m scripts.real_photos --mirrors DIR [--artifacts DIR] [--out data/real_photos]
 
 Sources (``SOURCES``): the photographs bundled with scikit-image, and sample images of public
 GitHub repositories read from local git mirrors (``<mirrors>/<owner>+<name>/repo``, a bare
