@@ -105,3 +105,14 @@ def test_the_app_model_line_and_the_model_card_say_so():
         text = "\n".join(card("m", get_method("qmil"), summary, {}, e))
         assert ("at_chance" in text) is at_chance
         assert "bag_acc 0.503, chance 0.500" in text
+
+
+def test_a_metric_at_the_bound_is_not_clearly_above_chance():
+    """The boundary: 0.5 + 2 * sqrt(0.5 * 0.5 / 400) = 0.55, worked by hand; a metric equal
+    to it is at chance, one just above it learned."""
+    import math
+
+    bound = 0.5 + 2 * math.sqrt(0.5 * 0.5 / 400)
+    assert abs(bound - 0.55) < 1e-12
+    assert verdict({"bag_acc": bound}, Chance("bag_acc", 0.5, 400))["at_chance"] is True
+    assert verdict({"bag_acc": bound + 1e-9}, Chance("bag_acc", 0.5, 400))["at_chance"] is False
