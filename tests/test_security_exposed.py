@@ -195,6 +195,17 @@ def test_the_throttle_refuses_after_n_failures_until_the_window_passes():
     assert t.failed("5.6.7.8") == 1  # a login forgets the client's failures
 
 
+def test_a_failure_exactly_one_window_old_is_forgotten():
+    from app.guard import LoginThrottle
+
+    now = [1000.0]
+    t = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        t.failed("1.2.3.4")
+    now[0] += 60
+    assert t.retry_after("1.2.3.4") == 0 and t.failed("1.2.3.4") == 1
+
+
 def test_host_and_origin_rules(tmp_path):
     from app.guard import LoginThrottle, Policy, host_name
 
