@@ -1,5 +1,6 @@
 """The API contract in tests: every endpoint's JSON answer is checked against its schema in
-``docs/api/<endpoint>.schema.json`` (documented in docs/api.md)."""
+``docs/api/<endpoint>.schema.json`` (generated from app/results.py, documented in
+docs/api.md) and against its answer model (:func:`app.results.check`: no undeclared field)."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from app import results
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "api"
 # endpoint -> position of the JSON report in the endpoint's outputs (None: the answer itself)
@@ -44,5 +47,7 @@ class ValidatingClient:
         out = self._client.predict(*args, api_name=api_name, **kwargs)
         if api_name in JSON_OUTPUT:
             pos = JSON_OUTPUT[api_name]
-            validate(api_name, out if pos is None else out[pos])
+            answer = out if pos is None else out[pos]
+            validate(api_name, answer)
+            results.check(api_name.strip("/"), answer)
         return out

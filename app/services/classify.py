@@ -11,6 +11,7 @@ from PIL import Image
 
 from runtime.engine import Engine, OnnxModel
 from app.inputs import InputError, display_rgb, load_image
+from app.results import check
 from app.services import reliability
 from app.viz import overlay_heatmap
 from models.cam import cam_from_features
@@ -101,7 +102,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     }
     report = reliability.mark(report, "label", "this image",
                               f"{labels[best]} (probability {round(float(probs[best]), 4):.3f})")
-    return ClassifyResult(report, overlay_heatmap(base, cam))
+    return ClassifyResult(check("classify_report", report), overlay_heatmap(base, cam))
 
 
 BATCH_COLUMNS = ["model", "model_version", "class", "raw_class", "probability", "group", "top5",

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from runtime.engine import Engine, pick_model
+from app.results import check
 from app.faces import Face, FaceDetector, align_crop, draw_faces
 from app.batch import NoFaceError
 from app.inputs import InputError, display_rgb, load_image, option_hint
@@ -282,7 +283,7 @@ def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: A
                 f"{found.rotated} degrees counter-clockwise, and that turned image is "
                 f"analysed (the boxes refer to it).")
         where = overlay_heatmap(crop, dissim) if dissim is not None else None
-        results.append(FaceResult(report, annotated, crop, where))
+        results.append(FaceResult(check("face_report", report), annotated, crop, where))
     return results
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from runtime import domain
 from runtime.engine import Engine
 from app.inputs import InputError, clean_query, display_rgb, load_bag
+from app.results import check
 from app.services import reliability
 from app.viz import attention_tile
 
@@ -111,4 +112,4 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
               f"#{i + 1}  beta={beta[i]:.3f}"
               + ("" if not inst or inst[i]["in_domain"] else "  (out of domain)"))
              for r, i in enumerate(order)]
-    return BagResult(report, tiles)
+    return BagResult(check("query", report), tiles)

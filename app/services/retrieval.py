@@ -11,6 +11,7 @@ import numpy as np
 from runtime.engine import Engine, ModelUnavailableError
 from runtime.manifest import inside
 from app.inputs import InputError, display_rgb, load_image
+from app.results import check
 from app.services import reliability
 
 MODEL = "dcl"  # the served encoder (the method's first default run)
@@ -97,7 +98,7 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
         tiles.append((thumb if thumb is not None else missing_tile(gallery.thumb_size),
                       f"{h['rank']}. {h['label']}  {h['similarity']:.3f}"
                       + ("  (file missing)" if thumb is None else "")))
-    return RetrievalResult(report, tiles)
+    return RetrievalResult(check("neighbours", report), tiles)
 
 
 def missing_tile(size: int) -> np.ndarray:

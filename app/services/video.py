@@ -23,6 +23,7 @@ from runtime import deadline, domain
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError, option_hint
+from app.results import check
 from app.services import reliability
 from app.services.face import ALL, CROP_SIZE, analyze_crop
 from app.settings import current as limits
@@ -297,7 +298,8 @@ def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
               "video_fake_probability": best, "threshold": thr,
               "model": model_name, "model_version": meta["model_version"],
               "frames": per_frame}
-    return VideoResult(report, overview_plot(times, tracks, results, thr), results)
+    return VideoResult(check("face_video", report), overview_plot(times, tracks, results, thr),
+                       results)
 
 
 def video_verdict(tracks: list[dict[str, Any]]) -> dict[str, Any]:
