@@ -73,6 +73,8 @@ class Variant:
             under fresh names (:func:`export.commit.fresh_name`) and records them in its
             manifest ``entry`` before the manifest names the model (:mod:`export.commit`);
             ``options`` are the export's (``gallery``, ``gallery_dir``, ...). Empty: none.
+        imported: the variant's runs come from published weights (:mod:`export.published`),
+            not from training; ``overrides`` select nothing.
     """
     name: str
     overrides: tuple[str, ...]
@@ -86,6 +88,7 @@ class Variant:
     headline: str = ""
     evaluate: str = ""
     assets: str = ""
+    imported: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ _MODULES = (
     "models.toy",
     "models.seqfake",
     "models.seqfakeformer",
+    "models.seqfakeformer_published",
     "models.qmil",
     "models.gated_mil",
     "models.dcl",

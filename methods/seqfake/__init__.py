@@ -120,6 +120,12 @@ DECODER_IO = ExportIO(
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_probs": {0: "batch"},
                   "sequence": {0: "batch"}, "features": {0: "batch"}},
     output_dtypes={"sequence": "int64"})
+# the authors' SeqFakeFormer imported from their published weights (export.published)
+PUBLISHED_IO = ExportIO(
+    inputs=("image",), outputs=("probs", "step_logits", "sequence", "steps", "features"),
+    dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_logits": {0: "batch"},
+                  "sequence": {0: "batch"}, "steps": {0: "batch"}, "features": {0: "batch"}},
+    output_dtypes={"sequence": "int64", "steps": "int64"})
 
 
 # the domain check's features: the pooled backbone features (measured: the logits and the
@@ -128,7 +134,10 @@ THESIS_DOMAIN = ("features",)
 
 
 def variant_of(extra: dict[str, Any]) -> str:
-    """thesis | attributes | binary | seqfakeformer, from the checkpoint's extra state."""
+    """thesis | attributes | binary | seqfakeformer | published, from the checkpoint's
+    extra state."""
+    if extra.get("arch") == "published":
+        return "published"
     if extra.get("arch") == "seqfakeformer":
         return "seqfakeformer"
     return {"attributes": "attributes", "binary": "binary"}.get(extra.get("task"), "thesis")
@@ -159,6 +168,12 @@ DESCRIPTOR = MethodDescriptor(
                                  "SeqFakeFormer-style autoregressive decoder (baseline)",
                                  domain=("features",), headline="fixed_acc",
                                  evaluate="methods.seqfake.evaluation:decoder_fixed_acc"),
+        # imported, not trained here: no domain check, calibration or INT8 rule fitted on
+        # this project's generated faces (they are not the data the authors trained on)
+        "published": Variant("published", (), PUBLISHED_IO,
+                             "methods.seqfake.views:published_view",
+                             "the authors' SeqFakeFormer from their published weights "
+                             "(python -m export.published seqfakeformer)", imported=True),
     },
     variant_of=variant_of,
     tab="app.tabs.face",

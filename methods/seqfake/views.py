@@ -6,6 +6,9 @@
 * seqfakeformer: image -> probs (B, L) (per component, the largest probability the decoder
   gives it over the slots), step_probs (B, S, L + 1) softmax per slot (0 = no edit),
   sequence (B, S) int64 greedy tokens (0 = no edit), features (B, d) the mean encoder token.
+* published (the authors' SeqFakeFormer, :class:`PublishedOnnx`): image -> probs, step_logits
+  (B, S, V) each step's logits over the authors' vocabulary (zero after EOS), sequence (B, S)
+  int64 the authors' greedy answer, steps (B,) int64, features (B, d).
 """
 from __future__ import annotations
 
@@ -40,9 +43,31 @@ class DecoderOnnx(nn.Module):
         return probs, step, out["sequence"], out["features"]
 
 
+class PublishedOnnx(nn.Module):
+    """The authors' SeqFakeFormer (:mod:`models.seqfakeformer_published`): probs (B, L) the
+    largest softmax probability of each edit over the steps that ran, step_logits (B, 5, V),
+    sequence (B, 5) int64, steps (B,) int64, features (B, d)."""
+
+    def __init__(self, model: nn.Module, n_labels: int) -> None:
+        super().__init__()
+        self.model, self.n_labels = model, n_labels
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        ran = (torch.arange(out["logits"].shape[1], device=image.device)[None]
+               < out["steps"][:, None]).float()                      # (B, S)
+        step = torch.softmax(out["logits"], dim=-1)[:, :, 1:1 + self.n_labels]
+        probs = (step * ran[:, :, None]).amax(dim=1)
+        return probs, out["logits"], out["sequence"], out["steps"], out["features"]
+
+
 def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
     return image_view(ThesisOnnx(model.eval()), extra)
 
 
 def decoder_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
     return image_view(DecoderOnnx(model.eval()), extra)
+
+
+def published_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
+    return image_view(PublishedOnnx(model.eval(), len(extra["labels"])), extra)
