@@ -1,4 +1,4 @@
-"""Batch analysis: many files in, one results file out (CSV or JSON lines).
+"""Batch analysis: many files in, one results file out (CSV, JSON lines or Parquet).
 
 ``python -m app.cli face|classify|neighbours PATH... --out results.csv`` expands files,
 folders (recursively, image files only) and glob patterns, analyses each file with the tab's
@@ -15,7 +15,13 @@ file, so a CSV header never changes mid-file); lists are written space-separated
 A CSV cell that a spreadsheet would read as a formula (it starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return and is not a number) is written with a leading ``'``, as
 is a cell that starts with ``'`` itself, so that reading a CSV back (:func:`read_results`)
-removes exactly that quote. JSON lines are written as they are.
+removes exactly that quote. JSON lines are written as they are. A Parquet file (for pandas
+or DuckDB) is written once at the end of the batch; until then its rows go, as they come,
+to a JSON-lines journal beside it (``results.parquet.partial.jsonl``), which ``--resume``
+reads too, so an interrupted Parquet batch keeps what it did as the other formats do.
+
+``--engine ray`` runs the same per-file analysis on a Ray cluster (:mod:`app.batch_ray`);
+the rows, the results file and ``--resume`` are the same.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from app.inputs import IMAGE_EXTENSIONS, InputError
 from app.services.reliability import FINDING_COLUMNS, UNRELIABLE
@@ -41,10 +47,13 @@ from runtime.manifest import sha256_file
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
 LEAD = ("file", "sha256")             # every row starts with these
 TAIL = ("status", "error")            # and ends with these
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+JOURNAL = ".partial.jsonl"            # a Parquet batch's rows until the file is written
 
 # rows for one file: (path) -> list of rows without LEAD/TAIL (a no-face file: [] )
 Analyse = Callable[[Path], list[dict[str, Any]]]
+# the files to analyse -> (file, its complete rows) as each is done, in any order
+RowsSource = Callable[[list[Path]], Iterator[tuple[Path, list[dict[str, Any]]]]]
 
 
 class NoFaceError(InputError):
@@ -105,7 +114,7 @@ def results_format(out: str | os.PathLike[str]) -> str:
     """``csv`` or ``jsonl`` from the results file's extension."""
     fmt = FORMATS.get(Path(out).suffix.lower())
     if fmt is None:
-        raise InputError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}.")
+        raise InputError(f"--out must end in .csv, .jsonl or .parquet, got {Path(out).name!r}.")
     return fmt
 
 
@@ -149,6 +158,8 @@ def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
         InputError: the file was written with other columns (another command or model).
     """
     fmt = results_format(path)
+    if fmt == "parquet":
+        return _read_parquet(path, columns)
     text = path.read_text(encoding="utf-8", errors="replace")
     rows: list[dict[str, Any]] = []
     if fmt == "jsonl":
@@ -177,6 +188,60 @@ def read_results(path: Path, columns: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def journal_path(path: Path) -> Path:
+    """Where a Parquet batch's rows wait until the Parquet file is written."""
+    return path.with_name(path.name + JOURNAL)
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as its Python value (JSON and Parquet take those); others as they are."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, tuple, str)) else v
+
+
+def _read_parquet(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of a Parquet results file and of its journal (a cut last line dropped)."""
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: the user's to replace
+            raise InputError(f"{path} is not a readable Parquet file ({exc}); choose another "
+                             f"--out.") from None
+        if table.column_names != columns:
+            raise InputError(f"{path} was written with other columns (another command or "
+                             f"model); choose another --out.")
+        rows = table.to_pylist()
+    journal = journal_path(path)
+    if journal.exists():
+        rows += read_results(journal, columns)
+    return rows
+
+
+def _parquet_column(values: list[Any]) -> Any:
+    """One column as an Arrow array: its own type, or text when the values mix types."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else _cell(v) for v in values], pa.string())
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as one Parquet file, written atomically (0600 unless ``private_reports`` is off)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from app.settings import user_file_mode
+    from runtime.artifacts import atomic_path
+
+    table = pa.table({c: _parquet_column([_plain(r.get(c)) for r in rows]) for c in columns})
+    with atomic_path(path, user_file_mode()) as tmp:
+        pq.write_table(table, tmp)
+
+
 def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Rows as CSV text with a header (lists space-separated, formulas neutralised by
     :func:`csv_safe`), as ``--out x.csv`` writes."""
@@ -192,10 +257,18 @@ class ResultsWriter:
     """Appends rows to a CSV or JSONL file, flushed after each file's rows.
 
     A new file is created with its header through an atomic write; on resume the complete
-    rows already there are rewritten atomically first (dropping a line an interruption cut)."""
+    rows already there are rewritten atomically first (dropping a line an interruption cut).
+    A Parquet file's rows go to its JSON-lines journal the same way, and :meth:`close`
+    writes the Parquet file (every row) and removes the journal."""
 
     def __init__(self, path: Path, columns: list[str], keep: list[dict[str, Any]]) -> None:
         self.path, self.columns, self.fmt = path, columns, results_format(path)
+        self.rows: list[dict[str, Any]] | None = None
+        if self.fmt == "parquet":  # the rows kept go into the Parquet file, new ones after
+            self.rows = list(keep)
+            if keep:
+                write_parquet(path, keep, columns)
+            path, keep = journal_path(path), []
         if self.fmt == "csv":
             text = csv_text(keep, columns)
         else:
@@ -208,6 +281,8 @@ class ResultsWriter:
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.rows is not None:
+            self.rows.extend(rows)
         for r in rows:
             if self._csv is not None:
                 self._csv.writerow(_csv_row(r, self.columns))
@@ -218,6 +293,9 @@ class ResultsWriter:
 
     def close(self) -> None:
         self._fh.close()
+        if self.rows is not None:
+            write_parquet(self.path, self.rows, self.columns)
+            journal_path(self.path).unlink(missing_ok=True)
 
 
 @dataclass
@@ -231,7 +309,7 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
               out: Path | None = None, resume: bool = False, skipped_non_images: int = 0,
               progress: Callable[[int, int, str], None] | None = None,
               count_key: str | None = None, flag: Callable[[dict[str, Any]], bool] | None = None,
-              show_bar: bool = True) -> BatchResult:
+              show_bar: bool = True, rows_source: RowsSource | None = None) -> BatchResult:
     """Analyse ``paths`` one by one; rows go to ``out`` as they come.
 
     Args:
@@ -244,6 +322,8 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
         count_key / flag: the summary counts rows (``faces``) and flagged rows
             (``manipulated``) under these names; with a finding column
             (:data:`FINDING_COLUMNS`), ``unreliable`` counts the rows without a reliable one.
+        rows_source: where the files' rows come from (default: ``analyse`` here, file by
+            file; :mod:`app.batch_ray`: a Ray cluster, in the order they finish).
 
     Under a request deadline (:mod:`runtime.deadline`) the time limit is checked before each
     file; a batch past it ends with the rows done so far, and the summary's ``stopped`` says
@@ -254,28 +334,34 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
     all_cols = [*LEAD, *columns, *TAIL]
     kept: list[dict[str, Any]] = []
     if out is not None:
-        results_format(out)
-        if out.exists() and not resume:
+        started = out.exists() or (results_format(out) == "parquet"
+                                   and journal_path(out).exists())
+        if started and not resume:
             raise InputError(f"{out} exists: add --resume to continue it, or choose another --out.")
-        if resume and out.exists():
+        if resume and started:
             kept = read_results(out, all_cols)
     done = {str(r["file"]) for r in kept}
     todo = [p for p in paths if str(p) not in done]
     writer = ResultsWriter(out, all_cols, kept) if out is not None else None
     rows: list[dict[str, Any]] = list(kept)
     t0 = time.perf_counter()
-    bar = tqdm(todo, desc="analysing", unit="file", disable=not show_bar or not todo,
+    bar = tqdm(total=len(todo), desc="analysing", unit="file", disable=not show_bar or not todo,
                dynamic_ncols=True)
+    source = (rows_source or (lambda files: _local_rows(files, analyse, columns)))(todo)
     n_err = n_rows = n_done = 0
     stopped: str | None = None
     try:
-        for i, p in enumerate(bar, 1):
+        for i in range(1, len(todo) + 1):
             try:
                 deadline.check()
-                new = _rows_for(p, analyse, columns)
+                item = next(source, None)
             except RequestTimeout:
                 stopped = _stopped_message(n_done, len(todo))
                 break
+            if item is None:
+                break
+            p, new = item
+            bar.update(1)
             n_done = i
             n_err += sum(r["status"] == STATUS_ERROR for r in new)
             n_rows += sum(r["status"] == STATUS_OK for r in new)
@@ -287,6 +373,7 @@ def run_batch(paths: list[Path], analyse: Analyse, columns: list[str], *,
                 progress(i, len(todo), str(p))
     finally:
         bar.close()
+        source.close()  # a cluster's work stops with the batch
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - t0
@@ -324,12 +411,20 @@ def _stopped_message(done: int, total: int) -> str:
             f"the CLI (python -m app.cli <command> FOLDER --out results.csv), which has no time limit.")
 
 
-def _rows_for(path: Path, analyse: Analyse, columns: list[str]) -> list[dict[str, Any]]:
+def _local_rows(paths: list[Path], analyse: Analyse, columns: list[str]
+                ) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """Each file's rows, analysed here when asked for (the local engine)."""
+    for p in paths:
+        yield p, _rows_for(p, analyse, columns)
+
+
+def _rows_for(path: Path, analyse: Analyse, columns: list[str], digest: str | None = None
+              ) -> list[dict[str, Any]]:
     """One file's rows; its failure is an ``error`` row (a missing model or the request's
-    time limit ends the batch)."""
+    time limit ends the batch). ``digest``: the file's sha256 when already read."""
     base: dict[str, Any] = {"file": str(path), "sha256": None}
     try:
-        base["sha256"] = sha256_file(path)
+        base["sha256"] = digest or sha256_file(path)
         found = analyse(path)
     except (ModelUnavailableError, RequestTimeout):
         raise
@@ -350,10 +445,13 @@ def add_batch_args(parser: Any, what: str = "image") -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help=f"{what} files, folders (recursive) or glob patterns; several "
                              f"or a folder make a batch")
-    parser.add_argument("--out", help="batch results file (.csv or .jsonl), one row per "
-                                      "result, written as the batch goes")
+    parser.add_argument("--out", help="batch results file (.csv, .jsonl or .parquet), one row "
+                                      "per result, written as the batch goes")
     parser.add_argument("--resume", action="store_true",
                         help="continue --out: skip the files already in it")
+    from app.batch_ray import add_engine_args
+
+    add_engine_args(parser, "a batch is analysed")
     parser.add_argument("--report", metavar="FILE.html",
                         help="also save the analysis as one self-contained HTML case report")
 
@@ -404,6 +502,12 @@ def cli_batch(args: Any, analyse: Analyse, columns: list[str],
         models: the case report's model descriptions (:func:`app.case_report.model_info`),
             asked for only when ``--report`` is given.
     """
+    from app import batch_ray
+
+    if getattr(args, "engine", batch_ray.LOCAL) != batch_ray.LOCAL:
+        if batch_ray.captured(analyse, columns):  # a Ray worker asks for its analysis
+            return {}
+        kwargs["rows_source"] = batch_ray.rows_source(args)
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the results file to continue).")
     html_out = report_path(args)

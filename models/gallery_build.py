@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -135,6 +135,27 @@ def _embed_shard(root: Path, files: list[str], names: dict[str, int], embed_fn: 
             "reasons": np.asarray(reasons, dtype=str)}
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """What embedding a shard takes besides the encoder (picklable: a Ray worker gets it)."""
+
+    root: Path
+    names: dict[str, int]
+    batch_size: int
+    max_side: int
+
+    def embed(self, files: list[str], embed_fn: EmbedFn, bar: tqdm | None = None
+              ) -> dict[str, np.ndarray]:
+        """One shard's arrays (as written to its ``.npz``)."""
+        return _embed_shard(self.root, files, self.names, embed_fn, self.batch_size,
+                            self.max_side, bar if bar is not None else tqdm(disable=True))
+
+
+# embeds the shards (index, files) it is given: (index, arrays) for each, in any order
+ShardMap = Callable[[ShardJob, list[tuple[int, list[str]]]],
+                    Iterable[tuple[int, dict[str, np.ndarray]]]]
+
+
 def _load_shard(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -146,6 +167,7 @@ def build_from_folder(root: str | os.PathLike[str], out: str | os.PathLike[str],
                       work: str | os.PathLike[str] | None = None, meta: dict[str, Any] | None = None,
                       show_progress: bool = True,
                       log: Callable[[str], None] = lambda m: print(m, flush=True),
+                      shard_map: ShardMap | None = None,
                       ) -> tuple[GalleryIndex, BuildReport]:
     """Build (or continue building) the gallery of ``root`` into ``out``.
 
@@ -159,6 +181,8 @@ def build_from_folder(root: str | os.PathLike[str], out: str | os.PathLike[str],
         settings: ``models/gallery_index.yaml``'s dict (default: the file).
         work: the shard folder (default ``<out>.build`` beside ``out``).
         meta: extra facts for meta.json (source).
+        shard_map: embeds the missing shards elsewhere (:func:`app.batch_ray.gallery_shards`:
+            on a Ray cluster, in parallel); default: here, one after the other.
 
     Returns:
         The saved gallery and a :class:`BuildReport`.
@@ -204,14 +228,16 @@ def build_from_folder(root: str | os.PathLike[str], out: str | os.PathLike[str],
     first_missing = next((k for k in range(n_shards) if k not in set(done)), n_shards)
     bar = tqdm(total=len(files), desc="embedding gallery", unit="img", disable=not show_progress,
                initial=min(len(done) * shard_size, len(files)))
-    for k in range(first_missing, n_shards):
-        path = _shard_path(work, k)
-        if path.is_file():
-            continue
-        shard = _embed_shard(root, files[k * shard_size:(k + 1) * shard_size], name_id, embed_fn,
-                             batch_size, max_side, bar)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    job = ShardJob(root, name_id, batch_size, max_side)
+    todo = [(k, files[k * shard_size:(k + 1) * shard_size]) for k in range(first_missing, n_shards)
+            if not _shard_path(work, k).is_file()]
+    shards = (shard_map(job, todo) if shard_map is not None
+              else ((k, job.embed(part, embed_fn, bar)) for k, part in todo))
+    for k, shard in shards:
+        with atomic_path(_shard_path(work, k)) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **shard)
+        if shard_map is not None:
+            bar.update(len(shard["ids"]) + len(shard["skipped"]))
     bar.close()
 
     # the index: sizes, a seeded training sample, then shard by shard

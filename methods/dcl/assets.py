@@ -92,7 +92,7 @@ def _gallery_matches(artifacts: Path, manifest: dict[str, Any], run: str = SERVE
 
 def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 10,
                   limit: int | None = None, index_kind: str = "auto",
-                  run: str = SERVED) -> GalleryIndex:
+                  run: str = SERVED, shards: Any = None) -> GalleryIndex:
     """Embed the gallery of the exported encoder ``run`` (Fashion-MNIST test by default, or
     ``image_dir``) into a fresh folder and switch its manifest entry to it (one rename of
     the manifest, :func:`export.commit.commit_entry`; the old folder is removed after).
@@ -104,11 +104,12 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     (:mod:`models.gallery_build`): bounded memory, progress, resumable after an
     interruption (run the same command again), images referenced by path with thumbnails
     made on first query; the index (exact or approximate) is chosen by size
-    (``models/gallery_index.yaml``) unless ``index_kind`` names one.
+    (``models/gallery_index.yaml``) unless ``index_kind`` names one. ``shards``: the
+    encoder -> the folder's shard map (:func:`app.batch_ray.gallery_shards`: on Ray).
     """
     entry = dict(read_manifest(artifacts)["models"][run])
     try:
-        gallery = _embed(artifacts, entry, image_dir, k_eval, limit, index_kind)
+        gallery = _embed(artifacts, entry, image_dir, k_eval, limit, index_kind, shards)
         commit_entry(artifacts, run, entry)
     except BaseException:  # stopped: the served gallery stays, the new folder goes
         discard(artifacts, [served_gallery(entry, run)])
@@ -117,7 +118,8 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
 
 
 def _embed(artifacts: Path, entry: dict[str, Any], image_dir: str | None = None,
-           k_eval: int = 10, limit: int | None = None, index_kind: str = "auto") -> GalleryIndex:
+           k_eval: int = 10, limit: int | None = None, index_kind: str = "auto",
+           shards: Any = None) -> GalleryIndex:
     """Embed and save the gallery of the encoder ``entry`` (a manifest entry) in a fresh
     folder, recorded with its precision@k in ``entry["gallery"]`` (:func:`build_gallery`)."""
     run = entry["name"]
@@ -136,7 +138,8 @@ def _embed(artifacts: Path, entry: dict[str, Any], image_dir: str | None = None,
         gallery, report = build_from_folder(image_dir, out_dir, embed,
                                             entry["sha256"], limit=limit, index_kind=index_kind,
                                             work=artifacts / f"{base}.build",
-                                            meta={"source": source})
+                                            meta={"source": source},
+                                            shard_map=shards(model) if shards else None)
         labels = gallery.labels
     else:
         test = load_fashion_mnist("test")

@@ -3,6 +3,7 @@
     python -m methods.dcl.gallery --folder PHOTOS/ [--limit N] [--index auto|exact|ivf|hnsw]
     python -m methods.dcl.gallery                   # Fashion-MNIST test (the default gallery)
     python -m methods.dcl.gallery --model mine --folder PHOTOS/   # encoder 'mine': galleries/mine
+    python -m methods.dcl.gallery --folder PHOTOS/ --engine ray [--address auto] [--workers N]
 
 Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into a
 fresh ``<artifacts>/gallery`` folder (``gallery.2`` while the old one is served), then switches
@@ -11,7 +12,8 @@ the same command continues after the last complete shard. The images stay where 
 (the gallery keeps relative paths and makes thumbnails on first query). The index is
 exact below ``index.exact_below`` images and approximate above (``models/gallery_index.yaml``,
 justified in reports/index_bench.md). ``python -m export dcl --gallery-dir PHOTOS/`` does
-the same after exporting the encoder.
+the same after exporting the encoder. ``--engine ray`` embeds the shards in parallel on a Ray
+cluster (:mod:`app.batch_ray`, docs/scale.md); the gallery and its index are the same.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--model", help="the DCL encoder (a run name of the manifest; default: the "
                                    "default encoder, dcl)")
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    from app.batch_ray import LOCAL, add_engine_args
+
+    add_engine_args(p, "the shards are embedded")
     args = p.parse_args(argv)
     from methods.dcl.assets import SERVED, build_gallery
 
@@ -44,7 +49,15 @@ def _main(argv: list[str] | None) -> int:
         raise UserError(f"no exported '{run}' encoder in {artifacts}: run "
                         f"`python -m training dcl --set run.name={run}` and "
                         f"`python -m export {run}` first")
-    build_gallery(artifacts, args.folder, limit=args.limit, index_kind=args.index, run=run)
+    shards = None
+    if args.engine != LOCAL:
+        if not args.folder:
+            raise UserError("--engine ray builds a gallery of an image folder: add --folder DIR")
+        from app.batch_ray import gallery_shards
+
+        shards = gallery_shards(args.address, args.workers)
+    build_gallery(artifacts, args.folder, limit=args.limit, index_kind=args.index, run=run,
+                  shards=shards)
     return 0
 
 

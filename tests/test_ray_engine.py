@@ -1,0 +1,172 @@
+"""The Ray engine (app/batch_ray.py): ``--engine ray`` gives the local engine's rows (order
+aside), error rows included, in CSV and Parquet, and ``--resume`` analyses only what is
+missing; a gallery built on Ray (shards embedded in parallel) is the local build's, index
+included; without Ray installed, ``--engine ray`` says how to install it.
+
+One local Ray (``num_cpus=2``) serves the module; each pipeline starts its own actors."""
+from __future__ import annotations
+
+import builtins
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.batch_ray import RAY_MISSING
+
+FACE_CROPS = 3
+FASHION = 6
+
+
+def _run_cli(capsys, *argv: object) -> tuple[int, dict, str]:
+    """``python -m app.cli ARGV`` in this process: (status, JSON printed, stderr)."""
+    from app.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if code == 0 else {}), out.err
+
+
+def _rows(path: Path) -> list[dict]:
+    """A results file's rows (CSV, JSON lines or Parquet) as text, sorted by file and face."""
+    from app.batch import read_results
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        cols = pq.read_table(path).column_names
+    elif path.suffix == ".csv":
+        cols = path.read_text().splitlines()[0].split(",")
+    else:
+        cols = list(json.loads(path.read_text().splitlines()[0]))
+    rows = [{k: str(v) for k, v in r.items()} for r in read_results(path, cols)]
+    return sorted(rows, key=lambda r: (r["file"], r.get("face", ""), r.get("model", "")))
+
+
+def _case(art: Path, tmp: Path) -> Path:
+    """A folder: face crops, Fashion-MNIST images one level down, a corrupt PNG."""
+    root = tmp / "case"
+    (root / "deeper").mkdir(parents=True)
+    for p in sorted((art / "examples" / "faces").glob("*.png"))[:FACE_CROPS]:
+        shutil.copy(p, root / p.name)
+    for p in sorted((art / "examples" / "fashion").glob("*.png"))[:FASHION]:
+        shutil.copy(p, root / "deeper" / p.name)
+    (root / "deeper" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_engine_ray_without_ray_says_how_to_install(smoke_artifacts, tmp_path, capsys,
+                                                    monkeypatch):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    img = sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[0]
+    code, _, err = _run_cli(capsys, "--artifacts", smoke_artifacts, "classify", img, img.parent,
+                            "--out", tmp_path / "r.csv", "--engine", "ray")
+    assert code == 2 and err.strip() == f"error: {RAY_MISSING}"
+    assert not (tmp_path / "r.csv").exists()        # refused before any work
+
+    from methods.dcl.gallery import main as gallery_main
+
+    assert gallery_main(["--folder", str(img.parent), "--engine", "ray",
+                         "--artifacts", str(smoke_artifacts)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {RAY_MISSING}"
+
+
+@pytest.mark.slow
+def test_face_and_classify_rows_equal_the_local_engine_and_resume(local_ray, smoke_artifacts,
+                                                                  tmp_path, capsys):
+    root = _case(smoke_artifacts, tmp_path)
+    art = ("--artifacts", smoke_artifacts)
+    # face crops, 28 px Fashion images (too small for the face model: error rows) and a
+    # corrupt file, to CSV
+    for out in ("face_local.csv", "face_ray.csv"):
+        engine = ("--engine", "ray", "--workers", 2) if "ray" in out else ()
+        code, rep, err = _run_cli(capsys, *art, "face", root, "--crop", "--out", tmp_path / out,
+                                  *engine)
+        assert code == 0, err
+    local, ray_rows = _rows(tmp_path / "face_local.csv"), _rows(tmp_path / "face_ray.csv")
+    assert ray_rows == local and len(local) == FACE_CROPS + FASHION + 1
+    assert [r["status"] for r in local].count("error") == FASHION + 1
+    assert rep["summary"]["errors"] == FASHION + 1
+    assert rep["summary"]["analysed_now"] == FACE_CROPS + FASHION + 1
+
+    # classify to Parquet: the first half here, then the rest on Ray with --resume; the rows
+    # are those of the whole batch here
+    files = sorted(str(p) for p in (root / "deeper").iterdir())
+    code, _, err = _run_cli(capsys, *art, "classify", *files, "--out", tmp_path / "c_local.parquet")
+    assert code == 0, err
+    half = files[: len(files) // 2]
+    code, _, err = _run_cli(capsys, *art, "classify", *half, "--out", tmp_path / "c_ray.parquet")
+    assert code == 0, err
+    code, rep, err = _run_cli(capsys, *art, "classify", *files, "--out", tmp_path / "c_ray.parquet",
+                              "--resume", "--engine", "ray", "--workers", 1)
+    assert code == 0, err
+    assert rep["summary"]["resumed"] == len(half)
+    assert rep["summary"]["analysed_now"] == len(files) - len(half)
+    assert _rows(tmp_path / "c_ray.parquet") == _rows(tmp_path / "c_local.parquet")
+    assert not list(tmp_path.glob("*.partial.jsonl"))      # the journal goes once written
+
+
+@pytest.mark.slow
+def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_path, capsys):
+    from app.batch_ray import gallery_shards
+    from models import ann
+    from models.gallery import GalleryIndex
+    from models.gallery_build import build_from_folder
+    from runtime.engine import OnnxModel
+    from runtime.manifest import read_manifest
+
+    folder = tmp_path / "photos"
+    for i, p in enumerate(sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[:7]):
+        (folder / ("a" if i % 2 else "b")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / ("a" if i % 2 else "b") / p.name)
+    (folder / "a" / "broken.png").write_bytes(b"not a png")
+    entry = read_manifest(smoke_artifacts)["models"]["dcl"]
+    model = OnnxModel("dcl", entry, smoke_artifacts)
+
+    def embed(batch):
+        return model.run({"image": model.prepare(batch)})["embedding"]
+
+    s = ann.load_settings()
+    s = {**s, "build": {**s["build"], "shard_size": 3}}      # 8 files: 3 shards
+    kw = dict(settings=s, show_progress=False, log=lambda m: None)
+    local, rep = build_from_folder(folder, tmp_path / "g_local", embed, entry["sha256"], **kw)
+    on_ray, rep_ray = build_from_folder(folder, tmp_path / "g_ray", None, entry["sha256"],
+                                        shard_map=gallery_shards(None, 2)(model), **kw)
+    assert rep.shards_total == rep_ray.shards_total == 3
+    assert rep_ray.skipped == rep.skipped and len(rep.skipped) == 1
+    for name in ("index.faiss", "items.json", "labels.npy"):
+        assert (tmp_path / "g_ray" / name).read_bytes() == (tmp_path / "g_local" / name).read_bytes()
+    assert on_ray.ids == local.ids and len(local) == 7
+
+    # the command: python -m methods.dcl.gallery --folder DIR --engine ray
+    art = tmp_path / "art"
+    (art / "onnx").mkdir(parents=True)
+    shutil.copy(smoke_artifacts / "manifest.json", art)
+    for f in (smoke_artifacts / "onnx").glob("dcl.*"):
+        shutil.copy(f, art / "onnx" / f.name)
+    from methods.dcl.gallery import main as gallery_main
+
+    assert gallery_main(["--folder", str(folder), "--engine", "ray", "--workers", "1",
+                         "--artifacts", str(art)]) == 0, capsys.readouterr().err
+    served = read_manifest(art)["models"]["dcl"]["gallery"]
+    built = GalleryIndex.load(art / served["dir"])
+    assert built.ids == local.ids and served["count"] == len(local)
+    np.testing.assert_array_equal(ann.vectors(built.index, np.arange(len(local))),
+                                  ann.vectors(local.index, np.arange(len(local))))
