@@ -25,7 +25,7 @@ req=requirements.txt
 if [ "${REPLENS_GPU:-0}" = "1" ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
   req=requirements-gpu.txt
 fi
-files="$req requirements-nodeps.txt"; [ $want_test = 1 ] && files="$files requirements-test.txt"
+files="$req requirements-nodeps.txt"; [ $want_test = 1 ] && files="$files requirements-test.txt requirements-ray.txt"
 stamp=".venv/.setup-stamp-$(cat $files | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing $files (first run takes a few minutes)"
@@ -33,7 +33,7 @@ if [ ! -f "$stamp" ]; then
   "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   pipq install -q -r "$req"
   pipq install -q --no-deps -r requirements-nodeps.txt
-  if [ $want_test = 1 ]; then pipq install -q -r requirements-test.txt; fi
+  if [ $want_test = 1 ]; then pipq install -q -r requirements-test.txt -r requirements-ray.txt; fi
   touch "$stamp"
   echo "[setup] installed in $(( $(date +%s) - start )) s; venv size $(du -sh .venv | cut -f1)"
 fi
