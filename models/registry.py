@@ -17,6 +17,7 @@ _MODULES = (
     "models.seqfake",
     "models.seqfakeformer",
     "models.seqfakeformer_published",
+    "models.sbi",
     "models.qmil",
     "models.gated_mil",
     "models.dcl",

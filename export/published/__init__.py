@@ -27,6 +27,7 @@ from runtime.cli import UserError
 # kind -> the Importer that reads it ("module:attribute")
 IMPORTERS: dict[str, str] = {
     "seqfakeformer": "export.published.seqfakeformer:IMPORTER",
+    "sbi": "export.published.sbi:IMPORTER",
 }
 
 PUBLISHED_JSON = "published.json"  # beside the run's checkpoint: where the weights came from

@@ -4,6 +4,8 @@ Kinds (each with its own options, ``python -m export.published KIND --help``):
 
   seqfakeformer FILE.pt --task components|attributes [--state fixed|adaptive]
       SeqFakeFormer (Shao et al., ECCV 2022), best_model_fixed.pt / best_model_adaptive.pt
+  sbi FILE.tar [--ff raw|c23]
+      SBI (Shiohara & Yamasaki, CVPR 2022), FFraw.tar / FFc23.tar
 
 The run is written to ``<artifacts>/runs/<name>/`` (the file's sha256, what the authors
 trained it on and their reported metrics in ``published.json``); then ``python -m export
