@@ -185,6 +185,10 @@ class FaceReport(Reliable):
     rotation_note: str = Field(default=None,
                                description="Only with a non-zero `rotated`: the sentence that "
                                            "says so.")
+    alignment: str = Field(default=None,
+                           description="How the face was cropped for this model, as its "
+                                       "manifest entry says (runtime/align.py): crop45 (margin "
+                                       "crop), ffhq, celebahq, ..., or 'none (crop given)'.")
     domain: Optional[Domain] = Field(default=None, description=DOMAIN)
     temperature: Optional[float] = Field(default=None, gt=0, description=TEMPERATURE)
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of
 from runtime.engine import Engine, pick_model
 from app.results import check
 from app.faces import Face, FaceDetector, align_crop, draw_faces
@@ -65,8 +66,10 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     labels = model.labels
     if "sequence" in out:  # an autoregressive decoder (seqfakeformer): its own greedy order
         tokens = [int(c) for c in out["sequence"][0]]
-        # up to the first "no edit" token, as the evaluation reads it (metrics.seqfake.unpad)
-        order = [c - 1 for c in tokens[:tokens.index(0) if 0 in tokens else len(tokens)]]
+        # up to the first token that is not an edit ("no edit" 0, or a token past the
+        # labels, which the authors' vocabulary has), as the evaluation reads it
+        ends = [i for i, c in enumerate(tokens) if not 1 <= c <= len(labels)]
+        order = [c - 1 for c in tokens[:ends[0] if ends else len(tokens)]]
     else:                  # the thesis: components above the threshold, by probability
         order = decode_sequence(probs, thr)
     fake_p = float(probs.max()) if len(probs) else 0.0
@@ -251,6 +254,19 @@ def find_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool
     return found.faces, found.crops
 
 
+def model_crop(engine: Engine, model_name: str, found: FaceSearch, face_index: int,
+               is_crop: bool) -> tuple[np.ndarray, str]:
+    """The crop of face ``face_index`` that model ``model_name`` sees, aligned as its manifest
+    entry says (:func:`runtime.align.alignment_of`), and the alignment's name: the margin
+    crop :func:`search_faces` made for ``crop45``, a given crop as it is."""
+    if is_crop or not found.faces:
+        return found.crops[face_index], "none (crop given)"
+    name = alignment_of(engine.get(model_name, METHOD).entry)
+    if name == ALIGN_DEFAULT:
+        return found.crops[face_index], name
+    return aligner(name)(found.image, found.faces[face_index], CROP_SIZE), name
+
+
 def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: Any,
                         models: list[str], threshold: float | None = None, face_index: int = 0,
                         is_crop: bool = False, detect_side: int | None = DETECT_SIDE,
@@ -271,7 +287,9 @@ def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: A
     annotated = draw_faces(found.image, faces, selected=face_index) if faces else None
     results = []
     for name in models:
+        crop, alignment = model_crop(engine, name, found, face_index, is_crop)
         report = analyze_crop(engine, crop, name, threshold)
+        report["alignment"] = alignment
         dissim = report.pop("_dissim")
         report["faces"] = [f.to_dict() for f in faces]
         report["face_number"] = face_index + 1 if faces else None  # 1-based, as --face
@@ -315,12 +333,14 @@ def batch_rows(engine: Engine, detector: FaceDetector | None, path: Any, models:
                threshold: float | None = None, is_crop: bool = False) -> list[dict[str, Any]]:
     """One row per face (largest first) per model, for :mod:`app.batch`."""
     rgb = display_rgb(load_image(path, min_side=32))
-    faces, crops = find_faces(detector, rgb, is_crop)
+    found = search_faces(detector, rgb, is_crop)
+    faces = found.faces
     rows = []
-    for i, crop in enumerate(crops):
+    for i in range(len(found.crops)):
         face = faces[i] if faces else None
         for name in models:
-            r = analyze_crop(engine, crop, name, threshold)
+            r = analyze_crop(engine, model_crop(engine, name, found, i, is_crop)[0], name,
+                             threshold)
             r.pop("_dissim")
             rows.append({
                 "face": i + 1, "box": face.to_dict()["box"] if face else None,
