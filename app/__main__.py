@@ -24,7 +24,7 @@ import time
 
 if __name__ == "__main__" and not __package__:  # run as a file, not with python -m
     print("error: app/__main__.py is part of the RepLens package: run `python -m app ...` "
-          "from the repository folder (or `replens app ...` once installed by "
+          "from the repository folder (or `replens serve ...` once installed by "
           "scripts/setup.sh)", file=sys.stderr)
     raise SystemExit(2)
 
@@ -131,7 +131,14 @@ def _serve_only_checks(args: argparse.Namespace, artifacts) -> None:
     from runtime.manifest import manifest_path
     from runtime.mtcnn import RECORD_FILE
 
+    from app.build import INSTALL_LOG, installing
+
     no_torch = importlib.util.find_spec("torch") is None
+    if no_torch and not args.serve_only and not args.no_build and not args.build_only \
+            and installing() is not None:
+        print(f"[app] the training stack is installing behind the page (log: {INSTALL_LOG}); "
+              f"the missing models are built once it is done", flush=True)
+        no_torch = False
     if args.serve_only or no_torch:
         if args.build_only:
             raise UserError("--build-only needs the full install (torch): bash scripts/run.sh "

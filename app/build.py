@@ -48,6 +48,11 @@ BUILD_DIR = "build"
 SMOKE_SECONDS = 30.0      # a smoke run's estimate before one was measured
 EXPORT_SECONDS = 15.0     # one run's export (+ hooks) estimate before one was measured
 LOCKED_EXIT = 3           # the worker's exit status when another process holds the lock
+# scripts/run.sh on a machine without the training stack: the pid of the install running
+# behind the page (the build waits for it) and where that install writes its output
+INSTALL_PID_VAR = "REPLENS_INSTALL_PID"
+INSTALL_LOG = ".venv/install.log"
+INSTALL_POLL_S = 2.0
 
 
 class BuildError(RuntimeError):
@@ -152,11 +157,12 @@ def pending(artifacts: Path, smoke: bool = False, only: list[str] | None = None)
 class Status:
     """``<artifacts>/build/status.json``, written by the one process that builds."""
 
-    def __init__(self, artifacts: Path, items: list[Item], smoke: bool) -> None:
+    def __init__(self, artifacts: Path, items: list[Item], smoke: bool,
+                 state: str = "waiting") -> None:
         self.path = build_dir(artifacts) / "status.json"
         self.data: dict[str, Any] = {
             "pid": os.getpid(), "smoke": smoke, "started": time.time(), "finished": None,
-            "runs": [{"run": it.run, "method": it.method, "state": "waiting",
+            "runs": [{"run": it.run, "method": it.method, "state": state,
                       "seconds_estimate": round(it.seconds + EXPORT_SECONDS, 1),
                       "started": None, "ended": None, "error": None} for it in items]}
         self.write()
@@ -197,7 +203,7 @@ def read_status(artifacts: Path) -> dict[str, Any] | None:
                 pass
         r["elapsed_s"] = round((r.get("ended") or time.time()) - r["started"], 1) \
             if r.get("started") else None
-        if r["state"] == "waiting":
+        if r["state"] in ("waiting", "installing"):
             eta += r["seconds_estimate"]
         elif r["state"] == "training":
             left = (r.get("progress") or {}).get("eta_s")
@@ -254,6 +260,9 @@ def describe_run(r: dict[str, Any]) -> str:
             if r["seconds_estimate"] >= 90 else f"{name}: waiting to be built"
     if state == "exporting":
         return f"exporting {name} to ONNX"
+    if state == "installing":
+        return (f"{name}: waiting for the training stack (torch) to finish installing "
+                f"(log: {INSTALL_LOG})")
     if state == "failed":
         return f"{name}: the build FAILED: {r.get('error')}"
     if state == "interrupted":
@@ -450,6 +459,42 @@ def start_background(artifacts: Path, smoke: bool = False, only: list[str] | Non
                             start_new_session=True)  # Ctrl-C reaches it through the server
 
 
+def installing() -> int | None:
+    """The pid of the training-stack install running behind the page (``scripts/run.sh``
+    sets :data:`INSTALL_PID_VAR`), or None when there is none or it has ended."""
+    pid = os.environ.get(INSTALL_PID_VAR, "").strip()
+    return int(pid) if pid.isdigit() and _alive(pid) else None
+
+
+def wait_for_install(artifacts: Path, smoke: bool = False, only: list[str] | None = None,
+                     poll_s: float = INSTALL_POLL_S) -> bool:
+    """Wait, with each pending run shown as ``installing`` on the page, until the install
+    behind the page has ended; True when torch can then be imported (the build can start)."""
+    import importlib
+    import importlib.util
+
+    pid = installing()
+    if pid is None:
+        return importlib.util.find_spec("torch") is not None
+    todo = {t.run for t in pending(artifacts, smoke, only)}
+    status = Status(artifacts, [it for it in plan(artifacts, smoke, only) if it.run in todo],
+                    smoke, state="installing")
+    print(f"[build] waiting for the training stack to install (pid {pid}, log: {INSTALL_LOG})",
+          flush=True)
+    while _alive(pid):
+        time.sleep(poll_s)
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("torch") is not None:
+        return True
+    error = f"installing the training stack failed: see {INSTALL_LOG}, then run bash scripts/setup.sh"
+    for r in status.data["runs"]:
+        if r["state"] == "installing":
+            r.update(state="failed", error=error, ended=time.time())
+    status.finish()
+    print(f"[build] {error}", flush=True)
+    return False
+
+
 def iter_runs(text: str | None) -> list[str] | None:
     return [r.strip() for r in text.split(",") if r.strip()] if text else None
 
@@ -465,8 +510,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from runtime.artifacts import artifacts_dir
 
+    artifacts, only = artifacts_dir(args.artifacts), iter_runs(args.only)
+    if not wait_for_install(artifacts, smoke=args.smoke, only=only):
+        return 1
     try:
-        ensure_artifacts(artifacts_dir(args.artifacts), smoke=args.smoke, only=iter_runs(args.only))
+        ensure_artifacts(artifacts, smoke=args.smoke, only=only)
     except BuildLocked as exc:
         print(f"[build] {exc}", flush=True)
         return LOCKED_EXIT

@@ -21,7 +21,7 @@ from typing import Any
 
 if __name__ == "__main__" and not __package__:  # run as a file, not with python -m
     print("error: app/cli.py is part of the RepLens package: run `python -m app.cli ...` "
-          "from the repository folder (or `replens cli ...` once installed by "
+          "from the repository folder (or `replens face|query|... ...` once installed by "
           "scripts/setup.sh)", file=sys.stderr)
     raise SystemExit(2)
 

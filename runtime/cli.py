@@ -125,23 +125,31 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         return 1
 
 
-# ``replens COMMAND ...``: the console script of the installed project; each command is one
-# of the module entry points (``replens train qmil`` is ``python -m training qmil``).
-CONSOLE_COMMANDS: dict[str, tuple[str, str]] = {
-    "app": ("app.__main__", "serve the app and build the missing default models (python -m app)"),
-    "cli": ("app.cli", "the app's services on the command line (python -m app.cli)"),
-    "train": ("training.__main__", "train a method (python -m training)"),
-    "export": ("export.__main__", "export trained runs to ONNX (python -m export)"),
+# ``replens COMMAND ...``: the console script of the installed project. Each command runs one
+# module entry point with fixed leading arguments (``replens face x.jpg`` is ``python -m
+# app.cli face x.jpg``, ``replens build`` is ``python -m app --build-only``).
+CONSOLE_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "serve": ("app.__main__", (), "start the app; missing default models are built behind it"),
+    "build": ("app.__main__", ("--build-only",), "build the missing default models and exit"),
+    "train": ("training.__main__", (), "train a method (python -m training)"),
+    "export": ("export.__main__", (), "export trained runs to ONNX (python -m export)"),
+    "import": ("export.published", (), "import the authors' published weights as a run"),
+    "face": ("app.cli", ("face",), "check faces for edits (images or a folder)"),
+    "video": ("app.cli", ("video",), "check every person in a video"),
+    "query": ("app.cli", ("query",), "ask whether a bag of images holds a word"),
+    "neighbours": ("app.cli", ("neighbours",), "nearest gallery images"),
+    "classify": ("app.cli", ("classify",), "top-5 classes with Grad-CAM"),
+    "status": ("app.cli", ("status",), "which models are served and how the build is going"),
 }
 
 
 def console(argv: list[str] | None = None) -> int:
-    """The ``replens`` console script: ``replens {app,cli,train,export} ARGS``."""
+    """The ``replens`` console script: ``replens COMMAND ARGS`` (``replens --help`` lists them)."""
     import importlib
 
     args = sys.argv[1:] if argv is None else list(argv)
     usage = ("usage: replens COMMAND [ARGS ...]\n" + "".join(
-        f"  {name:<7} {about}\n" for name, (_, about) in CONSOLE_COMMANDS.items())
+        f"  {name:<10} {about}\n" for name, (_, _, about) in CONSOLE_COMMANDS.items())
         + "`replens COMMAND --help` shows a command's options.")
     if not args or args[0] in ("-h", "--help"):
         print(usage, file=sys.stdout if args else sys.stderr)
@@ -150,7 +158,7 @@ def console(argv: list[str] | None = None) -> int:
         print(f"replens: error: unknown command {args[0]!r}; commands: "
               f"{', '.join(CONSOLE_COMMANDS)} (see `replens --help`)", file=sys.stderr)
         return 2
-    module = CONSOLE_COMMANDS[args[0]][0]
+    module, lead, _ = CONSOLE_COMMANDS[args[0]]
     try:
         main = importlib.import_module(module).main
     except ModuleNotFoundError as exc:
@@ -158,4 +166,4 @@ def console(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {environment_advice(missing_package(exc) or '')}", file=sys.stderr)
         return 2
-    return int(main(args[1:]) or 0)
+    return int(main([*lead, *args[1:]]) or 0)

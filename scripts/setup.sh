@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Create or reuse .venv in the repository and install what is missing.
-# Usage: bash scripts/setup.sh [--test]   (REPLENS_GPU=1 uses requirements-gpu.txt)
+# Usage: bash scripts/setup.sh [--test | --serve | --check]   (REPLENS_GPU=1: requirements-gpu.txt)
+#   --test   the full set and the test tools
+#   --serve  only the serving set (requirements-serve.txt) and the project: enough to start the
+#            page; scripts/run.sh installs the full set behind it
+#   --check  install nothing; exit 0 when the full set is installed, 1 when it is not
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-want_test=0; [ "${1:-}" = "--test" ] && want_test=1
+mode=${1:-}
+want_test=0; [ "$mode" = "--test" ] && want_test=1
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating virtual environment in .venv"
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+UV_VERSION=0.9.30  # the installer of the serving set (--serve)
 
 # pip, minus this machine's noise about absent local index folders
 pipq() {
@@ -27,7 +33,22 @@ if [ "${REPLENS_GPU:-0}" = "1" ] || { command -v nvidia-smi >/dev/null 2>&1 && n
 fi
 files="$req requirements-nodeps.txt"; [ $want_test = 1 ] && files="$files requirements-test.txt requirements-ray.txt"
 stamp=".venv/.setup-stamp-$(cat $files | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
+if [ "$mode" = "--check" ]; then
+  [ -f "$stamp" ] && exit 0 || exit 1
+fi
+serve_stamp=".venv/.serve-stamp-$(sha256sum requirements-serve.txt | cut -c1-16)"
+if [ "$mode" = "--serve" ]; then
+  if [ ! -f "$stamp" ] && [ ! -f "$serve_stamp" ]; then
+    echo "[setup] installing requirements-serve.txt (the page's packages)"
+    start=$(date +%s)
+    # uv installs the serving set several times faster than pip (parallel downloads and
+    # unpacking); pip does it when uv cannot be installed
+    if pipq install -q "uv==$UV_VERSION" && .venv/bin/uv pip install -q --python "$VPY" \
+         -r requirements-serve.txt; then :; else pipq install -q -r requirements-serve.txt; fi
+    touch "$serve_stamp"
+    echo "[setup] serving set installed in $(( $(date +%s) - start )) s"
+  fi
+elif [ ! -f "$stamp" ]; then
   echo "[setup] installing $files (first run takes a few minutes)"
   start=$(date +%s)
   "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
@@ -54,8 +75,8 @@ if [ ! -f "$project_stamp" ]; then
   fi
 fi
 
-# Fashion-MNIST from Debian, when absent and apt is usable.
-if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# Fashion-MNIST from Debian, when absent and apt is usable (training data: not for --serve).
+if [ "$mode" != "--serve" ] && [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
     echo "[setup] installing Debian package dataset-fashion-mnist"

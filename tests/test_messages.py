@@ -279,11 +279,33 @@ def test_console_script_dispatches_and_refuses_in_one_line(tmp_path, capsys):
     from runtime.cli import console
 
     assert console([]) == 2 and "usage: replens COMMAND" in capsys.readouterr().err
-    line = _refused(console, ["serve"], capsys)
-    assert "unknown command 'serve'" in line and "train" in line
+    line = _refused(console, ["serv"], capsys)
+    assert "unknown command 'serv'" in line and "train" in line
     line = _refused(console, ["train", "toy", "--set", "train.epochs=0",
                               "--artifacts", str(tmp_path)], capsys)
     assert line == "error: train.epochs must be >= 1, got 0"
+
+
+def test_console_lists_every_command_and_passes_the_fixed_arguments(capsys, monkeypatch):
+    """``replens --help`` names each command; ``replens face ARGS`` is ``python -m app.cli face
+    ARGS`` and ``replens build`` is ``python -m app --build-only``."""
+    import app.__main__
+    import app.cli
+    from runtime.cli import console
+
+    assert console(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("serve", "build", "train", "export", "import", "face", "query", "neighbours",
+                 "classify", "status"):
+        assert re.search(rf"^  {name} ", listed, re.M), name
+    seen = []
+    monkeypatch.setattr(app.cli, "main", lambda argv: seen.append(("cli", argv)) or 0)
+    monkeypatch.setattr(app.__main__, "main", lambda argv: seen.append(("app", argv)) or 0)
+    assert console(["face", "x.jpg", "--crop"]) == 0
+    assert console(["build", "--smoke"]) == 0
+    assert console(["serve", "--port", "0"]) == 0
+    assert seen == [("cli", ["face", "x.jpg", "--crop"]), ("app", ["--build-only", "--smoke"]),
+                    ("app", ["--port", "0"])]
 
 
 def test_runs_from_another_folder_once_installed(tmp_path):
