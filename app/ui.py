@@ -2,6 +2,8 @@
 
 Stable endpoint names (callable with gradio_client) are declared by the tabs: ``/face``,
 ``/face_video``, ``/query``, ``/neighbours``, ``/classify``; this module adds ``/status``.
+Their outputs have names in ``view_api()`` (``answer``, ``report``, ``json_file``, ...:
+:class:`Page`, docs/api.md).
 Each returns its JSON report (and pictures); bad input raises ``gr.Error`` with a clear
 message, never a traceback.
 """
@@ -16,12 +18,43 @@ from app import __version__
 from app.tabs import tabs
 from app.outputs import OutputStore
 from app.settings import current as settings, limits as limits_of
-from app.ui_common import TabContext, served_models
+from app.ui_common import TabContext, api_output, served_models
 from methods import get_method
 from runtime.engine import Engine
 from runtime.manifest import trained_on
 
 EXAMPLES_DIR = "examples"
+INTRO = (
+    "# RepLens\n"
+    "Check whether a face was edited, find a word in a bag of images, find similar images "
+    "and classify an image, with the four methods of Yen-Chi Hsu's thesis *Representation "
+    "Learning for Challenging Visual Classification Problems*.\n\n"
+    "**What the default models can and cannot do:** they are trained on generated faces "
+    "(\"Check a face\") and on Fashion-MNIST clothing, small greyscale pictures (the other "
+    "tabs). They answer pictures like those; their answer on a real photograph is not a "
+    "finding: a domain check heads an answer on a picture unlike their training data with "
+    "**\"No reliable verdict\"** (it misses some: reports/domain.md). For real photographs, "
+    "train them on your own data (README, \"Train on your own images\").")
+
+
+class Page(gr.Blocks):
+    """The app's Blocks: an endpoint's outputs are named in ``view_api()`` by the
+    ``api_output_name`` of their components (:func:`app.ui_common.api_output`) instead of
+    their labels, which the page shows."""
+
+    def get_api_info(self, all_endpoints: bool = False, page: str | None = None) -> Any:
+        info = super().get_api_info(all_endpoints=all_endpoints, page=page)
+        for fn in self.fns.values():
+            endpoint = info["named_endpoints"].get(f"/{fn.api_name}") \
+                if isinstance(fn.api_name, str) else None
+            if endpoint is None:
+                continue
+            outputs = [o for o in fn.outputs if not getattr(o, "skip_api", False)]
+            if len(outputs) != len(endpoint["returns"]):
+                continue
+            for out, ret in zip(outputs, endpoint["returns"]):
+                ret["label"] = getattr(out, "api_output_name", ret["label"])
+        return info
 
 
 def model_card_markdown(engine: Engine) -> str:
@@ -117,9 +150,8 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
                 "build": build_status() if build_status else None, "models": models}
 
     examples = Path(engine.artifacts) / EXAMPLES_DIR
-    with gr.Blocks(title="RepLens") as demo:
-        gr.Markdown("# RepLens\nSequential deepfakes, query-based MIL, contrastive retrieval "
-                    "and long-tailed classification - served from ONNX with onnxruntime.")
+    with Page(title="RepLens") as demo:
+        gr.Markdown(INTRO, elem_id="intro")
         if banner:
             gr.Markdown(f"**{banner}**", elem_id="banner")
         first = build_status() if build_status else None
@@ -128,16 +160,17 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
         contexts = []
         for desc, tab in tabs():
             ctx = TabContext(engine, detector, examples, served_models(engine, desc.name),
-                             outputs, desc.name)
+                             outputs, desc.name, build_status=build_status)
             tab.build(ctx)
             contexts.append(ctx)
         with gr.Tab("Models"):
             cards = gr.Markdown(model_card_markdown(engine))
             s_btn = gr.Button("Status")
-            s_json = gr.JSON()
+            s_json = api_output(gr.JSON(label="Status"), "status")
             s_btn.click(status, None, s_json, api_name="status")
+        live = [item for ctx in contexts for item in ctx.live]
         for ctx in contexts:  # model-dependent choices, fresh on every page load
-            for fn, outs in ctx.on_load:
+            for fn, outs in ctx.on_load + ctx.live:
                 demo.load(fn, None, outs, queue=False, api_visibility="private")
         if build_status is not None:
             timer = gr.Timer(2.0, active=bool(first and first.get("running")))
@@ -150,5 +183,8 @@ def build_ui(engine: Engine, detector_factory: Callable[[], Any] | None = None,
 
             timer.tick(tick, None, [queue_md, cards, timer], queue=False, api_visibility="private",
                        show_progress="hidden")
+            for fn, outs in live:  # the tabs' model lines follow the build
+                timer.tick(fn, None, outs, queue=False, api_visibility="private",
+                           show_progress="hidden")
             demo.load(tick, None, [queue_md, cards, timer], queue=False, api_visibility="private")
     return demo

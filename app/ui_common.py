@@ -52,6 +52,26 @@ class TabContext:
     method: str = ""
     # (fn, outputs) run on every page load: choices that depend on models exported later
     on_load: list[tuple[Callable[[], Any], list[Any]]] = field(default_factory=list)
+    # the background build's status (app.build.read_status), None when there is none
+    build_status: Callable[[], dict[str, Any] | None] | None = None
+    # (fn, outputs) run on every page load and while the build runs (the model lines)
+    live: list[tuple[Callable[[], Any], list[Any]]] = field(default_factory=list)
+
+    def state_markdown(self, model: str | None) -> str:
+        """The model line of ``model`` (:func:`model_state_markdown`) with the build's
+        status now."""
+        return model_state_markdown(self.engine, model,
+                                    self.build_status() if self.build_status else None)
+
+    def header(self, subtitle: str, guide: str, default: str | None) -> Any:
+        """A tab's first lines: the method and thesis chapter (``subtitle``), a one-line
+        guide (what to upload, what comes back, what the model knows) and the model line of
+        ``default`` (its state; refreshed on page load and while the build runs). Returns
+        the model line's component."""
+        gr.Markdown(f"_{subtitle}_\n\n{guide}", elem_classes=["tab-guide"])
+        line = gr.Markdown(self.state_markdown(default), elem_classes=["model-line"],
+                           elem_id=f"{self.method}-model-line")
+        return line
 
     def served(self) -> list[str]:
         """The servable models of this tab's method now (the manifest can change)."""
@@ -61,6 +81,13 @@ class TabContext:
         """The class names of ``model`` now ([] while it is not exported)."""
         self.engine.names()
         return list(self.engine.manifest["models"].get(model, {}).get("labels", []))
+
+
+def api_output(component: Any, name: str) -> Any:
+    """``component`` with ``name`` as its name among an endpoint's outputs in
+    ``view_api()`` (:class:`app.ui.Page`); the page keeps its label. Returns ``component``."""
+    component.api_output_name = name
+    return component
 
 
 def served_models(engine: Engine, method: str) -> list[str]:
@@ -437,8 +464,10 @@ def example_expected(path: Any) -> str:
     """What the served model answers for a shipped example (a file, or a bag's folder), as
     the examples table shows it: the answer recorded at export in ``answers.json`` beside
     it, with the truth beside it where the two differ (``"sandal (truth: sneaker)"``);
-    without a record, the truth of its name; "" for neither."""
+    without a record, the truth of its name (a bag's folder ``0_sneaker_holds``: "yes");
+    "" for neither."""
     import json
+    import re
 
     p = Path(str(path))
     try:
@@ -446,7 +475,8 @@ def example_expected(path: Any) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         record = None
     if not record:
-        return example_truth(p) or ""
+        bag = re.fullmatch(r"\d+_.+_(holds|lacks)", p.name)  # a bag's folder names its truth
+        return example_truth(p) or ({"holds": "yes", "lacks": "no"}[bag.group(1)] if bag else "")
     truth, answer = str(record.get("truth", "")), record.get("answer")
     if answer is None:
         return truth
@@ -458,3 +488,121 @@ def file_path(f: Any) -> Any:
     if f is None:
         return None
     return getattr(f, "path", None) or getattr(f, "name", None) or f
+
+
+# --- the answer card: a plain-language answer first, rendered from the service's answer ---
+CONFIDENCE_WORDS = ((0.9, "high"), (0.7, "moderate"), (0.0, "low"))
+PLACEHOLDER = "_The answer appears here._"
+
+
+def confidence_words(p: float) -> str:
+    """How sure an answer is, in words, from the probability of the answer given: "high"
+    (0.9 or more), "moderate" (0.7 or more), "low" (less)."""
+    return next(word for bound, word in CONFIDENCE_WORDS if p >= bound)
+
+
+def confidence_line(p: float, detail: str) -> str:
+    """The card's confidence line: ``**Confidence: high** (fake probability 0.93)``."""
+    return f"**Confidence: {confidence_words(p)}** ({detail})"
+
+
+def _sentence(text: str) -> str:
+    """``text`` with its first letter upper-case."""
+    return text[:1].upper() + text[1:]
+
+
+def model_line(report: dict[str, Any]) -> str:
+    """Which model answered and what it was trained on (from the answer itself)."""
+    trained = report.get("trained_on") or (report.get("domain") or {}).get("trained_on")
+    name = report.get("model", "?")
+    return f"**Model:** `{name}`" + (f", trained on {trained}" if trained else "")
+
+
+def answer_card(report: dict[str, Any], title: str, lines: list[str], raw: str) -> str:
+    """An answer's card (markdown). In domain: ``## title``, then ``lines`` (confidence,
+    what the answer means), the model and what it was trained on. Without a basis for a
+    verdict (``reliable`` false: :mod:`app.services.reliability`): ``## No reliable
+    verdict``, why (the answer's ``headline``), the domain warning, and ``raw`` (the model's
+    own answer) marked as its raw output."""
+    from app.services import reliability as rel
+
+    if report.get("reliable"):
+        body = [domain_warning(report).strip()] if domain_warning(report) else []
+        body += [*lines, model_line(report)]
+        return f"## {title}\n\n" + "\n\n".join(body) + "\n"
+    why = str(report.get("headline", ""))
+    why = why.split(": ", 1)[1] if why.startswith("no reliable verdict: ") else why
+    body = [_sentence(why) + "."]
+    if domain_warning(report):
+        body.append(domain_warning(report).strip())
+    body += [f"**{_sentence(rel.RAW_MARK)}:** {raw}", model_line(report)]
+    return "## No reliable verdict\n\n" + "\n\n".join(body) + "\n"
+
+
+def model_state(engine: Engine, name: str | None,
+                build: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(state, one line on it) of a tab's model: ``ready``, ``building``, ``failed``,
+    ``at chance`` (its training marked it ``learned.at_chance``), ``imported`` (published
+    weights, ``imported`` or ``source`` in its manifest entry) or ``not built``.
+
+    ``build`` is the background build's status (:func:`app.build.read_status`), if any."""
+    from app.build import describe_run
+
+    if not name:
+        return "not built", ("no model of this tab is exported: run `python -m app` (it builds "
+                             "the default models) or `python -m export --all` after training")
+    run = next((r for r in (build or {}).get("runs", []) if r.get("run") == name), None)
+    if run and run["state"] in ("waiting", "training", "exporting"):
+        return "building", describe_run(run)
+    if run and run["state"] in ("failed", "interrupted"):
+        return "failed", (f"{describe_run(run)}; to build it again: "
+                          f"`python -m app --build-only --only {name}`")
+    try:
+        engine.get(name)
+    except ModelUnavailableError as exc:
+        known = name in engine.manifest.get("models", {})
+        fix = (f"re-export it: `python -m export --all`" if known else
+               f"build it: `python -m app --build-only --only {name}`")
+        return ("failed" if known else "not built"), f"{' '.join(str(exc).split())}; {fix}"
+    entry = engine.manifest["models"][name]
+    learned = entry.get("learned") or {}
+    if learned.get("at_chance"):
+        return "at chance", (f"this model did not learn: answers are not meaningful (held-out "
+                             f"{learned.get('metric')} {learned.get('value', 0):.3f}, chance "
+                             f"{learned.get('chance', 0):.3f})")
+    source = _imported_from(entry)
+    if source:
+        return "imported", f"published weights ({source}), not trained here"
+    return "ready", "answers now"
+
+
+def _imported_from(entry: dict[str, Any]) -> str | None:
+    """Where an imported model's weights come from (its manifest entry's ``imported`` or
+    ``source``), or None for a model trained here."""
+    for key in ("imported", "source"):
+        value = entry.get(key) or (entry.get("training") or {}).get(key)
+        if isinstance(value, dict) and value:
+            return str(value.get("name") or value.get("url") or value.get("source")
+                       or next(iter(value.values())))
+        if isinstance(value, str) and value and value not in ("trained", "local"):
+            return value
+        if value is True:
+            return "published"
+    return None
+
+
+STATE_MARK = {"ready": "ready", "imported": "imported", "building": "building",
+              "at chance": "at chance - not meaningful", "failed": "FAILED",
+              "not built": "not built"}
+
+
+def model_state_markdown(engine: Engine, name: str | None,
+                         build: dict[str, Any] | None = None) -> str:
+    """The model line of a tab: the model, its state and, unless it is ready, why and what
+    to run (markdown)."""
+    state, detail = model_state(engine, name, build)
+    head = f"**Model `{name}`: {STATE_MARK[state]}**" if name else f"**Model: {state}**"
+    if state in ("ready", "imported"):
+        return head + (f" - {detail}; " if state == "imported" else " - ") \
+            + model_summary(engine, name).split(": ", 1)[-1]
+    return f"{head} - {detail}."

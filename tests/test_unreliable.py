@@ -261,12 +261,12 @@ def test_the_tabs_head_an_out_of_domain_answer_with_no_reliable_verdict(smoke_ar
     demo, client = _serve(smoke_artifacts)
     try:
         text, *_, report, _, _ = client.predict(card, 0.5, 1, True, "seqfake", api_name="/face")
-        assert text.startswith("## no reliable verdict: this face is unlike the data")
+        assert text.startswith("## No reliable verdict\n\nThis face is unlike the data")
         assert "The model's raw output (unreliable, not a finding):** " in text
         assert report["verdict"] == "unreliable"
         text, *_ = client.predict([card], 0.5, True, "seqfake", api_name="/face_batch")
         assert "0 manipulated, 1 without a reliable verdict" in text
         text, *_ = client.predict(card, "", api_name="/classify")
-        assert text.startswith("## no reliable verdict: this image is unlike the data")
+        assert text.startswith("## No reliable verdict\n\nThis image is unlike the data")
     finally:
         demo.close()

@@ -57,8 +57,9 @@ def neighbours(engine: Engine, source: Any, k: int = 8, query_label: str | None 
     if gdir is None or not gdir.is_dir():
         raise ModelUnavailableError(
             f"no gallery for encoder '{model.name}'"
-            + (f" at {gdir}" if gdir else "") + f": run `python -m methods.dcl.gallery --model "
-            f"{model.name} [--folder IMAGES/]` (or `python -m export {model.name}`)")
+            + (f" at {gdir}" if gdir else "")
+            + f": run `python -m export.methods.dcl.gallery --model {model.name} "
+            f"[--folder IMAGES/]` (or `python -m export {model.name}`)")
     gallery = _load_gallery(str(gdir))
     x = model.prepare([rgb])
     out = model.run({"image": x})
@@ -114,6 +115,16 @@ BATCH_COLUMNS = ["model", "model_version", "k", "nearest_label", "nearest_simila
                  "vote_label", "raw_vote_label", "vote_share", "neighbours", "in_domain"]
 
 
+def vote(report: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The majority label of an answer's neighbours (ties: the label of the nearer
+    neighbour) and its share of them; (None, None) without neighbours."""
+    labels = [str(h["label"]) for h in report["neighbours"]]
+    if not labels:
+        return None, None
+    top = max(dict.fromkeys(labels), key=labels.count)
+    return top, round(labels.count(top) / len(labels), 4)
+
+
 def batch_rows(engine: Engine, path: Any, k: int = 8, model_name: str = MODEL
                ) -> list[dict[str, Any]]:
     """One row for :mod:`app.batch`: the nearest neighbour, the majority label of the k
@@ -123,12 +134,12 @@ def batch_rows(engine: Engine, path: Any, k: int = 8, model_name: str = MODEL
     r = neighbours(engine, path, k, model_name=model_name).report
     hits = r["neighbours"]
     labels = [str(h["label"]) for h in hits]
-    vote = max(dict.fromkeys(labels), key=labels.count) if labels else None
+    label, share = vote(r)
     return [{"model": r["model"], "model_version": r["model_version"], "k": k,
              "nearest_label": labels[0] if labels else None,
              "nearest_similarity": hits[0]["similarity"] if hits else None,
-             "vote_label": vote if r["reliable"] or vote is None else reliability.UNRELIABLE,
-             "raw_vote_label": vote,
-             "vote_share": round(labels.count(vote) / len(labels), 4) if labels else None,
+             "vote_label": label if r["reliable"] or label is None else reliability.UNRELIABLE,
+             "raw_vote_label": label,
+             "vote_share": share,
              "neighbours": [f"{h['id']}:{h['label']}:{h['similarity']:.4f}" for h in hits],
              "in_domain": (r.get("domain") or {}).get("in_domain")}]

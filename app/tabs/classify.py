@@ -15,15 +15,19 @@ from runtime.engine import ModelUnavailableError
 if TYPE_CHECKING:
     from app.ui_common import TabContext
 
-TITLE = "Classifier (ABC-Norm)"
+TITLE = "Classify"
+SUBTITLE = "Long-tailed classification with ABC-Norm - thesis chapter 4"
+GUIDE = ("Upload one image; you get its most likely class, how sure the model is, and where "
+         "it looked (Grad-CAM). The default model knows the 10 Fashion-MNIST clothing "
+         "classes, small greyscale pictures, some classes seen rarely in training.")
 
 
 def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, answer_headline, example_expected,
-                               file_path, guard, model_summary)
+    from app.ui_common import (PLACEHOLDER, Dropdown, SafeImage, api_output,
+                               example_expected, file_path, guard)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -54,26 +58,20 @@ def build(ctx: "TabContext") -> None:
                 r[other] = {"error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - e.g. a class name the other lacks
                 r[other] = {"error": str(exc)}
-        rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | {t['train_count']} |"
-                         for t in res.report["top"])
-        top = res.report["top"][0]
-        text = (answer_headline(res.report, f"{top['class']} (probability "
-                                            f"{top['probability']:.3f})")
-                + f"**{model}**\n\n"
-                + "| class | probability | group | training images |\n|---|---|---|---|\n" + rows)
+        text = classify_card(res.report) + f"\n{compare_line(model, r)}"
         out = ctx.outputs.new("classify")
         return (text, out.image(res.cam, "gradcam"), out.image(cam_other, "gradcam-compare"), r,
                 out.json(r, "classify"))
 
     default = pick_model(ctx.served(), classify_svc.MODEL, None)
-    with gr.Tab("Classifier (ABC-Norm)"):
+    with gr.Tab(TITLE, elem_id="tab-classify"):
+        c_card = ctx.header(SUBTITLE, GUIDE, default)
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=2):
                 c_img = SafeImage(type="filepath", image_mode=None, label="Image",
                                   elem_id="classify-input")
                 c_model = Dropdown(choices(), value=default, label="Model",
                                    allow_custom_value=True, elem_id="classify-model")
-                c_card = gr.Markdown(model_summary(ctx.engine, default))
                 c_cls = Dropdown([""] + ctx.labels(default), value="",
                                  label="Explain class (default: predicted)",
                                  allow_custom_value=True)
@@ -82,13 +80,21 @@ def build(ctx: "TabContext") -> None:
                                        "ABC-Norm; none: no second model)",
                                  allow_custom_value=True)
                 c_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
-            with gr.Column():
-                c_text = gr.Markdown()
-                with gr.Row():
-                    c_cam = gr.Image(label="Grad-CAM: the chosen model", height=240)
-                    c_cam_ce = gr.Image(label="Grad-CAM: the model compared", height=240)
-                c_json = gr.JSON(label="Report", elem_id="classify-json")
-                c_file = gr.File(label="Download JSON")
+            with gr.Column(scale=3):
+                c_text = api_output(gr.Markdown(PLACEHOLDER, elem_id="classify-answer",
+                                                elem_classes=["answer-card"]), "answer")
+                with gr.Row(visible=False) as c_pics:
+                    c_cam = api_output(gr.Image(label="Grad-CAM: the chosen model",
+                                                height=240), "gradcam")
+                    c_cam_ce = api_output(gr.Image(label="Grad-CAM: the model compared",
+                                                   height=240), "gradcam_compared")
+                c_caption = gr.Markdown("_Grad-CAM: where each model looked to answer (red = "
+                                        "most); right: the model compared beside it._",
+                                        elem_classes=["caption"], visible=False)
+                with gr.Accordion("Details (JSON)", open=False, elem_id="classify-details"):
+                    c_json = api_output(gr.JSON(label="Report", elem_id="classify-json"),
+                                        "report")
+                    c_file = api_output(gr.File(label="Download JSON"), "json_file")
         if (ctx.examples / "fashion").is_dir():
             # shown: the image and the served model's answer (the class to explain is reset)
             c_expect = gr.Textbox(label="expected answer", visible=False)
@@ -99,7 +105,7 @@ def build(ctx: "TabContext") -> None:
                               "export)")
 
         def on_model(name):
-            return (model_summary(ctx.engine, name),
+            return (ctx.state_markdown(name),
                     Dropdown(choices=[""] + ctx.labels(name), value=""))
 
         c_model.change(on_model, [c_model], [c_card, c_cls], api_name=False)
@@ -107,8 +113,50 @@ def build(ctx: "TabContext") -> None:
                                      Dropdown(choices=[""] + ctx.labels(classify_svc.MODEL)),
                                      Dropdown(choices=["", "none"] + choices())),
                             [c_model, c_cls, c_cmp]))
+        ctx.live.append((lambda: ctx.state_markdown(default), [c_card]))
         c_btn.click(classify, [c_img, c_cls, c_model, c_cmp],
-                    [c_text, c_cam, c_cam_ce, c_json, c_file], api_name="classify")
+                    [c_text, c_cam, c_cam_ce, c_json, c_file], api_name="classify"
+                    ).success(lambda: (gr.Row(visible=True), gr.Markdown(visible=True)), None,
+                              [c_pics, c_caption],
+                              api_visibility="private")
+
+
+def classify_card(r: dict[str, Any]) -> str:
+    """The answer card of a classification (markdown), from the service's answer: the most
+    likely class, its probability in words and numbers, how often the model saw the class
+    in training, what the Grad-CAM shows, the other likely classes, the model."""
+    from app.ui_common import answer_card, confidence_line
+
+    top = r["top"][0]
+    p = float(top["probability"])
+    lines = [confidence_line(p, f"probability {p:.3f}"),
+             f"'{top['class']}' is a {top['group']}-shot class ({top['train_count']} training "
+             f"images).",
+             f"The Grad-CAM picture shows where the model looked for "
+             f"'{r.get('cam_class') or top['class']}' (red = most)."]
+    rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | "
+                     f"{t['train_count']} |" for t in r["top"])
+    table = ("\n**Most likely classes**\n\n| class | probability | group | training images |"
+             "\n|---|---|---|---|\n" + rows + "\n")
+    raw = f"{top['class']} (probability {p:.3f})"
+    return answer_card(r, f"Looks like: {top['class']}", lines, raw) + table
+
+
+def compare_line(model: str, answers: dict[str, Any]) -> str:
+    """One line per model compared beside ``model``: its top class, or why it did not
+    answer."""
+    out = []
+    for name, a in answers.items():
+        if name == model:
+            continue
+        if "error" in a:
+            out.append(f"**Compared with `{name}`:** no answer ({a['error']})")
+        else:
+            t = a["top"][0]
+            out.append(f"**Compared with `{name}`:** {t['class']} (probability "
+                       f"{t['probability']:.3f})" + ("" if a.get("reliable") else
+                                                     " - raw output, no reliable verdict"))
+    return "\n\n".join(out) + ("\n" if out else "")
 
 
 # --- CLI and load-test requests ------------------------------------------------------------

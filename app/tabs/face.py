@@ -13,7 +13,13 @@ from app.services import face as face_svc
 if TYPE_CHECKING:
     from app.ui_common import TabContext
 
-TITLE = "Face (sequential deepfake)"
+TITLE = "Check a face"
+SUBTITLE = "Sequential deepfake detection (Seq-DeepFake, SeqFakeFormer) - thesis chapter 5"
+GUIDE = ("Upload a photo with a face, or a face crop; you get whether the face was edited, "
+         "which parts in what order, and where. The default model knows generated faces "
+         "only: its answer on a real photograph is not a finding.")
+# component names as a sentence says them ("eye" -> "eyes")
+PLURAL = {"eye": "eyes", "eyebrow": "eyebrows", "lip": "lips"}
 
 
 def build(ctx: "TabContext") -> None:
@@ -23,9 +29,8 @@ def build(ctx: "TabContext") -> None:
     from app import case_report
     from app.inputs import InputError
     from app.ui_common import (Dropdown, Number, SafeFile, SafeImage, SafeVideo, Slider,
-                               answer_headline, domain_warning, example_expected,
+                               PLACEHOLDER, api_output, domain_warning, example_expected,
                                example_truth, file_path, guard)
-    from app.services.reliability import face_finding
     from app.viz import side_by_side
 
     seq_models = ctx.models or ["seqfake"]
@@ -48,23 +53,19 @@ def build(ctx: "TabContext") -> None:
         truth = example_truth(file_path(image))
         if model_name == face_svc.ALL:
             cards = [face_svc.model_card_line(ctx.engine, m) for m in models]
-            text = "".join(dict.fromkeys(domain_warning(r.report) for r in results)) \
-                + "".join(f"**{r.report['model']}: {r.report['headline']}**\n\n"
-                          for r in results if not r.report["reliable"]) \
-                + compare_markdown(cards, [r.report for r in results])
+            text = (f"## {len(results)} models answered\n\n"
+                    + "".join(dict.fromkeys(domain_warning(r.report) for r in results))
+                    + "".join(f"- **{r.report['model']}:** {face_title(r.report)}"
+                              + ("" if r.report["reliable"] else f" ({r.report['headline']})")
+                              + "\n" for r in results)
+                    + "\n" + compare_markdown(cards, [r.report for r in results]))
             where = side_by_side([r.where for r in results], [r.report["model"] for r in results])
             report: dict[str, Any] = {"models": cards, "answers": [r.report for r in results]}
         else:
-            r = res.report
-            text = answer_headline(r, face_finding(r["raw_verdict"], r["fake_probability"])) + (
-                    f"**Sequence:** {r['sequence_text']}\n\n"
-                    + "\n".join(f"- step {s['step']}: **{s['component']}** (p = {s['probability']:.3f})"
-                                for s in r["sequence"]))
-            if r.get("trained_on"):
-                text += f"\n\n_{r['trained_on']}_"
-            where, report = res.where, r
+            text = face_card(res.report)
+            where, report = res.where, res.report
         if truth:  # an example: its true sequence is in its name
-            text += f"\n\n**Truth (example's name):** {truth.replace(' ', ' -> ')}"
+            text += f"\n**Truth (example's name):** {truth.replace(' ', ' -> ')}\n"
         name, digest = upload_identity(file_path(image))
         html = case_report.face_report(name, digest, results, model_infos(models))
         return (text, out.image(res.annotated if res.annotated is not None else res.crop, "faces"),
@@ -130,32 +131,40 @@ def build(ctx: "TabContext") -> None:
                 out.gallery(crops, "top-crop"), out.gallery(plots, "track-timeline"),
                 out.text(html, "case_report.html"))
 
-    with gr.Tab("Face (sequential deepfake)"):
-        gr.Markdown("The default model is trained on **procedurally generated faces** "
-                    "(no face data set ships offline). It is **not** a detector for real "
-                    "deepfakes until it is retrained on real data (`python -m training "
-                    "seqfake --data SEQ_DEEPFAKE_DIR`).")
+    with gr.Tab(TITLE, elem_id="tab-face"):
+        f_state = ctx.header(SUBTITLE, GUIDE, seq_models[0])
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=2):
                 f_img = SafeImage(type="filepath", image_mode=None,
                                   label="Image with a face", elem_id="face-input")
-                f_thr = Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
-                f_idx = Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
-                f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
-                                     elem_id="face-crop")
                 f_model = Dropdown(model_choices(), value=seq_models[0],
                                    label="Model ('all': every model side by side)")
+                with gr.Accordion("Settings", open=False):
+                    f_thr = Slider(0.05, 0.95, value=0.5, step=0.01, label="Threshold")
+                    f_idx = Number(value=1, precision=0, minimum=1, label="Face # (1 = largest)")
+                f_crop = gr.Checkbox(value=False, label="Image is already a face crop (skip detection)",
+                                     elem_id="face-crop")
                 f_btn = gr.Button("Analyse", variant="primary", elem_id="face-btn")
-            with gr.Column():
-                f_text = gr.Markdown()
-                with gr.Row():
-                    f_annot = gr.Image(label="Detected faces", height=220)
-                    f_cropimg = gr.Image(label="Aligned crop", height=220)
-                    f_where = gr.Image(label="Where (token dissimilarity)", height=220)
-                f_json = gr.JSON(label="Report", elem_id="face-json")
-                with gr.Row():
-                    f_file = gr.File(label="Download JSON")
-                    f_html = gr.File(label="Case report (HTML)", elem_id="face-report")
+            with gr.Column(scale=3):
+                f_text = api_output(gr.Markdown(PLACEHOLDER, elem_id="face-answer",
+                                                elem_classes=["answer-card"]), "answer")
+                with gr.Column(visible=False) as f_pics:
+                    with gr.Row():
+                        f_annot = api_output(gr.Image(label="Faces found", height=220),
+                                             "faces_image")
+                        f_cropimg = api_output(gr.Image(label="Aligned face", height=220),
+                                               "crop")
+                        f_where = api_output(gr.Image(label="Where edited", height=220),
+                                             "where_map")
+                    gr.Markdown("_Faces found: the face analysed is outlined. Aligned face: "
+                                "what the model reads. Where edited: brighter where the face "
+                                "differs most from an unedited one._", elem_classes=["caption"])
+                    f_html = api_output(gr.File(
+                        label="Case report (HTML, one file to keep or send)",
+                        elem_id="face-report"), "case_report")
+                with gr.Accordion("Details (JSON)", open=False, elem_id="face-details"):
+                    f_json = api_output(gr.JSON(label="Report", elem_id="face-json"), "report")
+                    f_file = api_output(gr.File(label="Download JSON"), "json_file")
         # the examples are face crops (detection skipped), asked at their model's threshold,
         # as export checked them; shown: the image, the model and that model's answer
         def model_threshold(model: str) -> float:
@@ -176,19 +185,25 @@ def build(ctx: "TabContext") -> None:
                               "--crop does in the CLI; expected answer: the model's, "
                               "checked at export)")
         ctx.on_load.append((lambda: Dropdown(choices=model_choices()), [f_model]))
+        ctx.live.append((lambda: ctx.state_markdown(seq_models[0]), [f_state]))
+        f_model.change(lambda n: ctx.state_markdown(n if n != face_svc.ALL else seq_models[0]),
+                       [f_model], [f_state], api_name=False)
         f_btn.click(face, [f_img, f_thr, f_idx, f_crop, f_model],
-                    [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face")
+                    [f_text, f_annot, f_cropimg, f_where, f_json, f_file, f_html], api_name="face"
+                    ).success(lambda: gr.Column(visible=True), None, [f_pics],
+                              api_visibility="private")
         with gr.Accordion("Several files (batch)", open=False):
             b_files = SafeFile(file_count="multiple", type="filepath", label="Images",
                                elem_id="face-batch-files")
             b_btn = gr.Button("Analyse all", elem_id="face-batch-btn")
-            b_text = gr.Markdown()
-            b_table = gr.Dataframe(label="One row per face (click a column to sort)",
-                                   interactive=False, wrap=True, elem_id="face-batch-table")
+            b_text = api_output(gr.Markdown(), "summary")
+            b_table = api_output(gr.Dataframe(label="One row per face (click a column to sort)",
+                                              interactive=False, wrap=True,
+                                              elem_id="face-batch-table"), "table")
             with gr.Row():
-                b_csv = gr.File(label="Download CSV")
-                b_html = gr.File(label="Case report (HTML)")
-            b_json = gr.JSON(label="Rows", visible=False)
+                b_csv = api_output(gr.File(label="Download CSV"), "csv_file")
+                b_html = api_output(gr.File(label="Case report (HTML)"), "case_report")
+            b_json = api_output(gr.JSON(label="Rows", visible=False), "rows")
             b_btn.click(face_batch, [b_files, f_thr, f_crop, f_model],
                         [b_text, b_table, b_csv, b_json, b_html], api_name="face_batch")
         with gr.Accordion("Video", open=False):
@@ -200,17 +215,66 @@ def build(ctx: "TabContext") -> None:
             v_frames = Slider(2, 64, value=16, step=1, label="Frames to sample")
             v_crop = gr.Checkbox(value=False, label="Frames are face crops")
             v_btn = gr.Button("Analyse video")
-            v_plot = gr.Image(label="Fake probability per person over time")
-            v_crops = gr.Gallery(label="Each person's highest-scoring frames", columns=6,
-                                 height=240, elem_id="face-video-crops")
-            v_tracks = gr.Gallery(label="Per-person timelines (fake probability and components)",
-                                  columns=2, height=300, elem_id="face-video-tracks")
-            v_json = gr.JSON(label="Report (per person and per frame)")
-            with gr.Row():
-                v_file = gr.File(label="Download JSON")
-                v_html = gr.File(label="Case report (HTML)")
+            v_plot = api_output(gr.Image(label="Fake probability per person over time"),
+                                "timeline")
+            v_crops = api_output(gr.Gallery(label="Each person's highest-scoring frames",
+                                            columns=6, height=240, elem_id="face-video-crops"),
+                                 "top_crops")
+            v_tracks = api_output(gr.Gallery(
+                label="Per-person timelines (fake probability and components)", columns=2,
+                height=300, elem_id="face-video-tracks"), "track_timelines")
+            v_html = api_output(gr.File(label="Case report (HTML)"), "case_report")
+            with gr.Accordion("Details (JSON)", open=False):
+                v_json = api_output(gr.JSON(label="Report (per person and per frame)"),
+                                    "report")
+                v_file = api_output(gr.File(label="Download JSON"), "json_file")
             v_btn.click(face_video, [v_in, f_thr, v_frames, v_crop, f_model],
                         [v_plot, v_json, v_file, v_crops, v_tracks, v_html], api_name="face_video")
+
+
+def edited_parts(report: dict[str, Any]) -> str:
+    """The edited parts of a face answer in order, as a sentence says them ("hair, then
+    eyes"); "" for an answer without a sequence (a model that only tells fake from real)."""
+    parts = [PLURAL.get(s["component"], s["component"]) for s in report.get("sequence") or []]
+    return ", then ".join(parts)
+
+
+def face_title(report: dict[str, Any]) -> str:
+    """The plain-language answer of one model for a face: "Looks unedited", "Edited: hair,
+    then eyes", "Edited" (no sequence), or "No reliable verdict"."""
+    if not report.get("reliable"):
+        return "No reliable verdict"
+    if report.get("raw_verdict", report.get("verdict")) == "real":
+        return "Looks unedited"
+    parts = edited_parts(report)
+    return f"Edited: {parts}" if parts else "Edited"
+
+
+def face_card(report: dict[str, Any]) -> str:
+    """The answer card of a face (markdown), from the service's answer: the plain answer,
+    its confidence in words and numbers, the order of the edits, the model and what it was
+    trained on, the domain warning; without a basis, "No reliable verdict" with the model's
+    raw output below. An answer without a sequence (a fake-or-real model) says so."""
+    from app.services.reliability import face_finding
+    from app.ui_common import answer_card, confidence_line
+
+    verdict = report.get("raw_verdict", report.get("verdict", ""))
+    p = float(report.get("fake_probability", 0.0))
+    sure = p if verdict == "manipulated" else 1 - p
+    thr = report.get("threshold")
+    lines = [confidence_line(sure, f"fake probability {p:.3f}"
+                             + (f", threshold {float(thr):.2f}" if thr is not None else ""))]
+    has_sequence = "sequence" in report
+    if verdict == "manipulated" and report.get("sequence"):
+        lines.append("**Order found:** " + " -> ".join(
+            f"{s['step']}. {s['component']} ({s['probability']:.3f})" for s in report["sequence"]))
+    elif verdict == "manipulated" and not has_sequence:
+        lines.append("This model tells edited from unedited faces; it does not say which "
+                     "parts were edited.")
+    raw = face_finding(verdict, p)
+    if report.get("sequence"):
+        raw += f"; {report.get('sequence_text') or edited_parts(report)}"
+    return answer_card(report, face_title(report), lines, raw)
 
 
 def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]]) -> str:
@@ -221,12 +285,12 @@ def compare_markdown(cards: list[dict[str, Any]], reports: list[dict[str, Any]])
     head = "| | " + " | ".join(f"**{c['model']}** ({c['variant']})" for c in cards) + " |"
     rows = [
         ("verdict", [_compare_verdict(r) for r in reports]),
-        ("sequence", [r["sequence_text"] for r in reports]),
-        ("decoder", [r["decoder"] for r in reports]),
-        ("task", [c["task"] for c in cards]),
-        ("test Fixed-Acc", [pct(c["fixed_acc"]) for c in cards]),
-        ("test Adaptive-Acc", [pct(c["adaptive_acc"]) for c in cards]),
-        ("version", [f"`{c['version']}`" for c in cards]),
+        ("sequence", [r.get("sequence_text") or "not given by this model" for r in reports]),
+        ("decoder", [r.get("decoder") or "-" for r in reports]),
+        ("task", [c.get("task") or "-" for c in cards]),
+        ("test Fixed-Acc", [pct(c.get("fixed_acc")) for c in cards]),
+        ("test Adaptive-Acc", [pct(c.get("adaptive_acc")) for c in cards]),
+        ("version", [f"`{c.get('version', '?')}`" for c in cards]),
     ]
     lines = [head, "|---" * (len(cards) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]

@@ -12,7 +12,11 @@ from app.services import qmil as qmil_svc
 if TYPE_CHECKING:
     from app.ui_common import TabContext
 
-TITLE = "Bag query (qMIL)"
+TITLE = "Find a word in a bag of images"
+SUBTITLE = "Query-based multiple-instance learning (qMIL) - thesis chapter 2"
+GUIDE = ("Upload several images (a bag) or one video, and type a word; you get whether any "
+         "image shows it and which one most likely. The default model knows Fashion-MNIST "
+         "clothing (t-shirt, trouser, sneaker, bag, ...), small greyscale pictures.")
 
 
 def example_word(folder: str) -> str:
@@ -24,8 +28,8 @@ def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeFile, answer_headline, example_expected,
-                               example_truth, file_path, guard, model_summary)
+    from app.ui_common import (PLACEHOLDER, Dropdown, SafeFile, api_output, example_expected,
+                               example_truth, file_path, guard)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -43,40 +47,39 @@ def build(ctx: "TabContext") -> None:
                                      model_name=model)
         else:
             res = qmil_svc.query_bag(ctx.engine, paths, word, model_name=model)
+        text = query_card(res.report)
         r = res.report
-        finding = f"{r['raw_answer'].upper()}: P(bag holds '{r['query']}') = {r['probability']:.3f}"
-        text = answer_headline(r, finding) + (
-            f"Query is {r['query_kind']}. Top instance: #{r['top_instance']} of {r['bag_size']}.")
-        if r.get("warning"):
-            near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})" for c in r["closest_training_queries"])
-            text += f"\n\n**Caution:** {r['warning']} Closest training queries (cosine): {near}."
         classes = [example_truth(p) for p in paths]
         if classes and all(classes):  # example files: each is named with its class
             where = [i + 1 for i, c in enumerate(classes) if c == r["query"]]
-            text += (f"\n\n**Truth (examples' names):** the bag "
+            text += (f"\n**Truth (examples' names):** the bag "
                      + (f"holds '{r['query']}' (instance {', '.join(map(str, where))})" if where
                         else f"holds no '{r['query']}'"))
         out = ctx.outputs.new("query")
         return text, out.gallery(res.tiles, "instance"), r, out.json(r, "query")
 
-    with gr.Tab("Bag query (qMIL)"):
+    default = pick_model(ctx.served(), qmil_svc.MODEL, None)
+    with gr.Tab(TITLE, elem_id="tab-query"):
+        q_card = ctx.header(SUBTITLE, GUIDE, default)
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=2):
                 q_files = SafeFile(file_count="multiple", label="Bag: several images, or one video",
                                    elem_id="query-input")
                 q_word = gr.Textbox(label="Query word", placeholder="e.g. sneaker, bag, trouser, boot",
                                     elem_id="query-word")
-                default = pick_model(ctx.served(), qmil_svc.MODEL, None)
                 q_model = Dropdown(choices(), value=default, label="Model", elem_id="query-model",
                                    allow_custom_value=True)
-                q_card = gr.Markdown(model_summary(ctx.engine, default))
                 q_btn = gr.Button("Ask", variant="primary", elem_id="query-btn")
-            with gr.Column():
-                q_text = gr.Markdown()
-                q_gal = gr.Gallery(label="Instances by attention (bar = beta, red frame = top)",
-                                   columns=6, height=360)
-                q_json = gr.JSON(label="Report", elem_id="query-json")
-                q_file = gr.File(label="Download JSON")
+            with gr.Column(scale=3):
+                q_text = api_output(gr.Markdown(PLACEHOLDER, elem_id="query-answer",
+                                                elem_classes=["answer-card"]), "answer")
+                q_gal = api_output(gr.Gallery(
+                    label="The images, most attended first (bar: attention; red frame: the "
+                          "image that most likely holds the word)", columns=6, height=360,
+                    visible=False), "instances")
+                with gr.Accordion("Details (JSON)", open=False, elem_id="query-details"):
+                    q_json = api_output(gr.JSON(label="Report", elem_id="query-json"), "report")
+                    q_file = api_output(gr.File(label="Download JSON"), "json_file")
         if (ctx.examples / "bags").is_dir():
             bags = sorted(p for p in (ctx.examples / "bags").iterdir() if p.is_dir())[:4]
             q_expect = gr.Textbox(label="expected answer", visible=False)
@@ -84,11 +87,39 @@ def build(ctx: "TabContext") -> None:
                           example_expected(b)] for b in bags], [q_files, q_word, q_expect],
                         label="Examples (expected answer: the served model's, checked at "
                               "export; the folder name says whether the bag holds the word)")
-        q_model.change(lambda n: model_summary(ctx.engine, n), [q_model], [q_card],
-                       api_name=False)
+        q_model.change(ctx.state_markdown, [q_model], [q_card], api_name=False)
         ctx.on_load.append((lambda: Dropdown(choices=choices()), [q_model]))
+        ctx.live.append((lambda: ctx.state_markdown(default), [q_card]))
         q_btn.click(query, [q_files, q_word, q_model], [q_text, q_gal, q_json, q_file],
-                    api_name="query")
+                    api_name="query").success(lambda: gr.Gallery(visible=True), None, [q_gal],
+                                              api_visibility="private")
+
+
+def query_card(r: dict[str, Any]) -> str:
+    """The answer card of a bag query (markdown), from the service's answer: "Yes: image 3
+    most likely holds a sneaker" / "No: no image seems to hold a sneaker", the confidence,
+    whether the word was a training query (a zero-shot word's caution), the model."""
+    from app.ui_common import answer_card, confidence_line
+
+    word, p, top = r["query"], float(r["probability"]), r.get("top_instance")
+    yes = r.get("raw_answer", r.get("answer")) == "yes"
+    a = f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+    title = (f"Yes: image {top} most likely holds {a}" if yes
+             else f"No: no image seems to hold {a}")
+    lines = [confidence_line(p if yes else 1 - p,
+                             f"probability that the bag holds {a}: {p:.3f}"),
+             f"The word is {r.get('query_kind', '?')}; image {top} of {r.get('bag_size', '?')} "
+             f"got the most attention."]
+    if r.get("warning"):
+        near = ", ".join(f"'{c['query']}' ({c['cosine']:.2f})"
+                         for c in r.get("closest_training_queries", []))
+        lines.append(f"**Caution:** {r['warning']} Closest training queries (cosine): {near}.")
+    raw = (f"{'YES' if yes else 'NO'}: P(bag holds '{word}') = {p:.3f}; image {top} got the "
+           f"most attention")
+    card = answer_card(r, title, lines, raw)
+    if not r.get("reliable") and r.get("warning"):
+        card += "\n" + lines[-1] + "\n"
+    return card
 
 
 # --- CLI and load-test requests ------------------------------------------------------------

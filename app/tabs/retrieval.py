@@ -11,15 +11,19 @@ from app.services import retrieval as retrieval_svc
 if TYPE_CHECKING:
     from app.ui_common import TabContext
 
-TITLE = "Retrieval (DCL)"
+TITLE = "Similar images"
+SUBTITLE = "Dual contrastive learning (DCL), self-supervised embeddings - thesis chapter 3"
+GUIDE = ("Upload one image; you get the most similar images of the model's gallery and what "
+         "most of them show. The default model and gallery are Fashion-MNIST clothing, "
+         "small greyscale pictures.")
 
 
 def build(ctx: "TabContext") -> None:
     """The tab's components and events, inside the app's Blocks."""
     import gradio as gr
 
-    from app.ui_common import (Dropdown, SafeImage, Slider, answer_headline, example_expected,
-                               file_path, guard, model_summary)
+    from app.ui_common import (PLACEHOLDER, Dropdown, SafeImage, Slider, api_output,
+                               example_expected, file_path, guard)
     from runtime.engine import pick_model
 
     def choices() -> list[str]:
@@ -35,30 +39,35 @@ def build(ctx: "TabContext") -> None:
         res = retrieval_svc.neighbours(ctx.engine, file_path(image), k=int(k),
                                        query_label=label or None, model_name=model)
         r = res.report
-        text = answer_headline(r, f"{len(r['neighbours'])} nearest neighbours")
-        if "precision_at_k" in r:
-            text += f"\nPrecision of label '{r['query_label']}': {r['precision_at_k']:.2f}"
+        text = neighbours_card(r)
         out = ctx.outputs.new("neighbours")
         return text, out.gallery(res.tiles, "neighbour"), r, out.json(r, "neighbours")
 
-    with gr.Tab("Retrieval (DCL)"):
+    with gr.Tab(TITLE, elem_id="tab-retrieval"):
+        r_card = ctx.header(SUBTITLE, GUIDE, default)
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=2):
                 r_img = SafeImage(type="filepath", image_mode=None, label="Query image",
                                   elem_id="retrieval-input")
-                r_k = Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k")
+                r_k = Slider(1, retrieval_svc.MAX_K, value=8, step=1, label="k",
+                             info="how many similar images to show")
                 r_model = Dropdown(choices(), value=default, label="Model (its gallery)",
                                    allow_custom_value=True,
                                    elem_id="retrieval-model")
-                r_card = gr.Markdown(model_summary(ctx.engine, default))
                 r_lab = Dropdown([""] + labels_dcl, value="", label="Query label (optional)",
                                  allow_custom_value=True)
                 r_btn = gr.Button("Search", variant="primary", elem_id="retrieval-btn")
-            with gr.Column():
-                r_text = gr.Markdown()
-                r_gal = gr.Gallery(label="Nearest gallery images", columns=4, height=360)
-                r_json = gr.JSON(label="Report", elem_id="retrieval-json")
-                r_file = gr.File(label="Download JSON")
+            with gr.Column(scale=3):
+                r_text = api_output(gr.Markdown(PLACEHOLDER, elem_id="retrieval-answer",
+                                                elem_classes=["answer-card"]), "answer")
+                r_gal = api_output(gr.Gallery(
+                    label="The most similar gallery images, nearest first (caption: label "
+                          "and similarity)", columns=4, height=360, visible=False),
+                    "neighbours")
+                with gr.Accordion("Details (JSON)", open=False, elem_id="retrieval-details"):
+                    r_json = api_output(gr.JSON(label="Report", elem_id="retrieval-json"),
+                                        "report")
+                    r_file = api_output(gr.File(label="Download JSON"), "json_file")
         shown = next((ctx.examples / f for f in ("retrieval", "fashion")
                       if (ctx.examples / f).is_dir()), None)
         if shown is not None:
@@ -74,14 +83,40 @@ def build(ctx: "TabContext") -> None:
                         [r_img, r_k, r_lab, r_expect], visible_columns=[0, 3],
                         label="Examples (expected answer: the majority label of the default "
                               "model's 8 nearest images, checked at export)")
-        r_model.change(lambda n: (model_summary(ctx.engine, n),
+        r_model.change(lambda n: (ctx.state_markdown(n),
                                   Dropdown(choices=[""] + ctx.labels(n), value="")),
                        [r_model], [r_card, r_lab], api_name=False)
         ctx.on_load.append((lambda: (Dropdown(choices=choices()),
                                      Dropdown(choices=[""] + ctx.labels(retrieval_svc.MODEL))),
                             [r_model, r_lab]))
+        ctx.live.append((lambda: ctx.state_markdown(default), [r_card]))
         r_btn.click(neighbours, [r_img, r_k, r_lab, r_model], [r_text, r_gal, r_json, r_file],
-                    api_name="neighbours")
+                    api_name="neighbours").success(lambda: gr.Gallery(visible=True), None,
+                                                   [r_gal], api_visibility="private")
+
+
+def neighbours_card(r: dict[str, Any]) -> str:
+    """The answer card of a retrieval (markdown), from the service's answer: what most of
+    the nearest gallery images show and how many of them agree, the nearest similarity, the
+    precision of a given label, the model."""
+    from app.ui_common import answer_card, confidence_line
+
+    hits = r["neighbours"]
+    label, share = retrieval_svc.vote(r)
+    if not hits:
+        return answer_card(r, "No similar images found", [], "no neighbours")
+    n = len(hits)
+    agree = round((share or 0) * n)
+    title = f"Most similar: {label} ({agree} of the {n} nearest images)"
+    lines = [confidence_line(share or 0, f"{agree} of {n} nearest images agree; nearest "
+                                         f"similarity {hits[0]['similarity']:.3f}")]
+    if r.get("query_in_gallery"):
+        lines.append(f"This image is in the gallery itself ({r.get('query_gallery_id')}); it "
+                     f"is left out of its neighbours.")
+    if "precision_at_k" in r:
+        lines.append(f"Precision of label '{r['query_label']}': {r['precision_at_k']:.2f}")
+    raw = f"the nearest images are mostly {label} ({agree} of {n})"
+    return answer_card(r, title, lines, raw)
 
 
 # --- CLI and load-test requests ------------------------------------------------------------
