@@ -10,7 +10,7 @@ so both engines call the same per-file function and give the same rows. The rows
 in the order files finish and are written by the local engine's writer, so ``--resume``,
 the ``error`` rows and the summary are the same.
 
-``python -m methods.dcl.gallery --folder DIR --engine ray`` embeds the gallery's missing
+``python -m export.methods.dcl.gallery --folder DIR --engine ray`` embeds the gallery's missing
 shards on a pool of encoder actors (:func:`gallery_shards`); the shards, the index and the
 gallery are written here, as the local build writes them.
 
@@ -33,7 +33,7 @@ from runtime.cli import UserError
 
 RAY_MISSING = "Ray is not installed: pip install -r requirements-ray.txt"
 LOCAL, RAY = "local", "ray"  # --engine: this process (the default), or a Ray cluster
-BLOCK_FILES = 16  # files per block (a read task, then one actor call) at most
+BLOCK_FILES = 4   # files per block (a read task, then one actor call; rows come per block)
 BLOCKS_PER_WORKER = 4  # and at least this many blocks per actor, so that every actor has work
 ENV_PREFIX = "REPLENS_"  # the settings the workers get from this process's environment
 

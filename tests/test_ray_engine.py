@@ -57,12 +57,57 @@ def _case(art: Path, tmp: Path) -> Path:
     return root
 
 
+def test_parquet_results_journal_and_resume(tmp_path):
+    """Both engines' Parquet writer: rows to the journal as they come, the Parquet file at the
+    end; an interrupted batch keeps its journal and --resume reads it."""
+    import pyarrow.parquet as pq
+
+    from app.batch import journal_path, run_batch
+    from app.inputs import InputError
+
+    files = [tmp_path / f"{i}.png" for i in range(4)]
+    for f in files:
+        f.write_bytes(b"x")
+    seen: list[str] = []
+
+    def analyse(p: Path):
+        seen.append(p.name)
+        if p.name == "1.png":
+            raise InputError("cannot read 1.png")
+        if p.name == "3.png" and len(seen) == 4:
+            raise KeyboardInterrupt                       # the first batch stops here
+        return [{"score": int(p.stem) + 0.5, "words": ["a", p.stem]}]
+
+    out = tmp_path / "r.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(files, analyse, ["score", "words"], out=out, show_bar=False)
+    # the interrupted batch wrote its Parquet file when it closed; a kill leaves the journal
+    assert pq.read_table(out).num_rows == 3 and not journal_path(out).exists()
+    out.unlink()
+    journal_path(out).write_text(
+        "\n".join(json.dumps({"file": str(f), "sha256": "d", "score": 1.5, "words": ["a"],
+                              "status": "ok", "error": None}) for f in files[:2])
+        + '\n{"file": "cut')
+    with pytest.raises(InputError, match="--resume"):
+        run_batch(files, analyse, ["score", "words"], out=out, show_bar=False)
+    seen.clear()
+    res = run_batch(files, analyse, ["score", "words"], out=out, resume=True, show_bar=False)
+    assert seen == ["2.png", "3.png"] and res.summary["resumed"] == 2
+    table = pq.read_table(out)
+    assert table.column_names == ["file", "sha256", "score", "words", "status", "error"]
+    assert [r["file"] for r in table.to_pylist()] == [str(f) for f in files]
+    assert table.to_pylist()[3]["words"] == ["a", "3"] and not journal_path(out).exists()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPU here: no notice about one
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    mp.undo()
 
 
 def test_engine_ray_without_ray_says_how_to_install(smoke_artifacts, tmp_path, capsys,
@@ -81,7 +126,7 @@ def test_engine_ray_without_ray_says_how_to_install(smoke_artifacts, tmp_path, c
     assert code == 2 and err.strip() == f"error: {RAY_MISSING}"
     assert not (tmp_path / "r.csv").exists()        # refused before any work
 
-    from methods.dcl.gallery import main as gallery_main
+    from export.methods.dcl.gallery import main as gallery_main
 
     assert gallery_main(["--folder", str(img.parent), "--engine", "ray",
                          "--artifacts", str(smoke_artifacts)]) == 2
@@ -155,13 +200,13 @@ def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_p
         assert (tmp_path / "g_ray" / name).read_bytes() == (tmp_path / "g_local" / name).read_bytes()
     assert on_ray.ids == local.ids and len(local) == 7
 
-    # the command: python -m methods.dcl.gallery --folder DIR --engine ray
+    # the command: python -m export.methods.dcl.gallery --folder DIR --engine ray
     art = tmp_path / "art"
     (art / "onnx").mkdir(parents=True)
     shutil.copy(smoke_artifacts / "manifest.json", art)
     for f in (smoke_artifacts / "onnx").glob("dcl.*"):
         shutil.copy(f, art / "onnx" / f.name)
-    from methods.dcl.gallery import main as gallery_main
+    from export.methods.dcl.gallery import main as gallery_main
 
     assert gallery_main(["--folder", str(folder), "--engine", "ray", "--workers", "1",
                          "--artifacts", str(art)]) == 0, capsys.readouterr().err
