@@ -506,7 +506,7 @@ def cli_batch(args: Any, analyse: Analyse, columns: list[str],
 
     if batch_ray.captured(analyse, columns):  # a Ray worker asks for the command's analysis
         return {}
-    if getattr(args, "engine", batch_ray.LOCAL) != batch_ray.LOCAL:
+    if batch_ray.wants_ray(args):
         kwargs["rows_source"] = batch_ray.rows_source(args)
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the results file to continue).")

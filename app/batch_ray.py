@@ -55,6 +55,21 @@ def add_engine_args(parser: argparse.ArgumentParser, what: str) -> None:
                              "cluster, else one per CPU)")
 
 
+def wants_ray(args: argparse.Namespace) -> bool:
+    """``--engine ray``; ``--address`` or ``--workers`` without it are refused.
+
+    Raises:
+        UserError: ``--address`` or ``--workers`` with the local engine.
+    """
+    if getattr(args, "engine", LOCAL) == RAY:
+        return True
+    given = [f for f in ("address", "workers") if getattr(args, f, None) is not None]
+    if given:
+        raise UserError(f"--{given[0]} goes with --engine ray (the local engine runs in this "
+                        f"process): add --engine ray or leave --{given[0]} out")
+    return False
+
+
 def import_ray() -> Any:
     """The ``ray`` module.
 

@@ -125,6 +125,9 @@ def test_engine_ray_without_ray_says_how_to_install(smoke_artifacts, tmp_path, c
                             "--out", tmp_path / "r.csv", "--engine", "ray")
     assert code == 2 and err.strip() == f"error: {RAY_MISSING}"
     assert not (tmp_path / "r.csv").exists()        # refused before any work
+    code, _, err = _run_cli(capsys, "--artifacts", smoke_artifacts, "classify", img.parent,
+                            "--out", tmp_path / "r.csv", "--workers", 2)
+    assert code == 2 and "--workers goes with --engine ray" in err
 
     from export.methods.dcl.gallery import main as gallery_main
 

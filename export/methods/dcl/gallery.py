@@ -37,7 +37,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--model", help="the DCL encoder (a run name of the manifest; default: the "
                                    "default encoder, dcl)")
     p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
-    from app.batch_ray import LOCAL, add_engine_args
+    from app.batch_ray import add_engine_args, wants_ray
 
     add_engine_args(p, "the shards are embedded")
     args = p.parse_args(argv)
@@ -50,7 +50,7 @@ def _main(argv: list[str] | None) -> int:
                         f"`python -m training dcl --set run.name={run}` and "
                         f"`python -m export {run}` first")
     shards = None
-    if args.engine != LOCAL:
+    if wants_ray(args):
         if not args.folder:
             raise UserError("--engine ray builds a gallery of an image folder: add --folder DIR")
         from app.batch_ray import gallery_shards
