@@ -20,12 +20,13 @@ import cv2
 import numpy as np
 
 from runtime import deadline, domain
+from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError, option_hint
 from app.results import check
 from app.services import reliability
-from app.services.face import ALL, CROP_SIZE, analyze_crop
+from app.services.face import ALL, CROP_SIZE, METHOD, analyze_crop
 from app.settings import current as limits
 from app.tracking import Track, TrackerConfig, track_faces
 from app.viz import timeline
@@ -185,11 +186,15 @@ def _detect(detector: FaceDetector | None, frames: list[np.ndarray], is_crop: bo
     return found
 
 
-def _crop(frame: np.ndarray, face: Face, is_crop: bool) -> np.ndarray:
-    """The model's input crop (CROP_SIZE, CROP_SIZE, 3) of one face."""
+def _crop(frame: np.ndarray, face: Face, is_crop: bool, alignment: str = ALIGN_DEFAULT
+          ) -> np.ndarray:
+    """The model's input crop (CROP_SIZE, CROP_SIZE, 3) of one face, aligned as the model's
+    manifest entry says (:mod:`runtime.align`)."""
     if is_crop:
         return cv2.resize(frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
-    return align_crop(frame, face, size=CROP_SIZE)
+    if alignment == ALIGN_DEFAULT:
+        return align_crop(frame, face, size=CROP_SIZE)
+    return aligner(alignment)(frame, face, CROP_SIZE)
 
 
 def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times: list[float],
@@ -197,9 +202,10 @@ def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times:
                   ) -> tuple[TrackResult, list[dict[str, Any]]]:
     """Run the model on every face of a track; its result and the per-frame model reports."""
     crops, rows, reports = [], [], []
+    alignment = alignment_of(engine.get(model_name, METHOD).entry)
     for ob in track.observations:
         deadline.check()
-        crop = _crop(frames[ob.frame], ob.face, is_crop)
+        crop = _crop(frames[ob.frame], ob.face, is_crop, alignment)
         r = analyze_crop(engine, crop, model_name, threshold)
         r.pop("_dissim", None)
         crops.append(crop)
