@@ -5,7 +5,7 @@ Exports each finished training run under ``<artifacts>/runs/`` to
 only when measured faster and as accurate by the rule in ``export/int8.yaml``), with the
 retrieval gallery of an encoder, records it in ``<artifacts>/manifest.json``, then writes
 the example inputs for the app (each method's post-export hooks, see
-``methods/<name>/assets.py``).
+``export/methods/<name>/assets.py``).
 
 A re-export writes its files under fresh names (``<run>.2.onnx``, ...) and switches the
 manifest to them in one rename: Ctrl-C (or SIGTERM) at any point leaves the previous model

@@ -1,8 +1,9 @@
 """Example inputs for the app's tabs, written under ``<artifacts>/examples``.
 
-Generic helpers used by the methods' post-export hooks (``methods/<name>/assets.py``):
-one Fashion-MNIST test image per class (``examples/<folder>``), test faces of a
-Seq-DeepFake-layout data set copied as PNG, and any example made by a hook (a bag).
+Generic helpers used by the methods' post-export hooks
+(``export/methods/<name>/assets.py``): one Fashion-MNIST test image per class
+(``examples/<folder>``), test faces of a Seq-DeepFake-layout data set copied as PNG, and any
+example made by a hook (a bag).
 
 Each example is named with its truth (``NN_<truth>.png``). With a :class:`Judge` (the
 served default model, asked through the same service the app uses), the examples are

@@ -1,8 +1,8 @@
 """The generic export view: the module to trace, its example inputs and its sidecars.
 
 Each method's variants build one with a function registered in its descriptor
-(``Variant.view``, e.g. ``methods/<name>/views.py``); names, order and dynamic axes come
-from the variant's :class:`methods.base.ExportIO`, declared once.
+(``Variant.view``, e.g. ``export/methods/<name>/views.py``); names, order and dynamic axes
+come from the variant's :class:`methods.base.ExportIO`, declared once.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class Variant:
         overrides: ``--set`` overrides (over the method's YAML) that select it.
         io: its export contract.
         view: ``"module:function"``; ``function(model, extra) -> (module, example_inputs,
-            check_inputs, sidecars)`` builds the export wrapper (see :mod:`export.views`).
+            check_inputs, sidecars)`` builds the export wrapper (see :mod:`export.view`).
         description: one line for the docs and the model card.
         served: whether the app can serve it (a tab understands its outputs).
         domain: the ONNX outputs the domain check reads its features from

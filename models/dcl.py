@@ -17,7 +17,7 @@ step for ResNet-18 on 28 px images, whose last stage runs its 3x3 convolutions o
 
 :meth:`ContrastiveEncoder.embed` gives the l2-normalised backbone features used by the
 kNN monitor, the linear probe and the retrieval gallery (the export view
-:func:`methods.dcl.views.embed_view` turns ``embed`` into the ONNX encoder).
+:func:`export.methods.dcl.views.embed_view` turns ``embed`` into the ONNX encoder).
 """
 from __future__ import annotations
 

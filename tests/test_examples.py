@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from methods.seqfake.assets import write_examples
+from export.methods.seqfake.assets import write_examples
 from training.data import faces_synth
 
 

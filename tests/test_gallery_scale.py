@@ -217,7 +217,7 @@ def test_folder_gallery_served_by_the_retrieval_tab(smoke_artifacts, tmp_path):
     import shutil
 
     from app.services import retrieval as retrieval_svc
-    from methods.dcl.assets import build_gallery
+    from export.methods.dcl.assets import build_gallery
     from runtime.engine import Engine
     from training.data.fashion_mnist import load_fashion_mnist
 

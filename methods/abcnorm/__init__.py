@@ -101,12 +101,13 @@ DESCRIPTOR = MethodDescriptor(
     schema=ABCNormConfig, config_file="abcnorm.yaml",
     plugin="training.methods.abcnorm:build",
     variants={"classifier": Variant("classifier", (), CLASSIFIER_IO,
-                                    "methods.abcnorm.views:classifier_view",
+                                    "export.methods.abcnorm.views:classifier_view",
                                     "backbone + linear head; logits and the last feature map "
                                     "(Grad-CAM), any loss",
+                                    # the pooled penultimate features
                                     domain=("features",), calibration="softmax",
                                     headline="top1",
-                                    evaluate="methods.abcnorm.evaluation:top1")},  # the pooled penultimate features
+                                    evaluate="export.methods.abcnorm.evaluation:top1")},
     variant_of=variant_of,
     tab="app.tabs.classify",
     limits="trained on long-tailed Fashion-MNIST (imbalance ratio 100); the class groups "
@@ -118,5 +119,5 @@ DESCRIPTOR = MethodDescriptor(
                   BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=47, optional=True)),
     smoke=("train.batch_size=32",),
     docs="docs/abcnorm.md",
-    post_export=("methods.abcnorm.assets:write_examples",),
+    post_export=("export.methods.abcnorm.assets:write_examples",),
 )

@@ -1,7 +1,7 @@
 """DCL, decoupled contrastive learning (thesis Chapter 3): descriptor and config schema.
 
 Network: :mod:`models.dcl`; training plug-in: :mod:`training.methods.dcl`; app tab:
-:mod:`app.tabs.retrieval` (kNN over a gallery built by :mod:`methods.dcl.assets`);
+:mod:`app.tabs.retrieval` (kNN over a gallery built by :mod:`export.methods.dcl.assets`);
 defaults: ``training/configs/dcl.yaml``; docs: docs/dcl.md.
 """
 from __future__ import annotations
@@ -99,11 +99,11 @@ DESCRIPTOR = MethodDescriptor(
     description="decoupled contrastive learning pre-training (Chapter 3)",
     schema=DCLConfig, config_file="dcl.yaml",
     plugin="training.methods.dcl:build",
-    variants={"encoder": Variant("encoder", (), EMBED_IO, "methods.dcl.views:embed_view",
+    variants={"encoder": Variant("encoder", (), EMBED_IO, "export.methods.dcl.views:embed_view",
                                  "the encoder's l2-normalised embedding (any backbone)",
                                  domain=("embedding",), headline="knn_top1",
-                                 evaluate="methods.dcl.evaluation:knn_top1",
-                                 assets="methods.dcl.assets:stage_gallery")},
+                                 evaluate="export.methods.dcl.evaluation:knn_top1",
+                                 assets="export.methods.dcl.assets:stage_gallery")},
     variant_of=variant_of,
     tab="app.tabs.retrieval",
     limits="self-supervised on Fashion-MNIST (28 x 28 grayscale), short CPU budget; "
@@ -112,5 +112,5 @@ DESCRIPTOR = MethodDescriptor(
     smoke=("data.train_subset=256", "eval.gallery_size=256", "eval.test_size=256",
            "eval.random_init_reference=false", "train.batch_size=32"),
     docs="docs/dcl.md",
-    post_export=("methods.dcl.assets:post_export",),
+    post_export=("export.methods.dcl.assets:post_export",),
 )

@@ -2,7 +2,7 @@
 
 Everything of a method in one folder: descriptor and schema here, the plug-in in
 :mod:`training.methods.toy`, the network ``toy_regressor`` in :mod:`models.toy`, the export
-view in :mod:`methods.toy.views`. No app tab and no default build run.
+view in :mod:`export.methods.toy.views`. No app tab and no default build run.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ DESCRIPTOR = MethodDescriptor(
     description="tiny regression used by the engine's tests",
     schema=ToyConfig, config_file="toy.yaml", plugin="training.methods.toy:build",
     variants={"regressor": Variant("regressor", (), REGRESSOR_IO,
-                                   "methods.toy.views:regressor_view", "an MLP", served=False)},
+                                   "export.methods.toy.views:regressor_view", "an MLP",
+                                   served=False)},
     variant_of=lambda extra: "regressor",
     tab=None, limits="a test fixture, not a model.",
 )

@@ -1,9 +1,11 @@
-"""``python -m methods.dcl.gallery``: (re)build the Retrieval tab's gallery alone.
+"""``python -m export.methods.dcl.gallery``: (re)build the Retrieval tab's gallery alone.
 
-    python -m methods.dcl.gallery --folder PHOTOS/ [--limit N] [--index auto|exact|ivf|hnsw]
-    python -m methods.dcl.gallery                   # Fashion-MNIST test (the default gallery)
-    python -m methods.dcl.gallery --model mine --folder PHOTOS/   # encoder 'mine': galleries/mine
-    python -m methods.dcl.gallery --folder PHOTOS/ --engine ray [--address auto] [--workers N]
+    python -m export.methods.dcl.gallery --folder PHOTOS/ [--limit N]
+        [--index auto|exact|ivf|hnsw]
+    python -m export.methods.dcl.gallery            # Fashion-MNIST test (the default gallery)
+    python -m export.methods.dcl.gallery --model mine --folder PHOTOS/   # galleries/mine
+    python -m export.methods.dcl.gallery --folder PHOTOS/ --engine ray [--address auto]
+        [--workers N]
 
 Embeds the images with the exported DCL encoder (``<artifacts>/onnx/dcl.onnx``) into a
 fresh ``<artifacts>/gallery`` folder (``gallery.2`` while the old one is served), then switches
@@ -28,7 +30,7 @@ def _main(argv: list[str] | None) -> int:
     from models.ann import KINDS
     from runtime.manifest import read_manifest
 
-    p = argparse.ArgumentParser(prog="python -m methods.dcl.gallery", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m export.methods.dcl.gallery", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folder", help="image folder (sub-folders = labels); default: Fashion-MNIST test")
     p.add_argument("--limit", type=int, help="use only the first N images (sorted paths)")
@@ -41,7 +43,7 @@ def _main(argv: list[str] | None) -> int:
 
     add_engine_args(p, "the shards are embedded")
     args = p.parse_args(argv)
-    from methods.dcl.assets import SERVED, build_gallery
+    from export.methods.dcl.assets import SERVED, build_gallery
 
     artifacts = artifacts_dir(args.artifacts)
     run = args.model or SERVED

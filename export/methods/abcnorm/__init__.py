@@ -1,0 +1,1 @@
+"""Export views, evaluation and assets of the abcnorm method (:mod:`methods.abcnorm`)."""

@@ -1,0 +1,1 @@
+"""Export views, evaluation and assets of the seqfake method (:mod:`methods.seqfake`)."""
