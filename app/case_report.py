@@ -2,31 +2,36 @@
 
 The file embeds its images as ``data:image/png;base64`` URIs and its CSS in a ``<style>``;
 it loads nothing (a Content-Security-Policy forbids any request and any script), so it can
-be mailed, archived and opened offline. Every string that came from a user or a model file
-(file names, labels, model names, error messages) goes through :func:`html.escape`.
+be mailed, archived and opened offline. The page is the Jinja2 template
+``app/case_report.html.j2``, rendered with autoescape: every string that came from a user or
+a model file (file names, labels, model names, error messages) is escaped by the template;
+only the style sheet and the Content-Security-Policy below are marked safe.
 
 Sections carry stable ids (``section-input``, ``section-faces``, ...; see ``FACE_SECTIONS``,
 ``BATCH_SECTIONS`` and ``VIDEO_SECTIONS``) so that tests and readers can find them.
-Pure Python + numpy + PIL: no template engine.
+Python builds each report's view (plain values); the template lays it out.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 from PIL import Image
 
 from app.services import reliability as rel
 from runtime.artifacts import write_bytes_atomic
 
 REPORT_FORMAT = 1
+TEMPLATE = "case_report.html.j2"  # beside this module
 NO_DOMAIN_CHECK = "no domain check is available for this model"
 FACE_SECTIONS = ("section-input", "section-faces", "section-sequence", "section-where",
                  "section-models", "section-domain", "section-time")
@@ -143,19 +148,20 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _text(value: Any) -> str:
-    """A value as escaped text: floats to 4 decimals, None empty, lists/dicts as JSON."""
+def _plain(value: Any) -> str:
+    """A value as text (the template escapes it): floats to 4 decimals, None empty, yes/no
+    for booleans, lists/dicts as JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return escape(_num(value))
+        return _num(value)
     if isinstance(value, (np.floating, np.integer)):
-        return _text(value.item())
+        return _plain(value.item())
     if isinstance(value, (list, tuple, dict)):
-        return escape(json.dumps(value, default=str, separators=(", ", ": ")))
-    return escape(str(value))
+        return json.dumps(value, default=str, separators=(", ", ": "))
+    return str(value)
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -173,26 +179,33 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{f:.{digits}f}".rstrip("0").rstrip(".") if f != 0 else "0"
 
 
-def _img(image: np.ndarray | None, alt: str, cls: str = "", caption: str = "") -> str:
-    """An embedded figure, or a note when there is no image."""
-    if image is None:
-        return f'<p class="note">{escape(alt)}: no image.</p>'
-    cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-    return (f'<figure><img class="{cls}" alt="{escape(alt)}" src="{png_data_uri(image)}">'
-            f"{cap}</figure>")
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """The page template (``app/case_report.html.j2``), autoescaped."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["as_text"] = _plain
+    env.globals.update(csp=Markup(_CSP), css=Markup(_CSS), raw_mark=rel.RAW_MARK,
+                       no_domain_check=NO_DOMAIN_CHECK)
+    return env.get_template(TEMPLATE)
 
 
-def _kv(pairs: Iterable[tuple[str, Any]], raw: bool = False) -> str:
-    """A two-column table; values escaped unless ``raw`` (already HTML)."""
-    rows = "".join(f"<tr><th>{escape(k)}</th><td>{v if raw else _text(v)}</td></tr>"
-                   for k, v in pairs)
-    return f'<table class="kv">{rows}</table>'
+def _render(report: str, title: str, subtitle: str, view: Mapping[str, Any]) -> str:
+    """The page of ``report`` ("face", "batch", "video") with its sections' ``view``."""
+    return _template().render(report=report, title=title, subtitle=subtitle, view=view) + "\n"
 
 
-def _verdict(verdict: Any) -> str:
+def _img(image: np.ndarray | None, alt: str, cls: str = "", caption: str = "") -> dict[str, Any]:
+    """An embedded figure (``uri`` None: the template notes that there is no image)."""
+    return {"uri": None if image is None else png_data_uri(image), "alt": alt, "cls": cls,
+            "caption": caption}
+
+
+def _verdict(verdict: Any) -> dict[str, str]:
     v = str(verdict or "unknown")
-    cls = "v-manipulated" if v == "manipulated" else "v-real" if v == "real" else ""
-    return f'<span class="verdict {cls}">{escape(v)}</span>'
+    return {"widget": "verdict", "text": v,
+            "cls": "v-manipulated" if v == "manipulated" else "v-real" if v == "real" else ""}
 
 
 def _state(report: Mapping[str, Any]) -> str:
@@ -200,40 +213,27 @@ def _state(report: Mapping[str, Any]) -> str:
     return str(report.get("reliability") or rel.reliability(report.get("domain")))
 
 
-def _finding_rows(report: Mapping[str, Any], subject: str = "this face") -> list[tuple[str, str]]:
-    """The verdict rows of an answer (HTML values): its verdict when the domain check
-    measured the input in domain; otherwise the headline that there is no reliable verdict
-    and, below it, the model's raw verdict marked as such (:mod:`app.services.reliability`;
-    the answer's own ``reliability`` and ``headline`` when it has them, else its domain
-    check's)."""
+def _finding_rows(report: Mapping[str, Any], subject: str = "this face") -> list[tuple[str, Any]]:
+    """The verdict rows of an answer: its verdict when the domain check measured the input
+    in domain; otherwise the headline that there is no reliable verdict and, below it, the
+    model's raw verdict marked as such (:mod:`app.services.reliability`; the answer's own
+    ``reliability`` and ``headline`` when it has them, else its domain check's)."""
     state = _state(report)
     raw = report.get("raw_verdict", report.get("verdict"))
     if state == rel.IN_DOMAIN:
         return [("verdict", _verdict(report.get("verdict")))]
     head = report.get("headline") or rel.unreliable_headline(state, subject)
-    return [("verdict", f'<span class="verdict v-unreliable">{escape(head)}</span>'),
-            (rel.RAW_MARK, f'<span class="raw">{escape(str(raw or "unknown"))}</span>')]
+    return [("verdict", {"widget": "unreliable", "text": head}),
+            (rel.RAW_MARK, {"widget": "raw", "text": str(raw or "unknown")})]
 
 
 def _bar(p: Any) -> str:
+    """The width (percent, one decimal) of a probability's bar."""
     try:
         width = max(0.0, min(1.0, float(p))) * 100
     except (TypeError, ValueError):
         width = 0.0
-    return f'<span class="barbox"><span class="bar" style="width:{width:.1f}%"></span></span>'
-
-
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{escape(title)}</h2>{body}</section>'
-
-
-def _page(title: str, subtitle: str, sections: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>{escape(title)}</h1><p class=\"sub\">{escape(subtitle)}</p></header>"
-            + "\n".join(sections) + "</body></html>\n")
+    return f"{width:.1f}"
 
 
 # ---------------------------------------------------------------------------------- models
@@ -266,49 +266,40 @@ def model_info(model: Any) -> dict[str, Any]:
     }
 
 
-def _models_section(models: list[dict[str, Any]]) -> str:
-    if not models:
-        return _section("section-models", "Models",
-                        '<p class="note">No model information was given.</p>')
-    cards = []
-    for m in models:
-        metrics = m.get("metrics") or {}
-        mtable = ("<table><tr><th>test metric</th><th>value</th></tr>" + "".join(
-            f'<tr><td>{escape(str(k))}</td><td class="num">{_text(v)}</td></tr>'
-            for k, v in metrics.items()) + "</table>") if metrics else \
-            '<p class="note">no test metrics recorded</p>'
-        known = ("name", "version", "sha256", "file", "metrics")
-        rest = [(k, v) for k, v in m.items() if k not in known and v not in (None, "", {})]
-        body = _kv([("name", m.get("name")), ("version", m.get("version")),
-                    ("sha256", m.get("sha256")), ("file", m.get("file")), *rest])
-        cards.append(f'<div class="card"><h3>{escape(str(m.get("name", "?")))}</h3>'
-                     f"{body}{mtable}</div>")
-    return _section("section-models", "Models", f'<div class="grid">{"".join(cards)}</div>')
+def _models_view(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each model's card: its title, its facts and its test metrics."""
+    known = ("name", "version", "sha256", "file", "metrics")
+    return [{"title": str(m.get("name", "?")),
+             "pairs": [("name", m.get("name")), ("version", m.get("version")),
+                       ("sha256", m.get("sha256")), ("file", m.get("file")),
+                       *[(k, v) for k, v in m.items() if k not in known and v not in (None, "", {})]],
+             "metrics": [(str(k), v) for k, v in (m.get("metrics") or {}).items()]}
+            for m in models]
 
 
 # ---------------------------------------------------------------------------------- domain
 
-def _domain_html(domain: Any, trained_on: str = "") -> str:
+def _domain_view(domain: Any, trained_on: str = "") -> dict[str, Any]:
     """The domain check of one model's result, or the statement that there is none."""
-    trained = (f' <span class="sub">Trained on: {escape(str(trained_on))}.</span>'
-               if trained_on else "")
     if not isinstance(domain, Mapping) or "in_domain" not in domain:
-        return f'<p class="no-domain">{escape(NO_DOMAIN_CHECK)}.{trained}</p>'
-    inside = bool(domain.get("in_domain"))
-    badge = (f'<span class="verdict {"v-in" if inside else "v-out"}">'
-             f'{"in domain" if inside else "out of domain"}</span>')
+        return {"present": False, "trained_on": str(trained_on or "")}
     generic = ([("generic image score", domain.get("generic_score")),
                 ("generic threshold", domain.get("generic_threshold"))]
                if domain.get("generic_score") is not None else [])
-    return badge + _kv([("score", domain.get("score")), ("threshold", domain.get("threshold")),
-                        *generic, ("trained on", domain.get("trained_on") or trained_on)])
+    return {"present": True, "in_domain": bool(domain.get("in_domain")),
+            "pairs": [("score", domain.get("score")), ("threshold", domain.get("threshold")),
+                      *generic, ("trained on", domain.get("trained_on") or trained_on)]}
 
 
-def _time_section(analysed_at: datetime | None) -> str:
-    return _section("section-time", "Time of the analysis", _kv([
-        ("analysed at", iso_time(analysed_at)),
-        ("RepLens version", replens_version()),
-        ("report format", REPORT_FORMAT)]))
+def _domain_html(domain: Any, trained_on: str = "") -> str:
+    """The domain check's HTML alone (as a report shows it)."""
+    page = _template().make_module({"report": None, "title": "", "subtitle": "", "view": {}})
+    return str(page.domain(_domain_view(domain, trained_on)))
+
+
+def _time_pairs(analysed_at: datetime | None) -> list[tuple[str, Any]]:
+    return [("analysed at", iso_time(analysed_at)), ("RepLens version", replens_version()),
+            ("report format", REPORT_FORMAT)]
 
 
 def _trained_on(report: Mapping[str, Any], models: list[dict[str, Any]]) -> str:
@@ -322,25 +313,26 @@ def _trained_on(report: Mapping[str, Any], models: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------------- face
 
-def _probabilities_table(probs: Mapping[str, Any]) -> str:
-    if not probs:
-        return '<p class="note">no component probabilities</p>'
-    rows = "".join(f'<tr><td>{escape(str(k))}</td><td class="num">{_text(v)}</td>'
-                   f"<td>{_bar(v)}</td></tr>" for k, v in probs.items())
-    return f"<table><tr><th>component</th><th>probability</th><th></th></tr>{rows}</table>"
-
-
-def _sequence_html(report: Mapping[str, Any]) -> str:
-    steps = report.get("sequence") or []
-    if steps:
-        rows = "".join(f'<tr><td class="num">{_text(s.get("step"))}</td>'
-                       f'<td>{escape(str(s.get("component", "")))}</td>'
-                       f'<td class="num">{_text(s.get("probability"))}</td></tr>' for s in steps)
-        seq = ("<table><tr><th>step</th><th>component</th><th>probability</th></tr>"
-               f"{rows}</table>")
-    else:
-        seq = f'<p>{escape(str(report.get("sequence_text") or "no manipulation found"))}</p>'
-    return seq
+def _face_card(result: Any, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's answer for the face: verdict, sequence, probabilities, where-map, domain."""
+    rep = result.report
+    name = str(rep.get("model", "?"))
+    where = getattr(result, "where", None)
+    return {
+        "name": name, "version": str(rep.get("model_version", "")),
+        "summary": [*_finding_rows(rep), ("fake probability", rep.get("fake_probability")),
+                    ("threshold", rep.get("threshold")), ("decoder", rep.get("decoder")),
+                    ("task", rep.get("task"))],
+        "raw_note": _state(rep) != rel.IN_DOMAIN,
+        "steps": [{"step": s.get("step"), "component": str(s.get("component", "")),
+                   "probability": s.get("probability")} for s in rep.get("sequence") or []],
+        "sequence_text": str(rep.get("sequence_text") or "no manipulation found"),
+        "probabilities": [(str(k), v, _bar(v)) for k, v in (rep.get("probabilities") or {}).items()],
+        "where": _img(where, f"where-map of {name}", "crop",
+                      f"{name}: where the face differs from a real one") if where is not None
+        else None,
+        "domain": _domain_view(rep.get("domain"), _trained_on(rep, models)),
+    }
 
 
 def face_report(source_name: str, sha256: str, results: list[Any], models: list[dict],
@@ -364,65 +356,27 @@ def face_report(source_name: str, sha256: str, results: list[Any], models: list[
     first = results[0]
     rep0: Mapping[str, Any] = first.report
     n_faces = len(rep0.get("faces") or [])
-    crop_given = getattr(first, "annotated", None) is None and not n_faces
-    inp = _kv([("file", source_name), ("sha256", sha256),
-               ("faces found", "no detection (a crop)" if crop_given else n_faces),
-               ("detector", rep0.get("detector"))])
-    if getattr(first, "annotated", None) is not None:
-        inp += _img(first.annotated, f"input {source_name}", "input",
-                    "the input, every face found boxed; the analysed one highlighted")
-    else:
-        inp += '<p class="note">The image was given as a face crop: no detection ran.</p>'
-
+    annotated = getattr(first, "annotated", None)
+    crop_given = annotated is None and not n_faces
     face_no = rep0.get("face_number")
-    faces_rows = "".join(
-        f'<tr><td class="num">{i + 1}</td><td>{_text(f.get("box"))}</td>'
-        f'<td class="num">{_text(f.get("score"))}</td></tr>'
-        for i, f in enumerate(rep0.get("faces") or []))
-    faces = _img(first.crop, "aligned face crop", "crop",
-                 f"aligned crop of face #{face_no}" if face_no else "the face crop analysed")
-    faces += _kv([("face analysed", face_no if face_no else "the whole image (a crop)")])
-    if faces_rows:
-        faces += ("<table><tr><th>face</th><th>box (x1, y1, x2, y2)</th><th>score</th></tr>"
-                  f"{faces_rows}</table>")
-
-    cards, wheres, domains = [], [], []
-    for r in results:
-        rep = r.report
-        name = str(rep.get("model", "?"))
-        head = (f'<h3>{escape(name)} <span class="mono">{escape(str(rep.get("model_version", "")))}'
-                f"</span></h3>")
-        summary = _kv([*_finding_rows(rep),
-                       ("fake probability", _text(rep.get("fake_probability"))),
-                       ("threshold", _text(rep.get("threshold"))),
-                       ("decoder", _text(rep.get("decoder"))),
-                       ("task", _text(rep.get("task")))], raw=True)
-        probs = _probabilities_table(rep.get("probabilities") or {})
-        raw_note = ("" if _state(rep) == rel.IN_DOMAIN else
-                    f'<p class="note">Sequence and probabilities: {escape(rel.RAW_MARK)}.</p>')
-        cards.append(f'<div class="card">{head}{summary}{raw_note}<h3>Sequence</h3>'
-                     f"{_sequence_html(rep)}<h3>Every component</h3>{probs}</div>")
-        where = getattr(r, "where", None)
-        wheres.append(_img(where, f"where-map of {name}", "crop",
-                           f"{name}: where the face differs from a real one") if where is not None
-                      else f'<p class="note">{escape(name)}: this model gives no where-map '
-                           f"(its decoder reads the whole face).</p>")
-        domains.append(f'<div class="card"><h3>{escape(name)}</h3>'
-                       f"{_domain_html(rep.get('domain'), _trained_on(rep, models))}</div>")
-
-    sections = [
-        _section("section-input", "Input", inp),
-        _section("section-faces", "Face", faces),
-        _section("section-sequence", "Manipulation sequence",
-                 f'<div class="grid">{"".join(cards)}</div>'),
-        _section("section-where", "Where-maps", f'<div class="grid">{"".join(wheres)}</div>'),
-        _models_section(models),
-        _section("section-domain", "Domain check", f'<div class="grid">{"".join(domains)}</div>'),
-        _time_section(analysed_at),
-    ]
-    return _page(f"RepLens case report: {source_name}",
-                 f"Face analysis by {', '.join(str(r.report.get('model', '?')) for r in results)}",
-                 sections)
+    view = {
+        "input": [("file", source_name), ("sha256", sha256),
+                  ("faces found", "no detection (a crop)" if crop_given else n_faces),
+                  ("detector", rep0.get("detector"))],
+        "annotated": None if annotated is None else _img(
+            annotated, f"input {source_name}", "input",
+            "the input, every face found boxed; the analysed one highlighted"),
+        "crop": _img(first.crop, "aligned face crop", "crop",
+                     f"aligned crop of face #{face_no}" if face_no else "the face crop analysed"),
+        "face_analysed": [("face analysed", face_no if face_no else "the whole image (a crop)")],
+        "faces": [{"box": f.get("box"), "score": f.get("score")} for f in rep0.get("faces") or []],
+        "cards": [_face_card(r, models) for r in results],
+        "models": _models_view(models),
+        "time": _time_pairs(analysed_at),
+    }
+    return _render("face", f"RepLens case report: {source_name}",
+                   f"Face analysis by {', '.join(str(r.report.get('model', '?')) for r in results)}",
+                   view)
 
 
 # ---------------------------------------------------------------------------------- batch
@@ -448,52 +402,37 @@ def batch_report(rows: list[dict], summary: dict, models: list[dict],
     """
     thumbnails = thumbnails or {}
     cols = _columns(rows)
-    show_thumbs = bool(thumbnails)
-    head = "<tr><th>outcome</th>" + ("<th>face</th>" if show_thumbs else "") + "".join(
-        f"<th>{escape(str(c))}</th>" for c in cols) + "</tr>"
-    body = []
-    for row in rows:
-        failed = "error" in row
-        cells = [f"<td>{'failed' if failed else 'analysed'}</td>"]
-        if show_thumbs:
-            thumb = thumbnails.get(f"{row.get('file')}#{row.get('face')}")
-            cells.append("<td>" + (f'<img class="thumb" alt="face crop" '
-                                   f'src="{png_data_uri(thumb)}">' if thumb is not None else "")
-                         + "</td>")
-        for c in cols:
-            v = row.get(c)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ' class="num"' if num else ""
-            if c in rel.FINDING_COLUMNS and v == rel.UNRELIABLE:  # no finding: said so
-                cells.append('<td><span class="verdict v-unreliable">no reliable verdict'
-                             "</span></td>")
-            else:
-                cells.append(f"<td{cls}>{_text(v)}</td>")
-        body.append(f'<tr class="{"row-error" if failed else "row-ok"}">{"".join(cells)}</tr>')
-    table = (f'<div class="scroll"><table id="batch-rows">{head}{"".join(body)}</table></div>'
-             if rows else '<p class="note">The batch has no rows.</p>')
+
+    def cells(row: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each column's value; a finding column without a finding says so."""
+        return [{"unreliable": c in rel.FINDING_COLUMNS and row.get(c) == rel.UNRELIABLE,
+                 "num": isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool),
+                 "value": row.get(c)} for c in cols]
+
+    def thumb(row: dict[str, Any]) -> str | None:
+        image = thumbnails.get(f"{row.get('file')}#{row.get('face')}")
+        return png_data_uri(image) if image is not None else None
 
     in_dom = [r.get("in_domain") for r in rows if "error" not in r]
     checked = [v for v in in_dom if v is not None]
-    if checked:
-        n_in = sum(bool(v) for v in checked)
-        domain = _kv([("rows checked", len(checked)), ("in domain", n_in),
-                      ("out of domain", len(checked) - n_in),
-                      ("not checked", len(in_dom) - len(checked))])
-    else:
-        trained = "; ".join(f"{m.get('name')}: {m.get('trained_on')}" for m in models
-                            if m.get("trained_on"))
-        domain = _domain_html(None, trained)
-    n_err = sum("error" in r for r in rows)
-    sections = [
-        _section("section-summary", "Summary", _kv(list(summary.items()))),
-        _section("section-rows", f"Results ({len(rows)} rows, {n_err} failed)", table),
-        _models_section(models),
-        _section("section-domain", "Domain check", domain),
-        _time_section(analysed_at),
-    ]
+    n_in = sum(bool(v) for v in checked)
+    trained = "; ".join(f"{m.get('name')}: {m.get('trained_on')}" for m in models
+                        if m.get("trained_on"))
+    view = {
+        "summary": list(summary.items()),
+        "columns": cols, "thumbnails": bool(thumbnails),
+        "rows": [{"failed": "error" in row, "thumb": thumb(row) if thumbnails else None,
+                  "cells": cells(row)} for row in rows],
+        "failed": sum("error" in r for r in rows),
+        "domain_counts": [("rows checked", len(checked)), ("in domain", n_in),
+                          ("out of domain", len(checked) - n_in),
+                          ("not checked", len(in_dom) - len(checked))] if checked else [],
+        "domain": _domain_view(None, trained),
+        "models": _models_view(models),
+        "time": _time_pairs(analysed_at),
+    }
     files = summary.get("files", len({r.get("file") for r in rows}))
-    return _page("RepLens case report: batch", f"{files} file(s) analysed", sections)
+    return _render("batch", "RepLens case report: batch", f"{files} file(s) analysed", view)
 
 
 # ---------------------------------------------------------------------------------- video
@@ -503,25 +442,44 @@ def _rep(obj: Any) -> Mapping[str, Any]:
     return rep if isinstance(rep, Mapping) else {}
 
 
-def _frames_table(timeline: list[Mapping[str, Any]]) -> str:
-    if not timeline:
-        return '<p class="note">no frames</p>'
-    rows = []
+def _frames_view(timeline: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each analysed frame of a track: time, fake probability, sequence, every component."""
+    frames = []
     for f in timeline:
         probs = f.get("probabilities") or {}
-        ptxt = ", ".join(f"{k} {_num(v)}" for k, v in probs.items())
         seq = f.get("sequence")
         if isinstance(seq, list):  # steps [{step, component, probability}] or names
             seq = " -> ".join(str(s.get("component", s)) if isinstance(s, Mapping) else str(s)
                               for s in seq) or "no manipulation found"
-        rows.append(f'<tr><td class="num">{_text(f.get("time"))}</td>'
-                    f'<td class="num">{_text(f.get("fake_probability"))}</td>'
-                    f"<td>{_bar(f.get('fake_probability'))}</td>"
-                    f"<td>{_text(seq)}</td><td>{escape(ptxt)}</td>"
-                    f"<td>{_text(f.get('box'))}</td></tr>")
-    return ("<div class=\"scroll\"><table><tr><th>time (s)</th><th>fake probability</th><th></th>"
-            "<th>sequence</th><th>every component</th><th>box</th></tr>"
-            + "".join(rows) + "</table></div>")
+        frames.append({"time": f.get("time"), "fake_probability": f.get("fake_probability"),
+                       "width": _bar(f.get("fake_probability")), "sequence": seq,
+                       "probabilities": ", ".join(f"{k} {_num(v)}" for k, v in probs.items()),
+                       "box": f.get("box")})
+    return frames
+
+
+def _track_view(i: int, tr: Any) -> dict[str, Any]:
+    """One face track: its verdict, score, plot, top crops and frames."""
+    trep = _rep(tr)
+    tid = getattr(tr, "track_id", None) or trep.get("track") or i + 1
+    top = trep.get("top_frames") or []
+    tl = getattr(tr, "timeline", None)
+    return {
+        "id": str(tid),
+        "summary": [*_finding_rows(trep),
+                    ("fake probability (mean of frames)", trep.get("fake_probability")),
+                    ("frames", trep.get("frames")), ("sequence", trep.get("sequence_text"))],
+        "timeline": None if tl is None else _img(tl, f"timeline of track {tid}", "plot",
+                                                 f"track {tid} over time"),
+        "crops": [_img(c, f"track {tid} top crop {j + 1}", "crop",
+                       f"t = {_num(top[j].get('time'), 2)} s, p = "
+                       f"{_num(top[j].get('fake_probability'))}" if j < len(top)
+                       else f"crop {j + 1}")
+                  for j, c in enumerate(getattr(tr, "top_crops", None) or [])],
+        "frames": _frames_view(trep.get("timeline") or []),
+        "domain": {**_domain_view(trep.get("domain")), "track": str(tid)}
+        if "domain" in trep else None,
+    }
 
 
 def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
@@ -535,64 +493,30 @@ def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
             ``.timeline`` and ``.top_crops``).
     """
     rep = _rep(result)
-    tracks = list(getattr(result, "tracks", None) or [])
-    inp = _kv([("file", _text(source_name)), ("sha256", _text(sha256)),
-               ("frames sampled", _text(rep.get("frames_sampled"))),
-               ("frames analysed (with a face)", _text(rep.get("frames_analysed"))),
-               ("frames manipulated", _text(rep.get("frames_manipulated"))),
-               ("face tracks", _text(len(tracks) if tracks else len(rep.get("tracks") or []))),
-               *_finding_rows(rep, "a face of this video"),
-               ("video fake probability", _text(rep.get("video_fake_probability"))),
-               ("threshold", _text(rep.get("threshold"))),
-               ("model", _text(rep.get("model"))),
-               ("model version", _text(rep.get("model_version")))], raw=True)
-
+    tracks = [_track_view(i, tr) for i, tr in enumerate(getattr(result, "tracks", None) or [])]
     overview = getattr(result, "timeline", None)
-    timeline = (_img(overview, "overview timeline", "plot",
-                     "fake probability of every face track over time")
-                if overview is not None else '<p class="note">No timeline was plotted.</p>')
-
-    cards, seqs, domains = [], [], []
-    for i, tr in enumerate(tracks):
-        trep = _rep(tr)
-        tid = getattr(tr, "track_id", None) or trep.get("track") or i + 1
-        top = trep.get("top_frames") or []
-        crops = "".join(
-            _img(c, f"track {tid} top crop {j + 1}", "crop",
-                 (f"t = {_num(top[j].get('time'), 2)} s, p = {_num(top[j].get('fake_probability'))}"
-                  if j < len(top) else f"crop {j + 1}"))
-            for j, c in enumerate(getattr(tr, "top_crops", None) or []))
-        summary = _kv([*_finding_rows(trep),
-                       ("fake probability (mean of frames)", _text(trep.get("fake_probability"))),
-                       ("frames", _text(trep.get("frames"))),
-                       ("sequence", _text(trep.get("sequence_text")))], raw=True)
-        tl = getattr(tr, "timeline", None)
-        tname = escape(str(tid))
-        cards.append(f'<div class="track" id="track-{tname}"><h3>Track {tname}</h3>{summary}'
-                     + (_img(tl, f"timeline of track {tid}", "plot", f"track {tid} over time")
-                        if tl is not None else "")
-                     + (f"<h3>Highest-scoring frames</h3>{crops}" if crops else "") + "</div>")
-        seqs.append(f"<h3>Track {tname}</h3>{_frames_table(trep.get('timeline') or [])}")
-        if "domain" in trep:
-            domains.append(f"<h3>Track {tname}</h3>{_domain_html(trep['domain'])}")
-    if not cards:
-        cards = ['<p class="note">No face track was found in the sampled frames.</p>']
-        seqs = ['<p class="note">No frame was analysed.</p>']
     trained = _trained_on(rep, models)
-    domain = (_domain_html(rep["domain"], trained) if "domain" in rep else
-              "".join(domains) if domains else _domain_html(None, trained))
-
-    sections = [
-        _section("section-input", "Input", inp),
-        _section("section-timeline", "Timeline", timeline),
-        _section("section-tracks", "Face tracks", "".join(cards)),
-        _section("section-sequence", "Sequences frame by frame", "".join(seqs)),
-        _models_section(models),
-        _section("section-domain", "Domain check", domain),
-        _time_section(analysed_at),
-    ]
-    return _page(f"RepLens case report: {source_name}",
-                 f"Video analysis by {rep.get('model', '?')}", sections)
+    track_domains = [t["domain"] for t in tracks if t["domain"] is not None]
+    domains = ([{**_domain_view(rep["domain"], trained), "track": None}] if "domain" in rep
+               else track_domains or [{**_domain_view(None, trained), "track": None}])
+    view = {
+        "input": [("file", source_name), ("sha256", sha256),
+                  ("frames sampled", rep.get("frames_sampled")),
+                  ("frames analysed (with a face)", rep.get("frames_analysed")),
+                  ("frames manipulated", rep.get("frames_manipulated")),
+                  ("face tracks", len(tracks) if tracks else len(rep.get("tracks") or [])),
+                  *_finding_rows(rep, "a face of this video"),
+                  ("video fake probability", rep.get("video_fake_probability")),
+                  ("threshold", rep.get("threshold")), ("model", rep.get("model")),
+                  ("model version", rep.get("model_version"))],
+        "timeline": None if overview is None else _img(
+            overview, "overview timeline", "plot", "fake probability of every face track over time"),
+        "tracks": tracks, "domains": domains,
+        "models": _models_view(models),
+        "time": _time_pairs(analysed_at),
+    }
+    return _render("video", f"RepLens case report: {source_name}",
+                   f"Video analysis by {rep.get('model', '?')}", view)
 
 
 # ---------------------------------------------------------------------------------- file

@@ -38,11 +38,14 @@ ALIGNMENTS: dict[str, str] = {
     "crop45": "app.services.face:crop_face",
     "ffhq": "runtime.align:ffhq_crop",
     "celebahq": "runtime.align:celebahq_crop",
+    "sbi": "runtime.align_sbi:align",
 }
 DESCRIPTIONS: dict[str, str] = {
     "crop45": "margin crop (face box x 1.9, eyes levelled)",
     "ffhq": "FFHQ alignment from the eyes and mouth corners",
     "celebahq": "CelebA-HQ alignment from the eyes and mouth corners",
+    "sbi": "SBI's crop: the face box with an eighth of its size added on each side, "
+           "resized to the model's side (380 px), not rotated",
 }
 
 
@@ -53,6 +56,13 @@ class AlignmentError(ValueError):
 def alignment_of(entry: dict[str, Any]) -> str:
     """The alignment a manifest entry names (``preprocess.alignment``), else :data:`DEFAULT`."""
     return str((entry.get("preprocess") or {}).get("alignment") or DEFAULT)
+
+
+def crop_side(entry: dict[str, Any]) -> int:
+    """The side of the crop a model reads: its input's (``preprocess.size``), so the crop is
+    made at that size and not resized again."""
+    size = (entry.get("preprocess") or {}).get("size") or [256]
+    return int(size[0])
 
 
 def aligner(name: str) -> Callable[[np.ndarray, Any, int], np.ndarray]:

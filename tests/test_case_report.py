@@ -364,6 +364,44 @@ def test_video_report_without_tracks_or_plots():
     assert "No face track" in p.text["section-tracks"]
 
 
+# ------------------------------------------------------------------------------- injection
+INJECT = '"><img src=x onerror=alert(1)><b>bold</b>'
+
+
+def _no_markup_from(html: str, n_images: int, sections: tuple[str, ...]) -> None:
+    """``INJECT`` shows as text only: no tag, attribute or image of it reached the page."""
+    p = assert_self_contained(html, sections, n_images)  # every <img> is one of ours
+    assert p.tags.count("b") == 0 and "src=x" not in p.srcs
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold&lt;/b&gt;" in html
+    assert any(INJECT in text for text in p.text.values())
+
+
+def test_user_and_model_strings_are_escaped_by_the_template():
+    """File names, query words, labels, model names and error messages reach the page as
+    text (the template's autoescape), in every kind of report."""
+    results = face_results()
+    rep = results[0].report
+    rep.update(model=INJECT, headline=INJECT, sequence_text=INJECT, detector=INJECT,
+               probabilities={INJECT: 0.5}, domain={"in_domain": False, "score": 1.0,
+                                                     "threshold": 0.5, "trained_on": INJECT})
+    rep["sequence"][0]["component"] = INJECT
+    html = cr.face_report(INJECT, "f" * 64, results,
+                          [dict(SEQFAKE_MODEL, name=INJECT, trained_on=INJECT,
+                                metrics={INJECT: 0.5})], WHEN)
+    _no_markup_from(html, 4, cr.FACE_SECTIONS)
+    rows = [{"file": INJECT, "query": INJECT, "class": INJECT, INJECT: 1, "in_domain": None},
+            {"file": "b.png", "error": INJECT}]
+    _no_markup_from(cr.batch_report(rows, {INJECT: INJECT}, [dict(SEQFAKE_MODEL, name=INJECT)],
+                                    WHEN), 0, cr.BATCH_SECTIONS)
+    video = video_result()
+    video.report["model"] = INJECT
+    video.tracks[0].report.update(sequence_text=INJECT, headline=INJECT, reliable=False,
+                                  reliability="out_of_domain")
+    video.tracks[0].report["timeline"][0]["probabilities"] = {INJECT: 0.5}
+    _no_markup_from(cr.video_report(INJECT, "e" * 64, video, [SEQFAKE_MODEL], WHEN), 6,
+                    cr.VIDEO_SECTIONS)
+
+
 # ------------------------------------------------------------------------------- pieces
 
 def test_png_data_uri_round_trips_and_refuses_non_images():

@@ -7,13 +7,13 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of
+from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of, crop_side
 from runtime.engine import Engine, pick_model
 from app.results import check
 from app.faces import Face, FaceDetector, align_crop, draw_faces
 from app.batch import NoFaceError
 from app.inputs import InputError, display_rgb, load_image, option_hint
-from app.services import reliability
+from app.services import fakeness, reliability
 from app.viz import overlay_heatmap
 from models.sequence import decode_sequence
 
@@ -58,6 +58,10 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         raise InputError(f"The threshold must be between 0 and 1, got {thr}.")
     x = model.prepare([crop])
     out = model.run({"image": x})
+    if fakeness.is_fakeness(model.entry):  # a binary face-swap detector: no sequence
+        dom = model.domain_check(out, x)
+        return fakeness.answer(model_name, model, out["probs"][0], thr,
+                               dom[0] if dom else None, None)
     cal = model.entry.get("calibration")
     if cal and "logits" in out:  # temperature scaling fitted at export (export/calibration.py)
         probs = 1.0 / (1.0 + np.exp(-out["logits"][0].astype(float) / float(cal["temperature"])))
@@ -261,10 +265,11 @@ def model_crop(engine: Engine, model_name: str, found: FaceSearch, face_index: i
     crop :func:`search_faces` made for ``crop45``, a given crop as it is."""
     if is_crop or not found.faces:
         return found.crops[face_index], "none (crop given)"
-    name = alignment_of(engine.get(model_name, METHOD).entry)
+    entry = engine.get(model_name, METHOD).entry
+    name = alignment_of(entry)
     if name == ALIGN_DEFAULT:
         return found.crops[face_index], name
-    return aligner(name)(found.image, found.faces[face_index], CROP_SIZE), name
+    return aligner(name)(found.image, found.faces[face_index], crop_side(entry)), name
 
 
 def analyze_face_models(engine: Engine, detector: FaceDetector | None, source: Any,
