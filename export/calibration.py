@@ -10,7 +10,9 @@
 
 ``T`` minimises the negative log-likelihood on the run's validation images (never its test
 images); ECE (15 equal-width confidence bins) is measured before and after on the
-validation and the test images, and recorded in the manifest (``calibration``).
+validation and the test images, and recorded in the manifest (``calibration``). The served
+probabilities come from that record through :func:`runtime.calibration.apply`, with the same
+:func:`~runtime.calibration.probabilities` this module fits with.
 """
 from __future__ import annotations
 
@@ -18,23 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.calibration import probabilities
+
 BINS = 15
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def probabilities(logits: np.ndarray, temperature: float, kind: str) -> np.ndarray:
-    """``softmax(z / T)`` (N, C) or ``sigmoid(z / T)`` (N, L) of logits (N, C|L)."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    return _softmax(z) if kind == "softmax" else _sigmoid(z)
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float, kind: str) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from runtime import calibration
 from runtime.engine import Engine, OnnxModel
 from app.inputs import InputError, display_rgb, load_image
 from app.results import check
@@ -25,12 +26,6 @@ METHOD = "abcnorm"  # the method whose models this service runs
 class ClassifyResult:
     report: dict[str, Any]
     cam: np.ndarray  # overlay, RGB uint8
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
 
 
 def head_weights(model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
@@ -66,11 +61,10 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
     extra = model.entry.get("extra", {})
     x = model.prepare([rgb])
     out = model.run({"image": x})
-    logits, feats = out["logits"][0], out["features"][0]
+    feats = out["features"][0]
     dom = model.domain_check(out, x)
-    cal = model.entry.get("calibration")  # temperature scaling fitted at export
-    temperature = float(cal["temperature"]) if cal else 1.0
-    probs = _softmax(logits.astype(np.float64) / temperature)
+    probs, temperature = calibration.apply(model.entry, out, "logits", fallback_kind="softmax")
+    probs = probs[0]
     labels = model.labels
     groups = extra.get("groups", ["?"] * len(labels))
     counts = extra.get("class_counts", [None] * len(labels))
@@ -98,7 +92,7 @@ def classify(engine: Engine, source: Any, model_name: str = MODEL,
                  "group": groups[i], "train_count": counts[i]} for i in order],
         "cam_class": labels[target],
         "domain": dom[0] if dom else None,
-        "temperature": temperature if cal else None,
+        "temperature": temperature,
     }
     report = reliability.mark(report, "label", "this image",
                               f"{labels[best]} (probability {round(float(probs[best]), 4):.3f})")

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from runtime import calibration
 from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of, crop_side
 from runtime.engine import Engine, pick_model
 from app.results import check
@@ -62,11 +63,8 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         dom = model.domain_check(out, x)
         return fakeness.answer(model_name, model, out["probs"][0], thr,
                                dom[0] if dom else None, None)
-    cal = model.entry.get("calibration")
-    if cal and "logits" in out:  # temperature scaling fitted at export (export/calibration.py)
-        probs = 1.0 / (1.0 + np.exp(-out["logits"][0].astype(float) / float(cal["temperature"])))
-    else:
-        probs = out["probs"][0].astype(float)
+    probs, temperature = calibration.apply(model.entry, out, "probs")
+    probs = probs[0]
     labels = model.labels
     if "sequence" in out:  # an autoregressive decoder (seqfakeformer): its own greedy order
         tokens = [int(c) for c in out["sequence"][0]]
@@ -94,7 +92,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         "trained_on": extra.get("data", ""),
         "decoder": "autoregressive" if "sequence" in out else "probability-ranked",
         "domain": dom[0] if dom else None,
-        "temperature": float(cal["temperature"]) if cal and "logits" in out else None,
+        "temperature": temperature,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
     }, "verdict", "this face", reliability.face_finding(verdict, round(fake_p, 4)))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime import domain
+from runtime import calibration, domain
 from runtime.engine import Engine
 from app.inputs import InputError, clean_query, display_rgb, load_bag
 from app.results import check
@@ -83,10 +83,8 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     x = model.prepare(images)[None]                       # (1, K, C, H, W)
     mask = np.ones((1, len(images)), dtype=np.float32)
     out = model.run({"images": x, "mask": mask, "query": q[None]})
-    cal = model.entry.get("calibration")  # bag temperature fitted at export (export/calibration.py)
-    logit = float(out["logit"][0])
-    prob = float(1.0 / (1.0 + np.exp(-logit / float(cal["temperature"])))) if cal \
-        else float(out["prob"][0])
+    probs, temperature = calibration.apply(model.entry, out, "prob")
+    prob = float(probs[0])
     beta = out["beta"][0].astype(float)
     inst = model.domain_check(out, x)  # one answer per image of the bag, or None
     bag_dom = (domain.bag_check(inst, float(model.entry["domain"]["bag_min_in_domain"]))
@@ -100,7 +98,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
         "query": word, "query_kind": kind,
         **({} if word in seen else _zero_shot_hint(q, extra)),
         "answer": answer, "probability": round(prob, 4),
-        "temperature": float(cal["temperature"]) if cal else None,
+        "temperature": temperature,
         "bag_size": len(images),
         "domain": bag_dom,
         "attention": [{"instance": int(i) + 1, "beta": round(float(beta[i]), 4),
