@@ -173,7 +173,16 @@ class FaceReport(Reliable):
     sequence_text: str
     probabilities: dict[str, Prob]
     trained_on: str
-    decoder: Literal["probability-ranked", "autoregressive"]
+    decoder: Literal["probability-ranked", "autoregressive", "none"] = Field(
+        description="How the sequence was read: probability-ranked (the thesis), autoregressive "
+                    "(a decoder), or none (a binary fakeness model: no sequence).")
+    answer: Literal["fakeness"] = Field(
+        default=None,
+        description="Only for a binary fakeness model (SBI imported from its published weights, "
+                    "app/services/fakeness.py): its one score is fake_probability; it gives no "
+                    "sequence and no component order.")
+    detects: str = Field(default=None,
+                         description="With `answer`: what the model detects, in words.")
     faces: list[dict[str, Any]]
     face_number: Optional[int] = Field(ge=1)
     detector: Optional[str]
@@ -371,6 +380,10 @@ class VideoReport(Reliable):
                     "is in raw_verdict.")
     raw_verdict: Verdict = Field(description="manipulated when any track's raw verdict is.")
     video_fake_probability: Prob
+    video_rule: str = Field(
+        default=None,
+        description="Only for a binary fakeness model (SBI): video_fake_probability follows "
+                    "its authors' video rule, said here, instead of the highest track score.")
     threshold: Prob
     model: str
     model_version: str

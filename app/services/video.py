@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 
 from runtime import deadline, domain
-from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of
+from runtime.align import DEFAULT as ALIGN_DEFAULT, aligner, alignment_of, crop_side
 from runtime.engine import Engine
 from app.faces import Face, FaceDetector, align_crop
 from app.inputs import InputError, option_hint
 from app.results import check
-from app.services import reliability
+from app.services import fakeness, reliability
 from app.services.face import ALL, CROP_SIZE, METHOD, analyze_crop
 from app.settings import current as limits
 from app.tracking import Track, TrackerConfig, track_faces
@@ -186,15 +186,16 @@ def _detect(detector: FaceDetector | None, frames: list[np.ndarray], is_crop: bo
     return found
 
 
-def _crop(frame: np.ndarray, face: Face, is_crop: bool, alignment: str = ALIGN_DEFAULT
-          ) -> np.ndarray:
+def _crop(frame: np.ndarray, face: Face, is_crop: bool, alignment: str = ALIGN_DEFAULT,
+          side: int = CROP_SIZE) -> np.ndarray:
     """The model's input crop (CROP_SIZE, CROP_SIZE, 3) of one face, aligned as the model's
-    manifest entry says (:mod:`runtime.align`)."""
+    manifest entry says (:mod:`runtime.align`; a registered alignment at the model's input
+    ``side``)."""
     if is_crop:
         return cv2.resize(frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
     if alignment == ALIGN_DEFAULT:
         return align_crop(frame, face, size=CROP_SIZE)
-    return aligner(alignment)(frame, face, CROP_SIZE)
+    return aligner(alignment)(frame, face, side)
 
 
 def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times: list[float],
@@ -202,10 +203,11 @@ def _track_result(engine: Engine, track: Track, frames: list[np.ndarray], times:
                   ) -> tuple[TrackResult, list[dict[str, Any]]]:
     """Run the model on every face of a track; its result and the per-frame model reports."""
     crops, rows, reports = [], [], []
-    alignment = alignment_of(engine.get(model_name, METHOD).entry)
+    entry = engine.get(model_name, METHOD).entry
+    alignment, side = alignment_of(entry), crop_side(entry)
     for ob in track.observations:
         deadline.check()
-        crop = _crop(frames[ob.frame], ob.face, is_crop, alignment)
+        crop = _crop(frames[ob.frame], ob.face, is_crop, alignment, side)
         r = analyze_crop(engine, crop, model_name, threshold)
         r.pop("_dissim", None)
         crops.append(crop)
@@ -296,16 +298,30 @@ def analyze_video(engine: Engine, detector: FaceDetector | None, path: Any,
         meta = meta or reports[0]
     thr = float(meta["threshold"])
     best = max(r.report["fake_probability"] for r in results)
+    rule: dict[str, Any] = {}
+    if fakeness.is_fakeness(engine.get(model_name, METHOD).entry):  # SBI's video rule
+        best = round(_fakeness_video(tracks, results), 4)
+        rule = {"video_rule": fakeness.VIDEO_RULE}
     report = {**video_verdict([r.report for r in results]),
               "video": Path(str(path)).name, "frames_sampled": len(frames),
               "frames_analysed": sum(1 for fs in faces if fs),
               "frames_manipulated": len(manipulated_frames),
               "tracks": [r.report for r in results],
-              "video_fake_probability": best, "threshold": thr,
+              "video_fake_probability": best, **rule, "threshold": thr,
               "model": model_name, "model_version": meta["model_version"],
               "frames": per_frame}
     return VideoResult(check("face_video", report), overview_plot(times, tracks, results, thr),
                        results)
+
+
+def _fakeness_video(tracks: list[Track], results: list[TrackResult]) -> float:
+    """SBI's video score (:func:`app.services.fakeness.video_fakeness`) from every track's
+    faces: per sampled frame, each face's box area and fake probability."""
+    per_frame: dict[int, list[tuple[float, float]]] = {}
+    for tr, res in zip(tracks, results):
+        for ob, row in zip(tr.observations, res.report["timeline"]):
+            per_frame.setdefault(ob.frame, []).append((ob.face.area, row["fake_probability"]))
+    return float(fakeness.video_fakeness(list(per_frame.values())))
 
 
 def video_verdict(tracks: list[dict[str, Any]]) -> dict[str, Any]:
