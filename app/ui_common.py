@@ -577,13 +577,16 @@ def model_state(engine: Engine, name: str | None,
 
 
 def _imported_from(entry: dict[str, Any]) -> str | None:
-    """Where an imported model's weights come from (its manifest entry's ``imported`` or
-    ``source``), or None for a model trained here."""
-    for key in ("imported", "source"):
-        value = entry.get(key) or (entry.get("training") or {}).get(key)
+    """Where an imported model's weights come from (the ``published`` record that
+    ``python -m export.published`` leaves in the entry's ``extra``, or an ``imported`` or
+    ``source`` field), or None for a model trained here."""
+    for key in ("published", "imported", "source"):
+        value = (entry.get(key) or (entry.get("extra") or {}).get(key)
+                 or (entry.get("training") or {}).get(key))
         if isinstance(value, dict) and value:
-            return str(value.get("name") or value.get("url") or value.get("source")
-                       or next(iter(value.values())))
+            text = str(value.get("file") or value.get("name") or value.get("source")
+                       or value.get("url") or next(iter(value.values())))
+            return text if len(text) <= 80 else text[:77] + "..."
         if isinstance(value, str) and value and value not in ("trained", "local"):
             return value
         if value is True:

@@ -89,8 +89,14 @@ class Tab:
         self.page = browser.new_page(viewport={"width": 1400, "height": 1100})
         self.page.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
         self.prefix, self.shots = prefix, shots
-        self.page.get_by_role("tab", name=title).click(force=True)
         self.root = self.page.locator(f"#tab-{prefix}")
+        for _ in range(6):  # a click before the page's scripts are ready is lost: again
+            self.page.get_by_role("tab", name=title).click(force=True)
+            try:
+                self.root.wait_for(timeout=TIMEOUT_MS // 6)
+                break
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError: click again
+                continue
         self.root.wait_for(timeout=TIMEOUT_MS)
 
     def upload(self, files: list[Path]) -> None:

@@ -181,10 +181,14 @@ def test_the_model_line_says_each_state_and_what_to_run():
     learned = {"metric": "bag_acc", "value": 0.5, "chance": 0.5, "at_chance": True}
     state, line = model_state(_Engine({"qmil": {**ENTRY, "learned": learned}}), "qmil")
     assert state == "at chance" and "did not learn" in line
-    for imported in ({"imported": {"source": "SBI (Shiohara & Yamasaki, 2022)"}},
+    published = {"file": "FFc23.tar", "sha256": "0" * 64, "source": "github.com/mapooon"}
+    for imported in ({"extra": {"published": published}},
+                     {"imported": {"source": "SBI (Shiohara & Yamasaki, 2022)"}},
                      {"source": "published"}, {"imported": True}):
         state, line = model_state(_Engine({"sbi": {**ENTRY, **imported}}), "sbi")
         assert state == "imported" and "published weights" in line, imported
+    assert "FFc23.tar" in model_state(_Engine({"sbi": {**ENTRY, "extra": {"published":
+                                                                           published}}}), "sbi")[1]
     assert model_state(_Engine({"qmil": {**ENTRY, "source": "trained"}}), "qmil")[0] == "ready"
     state, line = model_state(_Engine({"qmil": ENTRY}, {"qmil": "its ONNX file is missing"}),
                               "qmil")

@@ -136,7 +136,8 @@ def classify_card(r: dict[str, Any]) -> str:
              f"'{r.get('cam_class') or top['class']}' (red = most)."]
     rows = "\n".join(f"| {t['class']} | {t['probability']:.3f} | {t['group']} | "
                      f"{t['train_count']} |" for t in r["top"])
-    table = ("\n**Most likely classes**\n\n| class | probability | group | training images |"
+    head = "Most likely classes" + ("" if r.get("reliable") else " (the model's raw output)")
+    table = (f"\n**{head}**\n\n| class | probability | group | training images |"
              "\n|---|---|---|---|\n" + rows + "\n")
     raw = f"{top['class']} (probability {p:.3f})"
     return answer_card(r, f"Looks like: {top['class']}", lines, raw) + table
