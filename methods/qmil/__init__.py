@@ -52,6 +52,7 @@ class ModelUserDataConfig:
     temperature: float
     name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
     encoder: str
+    freeze_backbone: bool
 
 
 @dataclass
@@ -66,6 +67,7 @@ class ModelConfig:
     classifier_query: Literal["bilinear", "none"]
     embed_norm: bool
     attn_init: Literal["scaled", "torch"]
+    freeze_backbone: bool                     # qmil_timm: the backbone stays at its start
     user_data: ModelUserDataConfig
 
 

@@ -37,6 +37,7 @@ Evaluation bags come from the test split with a fixed seed.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,8 @@ from runtime.preprocess import FASHION_MNIST, PreprocessSpec, to_uint8
 from models.words import PACKAGE as WORD_PACKAGE
 from models.words import EmptyQueryError, UnknownWordError, get_word_vectors
 from training.data.bag_manifest import BagManifest, label_word, read_bag_manifest, split_bags
-from training.data.bags import PAD, BagDataset, BagSet, sample_bags, trim_collate
+from training.data.bags import (PAD, BagDataset, BagSet, bag_images, sample_bags,
+                                 trim_collate)
 from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.folders import ImageFolderSplits, load_image_folder
 from training.data.images import data_channels, decode_files, user_spec
@@ -82,6 +84,8 @@ class QMILMethod(Method):
             self.data_cfg = with_user_defaults("qmil", self.data_cfg)   # model.user_data)
             self.model_cfg = with_user_defaults("qmil", self.model_cfg, section="model")
         self.model_cfg.pop("user_data", None)
+        self.freeze_backbone = bool(self.model_cfg.pop("freeze_backbone"))
+        self._features: dict[str, torch.Tensor] = {}  # split -> frozen backbone features
         self._folder: ImageFolderSplits | None = None
         self._manifest: BagManifest | None = None
         self.class_names: list[str] = list(self._load_class_names())
@@ -382,12 +386,149 @@ class QMILMethod(Method):
 
         return super().build_model()
 
+    # --- frozen backbone --------------------------------------------------------------
+    def start_weights(self) -> str | None:
+        """The encoder's starting weights (``pretrained.weights``, null: the method's
+        default): "imagenet", a file, or None for a random start."""
+        pre = self.cfg["pretrained"]
+        w = pre["weights"] if pre["weights"] is not None else self.default_pretrained()
+        return None if not w or w == "none" else str(w)
+
+    @property
+    def frozen(self) -> bool:
+        """True when the timm encoder's backbone stays at its starting weights
+        (``model.freeze_backbone`` and a start other than random): its features of every
+        image are computed once (:meth:`backbone_features`) and only the projection and the
+        attention/query head train, on bags of those features."""
+        return (self.freeze_backbone and not self.gated
+                and self.model_cfg["name"] == "qmil_timm" and self.start_weights() is not None)
+
+    def _starting_backbone(self) -> nn.Module:
+        """The encoder's backbone as the engine starts it: built under ``run.seed`` (the
+        same random init for what the weights do not cover), then the starting weights."""
+        from training.imagenet import load_imagenet
+        from training.pretrained import load_pretrained
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.cfg["run"]["seed"]))
+            model = self.build_model()
+        w, module = self.start_weights(), str(self.cfg["pretrained"]["module"])
+        if w == "imagenet":
+            load_imagenet(model, module)
+        elif w is not None:
+            load_pretrained(model, w, module)
+        return model.encoder.backbone
+
+    def backbone_features(self, split: str, backbone: nn.Module | None = None,
+                          batch_size: int = 64) -> torch.Tensor:
+        """The frozen backbone's pooled features of every image of ``split``: float32
+        (N, F) on the CPU, computed once in eval mode (``backbone``: the starting one)."""
+        if split not in self._features:
+            t0 = time.perf_counter()
+            net = (backbone if backbone is not None else self._starting_backbone())
+            was_training = net.training
+            net.eval()
+            images = self.split(split).images
+            chunks = []
+            dev = next(net.parameters()).device
+            # float32 features whatever autocast the caller runs under
+            with torch.no_grad(), torch.autocast(dev.type, enabled=False):
+                for s in range(0, len(images), batch_size):
+                    idx = np.arange(s, min(s + batch_size, len(images)))
+                    x = torch.from_numpy(bag_images(images, idx, self.spec))
+                    chunks.append(net(x.to(dev)).float().cpu())
+            net.train(was_training)
+            self._features[split] = torch.cat(chunks) if chunks else \
+                torch.zeros(0, int(getattr(net, "num_features", 0)))
+            print(f"[qmil] frozen encoder backbone: features of the {len(images)} {split} "
+                  f"images computed once ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return self._features[split]
+
+    def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
+        """Every parameter, less the encoder's backbone when it is frozen (its cached
+        features are then checked against ``model``'s backbone and recomputed from it if
+        they differ)."""
+        if not self.frozen:
+            return super().parameters_to_train(model)
+        backbone = model.encoder.backbone
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        if not self.features_match(model, "train"):
+            self._features.pop("train", None)
+            self.backbone_features("train", backbone)
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def features_match(self, model: nn.Module, split: str, n: int = 4) -> bool:
+        """True when ``split``'s cached features are ``model``'s backbone's (checked on
+        its first ``n`` images, in eval mode)."""
+        if split not in self._features:
+            return False
+        backbone = model.encoder.backbone
+        n = min(n, len(self._features[split]))
+        x = torch.from_numpy(bag_images(self.split(split).images, np.arange(n), self.spec))
+        was_training = backbone.training
+        dev = next(backbone.parameters()).device
+        with torch.no_grad(), torch.autocast(dev.type, enabled=False):
+            now = backbone.eval()(x.to(dev)).float().cpu()
+        backbone.train(was_training)
+        return bool(torch.allclose(now, self._features[split][:n], atol=1e-4, rtol=1e-3))
+
+    def _cached_for(self, model: nn.Module, split: str) -> bool:
+        """True when ``split``'s cached features are ``model``'s backbone's (computed from
+        it when none are cached yet)."""
+        if split not in self._features:
+            self.backbone_features(split, model.encoder.backbone)
+            return True
+        return self.features_match(model, split)
+
+    def _head_on_features(self, model: nn.Module, feats: torch.Tensor, indices: torch.Tensor,
+                          mask: torch.Tensor, query: torch.Tensor, device: torch.device
+                          ) -> dict[str, torch.Tensor]:
+        """The model's outputs from cached backbone features: the projection of the
+        instances ``indices`` (PAD: padding, zero features as in training), then the head."""
+        x = model.encoder.proj(feats[indices.clamp_min(0)].to(device))
+        mask = mask.to(device)
+        x = x * mask.unsqueeze(-1).to(x.dtype)
+        return model.head(x, mask, self.query_vectors.to(device)[query.to(device)])
+
+    def _predict_features(self, model: nn.Module, bags: BagSet, device: torch.device
+                          ) -> dict[str, np.ndarray]:
+        """:meth:`predict` from the test split's cached backbone features (the same
+        outputs as the whole model in eval mode: padding gets no attention either way)."""
+        model.eval()
+        feats = self.backbone_features("test")
+        n, kmax = bags.mask.shape
+        prob, beta = np.zeros(n, np.float32), np.zeros((n, kmax), np.float32)
+        step = int(self.eval_cfg["batch_size"])
+        with torch.no_grad():
+            for start in range(0, n, step):
+                rows = np.arange(start, min(start + step, n))
+                k = int(bags.mask[rows].sum(1).max())
+                out = self._head_on_features(
+                    model, feats, torch.from_numpy(bags.indices[rows, :k].astype(np.int64)),
+                    torch.from_numpy(bags.mask[rows, :k].copy()),
+                    torch.from_numpy(bags.query[rows].astype(np.int64)), device)
+                prob[rows] = out["prob"].float().cpu().numpy()
+                beta[rows, :k] = out["beta"].float().cpu().numpy()
+        return {"prob": prob, "beta": beta, "keep": bags.mask.copy()}
+
     # --- data ------------------------------------------------------------------------
-    def train_dataset(self) -> BagDataset:
+    def train_dataset(self) -> BagDataset | BagIndexDataset:
+        """Bags of images; with a frozen backbone, bags of image indices into the cached
+        features (:meth:`backbone_features`), trained on one thread unless ``train.threads``
+        is set."""
+        if self.frozen:
+            if not self.cfg["train"]["threads"] and torch.get_num_threads() > 1:
+                # the head's steps are too small to share between threads: on a busy CPU
+                # two threads made them 25x slower (reports/own_data.md)
+                torch.set_num_threads(1)
+                print("[qmil] training the head on 1 thread (train.threads=N for more)",
+                      flush=True)
+            return BagIndexDataset(self.train_bags())
         return BagDataset(self.train_bags(), self.split("train").images, self.spec)
 
     def collate_fn(self) -> Callable:
-        return trim_collate
+        return index_collate if self.frozen else trim_collate
 
     # --- optimisation ----------------------------------------------------------------
     def forward(self, model: nn.Module, images: torch.Tensor, mask: torch.Tensor,
@@ -398,9 +539,13 @@ class QMILMethod(Method):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        images, mask = batch["images"].to(device), batch["mask"].to(device)
-        label = batch["label"].to(device)
-        out = self.forward(model, images, mask, batch["query"].to(device), device)
+        mask, label = batch["mask"].to(device), batch["label"].to(device)
+        if "indices" in batch:  # a frozen backbone: its cached features, then the rest
+            out = self._head_on_features(model, self.backbone_features("train"),
+                                         batch["indices"], mask, batch["query"], device)
+        else:
+            out = self.forward(model, batch["images"].to(device), mask,
+                               batch["query"].to(device), device)
         lam = 0.0 if self.gated else float(self.loss_cfg["lam"])
         loss, logs = qmil_loss(out["logit"], out["alpha"], mask, label, lam)
         logs["acc"] = float(((out["logit"].detach() > 0).float() == label).float().mean())
@@ -409,7 +554,10 @@ class QMILMethod(Method):
     # --- evaluation ------------------------------------------------------------------
     def predict(self, model: nn.Module, bags: BagSet, device: torch.device,
                 iterative: bool = False) -> dict[str, np.ndarray]:
-        """prob, beta, keep of ``model`` over test-split ``bags``."""
+        """prob, beta, keep of ``model`` over test-split ``bags`` (from the cached
+        features when the backbone is frozen and ``model``'s is the cached one)."""
+        if self.frozen and not iterative and self._cached_for(model, "test"):
+            return self._predict_features(model, bags, device)
         return predict_bags(model, bags, self.split("test").images,
                             None if self.gated else self.query_vectors, device,
                             batch_size=int(self.eval_cfg["batch_size"]),
@@ -495,6 +643,8 @@ class QMILMethod(Method):
             "gated": self.gated,
             "classifier_query": None if self.gated else self.model_cfg["classifier_query"],
             "strong_rel": float(self.eval_cfg["strong_rel"]),
+            "frozen": "encoder.backbone (at its starting weights; features cached)"
+                      if self.frozen else None,
         }
 
 
@@ -519,6 +669,33 @@ class QMILMethod(Method):
             out.update(bags=len(self._manifest), skipped=len(self._manifest.skipped),
                        dropped_bags=len(self._manifest.dropped_bags))
         return out
+
+
+class BagIndexDataset(torch.utils.data.Dataset):
+    """Bags as image indices (for a frozen backbone's cached features): each item holds
+    ``indices`` int64 (K_max,) (``PAD`` for padding), ``mask`` bool (K_max,), ``query``
+    int64 () and ``label`` float32 ()."""
+
+    def __init__(self, bags: BagSet) -> None:
+        self.bags = bags
+
+    def __len__(self) -> int:
+        return len(self.bags)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        b = self.bags
+        return {"indices": torch.from_numpy(b.indices[i].astype(np.int64)),
+                "mask": torch.from_numpy(b.mask[i].copy()),
+                "query": torch.tensor(int(b.query[i])),
+                "label": torch.tensor(float(b.label[i]))}
+
+
+def index_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack :class:`BagIndexDataset` items, dropping padding columns no bag uses."""
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    k = int(out["mask"].sum(1).max())
+    out["indices"], out["mask"] = out["indices"][:, :k], out["mask"][:, :k]
+    return out
 
 
 DATASETS = ("fashion_mnist", "digits")
