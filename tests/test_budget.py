@@ -25,6 +25,44 @@ def test_steps_follow_the_folder_with_a_floor_and_a_ceiling():
     assert tiny["batch_size"] == 10
 
 
+def test_the_step_floor_wins_over_a_slow_measured_step():
+    slow = plan(BUDGET, 382, step_s=8.5)           # 49 steps fit in 420 s: the floor, 60
+    assert (slow["steps"], slow["limited_by"]) == (60, "step floor")
+
+
+class _Timed:
+    """A method whose training steps take the given seconds, one after another."""
+
+    def __init__(self, seconds: list[float]) -> None:
+        self.seconds = list(seconds)
+
+    def build_model(self):
+        import torch
+
+        return torch.nn.Linear(1, 1)
+
+    def collate_fn(self):
+        return None
+
+    def loss(self, model, batch, device):
+        import time
+
+        time.sleep(self.seconds.pop(0))
+        return model(batch).sum(), {}
+
+
+def test_the_step_time_is_a_median_one_slow_step_does_not_size_the_run():
+    import torch
+
+    from training.budget import step_seconds
+
+    data = [torch.ones(1) for _ in range(4)]
+    # warm-up (not counted), then a slow step of a busy machine, a fast one, a typical one:
+    # the typical one sizes the run
+    t = step_seconds(_Timed([0.2, 0.3, 0.002, 0.04]), data, 4, torch.device("cpu"))
+    assert 0.04 * 1.15 <= t < 0.1
+
+
 def test_values_the_user_set_are_kept():
     defaults = {"train": {"batch_size": 128, "epochs": 6, "max_steps": None},
                 "optim": {"lr": 0.1, "warmup_steps": 50}}

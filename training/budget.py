@@ -5,9 +5,11 @@ or ``user_data`` says so), the values of ``train.batch_size``, ``train.epochs``,
 ``train.max_steps``, ``optim.lr`` and ``optim.warmup_steps`` that are still at their YAML
 defaults are replaced by a plan: the batch and learning rate of ``budget``, then
 ``budget.epochs`` passes over the training items (images, or bags for qMIL), at least
-``budget.min_steps`` steps (the floor that lets a small folder learn) and at most what fits
-in ``budget.max_seconds`` at the step time measured here on this machine (one
-forward/backward pass of a throw-away copy of the network, random numbers untouched). A
+``budget.min_steps`` steps (the floor that lets a small folder learn; it wins over the
+ceiling) and at most what fits in ``budget.max_seconds`` at the step time measured here on
+this machine (the median of a few forward/backward passes of a throw-away copy of the
+network after a warm-up one, so one slow step of a busy machine does not size the run;
+random numbers untouched). A
 value set with ``--set`` or ``--config`` is kept. The plan is printed before training
 (:func:`describe`) and recorded in ``summary.json`` (``plan``); ``--resume`` reuses the
 plan stored in the checkpoint's config.
@@ -30,10 +32,11 @@ MIN_BATCH = 2
 
 
 def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.device,
-                 amp: torch.dtype | None = None, repeats: int = 2) -> float:
+                 amp: torch.dtype | None = None, repeats: int = 3) -> float:
     """Seconds of one training step (forward + backward, under autocast ``amp`` as the
-    training runs) at ``batch_size``, measured on a fresh copy of the method's network with
-    every random state restored afterwards."""
+    training runs) at ``batch_size``: the median of ``repeats`` steps after a warm-up one,
+    measured on a fresh copy of the method's network with every random state restored
+    afterwards."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         model = method.build_model().to(device).train()
@@ -50,7 +53,7 @@ def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.devic
         del model
     random.setstate(py)
     np.random.set_state(npy)
-    per_item = min(times[1:]) / max(1, n)
+    per_item = float(np.median(times[1:])) / max(1, n)
     return per_item * batch_size * 1.15  # the optimiser step and the data on top
 
 
@@ -61,12 +64,12 @@ def plan(budget: dict[str, Any], n_items: int, step_s: float) -> dict[str, Any]:
     wanted = int(budget["epochs"]) * per_epoch
     floor = int(budget["min_steps"])
     ceiling = max(1, int(float(budget["max_seconds"]) / max(step_s, 1e-6)))
-    steps = min(max(wanted, floor), ceiling)
+    steps = max(floor, min(wanted, ceiling))
     return {"items": n_items, "batch_size": batch, "steps_per_epoch": per_epoch,
             "steps": steps, "epochs": math.ceil(steps / per_epoch),
             "step_seconds": round(step_s, 3), "estimated_seconds": round(steps * step_s),
-            "limited_by": "time ceiling" if steps == ceiling and ceiling < max(wanted, floor)
-            else "step floor" if steps == floor and floor > wanted else "epochs",
+            "limited_by": "step floor" if steps == floor and floor > min(wanted, ceiling)
+            else "time ceiling" if steps == ceiling and ceiling < wanted else "epochs",
             "lr": float(budget["lr"]), "warmup_steps": int(budget["warmup_steps"])}
 
 
