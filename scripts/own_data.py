@@ -173,8 +173,9 @@ RUNS = {"abcnorm": "{kind}_lt", "qmil": "{kind}", "dcl": "{kind}"}
 HEADLINE = {"abcnorm": "top1", "qmil": "bag_acc", "dcl": "knn_top1"}
 
 
-def run(root: Path, out: Path, only: list[str], sets: list[str]) -> None:
-    """Train each KIND/METHOD of ``only`` with its user-folder defaults; record results."""
+def run(root: Path, out: Path, only: list[str], sets: list[str], seed: int = 0) -> None:
+    """Train each KIND/METHOD of ``only`` with its user-folder defaults (``run.seed``
+    ``seed``); record results, each with the load average before and after it."""
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
                 .splitlines() if ln.startswith("model name")), platform.machine()) \
@@ -186,13 +187,16 @@ def run(root: Path, out: Path, only: list[str], sets: list[str]) -> None:
         kind, method = item.split("/")
         data = root / RUNS[method].format(kind=kind)
         art = root / "art"
+        name = f"{kind}_{method}" + (f"_seed{seed}" if seed else "")
         cmd = [sys.executable, "-m", "training", method, "--data", str(data), "--artifacts",
-               str(art), "--no-progress", "--set", f"run.name={kind}_{method}",
+               str(art), "--no-progress", "--set", f"run.name={name}",
+               *(["--set", f"run.seed={seed}"] if seed else []),
                *[x for s in sets for x in ("--set", s)]]
+        load_before = os.getloadavg()
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.time() - t0
-        summary_file = art / "runs" / f"{kind}_{method}" / "summary.json"
+        summary_file = art / "runs" / name / "summary.json"
         summary = json.loads(summary_file.read_text()) if proc.returncode == 0 else {}
         plan = [ln for ln in proc.stdout.splitlines() if ln.startswith("[plan]")]
         rec = {"kind": kind, "method": method, "data": str(data.relative_to(root)),
@@ -202,11 +206,16 @@ def run(root: Path, out: Path, only: list[str], sets: list[str]) -> None:
                "value": summary.get("metrics", {}).get(HEADLINE[method]),
                "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
                "pretrained": summary.get("pretrained"), "learned": summary.get("learned"),
-               "seed": summary.get("seed"), "plan": plan,
+               "seed": summary.get("seed", seed), "plan": plan,
+               "summary_plan": summary.get("plan"),
+               "metrics": summary.get("metrics"),
+               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+               "load_before": load_before,
                "error": proc.stderr.strip().splitlines()[-1:] if proc.returncode else None,
                "load_after": os.getloadavg()}
-        results["runs"] = [r for r in results["runs"] if (r["kind"], r["method"]) !=
-                           (kind, method)] + [rec]
+        results["runs"] = [r for r in results["runs"] if (r["kind"], r["method"],
+                                                          r.get("seed", 0)) !=
+                           (kind, method, rec["seed"])] + [rec]
         out.write_text(json.dumps(results, indent=1))
         print(f"[own_data] {item}: {rec['metric']} {rec['value']} in {rec['wall_s']} s "
               f"(rc {proc.returncode})", flush=True)
@@ -247,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  ("shapes", "fashion", "digits", "textures")
                                                  for m in RUNS])
     r.add_argument("--set", dest="sets", action="append", default=[])
+    r.add_argument("--seed", type=int, default=0, help="run.seed of the runs")
     t = sub.add_parser("table")
     t.add_argument("json", type=Path)
     a = p.parse_args(argv)
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "table":
         print(table(json.loads(a.json.read_text())))
     else:
-        run(a.out_dir, a.out, a.only, a.sets)
+        run(a.out_dir, a.out, a.only, a.sets, a.seed)
     return 0
 
 
