@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from methods import SMOKE_COMMON, get_method, served_runs
 from runtime.artifacts import Locked, hold_lock, write_json_atomic
 from runtime.manifest import sha256_file
@@ -219,14 +221,10 @@ def _alive(pid: Any) -> bool:
     """True when process ``pid`` runs (a zombie - killed, not yet reaped by the server that
     started it - counts as gone)."""
     try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
+        return psutil.Process(int(pid)).status() not in (psutil.STATUS_ZOMBIE,
+                                                          psutil.STATUS_DEAD)
+    except (psutil.Error, TypeError, ValueError):
         return False
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # no /proc here: the signal test is all there is
 
 
 def _about(seconds: float | None) -> str:

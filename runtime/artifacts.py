@@ -14,7 +14,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
+
+import filelock
+import psutil
 
 ENV_VAR = "REPLENS_ARTIFACTS"
 DEFAULT_DIR = "artifacts"
@@ -33,11 +36,10 @@ class Locked(RuntimeError):
 
 
 def _command_line() -> str:
-    """This process's command line (``/proc/self/cmdline`` where there is one)."""
+    """This process's command line, on one line."""
     try:
-        args = Path("/proc/self/cmdline").read_bytes().split(b"\0")
-        line = " ".join(a.decode(errors="replace") for a in args if a)
-    except OSError:
+        line = " ".join(psutil.Process().cmdline())
+    except psutil.Error:
         line = " ".join([sys.executable, *sys.argv])
     return " ".join(line.split())[:300]  # one line, whatever the arguments hold
 
@@ -52,12 +54,36 @@ def _holder(text: str) -> str:
         return f"pid {text.strip() or '?'}"
 
 
-def hold_lock(path: str | os.PathLike[str], what: str, advice: str) -> IO[str]:
-    """Hold the exclusive lock ``path`` (``flock``) until the returned file is closed or
-    this process ends; the file records the holder (pid, host, command, since when).
+class HeldLock:
+    """A lock of the artifacts folder that this process holds, until :meth:`close` or the
+    end of the process (a ``with`` block closes it too)."""
+
+    def __init__(self, lock: filelock.BaseFileLock) -> None:
+        self._lock = lock
+
+    @property
+    def closed(self) -> bool:
+        return not self._lock.is_locked
+
+    def close(self) -> None:
+        """Release the lock (the file stays, saying who held it last)."""
+        self._lock.release(force=True)
+
+    def __enter__(self) -> "HeldLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def hold_lock(path: str | os.PathLike[str], what: str, advice: str) -> HeldLock:
+    """Hold the exclusive lock ``path`` (:class:`filelock.FileLock`, an ``flock`` on Unix)
+    until the returned lock is closed or this process ends; the file records the holder
+    (pid, host, command, since when).
 
     The kernel drops the lock of a process that died, so a lock left behind by a killed
-    process is taken over; its file only says who held it last.
+    process is taken over; its file only says who held it last. A second hold of a held
+    lock is refused in the same process too.
 
     Args:
         what: what the lock guards, for the message ("run 'qmil' (/art/runs/qmil)").
@@ -66,35 +92,32 @@ def hold_lock(path: str | os.PathLike[str], what: str, advice: str) -> IO[str]:
     Raises:
         Locked: a live process holds it; the message names that process.
     """
-    import fcntl
-
     path = Path(path)
+    lock = filelock.FileLock(path, timeout=0)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+")
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = _holder(path.read_text())
+        except OSError:
+            holder = "pid ?"
+        raise Locked(f"{what} is in use by another process ({holder}); {advice}") from None
     except OSError as exc:
         raise ArtifactWriteError(f"cannot create the lock {path}: {exc.strerror or exc}. Check "
                                  f"that the folder is writable.") from exc
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = _holder(fh.read())
-        fh.close()
-        raise Locked(f"{what} is in use by another process ({holder}); {advice}") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                         "command": _command_line(),
-                         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
-    fh.flush()
-    return fh
+    with open(path, "r+") as fh:  # the lock is the flock; the file's text says who holds it
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "command": _command_line(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
+    return HeldLock(lock)
 
 
 RUN_LOCK = "lock"
 
 
-def hold_run_lock(run_dir: str | os.PathLike[str]) -> IO[str]:
+def hold_run_lock(run_dir: str | os.PathLike[str]) -> HeldLock:
     """The lock of one training run (``<run_dir>/lock``): one process at a time trains or
     exports a run (:func:`hold_lock`).
 
