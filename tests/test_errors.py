@@ -138,7 +138,8 @@ def test_a_busy_port_names_the_flag(tmp_path):
     # a folder is a batch (tests/test_batch.py); one without images is the user's mistake
     (["face", "{empty}", "--crop"], "No image files were found in"),
     (["neighbours", "{empty}"], "No image files were found in"),
-    (["face", "{face}", "--crop", "--out", "results.txt"], "--out must end in .csv or .jsonl"),
+    (["face", "{face}", "--crop", "--out", "results.txt"],
+     "--out must end in .csv, .jsonl or .parquet"),
     (["face", "{face}", "--crop", "--resume"], "--resume needs --out"),
 ])
 def test_cli_mistakes(args, expected, smoke_artifacts, tmp_path):
