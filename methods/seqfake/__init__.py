@@ -126,6 +126,12 @@ PUBLISHED_IO = ExportIO(
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_logits": {0: "batch"},
                   "sequence": {0: "batch"}, "steps": {0: "batch"}, "features": {0: "batch"}},
     output_dtypes={"sequence": "int64", "steps": "int64"})
+# SBI's binary detector imported from its published weights (export.published.sbi): probs
+# (B, 1) fakeness softmax[:, 1], logits (B, 2), features (B, 1792) the pooled head features
+SBI_IO = ExportIO(
+    inputs=("image",), outputs=("probs", "logits", "features"),
+    dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "logits": {0: "batch"},
+                  "features": {0: "batch"}})
 
 
 # the domain check's features: the pooled backbone features (measured: the logits and the
@@ -134,10 +140,12 @@ THESIS_DOMAIN = ("features",)
 
 
 def variant_of(extra: dict[str, Any]) -> str:
-    """thesis | attributes | binary | seqfakeformer | published, from the checkpoint's
+    """thesis | attributes | binary | seqfakeformer | published | sbi, from the checkpoint's
     extra state."""
     if extra.get("arch") == "published":
         return "published"
+    if extra.get("arch") == "sbi":
+        return "sbi"
     if extra.get("arch") == "seqfakeformer":
         return "seqfakeformer"
     return {"attributes": "attributes", "binary": "binary"}.get(extra.get("task"), "thesis")
@@ -175,6 +183,9 @@ DESCRIPTOR = MethodDescriptor(
                              "export.methods.seqfake.views:published_view",
                              "the authors' SeqFakeFormer from their published weights "
                              "(python -m export.published seqfakeformer)", imported=True),
+        "sbi": Variant("sbi", (), SBI_IO, "export.methods.seqfake.views:sbi_view",
+                       "SBI's EfficientNet-B4 face-swap detector from the authors' published "
+                       "weights (python -m export.published sbi)", imported=True),
     },
     variant_of=variant_of,
     tab="app.tabs.face",

@@ -9,6 +9,8 @@
 * published (the authors' SeqFakeFormer, :class:`PublishedOnnx`): image -> probs, step_logits
   (B, S, V) each step's logits over the authors' vocabulary (zero after EOS), sequence (B, S)
   int64 the authors' greedy answer, steps (B,) int64, features (B, d).
+* sbi (SBI's EfficientNet-B4, :class:`SbiOnnx`): image -> probs (B, 1) fakeness
+  softmax(logits)[:, 1], logits (B, 2), features (B, 1792).
 """
 from __future__ import annotations
 
@@ -61,6 +63,18 @@ class PublishedOnnx(nn.Module):
         return probs, out["logits"], out["sequence"], out["steps"], out["features"]
 
 
+class SbiOnnx(nn.Module):
+    """SBI's detector (:class:`models.sbi.SBIDetector`): probs (B, 1), logits, features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        return out["fake_prob"][:, None], out["logits"], out["features"]
+
+
 def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
     return image_view(ThesisOnnx(model.eval()), extra)
 
@@ -71,3 +85,17 @@ def decoder_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
 
 def published_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
     return image_view(PublishedOnnx(model.eval(), len(extra["labels"])), extra)
+
+
+def _unit_images(size: int, batch: int, seed: int) -> torch.Tensor:
+    """(batch, 3, size, size) uniform in [0, 1): pixels / 255, what SBI's network reads."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=g)
+
+
+def sbi_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
+    """Traced and checked on images in [0, 1] (SBI's inputs are pixels / 255, no mean or
+    std), not the standard-normal images of :func:`export.view.image_view`."""
+    size = int(extra["preprocess"]["size"][0])
+    return ExportView(SbiOnnx(model.eval()), (_unit_images(size, 2, 0),),
+                      [(_unit_images(size, 1, 1),)])
