@@ -63,6 +63,26 @@ def test_the_step_time_is_a_median_one_slow_step_does_not_size_the_run():
     assert 0.04 * 1.15 <= t < 0.1
 
 
+def test_a_machine_busier_than_its_cores_trains_on_one_thread_unless_threads_is_set():
+    import torch
+
+    from training.budget import busy_threads, describe
+
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert busy_threads({"threads": None}, load=1.5, cores=2) is None  # not busy
+        assert busy_threads({"threads": 2}, load=18.0, cores=2) is None    # the user's count
+        assert torch.get_num_threads() == 2
+        said = busy_threads({"threads": None}, load=18.0, cores=2)
+        assert torch.get_num_threads() == 1 and said == "1 thread: load average 18.0 >= 2 cores"
+    finally:
+        torch.set_num_threads(n)
+    p = dict(plan(BUDGET, 900, step_s=0.5), threads_reason=said)
+    cfg = {"train": {"max_steps": 280, "epochs": 10, "batch_size": 32}, "optim": {"lr": 0.01}}
+    assert said in describe(p, "net", (96, 96), cfg)
+
+
 def test_values_the_user_set_are_kept():
     defaults = {"train": {"batch_size": 128, "epochs": 6, "max_steps": None},
                 "optim": {"lr": 0.1, "warmup_steps": 50}}

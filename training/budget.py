@@ -17,6 +17,7 @@ plan stored in the checkpoint's config.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from typing import Any
@@ -29,6 +30,21 @@ KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"),
 # the smallest batch a plan gives: a contrastive loss needs a negative and batch norm two
 # values per channel, so a folder with fewer items is refused as smaller than one batch
 MIN_BATCH = 2
+
+
+def busy_threads(train: dict[str, Any], load: float | None = None,
+                 cores: int | None = None) -> str | None:
+    """One torch thread when this machine is busier than its cores (the 1-minute load
+    average ``load`` at least ``cores``) and ``train.threads`` is not set: threads of one
+    step then wait on each other (measured on a 2-core machine under a load of 18: a
+    MobileNetV2 step at 96 px took 5 s on one thread, 14-38 s on two). Returns what was
+    done, in words, or None when the thread count is left alone."""
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    if train.get("threads") or cores < 2 or load < cores:
+        return None
+    torch.set_num_threads(1)
+    return f"1 thread: load average {load:.1f} >= {cores} cores"
 
 
 def step_seconds(method: Any, dataset: Any, batch_size: int, device: torch.device,
@@ -98,9 +114,11 @@ def describe(p: dict[str, Any], start: str, size: Any, cfg: dict[str, Any]) -> s
     """The plan line printed before training."""
     t = cfg["train"]
     mins = p["estimated_seconds"] / 60
+    busy = p.get("threads_reason")
     return (f"[plan] {p['items']} training items; start: {start}; input {size}; "
             f"{t['max_steps'] or t['epochs'] * p['steps_per_epoch']} steps of batch "
             f"{t['batch_size']} ({t['epochs']} epoch(s)), lr {cfg['optim']['lr']:g}; about "
             f"{mins:.1f} min at {p['step_seconds']:.2f} s/step measured here "
-            f"({p['limited_by']}); change with --set train.max_steps=N, train.epochs=N, "
-            f"train.batch_size=N, optim.lr=X or budget.enabled=false")
+            f"({p['limited_by']}){'; ' + busy if busy else ''}; change with --set "
+            f"train.max_steps=N, train.epochs=N, "
+            f"train.batch_size=N, optim.lr=X, train.threads=N or budget.enabled=false")

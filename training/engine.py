@@ -409,8 +409,12 @@ class Trainer:
 
         dataset = self.method.train_dataset()
         amp = autocast_dtype(str(self.train_cfg["amp"]), self.device)
+        busy = budget.busy_threads(self.train_cfg)  # one thread on a machine busier than its cores
         step_s = budget.step_seconds(self.method, dataset, int(b["batch_size"]), self.device, amp)
         p = budget.plan(b, len(dataset), step_s)
+        p["threads"] = torch.get_num_threads()
+        if busy:
+            p["threads_reason"] = busy
         p["set"] = budget.apply(self.cfg, load_config(default_config_path(self.method_name)), p)
         self._plan = p
         if dist_utils.is_main():
