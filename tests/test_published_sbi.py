@@ -198,3 +198,23 @@ def test_video_rule_is_sbis():
     assert frame_fakeness([]) is None
     assert video_fakeness([[(100.0, 0.2), (49.0, 0.99)], [], [(10.0, 0.6)]]) == pytest.approx(0.4)
     assert video_fakeness([[], []]) is None
+
+
+def test_video_score_over_tracks_is_sbis():
+    """Two people over three frames, areas 100 and 64: frame 0 keeps both (max 0.7), frames
+    1 and 2 have one each: (0.7 + 0.2 + 0.9) / 3. A face of area 16 (< 100 / 2) beside the
+    large one is dropped, its 0.95 ignored: (0.3 + 0.2) / 2."""
+    from app.faces import Face
+    from app.services.video import TrackResult, _fakeness_video
+    from app.tracking import Observation, Track
+
+    def track(tid: int, side: float, probs: dict[int, float]) -> tuple[Track, TrackResult]:
+        obs = [Observation(f, 0, Face((0.0, 0.0, side, side), 1.0)) for f in probs]
+        rows = [{"fake_probability": p} for p in probs.values()]
+        return Track(tid, obs), TrackResult(tid, {"timeline": rows}, None, [])
+
+    big = track(1, 10.0, {0: 0.3, 1: 0.2})
+    small = track(2, 8.0, {0: 0.7, 2: 0.9})
+    assert _fakeness_video([big[0], small[0]], [big[1], small[1]]) == pytest.approx(0.6)
+    small = track(2, 4.0, {1: 0.95})
+    assert _fakeness_video([big[0], small[0]], [big[1], small[1]]) == pytest.approx(0.25)
