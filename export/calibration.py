@@ -3,7 +3,7 @@
 * Classifiers (softmax): ``p = softmax(z / T)``, one ``T``.
 * qMIL (sigmoid, one bag probability): ``p = sigmoid(z / T)`` on the bag logit.
 * Face models (sigmoid per component): ``p_c = sigmoid(z_c / T)``, one ``T`` shared by the
-  components. A temperature per component (the issue's wording) would reorder the components
+  components. A temperature per component would reorder the components
   of a face and so change the probability-ranked sequence the model was evaluated with; one
   shared ``T > 0`` keeps every face's order and the verdict at the 0.5 threshold, and changes
   only how confident the probabilities are.

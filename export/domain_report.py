@@ -281,7 +281,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def goals(results: dict[str, Any], half: str) -> list[str]:
-    """Each model's goals (module docstring of the issue's targets) against the measurement:
+    """Each model's goals (see the module docstring) against the measurement:
     at most 2 % of its own test images flagged; at least 95 % of real faces flagged for a
     model trained on generated faces, of real photographs for one trained on Fashion-MNIST."""
     lines = ["## Goals", "", "| model | goal | measured | met |", "|---|---|---|---|"]

@@ -1,6 +1,6 @@
 """The error contract of the command-line entry points: a user's mistake exits 2 with one
 line that says what is wrong (no traceback); a bug exits 1 with its traceback and a line
-asking to report it. One test per case a newcomer met (issue "A newcomer's first hour")."""
+asking to report it. One test per case a newcomer meets in a first hour."""
 from __future__ import annotations
 
 import socket

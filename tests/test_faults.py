@@ -1,4 +1,4 @@
-"""Faults while serving (issue: reliability under real use), each against a running app on
+"""Faults while serving (reliability under real use), each against a running app on
 a copy of the smoke artifacts, called through gradio_client:
 
 * an ONNX file deleted or corrupted under the app: that tab answers with a message, the

@@ -1,4 +1,4 @@
-"""Regression tests on stored outputs (issue #21 part 4, as open_clip does).
+"""Regression tests on stored outputs (as open_clip does).
 
 Every registered model (``models.registry.list_models()``) has at least one stored case in
 ``tests/data/regression/<case>.npz``: a fixed input, the outputs of the eval-mode forward of

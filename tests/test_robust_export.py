@@ -199,7 +199,7 @@ def test_a_copied_folder_is_served_as_it_is(tmp_path, rich_view, monkeypatch):
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp_path):
-    """The issue's case: Ctrl-C after the new ONNX file of a served model is written (its
+    """Ctrl-C after the new ONNX file of a served model is written (its
     sidecars, domain check and temperature still to come): the old model keeps serving."""
     import signal
     import subprocess

@@ -12,7 +12,7 @@ torch's global generator. An item's random draws (augmentation inside the data s
 then the same whichever worker makes it, so a run with workers is exactly resumable and
 the same for any number of workers (tested). It differs from the ``num_workers: 0`` run
 (whose items draw from the one global stream). Random draws a method makes in its
-``loss`` (on the training process) are captured by the checkpoints as before.
+``loss`` (on the training process) are captured by the checkpoints.
 
 ``train.pin_memory`` pins the batches in page-locked memory on CUDA (faster, asynchronous
 host-to-device copies); it has no effect on the CPU.

@@ -2,9 +2,9 @@
 
 ``train.amp`` picks the autocast dtype (:func:`autocast_dtype`):
 
-- ``fp32``: float32 everywhere, no autocast (the engine's behaviour before this option);
+- ``fp32``: float32 everywhere, no autocast;
 - ``auto``: on CUDA bfloat16 where the GPU supports it, else float16 (with a gradient
-  scaler); on the CPU float32, so the CPU defaults train exactly as before (bfloat16 changes
+  scaler); on the CPU float32, so the CPU runs are plain float32 (bfloat16 changes
   their numbers, and it is only fast on CPUs with bfloat16 instructions: on this machine's
   AVX512-BF16 CPU it trained ResNet-18 at 224 px about twice as fast,
   ``reports/train_speed.md``; set ``native`` or ``bf16`` to use it);

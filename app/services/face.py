@@ -216,7 +216,7 @@ def search_faces(detector: FaceDetector | None, rgb: np.ndarray, is_crop: bool,
             (:func:`detect_canonical`); None: on the image as it is (the detector's own
             size handling, the pipeline before reports/stability.md).
         antialias: area-average before a shrinking crop (:func:`crop_face`); False: warp
-            the full-size image directly (as before).
+            the full-size image directly.
 
     Raises:
         NoFaceError: no face was found, upright or turned.

@@ -115,7 +115,7 @@ DESCRIPTOR = MethodDescriptor(
     default_runs=(BuildRun("abcnorm", seconds=66),
                   # the CE baseline the Classifier tab shows beside ABC-Norm when served: built
                   # on request (--only abcnorm_ce), kept out of the first build so that it
-                  # finishes within 15 minutes (issue #15)
+                  # finishes within 15 minutes
                   BuildRun("abcnorm_ce", ("loss.name=ce",), seconds=47, optional=True)),
     smoke=("train.batch_size=32",),
     docs="docs/abcnorm.md",

@@ -194,7 +194,7 @@ DESCRIPTOR = MethodDescriptor(
            "Crops must contain the whole face with hair.",
     default_runs=(BuildRun("seqfake", seconds=237),
                   # the Seq-FaceAttr model: built on request (--only seqfake_attr), kept out
-                  # of the first build so that it finishes within 15 minutes (issue #15)
+                  # of the first build so that it finishes within 15 minutes
                   BuildRun("seqfake_attr", ("data.task=attributes",), seconds=266,
                            optional=True),
                   # the baseline shown beside the thesis model in the face tab

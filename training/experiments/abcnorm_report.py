@@ -187,7 +187,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"reused from the harness cache; {report['workers']} at a time, "
             f"{report.get('threads_per_run', '?')} torch thread(s) each).  "]
     else:
-        head = harness.legacy_header(
+        head = harness.rerendered_header(
             report, report.get("rendered", {}).get("provenance", {}),
             source="the stored per-seed statistics (mean and sample std, ddof=1, as computed "
                    "then)") + [
@@ -233,9 +233,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def _legacy_stats(table: dict[str, Any]) -> dict[str, Any]:
-    """Stored tables from before the harness: ``std`` (already sample std, ddof=1) -> ``sd``,
-    plus ``n``."""
+def _stored_table_stats(table: dict[str, Any]) -> dict[str, Any]:
+    """Stored tables without the harness's fields: ``std`` (already sample std, ddof=1) ->
+    ``sd``, plus ``n``."""
     for rows in table.values():
         for st in rows.values():
             n = len(st.get("seeds", []))
@@ -250,7 +250,7 @@ def _legacy_stats(table: dict[str, Any]) -> dict[str, Any]:
 def render(path: Path, out: Path, argv: list[str] | None) -> int:
     """Re-render ``abcnorm.md`` from a stored ``abcnorm.json`` (no training)."""
     report = json.loads(path.read_text())
-    _legacy_stats(report["results"]["table"])
+    _stored_table_stats(report["results"]["table"])
     report["rendered"] = {"provenance": harness.provenance(module=MODULE, args=argv),
                           "note": "tables re-rendered from the stored statistics (their std "
                                   "was already the sample std, ddof=1); runs not retrained"}

@@ -280,7 +280,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{sum(bool(r.get('reused')) for r in runs)} of them reused from the harness cache "
             f"`<artifacts>/dcl_sweep/cache/`); this invocation {report['wall_minutes']:.1f} min.  "]
     else:
-        head = harness.legacy_header(report, report.get("rendered", {}).get("provenance", {})) + [
+        head = harness.rerendered_header(report, report.get("rendered", {}).get("provenance", {})) + [
             "", f"Date (UTC, original run): {report['started']}; the runs took "
             f"{report['runs_wall_minutes_total']:.1f} min of wall time in all ({len(runs)} of "
             f"{report['planned_runs']} planned runs finished).  "]
@@ -372,7 +372,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 
 def _knn_sets(d: dict[str, Any]) -> str:
     ev = d.get("config_eval")
-    if not ev:  # evaluated before the harness: the default config's sets, as written then
+    if not ev:  # a record without its evaluation sets: the default config's sets
         return "10k test vs 10k train gallery"
     return f"{ev['test_size']} test vs {ev['gallery_size']} train gallery images"
 

@@ -80,7 +80,7 @@ def resolve_config(method: str, overrides: Iterable[str] = (),
                    config: str | Path | None = None) -> dict[str, Any]:
     """The method's default config with ``config`` (a YAML file) and ``key.sub=value``
     overrides applied; validated by :func:`training.config.resolve_config` where the config
-    module provides it (the typed schema), else loaded and overridden as before."""
+    module provides it (the typed schema), else loaded and overridden without a schema."""
     from training import config as config_module
 
     resolve = getattr(config_module, "resolve_config", None)
@@ -482,21 +482,21 @@ def provenance_lines(prov: dict[str, Any], runs: dict[str, int] | None = None) -
     return lines
 
 
-LEGACY_NOTE = ("This report was produced before the experiment harness "
+RERENDER_NOTE = ("This report was produced before the experiment harness "
                "(training/experiments/harness.py): its numbers come from an earlier version of "
                "the script, and the machine line above is that script's text as recorded then. "
                "The tables below were re-rendered from {source}, without retraining.")
 
 
-def legacy_header(res: dict[str, Any], render_prov: dict[str, Any],
+def rerendered_header(res: dict[str, Any], render_prov: dict[str, Any],
                   source: str = "the stored per-seed results") -> list[str]:
-    """Header lines for a report re-rendered from a JSON written before the harness."""
+    """Header lines for a report re-rendered from stored per-seed results (a JSON without the harness's provenance)."""
     return [f"Command (original run): `{res.get('command', 'not recorded')}`  ",
             f"Machine (as recorded by the original run): {res.get('machine', 'not recorded')}  ",
             f"Git commit (original run): `{res.get('git_commit', 'not recorded')}`  ",
             f"Re-rendered by: `{render_prov.get('command', '?')}` at commit "
             f"`{render_prov.get('git_commit', 'unknown')}`  ", "",
-            LEGACY_NOTE.format(source=source)]
+            RERENDER_NOTE.format(source=source)]
 
 
 # --- spread over seeds ---------------------------------------------------------------------

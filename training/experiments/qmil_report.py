@@ -182,7 +182,7 @@ def _header(res: dict[str, Any]) -> list[str]:
     if "provenance" in res:
         return harness.provenance_lines(res["provenance"], res.get("devices_used")) + [
             f"Wall time {res['wall_seconds'] / 60:.1f} min (whole report).  "]
-    return harness.legacy_header(res, res.get("rendered", {}).get("provenance", {})) + [
+    return harness.rerendered_header(res, res.get("rendered", {}).get("provenance", {})) + [
         "", f"Torch (original run) {res.get('torch')}; wall time "
         f"{res['wall_seconds'] / 60:.1f} min (whole report).  "]
 
@@ -282,7 +282,7 @@ def _markdown(res: dict[str, Any]) -> str:
     lines += ["", "## Attention", "", "![attention](qmil_attention.png)", "",
               "Training times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["times"].items()),
               ""]
-    if res.get("reused") and "provenance" not in res:  # written before the harness
+    if res.get("reused") and "provenance" not in res:  # a record without the harness's provenance
         lines += [f"Reused with `--reuse` (finished checkpoints of an earlier run of this script "
                   f"with exactly the same config, loaded and evaluated, not retrained; their "
                   f"time above is the evaluation only): {', '.join(res['reused'])}.", ""]

@@ -111,7 +111,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"Model: `{res['run']}` (seed {res['config']['run']['seed']}, trained at commit "
             f"`{res.get('checkpoint_git_commit')}`); evaluated in {res['seconds']:.0f} s.  "]
     else:
-        head = harness.legacy_header(res, res.get("rendered", {}).get("provenance", {}),
+        head = harness.rerendered_header(res, res.get("rendered", {}).get("provenance", {}),
                                      source="the stored per-word results") + [
             "", f"Model: `{res['run']}` (the default qMIL run; seed "
             f"{res['config']['run']['seed']}); {res['seconds']:.0f} s.  "]

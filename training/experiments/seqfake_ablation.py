@@ -121,9 +121,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
-    """The two checks of the issue, computed from the measured numbers.
+    """The two checks of the ablation (the rank loss orders; the random-order control fails),
+    computed from the measured numbers.
 
-    The issue's checks are on the full model (d); the same checks are also given for the
+    The checks are on the full model (d); the same checks are also given for the
     other sequence models present ((d') and (c), SeqFakeFormer for the order check).
     """
     res: dict[str, Any] = {}
@@ -165,7 +166,7 @@ def _header(report: dict[str, Any]) -> list[str]:
     if "provenance" in report:
         return [f"- {x.rstrip()}" for x in harness.provenance_lines(
             report["provenance"], report.get("devices_used"))]
-    lines = harness.legacy_header(report, report.get("rendered", {}).get("provenance", {}))
+    lines = harness.rerendered_header(report, report.get("rendered", {}).get("provenance", {}))
     return [f"- {x.rstrip()}" for x in lines[:-2]] + ["", lines[-1]]
 
 
@@ -224,7 +225,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     lines += ["", "Generated faces (lengths 0..5; order in the caption), as stored at 256 px:", "",
               "![samples](seqfake_samples.png)"]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    if "provenance" not in report:  # notes written with a run from before the harness
+    if "provenance" not in report:  # notes of a run without the harness's provenance
         lines.append("- (Added when re-rendered:) in the notes above, \"seed spread\" is the "
                      "range (max - min) over seeds, the noise bar of the checks, not the ± "
                      "of the table.")
