@@ -188,16 +188,45 @@ def read_files(batch: dict[str, Any]) -> dict[str, Any]:
     return {"file": files, "sha256": digests}
 
 
+def failure(exc: BaseException) -> tuple[str, str]:
+    """What stops a worker, as sent back to the command: ``(kind, message)``."""
+    from runtime.cli import is_user_error
+    from runtime.engine import ModelUnavailableError
+
+    if isinstance(exc, ModelUnavailableError):
+        return "unavailable", str(exc)
+    if is_user_error(exc):
+        return "refused", str(exc)
+    return "crashed", f"{type(exc).__name__}: {exc}"
+
+
+def raise_failure(kind: str, message: str) -> None:
+    """The command's side of :func:`failure`: the batch stops with the worker's message."""
+    from runtime.engine import ModelUnavailableError
+
+    if kind == "unavailable":
+        raise ModelUnavailableError(message)
+    if kind == "refused":
+        raise UserError(f"a Ray worker: {message}")
+    raise RuntimeError(f"a Ray worker failed: {message}")
+
+
 class Analyser:
-    """A model actor: the command's analysis built once, then applied file by file."""
+    """A model actor: the command's analysis built once, then applied file by file. A
+    worker that cannot build it (its machine lacks the models) answers every file with
+    the reason, which stops the batch (an actor that raised would be restarted forever)."""
 
     def __init__(self, args: argparse.Namespace, cwd: str) -> None:
         if os.path.isdir(cwd):  # relative inputs name the same files as on the driver
             os.chdir(cwd)
         from app.inputs import cli_requests
 
-        with cli_requests():
-            self.analyse, self.columns = capture_analysis(args)
+        self.failed: tuple[str, str] | None = None
+        try:
+            with cli_requests():
+                self.analyse, self.columns = capture_analysis(args)
+        except Exception as exc:  # noqa: BLE001 - sent to the command, which stops
+            self.failed = failure(exc)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from app.batch import _rows_for
@@ -206,12 +235,14 @@ class Analyser:
 
         files, out = [str(f) for f in batch["file"]], []
         for f, digest in zip(files, batch["sha256"]):
-            try:
-                with cli_requests():  # messages name the CLI's flags, as the local engine's
-                    result: Any = ("rows", _rows_for(Path(f), self.analyse, self.columns,
-                                                     digest or None))
-            except ModelUnavailableError as exc:
-                result = ("unavailable", str(exc))
+            result: Any = self.failed
+            if result is None:
+                try:
+                    with cli_requests():  # messages name the CLI's flags, as locally
+                        result = ("rows", _rows_for(Path(f), self.analyse, self.columns,
+                                                    digest or None))
+                except ModelUnavailableError as exc:
+                    result = failure(exc)
             out.append(pickle.dumps(result))
         return {"file": files, "result": out}
 
@@ -245,10 +276,8 @@ def rows_source(args: argparse.Namespace) -> Any:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for f, blob in zip(batch["file"], batch["result"]):
                 kind, value = pickle.loads(blob)
-                if kind == "unavailable":
-                    from runtime.engine import ModelUnavailableError
-
-                    raise ModelUnavailableError(value)
+                if kind != "rows":
+                    raise_failure(kind, value)
                 yield Path(str(f)), value
 
     return source
@@ -256,12 +285,17 @@ def rows_source(args: argparse.Namespace) -> Any:
 
 # --- gallery builds -------------------------------------------------------------------------
 class ShardEmbedder:
-    """An encoder actor: the DCL encoder loaded once, then shards embedded one by one."""
+    """An encoder actor: the DCL encoder loaded once, then shards embedded one by one (or,
+    as :class:`Analyser`, the reason it cannot be loaded)."""
 
     def __init__(self, name: str, entry: dict[str, Any], artifacts: str) -> None:
         from runtime.engine import OnnxModel
 
-        self.model = OnnxModel(name, entry, Path(artifacts))
+        self.failed: tuple[str, str] | None = None
+        try:
+            self.model = OnnxModel(name, entry, Path(artifacts))
+        except Exception as exc:  # noqa: BLE001 - sent to the command, which stops
+            self.failed = failure(exc)
 
     def embed(self, images: list[Any]) -> Any:
         return self.model.run({"image": self.model.prepare(images)})["embedding"]
@@ -270,7 +304,11 @@ class ShardEmbedder:
         out = []
         for blob in batch["shard"]:
             job, k, files = pickle.loads(blob)
-            out.append(pickle.dumps((k, job.embed(files, self.embed))))
+            try:
+                result: Any = self.failed or ("shard", (k, job.embed(files, self.embed)))
+            except Exception as exc:  # noqa: BLE001 - a bad encoder output stops the build
+                result = failure(exc)
+            out.append(pickle.dumps(result))
         return {"shard": out}
 
 
@@ -300,7 +338,10 @@ def gallery_shards(address: str | None, requested: int | None) -> Any:
                 **({"num_gpus": gpus} if gpus else {}))
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for blob in batch["shard"]:
-                    yield pickle.loads(blob)
+                    kind, value = pickle.loads(blob)
+                    if kind != "shard":
+                        raise_failure(kind, value)
+                    yield value
 
         return shard_map
 

@@ -57,6 +57,29 @@ def _case(art: Path, tmp: Path) -> Path:
     return root
 
 
+def test_a_worker_without_the_models_stops_the_batch_with_the_reason(smoke_artifacts, tmp_path):
+    """A machine whose artifacts lack the model: its actor answers each file with the
+    reason (an actor that raised would be restarted forever), and the command stops with
+    it as the local engine does (exit 2, one line). No Ray needed: the actor's code here."""
+    import pickle
+
+    from app.batch_ray import Analyser, raise_failure
+    from app.cli import _parser
+    from runtime.engine import ModelUnavailableError
+
+    img = sorted((smoke_artifacts / "examples" / "faces").glob("*.png"))[0]
+    art = tmp_path / "art"
+    art.mkdir()
+    shutil.copy(smoke_artifacts / "manifest.json", art)            # no ONNX files
+    args = _parser().parse_args(["--artifacts", str(art), "face", str(img), "--crop", "--out",
+                                 str(tmp_path / "r.csv"), "--engine", "ray"])
+    answer = Analyser(args, str(tmp_path))({"file": [str(img)], "sha256": [None]})
+    kind, message = pickle.loads(answer["result"][0])
+    assert kind == "unavailable" and "seqfake" in message and "missing" in message
+    with pytest.raises(ModelUnavailableError, match="seqfake"):
+        raise_failure(kind, message)
+
+
 def test_parquet_results_journal_and_resume(tmp_path):
     """Both engines' Parquet writer: rows to the journal as they come, the Parquet file at the
     end; an interrupted batch keeps its journal and --resume reads it."""
