@@ -97,7 +97,7 @@ def test_the_classifier_tab_serves_a_users_model_with_its_classes(own_artifacts,
     assert list(report) == ["mine"] and cam_other is None
     top = report["mine"]["top"]
     assert {t["class"] for t in top} == set(CLASSES)   # the folder's names, 2 classes
-    assert report["mine"]["model"] == "mine" and "**mine**" in text
+    assert report["mine"]["model"] == "mine" and "**Model:** `mine`" in text
     # class groups derived from the training counts (12 + 12: not "few" as 1000/200 says)
     entry = json.loads((own_artifacts / "manifest.json").read_text())["models"]["mine"]
     assert "derived" in entry["extra"]["group_rule"]
