@@ -222,3 +222,10 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     """The run's ``published.json`` (None for a run trained here)."""
     p = Path(run_dir) / PUBLISHED_JSON
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.published`` (:mod:`export.published.__main__`)."""
+    from export.published.__main__ import main as command
+
+    return command(argv)

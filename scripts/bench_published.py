@@ -1,0 +1,281 @@
+"""The authors' SeqFakeFormer decoding vs this project's ONNX of the same weights, per image.
+
+``python -m scripts.bench_published --authors-repo PATH`` (PATH: a clone, or the bare git
+directory, of github.com/rshaojimmy/SeqDeepFake) measures, in one run on this machine, at batch
+1, for the published configuration (their r50.json: dilated ResNet-50, 256 px) with the
+seeded weights of tests/data/published/seqfakeformer.json (the r50 case that runs all 5
+steps, i.e. their worst case: 5 full forward passes):
+
+* the authors' decoding: their classes and the loop of their test.py, run by
+  :mod:`scripts.published_fixtures` outside this project (eager torch, CPU);
+* this project's ONNX (``python -m export.published`` then the export pipeline), fp32,
+  through onnxruntime: the image encoded once, the decoder run per step;
+* its static INT8 version (:func:`export.int8.quantize`, export/int8.yaml's settings,
+  calibrated on other inputs of the same recipe), with the rule of export/int8.yaml applied
+  to the speed and to the sequences' agreement with the authors' (there is no labelled
+  Seq-DeepFake test set here to measure Fixed-Acc on).
+
+Both sides get the same number of threads (``--threads``). Writes reports/published.md and
+.json with the command, the machine, the load average at the start, the median seconds per
+image and the ratios, and whether every sequence is identical to the authors'.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scripts.published_fixtures import (FIXTURE_PATH, authors_tree, case_image, config_file,
+                                        seeded_state)
+
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "published"
+
+AUTHORS_BENCH = r'''
+import json, sys, time, torch
+from models import SeqFakeFormer
+from models.configuration import Config
+from scripts_fixture import seeded_state, case_image
+
+job = json.load(sys.stdin)
+torch.set_num_threads(job["threads"])
+cfg = Config(job["config_file"])
+model = SeqFakeFormer.build_model(cfg).eval()
+shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+model.load_state_dict(seeded_state(shapes, job["seed"], job["bias_offsets"]), strict=True)
+
+def decode(image):
+    # test.py, evalute_transformer: the loop for one image, .cuda() dropped
+    caption = cfg.PAD_token_id * torch.ones((1, cfg.max_position_embeddings), dtype=torch.long)
+    cap_mask = torch.ones((1, cfg.max_position_embeddings), dtype=torch.bool)
+    caption[:, 0] = cfg.SOS_token_id
+    cap_mask[:, 0] = False
+    for i in range(cfg.max_position_embeddings - 1):
+        predictions = model(image, caption, cap_mask)
+        predictions = predictions[:, i, :]
+        predicted_id = torch.argmax(predictions, axis=-1)
+        if predicted_id[0] == cfg.EOS_token_id:
+            caption = caption[:, 1:]
+            zero = torch.zeros_like(caption)
+            caption = torch.where(caption == cfg.PAD_token_id, zero, caption)
+            break
+        caption[:, i + 1] = predicted_id[0]
+        cap_mask[:, i + 1] = False
+    if caption.shape[1] == 6:
+        caption = caption[:, 1:]
+    return caption[0].tolist(), i + 1
+
+out = []
+with torch.no_grad():
+    decode(case_image(job["image_seeds"][0], cfg.imgsize))  # warm-up
+    for s in job["image_seeds"]:
+        image = case_image(s, cfg.imgsize)
+        times = []
+        for _ in range(job["repeats"]):
+            t = time.perf_counter()
+            seq, steps = decode(image)
+            times.append(time.perf_counter() - t)
+        out.append({"sequence": seq, "steps": steps, "seconds": times})
+print(json.dumps(out))
+'''
+
+
+def _authors(tree: Path, cfg_path: Path, seed: int, offsets: dict, seeds: list[int],
+             repeats: int, threads: int) -> list[dict[str, Any]]:
+    """The authors' loop timed per image in a separate process (their packages)."""
+    job = {"config_file": str(cfg_path), "seed": seed, "bias_offsets": offsets,
+           "image_seeds": seeds, "repeats": repeats, "threads": threads}
+    proc = subprocess.run([sys.executable, "-c", AUTHORS_BENCH], input=json.dumps(job),
+                          cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"error: the authors' code failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _export(tmp: Path, shapes: dict, seed: int, offsets: dict) -> tuple[Path, dict[str, Any]]:
+    """The weights imported (python -m export.published) and exported (the pipeline,
+    without INT8); returns (artifacts, manifest entry)."""
+    from export.pipeline import export_run
+    from export.published.__main__ import main as import_main
+
+    pt = tmp / "best_model_fixed.pt"
+    torch.save({"best_state_dict_fixed": seeded_state(shapes, seed, offsets)}, pt)
+    art = tmp / "art"
+    if import_main(["seqfakeformer", str(pt), "--task", "components", "--artifacts", str(art),
+                    "--name", "sff_r50"]) != 0:
+        raise SystemExit("error: the import failed")
+    return art, export_run(art, "sff_r50", int8=False)
+
+
+def _time_onnx(path: Path, seeds: list[int], repeats: int, threads: int
+               ) -> list[dict[str, Any]]:
+    """onnxruntime per image at batch 1: sequences and seconds."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    sess.run(None, {"image": case_image(seeds[0], 256).numpy()})  # warm-up
+    out = []
+    for s in seeds:
+        x = case_image(s, 256).numpy()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            got = dict(zip(names, sess.run(None, {"image": x})))
+            times.append(time.perf_counter() - t)
+        out.append({"sequence": got["sequence"][0].tolist(), "steps": int(got["steps"][0]),
+                    "seconds": times})
+    return out
+
+
+def _fixture_check(path: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """The exported graph on the fixture's r50 input against the authors' outputs stored
+    there: the largest step-logit difference and whether the sequence is the same."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, {"image": case_image(case["image_seed"], 256).numpy()})))
+    ran = len(case["step_logits"])
+    diff = float(np.abs(got["step_logits"][0][:ran] - np.array(case["step_logits"])).max())
+    return {"max_abs_step_logit_diff": diff, "steps": ran,
+            "sequence_identical": got["sequence"][0].tolist() == case["sequence"]}
+
+
+def _median(rows: list[dict[str, Any]]) -> float:
+    return statistics.median(t for r in rows for t in r["seconds"])
+
+
+def _machine() -> str:
+    """The CPU model and core count, read from this machine."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from export import int8
+    from runtime.artifacts import write_report
+
+    p = argparse.ArgumentParser(prog="python -m scripts.bench_published",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--authors-repo", required=True,
+                   help="a clone (or bare git directory) of github.com/rshaojimmy/SeqDeepFake")
+    p.add_argument("--images", type=int, default=4, help="inputs timed (the fixture's recipe)")
+    p.add_argument("--repeats", type=int, default=3, help="timed decodings per input")
+    p.add_argument("--threads", type=int, default=2, help="threads for both sides")
+    p.add_argument("--out", default=str(REPORT))
+    args = p.parse_args(argv)
+    load = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    fixture = json.loads(FIXTURE_PATH.read_text())
+    r50 = fixture["configs"]["r50"]
+    case = max(r50["cases"], key=lambda c: len(c["step_logits"]))
+    seeds = [100 + i for i in range(args.images)]
+    with tempfile.TemporaryDirectory(prefix="replens-bench-published-") as tmp:
+        tmp = Path(tmp)
+        tree = authors_tree(Path(args.authors_repo), tmp / "authors")
+        cfg_path = config_file(tree, "r50")
+        t0 = time.time()
+        art, entry = _export(tmp, r50["shapes"], fixture["seed"], case["bias_offsets"])
+        export_s = time.time() - t0
+        onnx_path = art / entry["file"]
+        authors = _authors(tree, cfg_path, fixture["seed"], case["bias_offsets"], seeds,
+                           args.repeats, args.threads)
+        fp32 = _time_onnx(onnx_path, seeds, args.repeats, args.threads)
+        fixture_check = _fixture_check(onnx_path, case)
+        cfg = int8.settings()
+        int8_path = tmp / "sff_r50.int8.onnx"
+        calib = [{"image": torch.cat([case_image(1000 + 8 * b + i, 256) for i in range(8)]).numpy()}
+                 for b in range(2)]
+        quant = int8.quantize(onnx_path, int8_path, calib, cfg)
+        q8 = _time_onnx(int8_path, seeds, args.repeats, args.threads)
+    load_end = os.getloadavg()
+    same = [a["sequence"] == b["sequence"] for a, b in zip(authors, fp32)]
+    same8 = [a["sequence"] == b["sequence"] for a, b in zip(authors, q8)]
+    ms = {k: 1e3 * _median(v) for k, v in (("authors", authors), ("fp32", fp32), ("int8", q8))}
+    served, reason = int8.decide(float(np.mean(same)), float(np.mean(same8)), ms["fp32"],
+                                 ms["int8"], cfg)
+    command = "python -m scripts.bench_published --authors-repo PATH " + " ".join(
+        f"--{k} {getattr(args, k)}" for k in ("images", "repeats", "threads"))
+    result = {"command": command, "machine": _machine(),
+              "load_average_at_start": [round(v, 2) for v in load],
+              "load_average_at_end": [round(v, 2) for v in load_end],
+              "configuration": "authors' r50.json: dilated ResNet-50, 256 px, 2+2 layers, "
+                               "27.2 M parameters; seeded weights (fixture recipe)",
+              "authors_steps": [a["steps"] for a in authors], "threads": args.threads,
+              "images": args.images, "repeats": args.repeats,
+              "ms_per_image": {k: round(v, 1) for k, v in ms.items()},
+              "speedup_fp32": round(ms["authors"] / ms["fp32"], 2),
+              "speedup_int8": round(ms["authors"] / ms["int8"], 2),
+              "sequences_identical_fp32": all(same), "sequences_identical_int8": all(same8),
+              "int8_rule": {"served": served, "reason": reason, "quantization": quant},
+              "fixture_check": fixture_check,
+              "export": {"exporter": entry["exporter"], "opset": entry["opset"],
+                         "parity_max_abs_diff": entry["parity_max_abs_diff"],
+                         "seconds": round(export_s, 1)},
+              "torch": torch.__version__}
+    write_report(args.out, result, _markdown(result))
+    return 0
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    ms = r["ms_per_image"]
+    return "\n".join([
+        "# The authors' SeqFakeFormer decoding vs this project's ONNX",
+        "",
+        f"Command: `{r['command']}` (written by scripts/bench_published.py).",
+        f"Machine: {r['machine']}; {r['threads']} threads on both sides; load average at the "
+        f"start {r['load_average_at_start']}, at the end {r['load_average_at_end']} (1, 5 "
+        f"and 15 minutes; other jobs shared the machine, so the times are slower than on an "
+        f"idle one and the ratio is the number to read).",
+        f"Model: {r['configuration']}. The authors' loop ran {r['authors_steps']} steps "
+        f"(full forward passes) per image; batch 1, median of {r['images']} inputs x "
+        f"{r['repeats']} decodings.",
+        "",
+        "| decoding | ms per image | authors / this | sequences identical to the authors' |",
+        "|---|---:|---:|---|",
+        f"| authors' test.py loop (eager torch {r['torch']}) | {ms['authors']} | 1.00 | - |",
+        f"| this project, ONNX fp32 (encode once) | {ms['fp32']} | {r['speedup_fp32']} | "
+        f"{'yes' if r['sequences_identical_fp32'] else 'NO'} |",
+        f"| this project, ONNX INT8 (static QDQ) | {ms['int8']} | {r['speedup_int8']} | "
+        f"{'yes' if r['sequences_identical_int8'] else 'NO'} |",
+        "",
+        f"INT8 rule (export/int8.yaml, accuracy term: share of sequences equal to the authors'): "
+        f"serves **{r['int8_rule']['served']}**: {r['int8_rule']['reason']}.",
+        f"Export: {r['export']['exporter']}, opset {r['export']['opset']}, parity "
+        f"{r['export']['parity_max_abs_diff']:.1e}, {r['export']['seconds']} s.",
+        f"Against the authors' outputs stored in tests/data/published/seqfakeformer.json (r50 "
+        f"case, {r['fixture_check']['steps']} steps): largest step-logit difference "
+        f"{r['fixture_check']['max_abs_step_logit_diff']:.1e}, sequence "
+        f"{'identical' if r['fixture_check']['sequence_identical'] else 'DIFFERENT'}.",
+        "",
+        "The weights are the fixture's seeded random weights in the authors' layout, not the "
+        "published files (not available here); the time per image does not depend on the "
+        "weights' values, only on how many steps run. With the real files a user should "
+        "expect the same ms per image on the same machine and fewer steps for faces the "
+        "model reads as shorter sequences (EOS ends both loops early).",
+        ""])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
