@@ -261,6 +261,10 @@ def refit(artifacts: Path, only: Sequence[str] | None = None) -> list[str]:
     for name, entry in read_manifest(artifacts)["models"].items():
         if not entry.get("domain") or (only and name not in only):
             continue
+        if "fitted_on_folder" in entry["domain"]:  # an imported model's: its user's folder
+            print(f"[domain] {name}: fitted on {entry['domain']['fitted_on_folder']}; refit it "
+                  f"with python -m export.published.domain {name} --faces DIR", flush=True)
+            continue
         new = copy.deepcopy(entry)
         written: list[str] = []
         try:
