@@ -99,15 +99,42 @@ def connect(address: str | None) -> Any:
         return ray
     import logging
 
+    reachable(address)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPU: nothing to hide
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                  runtime_env={"env_vars": env} if env else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if address is None:
+            raise UserError(f"--engine ray: Ray cannot start on this machine ({exc}); start a "
+                            f"cluster (docs/scale.md) and name it with --address") from None
         raise UserError(f"--address {address}: cannot reach the Ray cluster ({exc}); start it "
                         f"with `ray start --head` (docs/scale.md) or leave --address out") from None
     return ray
+
+
+def reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` address answers a TCP connection (Ray itself waits minutes for a
+    cluster that is not there).
+
+    Raises:
+        UserError: nothing listens there.
+    """
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: give the head's HOST:PORT (e.g. 10.0.0.1:6379) "
+                        f"or auto")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there "
+                        f"({exc.strerror or exc}); start it with `ray start --head` "
+                        f"(docs/scale.md) or leave --address out") from None
 
 
 def quiet(ray: Any) -> None:
@@ -255,14 +282,13 @@ def rows_source(args: argparse.Namespace) -> Any:
     """
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    import_ray()
     wargs = worker_args(args)
+    ray = connect(args.address)  # before the results file is touched
+    n, gpus = workers(args.workers, ray)
 
     def source(paths: list[Path]) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
         if not paths:
             return
-        ray = connect(args.address)
-        n, gpus = workers(args.workers, ray)
         blocks = min(len(paths), max(-(-len(paths) // BLOCK_FILES), BLOCKS_PER_WORKER * n))
         ds = ray.data.from_items([{"file": str(p)} for p in paths], override_num_blocks=blocks)
         # reading is light: its tasks (as many at a time as actors) take no CPU slot, so they

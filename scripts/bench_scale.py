@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifacts", help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
+    p.add_argument("--artifacts",
+                   help="artifacts folder (default: $REPLENS_ARTIFACTS or ./artifacts)")
     p.add_argument("--n", type=int, default=48, help="photographs")
     p.add_argument("--small", type=int, default=12, help="photographs of the shorter runs")
     p.add_argument("--size", type=int, default=1024, help="their side in px")

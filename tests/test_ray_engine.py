@@ -57,6 +57,17 @@ def _case(art: Path, tmp: Path) -> Path:
     return root
 
 
+def test_an_address_where_no_cluster_answers_is_refused_before_any_work(smoke_artifacts,
+                                                                        tmp_path, capsys):
+    pytest.importorskip("ray")
+    img = sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[0]
+    code, _, err = _run_cli(capsys, "--artifacts", smoke_artifacts, "classify", img.parent,
+                            "--out", tmp_path / "r.csv", "--engine", "ray",
+                            "--address", "127.0.0.1:1")             # Ray would wait minutes
+    assert code == 2 and "--address 127.0.0.1:1: no Ray cluster answers there" in err
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_a_worker_without_the_models_stops_the_batch_with_the_reason(smoke_artifacts, tmp_path):
     """A machine whose artifacts lack the model: its actor answers each file with the
     reason (an actor that raised would be restarted forever), and the command stops with
@@ -223,7 +234,8 @@ def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_p
     assert rep.shards_total == rep_ray.shards_total == 3
     assert rep_ray.skipped == rep.skipped and len(rep.skipped) == 1
     for name in ("index.faiss", "items.json", "labels.npy"):
-        assert (tmp_path / "g_ray" / name).read_bytes() == (tmp_path / "g_local" / name).read_bytes()
+        assert ((tmp_path / "g_ray" / name).read_bytes()
+                == (tmp_path / "g_local" / name).read_bytes())
     assert on_ray.ids == local.ids and len(local) == 7
 
     # the command: python -m export.methods.dcl.gallery --folder DIR --engine ray
