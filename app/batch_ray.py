@@ -148,15 +148,19 @@ def quiet(ray: Any) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def workers(requested: int | None, ray: Any) -> tuple[int, float]:
-    """(actors, GPUs per actor): ``--workers`` or one per GPU of the cluster, else one per
-    CPU; one GPU per actor when the cluster has GPUs.
+def check_workers(requested: int | None) -> None:
+    """``--workers``, checked before Ray starts.
 
     Raises:
-        UserError: ``--workers`` below 1.
+        UserError: below 1.
     """
     if requested is not None and requested < 1:
         raise UserError(f"--workers must be at least 1, got {requested}")
+
+
+def workers(requested: int | None, ray: Any) -> tuple[int, float]:
+    """(actors, GPUs per actor): ``--workers`` or one per GPU of the cluster, else one per
+    CPU; one GPU per actor when the cluster has GPUs."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     default = gpus or max(1, int(res.get("CPU", 1)))
@@ -280,8 +284,7 @@ def rows_source(args: argparse.Namespace) -> Any:
     Raises:
         UserError: Ray is missing, ``--workers`` is below 1, or the cluster is unreachable.
     """
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    check_workers(args.workers)
     wargs = worker_args(args)
     ray = connect(args.address)  # before the results file is touched
     n, gpus = workers(args.workers, ray)
@@ -343,20 +346,18 @@ def gallery_shards(address: str | None, requested: int | None) -> Any:
     given the encoder (:class:`runtime.engine.OnnxModel`), returns its shard map.
 
     Raises:
-        UserError: Ray is missing or ``--workers`` is below 1.
+        UserError: Ray is missing, ``--workers`` is below 1, or the cluster is unreachable.
     """
-    if requested is not None and requested < 1:
-        raise UserError(f"--workers must be at least 1, got {requested}")
-    import_ray()
+    check_workers(requested)
+    ray = connect(address)  # before the build starts
+    n, gpus = workers(requested, ray)
 
     def for_encoder(model: Any) -> Any:
         def shard_map(job: Any, todo: list[tuple[int, list[str]]]) -> Iterator[tuple[int, Any]]:
             if not todo:
                 return
-            ray = connect(address)
-            n, gpus = workers(requested, ray)
             ds = ray.data.from_items([{"shard": pickle.dumps((job, k, files))}
-                                      for k, files in todo])
+                                      for k, files in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(ShardEmbedder, fn_constructor_kwargs={
                 "name": model.name, "entry": model.entry, "artifacts": str(model.artifacts)},
                 batch_size=1, batch_format="numpy", num_cpus=1,
