@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from methods import served_runs
+from methods import get_method, served_runs
 from runtime.manifest import read_manifest, trained_on
 from runtime.artifacts import artifacts_dir, atomic_path
 from training.data.sources import USER_FORMATS, with_user_defaults
@@ -64,6 +64,13 @@ def trust_lines(entry: dict[str, Any] | None) -> list[str]:
     return out
 
 
+# the limits of a run imported from published weights (export.published)
+PUBLISHED_LIMITS = ("the authors' weights, imported as published: their accuracy is what they "
+                    "report on their own test split (above); nothing about them was measured "
+                    "here, and how they do on other photographs is unknown. Faces are cropped "
+                    "with the alignment of the authors' training images (docs/published.md).")
+
+
 def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
          entry: dict[str, Any] | None = None) -> list[str]:
     """The Markdown lines of one run's card."""
@@ -78,19 +85,30 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
             used = with_user_defaults(desc.name, model, section="model")
             replaced = {k: (model.get(k), used[k]) for k in model["user_data"]
                         if used.get(k) != model.get(k)}
-    lines.append(f"- **Config**: `training/configs/{desc.config_file}`"
-                 + "".join(f", {k} {_get(cfg, k)}" for k in SHOWN_CONFIG
-                           if _get(cfg, k) is not None))
+    pub = summary.get("published")  # weights imported by python -m export.published
+    if not pub:
+        lines.append(f"- **Config**: `training/configs/{desc.config_file}`"
+                     + "".join(f", {k} {_get(cfg, k)}" for k in SHOWN_CONFIG
+                               if _get(cfg, k) is not None))
     if isinstance(data, dict):
         shown = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
         lines.append("- **Data**: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     if replaced:
         lines.append("- **Model on a user's data** (`model.user_data`): " + ", ".join(
             f"{k} {v} (the default data's: {d})" for k, (d, v) in replaced.items()))
-    lines.append(f"- **Trained**: {summary.get('steps')} steps in {summary.get('train_seconds')} s "
-                 f"on {summary.get('device')} ({summary.get('world_size', 1)} process(es), "
-                 f"{summary.get('precision', 'float32')} forward), "
-                 f"commit `{str(summary.get('git_commit', '?'))[:8]}`")
+    if pub:
+        theirs = pub.get("reported_by_authors", {})
+        lines.append(f"- **Published weights**: `{pub['file']}` (sha256 {pub['sha256'][:12]}), "
+                     f"trained by the authors on {pub['trained_on']}; not trained here")
+        lines.append("- **Reported by the authors** (their numbers, not measured here): "
+                     + ", ".join(f"{k} {v}" for k, v in theirs.items()
+                                 if isinstance(v, (int, float))) + f" ({theirs.get('source', '')})")
+    else:
+        lines.append(f"- **Trained**: {summary.get('steps')} steps in "
+                     f"{summary.get('train_seconds')} s on {summary.get('device')} "
+                     f"({summary.get('world_size', 1)} process(es), "
+                     f"{summary.get('precision', 'float32')} forward), "
+                     f"commit `{str(summary.get('git_commit', '?'))[:8]}`")
     extra = (entry or {}).get("extra", {})
     if extra.get("group_thresholds"):
         g = extra["group_thresholds"]
@@ -108,8 +126,11 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
+    if pub and not metrics:
+        lines.append("| (none measured here) | - |")
     lines += trust_lines(entry)
-    limits = desc.limits_for(data if isinstance(data, dict) else None, trained_on(entry))
+    limits = (PUBLISHED_LIMITS if pub else
+              desc.limits_for(data if isinstance(data, dict) else None, trained_on(entry)))
     lines += ["", f"Limits: {limits} Method documentation: `{desc.docs}`.", ""]
     return lines
 
@@ -135,6 +156,11 @@ def build_cards(artifacts: Path, argv: list[str]) -> str:
         summary = json.loads((rdir / "summary.json").read_text())
         cfg = yaml.safe_load((rdir / "config.yaml").read_text()) if (rdir / "config.yaml").is_file() else {}
         out += card(r.run, desc, summary, cfg or {}, models.get(r.run))
+    for rdir in sorted((artifacts / "runs").glob("*/published.json")):  # imported runs
+        summary = json.loads((rdir.parent / "summary.json").read_text())
+        cfg = yaml.safe_load((rdir.parent / "config.yaml").read_text()) or {}
+        out += card(rdir.parent.name, get_method(summary["method"]), summary, cfg,
+                    models.get(rdir.parent.name))
     return "\n".join(out)
 
 

@@ -171,3 +171,13 @@ def test_bad_files_are_one_line_and_exit_2(tmp_path, capsys):
     wrong = _published_file(tmp_path, SMALL, SMALL["cases"][0])
     assert _import(tmp_path, wrong, SMALL, "bad", "--state", "adaptive") == 2
     assert "no state dict under 'best_state_dict_adaptive'" in capsys.readouterr().err
+
+
+def test_model_card_labels_the_authors_numbers_as_theirs(small_onnx):
+    from export.model_cards import build_cards
+
+    _, _, _, tmp = small_onnx
+    text = build_cards(tmp / "art", [])
+    card = text[text.index("## `sff`"):]
+    assert "Reported by the authors** (their numbers, not measured here): fixed_acc 72.65" in card
+    assert "(none measured here)" in card and "generated faces" not in card
