@@ -103,7 +103,7 @@ class Tab:
         """Upload ``files`` into the tab's (empty) input."""
         self.page.locator(f"#{self.prefix}-input input[type=file]").set_input_files(
             [str(f) for f in files])
-        self.page.wait_for_timeout(1000)
+        self.page.wait_for_timeout(500)
 
     def example(self, row: int = 0) -> str:
         """Click an example row (it fills the inputs); returns its expected answer (the
@@ -111,7 +111,7 @@ class Tab:
         tr = self.root.locator("tr.tr-body").nth(row)
         expected = tr.locator("td").last.inner_text().strip()
         tr.locator("td").first.click(force=True)
-        self.page.wait_for_timeout(1500)
+        self.page.wait_for_timeout(800)
         return expected
 
     def ask(self) -> str:
@@ -123,7 +123,7 @@ class Tab:
             "([sel, old]) => { const e = document.querySelector(sel); "
             "return e && e.querySelector('h2') && e.innerText !== old; }",
             arg=[card, before], timeout=TIMEOUT_MS)
-        self.page.wait_for_timeout(800)
+        self.page.wait_for_timeout(300)
         return self.page.locator(f"{card} h2").first.inner_text().strip()
 
     def card(self) -> str:

@@ -29,11 +29,12 @@ OUTPUTS = {
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
-@pytest.mark.slow
-def test_view_api_names_every_output(smoke_artifacts):
+def test_view_api_names_every_output(tmp_path):
+    """Served from an empty artifacts folder (the endpoints exist without models; no model
+    is loaded, so the server starts in a few seconds)."""
     from tests.test_app import _serve
 
-    demo, client = _serve(smoke_artifacts)
+    demo, client = _serve(tmp_path)
     try:
         api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     finally:
