@@ -146,6 +146,7 @@ def test_import_export_onnxruntime_matches_the_authors(recipe, tmp_path, capsys)
     u8 = (x[0].transpose(1, 2, 0) * 255).round().astype(np.uint8)
     np.testing.assert_allclose(model.prepare([u8])[0], x[0], atol=1e-7)
     _check_face_service(art)
+    _check_domain_from_folder(art, tmp_path, capsys)
 
 
 class _OneFace:
@@ -187,6 +188,29 @@ def _check_face_service(art: Path) -> None:
     [row] = batch_rows(engine, _OneFace(face), rgb, ["sbi_ffc23"])
     assert row["p_fake"] == r["fake_probability"] and row["sequence"] == ""
     assert row["verdict"] == "unreliable" and row["raw_verdict"] == r["raw_verdict"]
+
+
+def _check_domain_from_folder(art: Path, tmp_path: Path, capsys) -> None:
+    """``python -m export.published.domain`` fits the imported model's check on a folder the
+    user names: answers then carry a domain check naming that folder."""
+    import cv2
+
+    from app.services.face import analyze_crop
+    from export.published.domain import main
+    from runtime.engine import Engine
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        cv2.imwrite(str(faces / f"{i}.png"), rng.integers(0, 256, (380, 380, 3), np.uint8))
+    assert main(["sbi_ffc23", "--faces", str(tmp_path / "none"), "--crops", "--artifacts",
+                 str(art)]) == 2 and "--faces" in capsys.readouterr().err
+    assert main(["sbi_ffc23", "--faces", str(faces), "--crops", "--artifacts", str(art)]) == 0
+    crop = rng.integers(0, 256, (380, 380, 3), np.uint8)
+    r = analyze_crop(Engine(art), crop, "sbi_ffc23")
+    assert r["reliability"] in ("in_domain", "out_of_domain")
+    assert str(faces) in r["domain"]["trained_on"]
 
 
 def test_video_rule_is_sbis():
