@@ -171,43 +171,38 @@ def test_engine_ray_without_ray_says_how_to_install(smoke_artifacts, tmp_path, c
 
 
 @pytest.mark.slow
-def test_face_and_classify_rows_equal_the_local_engine_and_resume(local_ray, smoke_artifacts,
-                                                                  tmp_path, capsys):
+def test_rows_equal_the_local_engine_with_error_rows_and_resume(local_ray, smoke_artifacts,
+                                                               tmp_path, capsys):
+    """Face crops, 28 px Fashion images (too small for the face model: error rows) and a
+    corrupt file: the first half analysed here to Parquet, the rest on Ray (2 workers) with
+    --resume; the rows are those of the whole batch here."""
     root = _case(smoke_artifacts, tmp_path)
     art = ("--artifacts", smoke_artifacts)
-    # face crops, 28 px Fashion images (too small for the face model: error rows) and a
-    # corrupt file, to CSV
-    for out in ("face_local.csv", "face_ray.csv"):
-        engine = ("--engine", "ray", "--workers", 2) if "ray" in out else ()
-        code, rep, err = _run_cli(capsys, *art, "face", root, "--crop", "--out", tmp_path / out,
-                                  *engine)
-        assert code == 0, err
-    local, ray_rows = _rows(tmp_path / "face_local.csv"), _rows(tmp_path / "face_ray.csv")
-    assert ray_rows == local and len(local) == FACE_CROPS + FASHION + 1
-    assert [r["status"] for r in local].count("error") == FASHION + 1
-    assert rep["summary"]["errors"] == FASHION + 1
-    assert rep["summary"]["analysed_now"] == FACE_CROPS + FASHION + 1
-
-    # classify to Parquet: the first half here, then the rest on Ray with --resume; the rows
-    # are those of the whole batch here
-    files = sorted(str(p) for p in (root / "deeper").iterdir())
-    code, _, err = _run_cli(capsys, *art, "classify", *files, "--out", tmp_path / "c_local.parquet")
-    assert code == 0, err
+    files = sorted(str(p) for p in root.rglob("*.png"))
     half = files[: len(files) // 2]
-    code, _, err = _run_cli(capsys, *art, "classify", *half, "--out", tmp_path / "c_ray.parquet")
+    code, _, err = _run_cli(capsys, *art, "face", *files, "--crop", "--out",
+                            tmp_path / "local.parquet")
     assert code == 0, err
-    code, rep, err = _run_cli(capsys, *art, "classify", *files, "--out", tmp_path / "c_ray.parquet",
-                              "--resume", "--engine", "ray", "--workers", 1)
+    code, _, err = _run_cli(capsys, *art, "face", *half, "--crop", "--out",
+                            tmp_path / "ray.parquet")
+    assert code == 0, err
+    code, rep, err = _run_cli(capsys, *art, "face", *files, "--crop", "--out",
+                              tmp_path / "ray.parquet", "--resume", "--engine", "ray",
+                              "--workers", 2)
     assert code == 0, err
     assert rep["summary"]["resumed"] == len(half)
     assert rep["summary"]["analysed_now"] == len(files) - len(half)
-    assert _rows(tmp_path / "c_ray.parquet") == _rows(tmp_path / "c_local.parquet")
+    assert rep["summary"]["errors"] == FASHION + 1 and rep["summary"]["faces"] == FACE_CROPS
+    local = _rows(tmp_path / "local.parquet")
+    assert _rows(tmp_path / "ray.parquet") == local and len(local) == len(files)
     assert not list(tmp_path.glob("*.partial.jsonl"))      # the journal goes once written
 
 
 @pytest.mark.slow
-def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_path, capsys):
-    from app.batch_ray import gallery_shards
+def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_path, capsys,
+                                               monkeypatch):
+    """``python -m export.methods.dcl.gallery --folder DIR --engine ray`` with shards of 3
+    images (8 files: 3 shards on 2 workers) writes the local build's gallery and index."""
     from models import ann
     from models.gallery import GalleryIndex
     from models.gallery_build import build_from_folder
@@ -219,37 +214,34 @@ def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_p
         (folder / ("a" if i % 2 else "b")).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, folder / ("a" if i % 2 else "b") / p.name)
     (folder / "a" / "broken.png").write_bytes(b"not a png")
+    settings = ann.load_settings()
+    settings["build"]["shard_size"] = 3
+    monkeypatch.setattr(ann, "load_settings", lambda *a, **k: settings)
     entry = read_manifest(smoke_artifacts)["models"]["dcl"]
     model = OnnxModel("dcl", entry, smoke_artifacts)
 
     def embed(batch):
         return model.run({"image": model.prepare(batch)})["embedding"]
 
-    s = ann.load_settings()
-    s = {**s, "build": {**s["build"], "shard_size": 3}}      # 8 files: 3 shards
-    kw = dict(settings=s, show_progress=False, log=lambda m: None)
-    local, rep = build_from_folder(folder, tmp_path / "g_local", embed, entry["sha256"], **kw)
-    on_ray, rep_ray = build_from_folder(folder, tmp_path / "g_ray", None, entry["sha256"],
-                                        shard_map=gallery_shards(None, 2)(model), **kw)
-    assert rep.shards_total == rep_ray.shards_total == 3
-    assert rep_ray.skipped == rep.skipped and len(rep.skipped) == 1
-    for name in ("index.faiss", "items.json", "labels.npy"):
-        assert ((tmp_path / "g_ray" / name).read_bytes()
-                == (tmp_path / "g_local" / name).read_bytes())
-    assert on_ray.ids == local.ids and len(local) == 7
+    local, rep = build_from_folder(folder, tmp_path / "g_local", embed, entry["sha256"],
+                                   show_progress=False, log=lambda m: None)
+    assert rep.shards_total == 3 and len(rep.skipped) == 1 and len(local) == 7
 
-    # the command: python -m export.methods.dcl.gallery --folder DIR --engine ray
-    art = tmp_path / "art"
+    art = tmp_path / "art"                     # the encoder of the smoke build, copied
     (art / "onnx").mkdir(parents=True)
     shutil.copy(smoke_artifacts / "manifest.json", art)
     for f in (smoke_artifacts / "onnx").glob("dcl.*"):
         shutil.copy(f, art / "onnx" / f.name)
     from export.methods.dcl.gallery import main as gallery_main
 
-    assert gallery_main(["--folder", str(folder), "--engine", "ray", "--workers", "1",
+    assert gallery_main(["--folder", str(folder), "--engine", "ray", "--workers", "2",
                          "--artifacts", str(art)]) == 0, capsys.readouterr().err
     served = read_manifest(art)["models"]["dcl"]["gallery"]
+    assert served["count"] == len(local)
+    for name in ("index.faiss", "items.json", "labels.npy"):
+        assert ((art / served["dir"] / name).read_bytes()
+                == (tmp_path / "g_local" / name).read_bytes())
     built = GalleryIndex.load(art / served["dir"])
-    assert built.ids == local.ids and served["count"] == len(local)
+    assert built.ids == local.ids and built.digests == local.digests
     np.testing.assert_array_equal(ann.vectors(built.index, np.arange(len(local))),
                                   ann.vectors(local.index, np.arange(len(local))))
