@@ -39,6 +39,12 @@ def test_view_api_names_every_output(tmp_path):
         api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     finally:
         demo.close()
+    # with no build (as --no-build serves it), each tab's model line says what to run
+    lines = {b.elem_id: b.value for b in demo.blocks.values()
+             if str(getattr(b, "elem_id", "")).endswith("-model-line")}
+    assert set(lines) == {f"{m}-model-line" for m in ("seqfake", "qmil", "dcl", "abcnorm")}
+    for text in lines.values():
+        assert ": not built**" in text and "python -m app" in text, text
     names = {ep: [r["label"] for r in info["returns"]] for ep, info in api.items()}
     assert {ep: names.get(ep) for ep in OUTPUTS} == OUTPUTS
     for ep, labels in names.items():  # no endpoint left with Gradio's value_<id> names
