@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.calibration import calibrate_run
+from export.commit import commit_entry, discard, entry_files, fresh_name
+from export.domain import fit_run, write_sidecars
 from export.onnx_export import export_module
 from methods import all_methods, get_method, resolve
-from export.commit import commit_entry, discard, entry_files, fresh_name
 from runtime.artifacts import atomic_path, hold_run_lock
+from runtime.engine import OnnxModel
 from runtime.manifest import ManifestError, read_manifest, sha256_file
 from training.checkpoint import load_trained
 from training.methods import plugin_for_run
@@ -172,8 +175,6 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
                       names: tuple[str, ...], written: list[str]) -> None:
     """Fit the run's domain check (:mod:`export.domain`) and record it as a sidecar; a run
     whose training images cannot be read is exported without one (said in the log)."""
-    from export.domain import fit_run, write_sidecars
-
     t0 = time.time()
     try:
         dm, record, network = fit_run(artifacts, entry, ckpt["config"], names)
@@ -193,9 +194,6 @@ def _add_calibration(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any
     """Fit the run's temperature on its validation images or bags (the plug-in's
     ``calibration_items``, :mod:`export.calibration`); a run without them is exported
     uncalibrated (said in the log)."""
-    from export.calibration import calibrate_run
-    from runtime.engine import OnnxModel
-
     t0 = time.time()
     try:
         plugin = plugin_for_run(method, ckpt["config"], artifacts)

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models import ann
+from runtime.manifest import ManifestError, inside
 
 FORMAT_VERSION = 2
 READ_FORMATS = (1, 2)  # 1: before the index choice and lazy thumbnails (flat, stored thumbs)
@@ -444,8 +445,6 @@ class GalleryIndex:
         except (OSError, ValueError, RuntimeError) as exc:
             raise GalleryError(f"gallery {folder} is damaged: {exc}") from exc
         if lazy:  # thumbnails are read from image_root / id: no id may leave that folder
-            from runtime.manifest import ManifestError, inside
-
             root = image_root or meta.get("image_root") or "."
             for i, item in enumerate(items.get("ids") or []):
                 try:

@@ -13,6 +13,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from methods import get_method
+from methods.schema import ConfigError, load_yaml, validate
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -20,8 +22,6 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 def default_config_path(method: str) -> Path:
     """The default config of a method: its descriptor's ``config_file``, relative to
     ``training/configs/`` (or an absolute path, for methods that live elsewhere)."""
-    from methods import get_method
-
     return CONFIG_DIR / get_method(method).config_file
 
 
@@ -31,9 +31,6 @@ def validate_config(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
     Raises:
         methods.schema.ConfigError (a ValueError) naming the offending key.
     """
-    from methods import get_method
-    from methods.schema import validate
-
     return validate(get_method(method).schema, cfg)
 
 
@@ -48,8 +45,6 @@ def resolve_config(method: str, config: str | Path | dict[str, Any] | None = Non
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config; a missing or malformed file raises a clear error."""
-    from methods.schema import load_yaml
-
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"config {path} is a folder: name a YAML file (--config FILE)")
@@ -64,8 +59,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of ``cfg`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
-    from methods.schema import ConfigError, load_yaml
-
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:

@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from methods import get_method, resolve
+from training.config import default_config_path, load_config, merge, validate_config
 from training.methods.base import Method
 
 
 def build_method(name: str, cfg: dict[str, Any]) -> Method:
     """Instantiate the plug-in of method ``name`` with its config, validated first."""
-    from methods import get_method, resolve
-    from training.config import validate_config
-
     return resolve(get_method(name).plugin)(validate_config(name, cfg))
 
 
@@ -28,9 +27,6 @@ def plugin_for_run(method: str, config: dict[str, Any], artifacts: str | Path) -
     stored keeps its value. ``run.artifacts`` points at ``artifacts``. Not validated: a run
     keeps the values it was trained with, even where today's schema is stricter.
     """
-    from methods import get_method, resolve
-    from training.config import default_config_path, load_config, merge
-
     cfg = merge(load_config(default_config_path(method)), config)
     cfg["run"] = {**cfg["run"], "artifacts": str(artifacts)}
     return resolve(get_method(method).plugin)(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.services import classify as classify_svc
 from export.examples import Judge, served_model, write_class_examples
 
 EXAMPLES = "fashion"  # examples/<folder> the Classifier tab shows
@@ -13,8 +14,6 @@ EXAMPLES = "fashion"  # examples/<folder> the Classifier tab shows
 def judge(artifacts: Path) -> Judge | None:
     """The served default classifier as the Classifier tab asks it (its top-1 class), or
     None when no classifier is served."""
-    from app.services import classify as classify_svc
-
     found = served_model(artifacts, classify_svc.METHOD, classify_svc.MODEL)
     if found is None:
         return None

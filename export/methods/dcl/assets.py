@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from app.services import retrieval as retrieval_svc
 from export.commit import commit_entry, discard, fresh_name
 from export.examples import Judge, served_model, write_class_examples
 from methods.dcl import DESCRIPTOR
@@ -66,8 +67,6 @@ def post_export(artifacts: Path, runs: list[str], options: dict[str, Any]) -> No
 def example_judge(artifacts: Path) -> Judge | None:
     """The served default encoder as the Retrieval tab asks it: the majority label of the
     ``EXAMPLE_K`` nearest gallery images; None when no encoder or no gallery is served."""
-    from app.services import retrieval as retrieval_svc
-
     found = served_model(artifacts, DESCRIPTOR.name, SERVED)
     if found is None:
         return None

@@ -4,16 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+from training.metrics.knn import knn_accuracy
 
 
 def knn_top1(model: Any, plugin: Any) -> tuple[float, int]:
     """Weighted kNN top-1 of the training evaluation (same gallery and test subsets, k and
     temperature: ``plugin.knn_top1``), with the embeddings (N, D) computed by ``model``
     (:class:`runtime.engine.OnnxModel`). Returns (knn_top1, test images)."""
-    import torch
-
-    from training.metrics.knn import knn_accuracy
-
     d = plugin._eval_tensors()  # the prepared subsets training's knn_top1 uses
     bs = int(plugin.eval_cfg["batch_size"])
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.services import qmil as qmil_svc
 from export.examples import Judge, keep_answered, served_model, slug, write_answers
 from runtime.manifest import ManifestError, read_manifest
 from training.data.fashion_mnist import DatasetNotFoundError, load_fashion_mnist
@@ -30,8 +31,6 @@ BAG_TRIES = 20  # draws tried per example bag before keeping one answered wrongl
 def judge(artifacts: Path) -> Judge | None:
     """The served default bag model as the Bag query tab asks it about an example bag
     folder ("yes"/"no"; the word is in the folder name), or None when none is served."""
-    from app.services import qmil as qmil_svc
-
     found = served_model(artifacts, qmil_svc.METHOD, qmil_svc.MODEL)
     if found is None:
         return None

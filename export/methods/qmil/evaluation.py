@@ -5,14 +5,14 @@ from typing import Any
 
 import numpy as np
 
+from export.calibration import model_logits
+from training.metrics.qmil import bag_accuracy
+
 
 def bag_acc(model: Any, plugin: Any) -> tuple[float, int]:
     """Bag accuracy (``prob > 0.5``) on the evaluation bags of seen queries
     (``plugin.calibration_items("test")``, those of training's ``bag_acc``), one bag per
     run through ``model`` (:class:`runtime.engine.OnnxModel`). Returns (bag_acc, bags)."""
-    from export.calibration import model_logits
-    from training.metrics.qmil import bag_accuracy
-
     bags, labels = plugin.calibration_items("test")
     if labels is None or len(bags) == 0:
         raise ValueError("no test bags")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.services import face as face_svc
 from export.examples import Judge, copy_faces, sequence_text, served_model
 from training.data.seqdeepfake import names_for
 
@@ -22,8 +23,6 @@ EXAMPLE_FOLDERS = (("facial_components", "faces", "components", "seqfake"),
 def judge(artifacts: Path, model: str) -> Judge | None:
     """``model`` as the Face tab asks it about an example (a face crop, its own threshold):
     the manipulated components in order, ``real`` for none; None when it is not served."""
-    from app.services import face as face_svc
-
     found = served_model(artifacts, face_svc.METHOD, model)
     if found is None or found[1] != model:
         return None

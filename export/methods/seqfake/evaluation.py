@@ -5,10 +5,11 @@ from typing import Any
 
 import numpy as np
 
+from export.calibration import model_logits
+from training.metrics.seqfake import decode, fixed_accuracy, roc_auc, unpad
+
 
 def _targets(plugin: Any) -> tuple[Any, list[list[int]]]:
-    from training.metrics.seqfake import unpad
-
     split = plugin.eval_split()
     if len(split.images) == 0:
         raise ValueError("no evaluation faces")
@@ -19,9 +20,6 @@ def fixed_acc(model: Any, plugin: Any) -> tuple[float, int]:
     """Fixed-Acc on the evaluation faces (``plugin.eval_split()``): the sequence decoded
     from the served ``probs`` (N, L) at the run's threshold, as the face tab decodes it.
     Returns (fixed_acc, N)."""
-    from export.calibration import model_logits
-    from training.metrics.seqfake import decode, fixed_accuracy
-
     split, targets = _targets(plugin)
     probs = model_logits(model, list(split.images), "probs")
     return fixed_accuracy(decode(probs, float(plugin.threshold)), targets), len(targets)
@@ -29,9 +27,6 @@ def fixed_acc(model: Any, plugin: Any) -> tuple[float, int]:
 
 def decoder_fixed_acc(model: Any, plugin: Any) -> tuple[float, int]:
     """Fixed-Acc of the decoder baseline: its greedy ``sequence`` (N, S) output."""
-    from export.calibration import model_logits
-    from training.metrics.seqfake import fixed_accuracy, unpad
-
     split, targets = _targets(plugin)
     seq = model_logits(model, list(split.images), "sequence").astype(np.int64)
     return fixed_accuracy([unpad(s) for s in seq.tolist()], targets), len(targets)
@@ -39,9 +34,6 @@ def decoder_fixed_acc(model: Any, plugin: Any) -> tuple[float, int]:
 
 def binary_auc(model: Any, plugin: Any) -> tuple[float, int]:
     """ROC AUC of real / fake (``probs[:, 0]``) on the evaluation faces."""
-    from export.calibration import model_logits
-    from training.metrics.seqfake import roc_auc
-
     split, targets = _targets(plugin)
     probs = model_logits(model, list(split.images), "probs")
     return roc_auc(probs[:, 0], [int(len(t) > 0) for t in targets]), len(targets)
