@@ -3,12 +3,17 @@
 The run's training plug-in gives its training images (``Method.domain_images``); a seeded
 subset of at most ``max_images`` is pushed through the *exported* ONNX model with the
 serving preprocessing, so the check lives in exactly the feature space the app computes.
-``1 - held_out`` of them fit the class means and the shared covariance; the threshold is the
-``percentile`` of the scores of the held-out rest (each class weighted equally where the
-data has classes, so a long-tailed training set does not leave its rare classes flagged).
-The generic part (``generic`` in the settings, by method) is fitted on the same images and
-split; its network (``face_net``: MTCNN's O-Net from facenet-pytorch's wheel, cut after its
-third convolution, :func:`face_net_onnx`) is exported to ONNX here and recorded as a sidecar.
+They fit the class means and the shared covariance; the threshold is the ``percentile``
+of the scores of the run's validation images (``domain_images("val")``: images neither the
+network nor the fit saw, so their scores are what a user's in-domain image would score),
+or, where the run has fewer than ``min_val`` of them, of a ``held_out`` fraction of the
+training images kept out of the fit; each class weighted equally where the data has
+classes, so a long-tailed training set does not leave its rare classes flagged. A fit on
+fewer than ``min_per_dim`` images per feature dimension keeps the top principal directions
+(probabilistic PCA, :func:`runtime.domain.ppca_precision`). The generic part (``generic`` in
+the settings, by method) is fitted on the same images and split; its network (``face_net``:
+MTCNN's O-Net from facenet-pytorch's wheel, cut after its third convolution,
+:func:`face_net_onnx`) is exported to ONNX here and recorded as a sidecar.
 Settings: ``export/domain.yaml``.
 
     python -m export.domain --artifacts DIR [--only MODEL ...]
@@ -39,9 +44,11 @@ def settings() -> dict[str, Any]:
     """``export/domain.yaml``, checked."""
     s = yaml.safe_load(SETTINGS.read_text())
     if not (0 < s["percentile"] <= 100 and 0 < s["held_out"] < 1 and s["max_images"] >= 4
-            and 0 < s["bag_min_in_domain"] <= 1):
+            and 0 < s["bag_min_in_domain"] <= 1 and s["min_val"] >= 1
+            and s["min_per_dim"] >= 0):
         raise ValueError(f"{SETTINGS}: percentile in (0, 100], held_out in (0, 1), "
-                         f"max_images >= 4, bag_min_in_domain in (0, 1]")
+                         f"max_images >= 4, bag_min_in_domain in (0, 1], min_val >= 1, "
+                         f"min_per_dim >= 0")
     return s
 
 
@@ -142,53 +149,90 @@ def model_features(model: Any, images: Sequence[Any], names: Sequence[str],
     return np.concatenate(out), np.concatenate(gen)
 
 
+def _subset(images: Sequence[Any], labels: np.ndarray | None, n_max: int, seed: int
+            ) -> tuple[list[Any], np.ndarray | None]:
+    """A seeded random subset of at most ``n_max`` images and their labels."""
+    idx = np.random.default_rng(seed).permutation(len(images))[:n_max]
+    return [images[i] for i in idx], None if labels is None else np.asarray(labels)[idx]
+
+
+def split_fit_threshold(images: Sequence[Any], labels: np.ndarray | None,
+                        val: tuple[Sequence[Any], np.ndarray | None] | None,
+                        cfg: dict[str, Any]) -> tuple[list[Any], np.ndarray | None, list[Any],
+                                                      np.ndarray | None, str]:
+    """The images the Gaussians are fitted on and those their thresholds are read from, with
+    labels, and what the latter are: the validation split ``val`` (images neither the
+    network nor the fit saw) when it has at least ``min_val`` images, else the ``held_out``
+    fraction of the training images (which the network did train on)."""
+    n_max, seed = int(cfg["max_images"]), int(cfg["seed"])
+    if val is not None and len(val[0]) >= max(1, int(cfg["min_val"])):
+        x_fit, y_fit = _subset(images, labels, n_max, seed)
+        x_val, y_val = _subset(val[0], val[1], n_max, seed + 1)
+        if y_val is not None and (y_fit is None or np.asarray(y_val).ndim != 1):
+            y_val = None  # not class ids (e.g. per-component targets): every image weighs 1
+        return x_fit, y_fit, x_val, y_val, "validation split"
+    x, y = _subset(images, labels, n_max, seed)
+    n_cal = max(1, int(round(len(x) * float(cfg["held_out"]))))
+    return (x[n_cal:], None if y is None else y[n_cal:], x[:n_cal],
+            None if y is None else y[:n_cal], "held-out training images")
+
+
 def fit_for_model(model: Any, images: Sequence[Any], labels: np.ndarray | None,
                   names: Sequence[str], cfg: dict[str, Any] | None = None,
-                  generic: tuple[str, Any] | None = None
+                  generic: tuple[str, Any] | None = None,
+                  val: tuple[Sequence[Any], np.ndarray | None] | None = None
                   ) -> tuple[domain.DomainModel, dict[str, Any]]:
     """The fitted check and its manifest record (features, threshold, counts); with
-    ``generic`` = (kind, network session or None) also its generic part."""
+    ``generic`` = (kind, network session or None) also its generic part. The thresholds are
+    read from ``val`` (the run's validation images and labels) where it is large enough
+    (:func:`split_fit_threshold`)."""
     cfg = cfg or settings()
     n = len(images)
     if n < 4:
         raise ValueError(f"{n} training images: too few for a domain check")
-    rng = np.random.default_rng(int(cfg["seed"]))
-    idx = rng.permutation(n)[: int(cfg["max_images"])]
-    n_cal = max(1, int(round(len(idx) * float(cfg["held_out"]))))
-    cal, fit_idx = idx[:n_cal], idx[n_cal:]
-    got = model_features(model, [images[i] for i in idx], names, int(cfg["batch_size"]),
-                         generic)
-    x, g = got if generic is not None else (got, None)
-    x_cal, x_fit = x[:n_cal], x[n_cal:]
-    y_fit = None if labels is None else np.asarray(labels)[fit_idx]
-    y_cal = None if labels is None else np.asarray(labels)[cal]
-    means, precision = domain.fit(x_fit, y_fit)
-    dm = domain.calibrate(means, precision, x_cal, float(cfg["percentile"]), y_cal)
-    skipped = None
-    if g is not None and len(fit_idx) < int(cfg.get("generic_min_per_dim", 0)) * g.shape[1]:
-        skipped = (f"{len(fit_idx)} fitting images, fewer than generic_min_per_dim x "
-                   f"{g.shape[1]} dimensions (export/domain.yaml)")
-        g = None
-    if g is not None:
-        g_means, g_precision = domain.fit(g[n_cal:], y_fit)
-        g_part = domain.calibrate(g_means, g_precision, g[:n_cal], float(cfg["percentile"]),
-                                  y_cal)
-        dm = domain.joint(dm, g_part, x_cal, g[:n_cal], float(cfg["percentile"]), y_cal)
-    record = {"features": list(names), "dim": int(x.shape[1]), "classes": int(len(means)),
-              "n_fit": int(len(fit_idx)), "n_held_out": int(n_cal),
-              "percentile": float(cfg["percentile"]), "threshold": round(dm.threshold, 4),
+    x_img, y_fit, c_img, y_cal, source = split_fit_threshold(images, labels, val, cfg)
+    bs, pct = int(cfg["batch_size"]), float(cfg["percentile"])
+    per_dim = float(cfg.get("min_per_dim", 0))
+    got, got_cal = (model_features(model, x_img, names, bs, generic),
+                    model_features(model, c_img, names, bs, generic))
+    (x_fit, g_fit), (x_cal, g_cal) = ((got, None), (got_cal, None)) if generic is None \
+        else (got, got_cal)
+    means, precision = domain.fit(x_fit, y_fit, per_dim)
+    dm = domain.calibrate(means, precision, x_cal, pct, y_cal)
+    if g_fit is not None:
+        g_means, g_precision = domain.fit(g_fit, y_fit, per_dim)
+        g_part = domain.calibrate(g_means, g_precision, g_cal, pct, y_cal)
+        dm = domain.joint(dm, g_part, x_cal, g_cal, pct, y_cal)
+    record = {"features": list(names), "dim": int(x_fit.shape[1]), "classes": int(len(means)),
+              "n_fit": int(len(x_fit)), "n_held_out": int(len(x_cal)),
+              "threshold_from": source, "percentile": pct,
+              "threshold": round(dm.threshold, 4),
               "score": "smallest squared Mahalanobis distance to a class mean, shared "
                        "Ledoit-Wolf covariance (runtime/domain.py)"}
-    if skipped:
-        record["generic_skipped"] = skipped
+    if per_dim and len(x_fit) < per_dim * x_fit.shape[1]:
+        record["components"] = max(1, int(len(x_fit) // per_dim))
+        record["score"] = record["score"].replace("Ledoit-Wolf", "probabilistic-PCA")
     if dm.generic is not None:
-        record["generic"] = {"kind": generic[0], "dim": int(g.shape[1]),
+        record["generic"] = {"kind": generic[0], "dim": int(g_fit.shape[1]),
                              "threshold": round(dm.generic.threshold, 4)}
-        record["threshold"] = round(dm.threshold, 4)
+        if len(g_fit) < per_dim * g_fit.shape[1]:
+            record["generic"]["components"] = max(1, int(len(g_fit) // per_dim))
     if is_bag_model(model):
         record["unit"] = "instance"  # one answer per image of a bag (runtime/domain.py)
         record["bag_min_in_domain"] = float(cfg["bag_min_in_domain"])
     return dm, record
+
+
+def validation_images(method: Any) -> tuple[Sequence[Any], np.ndarray | None] | None:
+    """The plug-in's validation images and labels (``domain_images("val")``), or None
+    where it has none."""
+    try:
+        images, labels = method.domain_images("val")
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"[domain] no validation images ({type(exc).__name__}: {exc}); the threshold "
+              f"comes from held-out training images", flush=True)
+        return None
+    return (images, labels) if len(images) else None
 
 
 def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
@@ -216,7 +260,8 @@ def fit_run(artifacts: Path, entry: dict[str, Any], config: dict[str, Any],
     generic = None
     if kind != "none" and model.preprocess is not None:
         generic = (kind, _session(network) if network else None)
-    dm, record = fit_for_model(model, images, labels, names, cfg, generic)
+    dm, record = fit_for_model(model, images, labels, names, cfg, generic,
+                               validation_images(method))
     extra = entry.get("extra", {})
     record["trained_on"] = str(extra.get("data") or extra.get("dataset")
                                or f"the training data of {entry['name']}")

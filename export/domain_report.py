@@ -179,6 +179,11 @@ def measure(artifacts: Path, n: int, only: list[str] | None = None,
             "version": e["version"], "trained_on": e["domain"].get("trained_on"),
             "threshold": dm.threshold, "features": names, "dim": e["domain"]["dim"],
             "generic": e["domain"].get("generic"),
+            "threshold_from": {"source": e["domain"].get("threshold_from",
+                                                     "held-out training images"),
+                               "n": e["domain"].get("n_held_out"),
+                               "n_fit": e["domain"].get("n_fit"),
+                               "components": e["domain"].get("components")},
             "in_distribution": {"n": len(inside), "flagged": float(np.mean(inside > 1.0)),
                                 "flagged_own_features": own["in"]},
             "elsewhere": {}}
@@ -247,22 +252,26 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; {meta['date']}.  ",
              f"In-distribution: each run's test split, {meta['n']} images (seed 0); a model "
              "flags an input when its score exceeds the threshold (the 99th percentile, each class "
-             "weighted equally, of "
-             "held-out training scores, `export/domain.yaml`). Target: at most 2 % of "
+             "weighted equally, of the scores of images the Gaussian was not fitted on: the "
+             "run's validation split, which the network did not train on either, where it has "
+             "at least `min_val` images, else held-out training images; column *threshold "
+             "from*; `export/domain.yaml`). Target: at most 2 % of "
              "in-distribution test images flagged. Every number below is read from the run.",
              ""] + ([meta["note"], ""] if meta.get("note") else [])
     if meta.get("real_photos"):
         lines += goals(results, meta["real_photos"]["half"])
     sets = sorted({k for r in results.values() for k in r["elsewhere"]})
-    lines += ["| model | version | in-distribution flagged | " + " | ".join(
+    lines += ["| model | version | threshold from | in-distribution flagged | " + " | ".join(
         f"{s}: flagged / AUROC" for s in sets) + " |",
-        "|---" * (3 + len(sets)) + "|"]
+        "|---" * (4 + len(sets)) + "|"]
     for name, r in results.items():
         cells = []
         for s in sets:
             v = r["elsewhere"].get(s)
             cells.append(f"{v['flagged']:.0%} / {v['auroc']:.3f} (n={v['n']})" if v else "-")
-        lines.append(f"| `{name}` | `{r['version']}` | {r['in_distribution']['flagged']:.1%} "
+        src = r.get("threshold_from") or {}
+        lines.append(f"| `{name}` | `{r['version']}` | {src.get('source', '-')} "
+                     f"(n={src.get('n', '-')}) | {r['in_distribution']['flagged']:.1%} "
                      f"(n={r['in_distribution']['n']}) | " + " | ".join(cells) + " |")
     for name, r in results.items():
         if "bags" in r:
@@ -272,12 +281,21 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
                       "from each other set): fraction of bags flagged", "",
                       "| bags | flagged |", "|---|---|"]
             lines += [f"| {k} | {v:.0%} |" for k, v in b.items() if k not in ("rule", "n_bags")]
-    lines += ["", "Features: " + "; ".join(
-        f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d)"
-        + (f" + generic {r['generic']['kind']} ({r['generic']['dim']}-d)" if r.get("generic")
-           else "") for n, r in results.items()), ""]
+    lines += ["", "Features (fitted on n images; *k directions*: a probabilistic-PCA fit, "
+              "fewer than `min_per_dim` images per dimension): " + "; ".join(
+        f"`{n}`: {', '.join(r['features'])} ({r['dim']}-d{_k(r.get('threshold_from'))}, "
+        f"n={(r.get('threshold_from') or {}).get('n_fit', '-')})"
+        + (f" + generic {r['generic']['kind']} ({r['generic']['dim']}-d"
+           f"{_k(r['generic'])})" if r.get("generic") else "")
+        for n, r in results.items()), ""]
     lines += real_sections(results, meta)
     return "\n".join(lines)
+
+
+def _k(record: dict[str, Any] | None) -> str:
+    """", k directions" for a probabilistic-PCA fit (``components`` in its record)."""
+    k = (record or {}).get("components")
+    return f", {k} directions" if k else ""
 
 
 def goals(results: dict[str, Any], half: str) -> list[str]:

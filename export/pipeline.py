@@ -184,9 +184,10 @@ def _add_domain_check(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, An
         return
     write_sidecars(artifacts, entry, dm, network, written)
     entry["domain"] = record
-    print(f"[export] {entry['name']}: domain check on {record['n_fit']} + {record['n_held_out']} "
-          f"training images, {record['dim']}-d features, threshold {record['threshold']:.3g} "
-          f"(p{record['percentile']:g}) in {time.time() - t0:.1f} s", flush=True)
+    print(f"[export] {entry['name']}: domain check on {record['n_fit']} training images, "
+          f"{record['dim']}-d features, threshold {record['threshold']:.3g} "
+          f"(p{record['percentile']:g} of {record['n_held_out']} {record['threshold_from']}) "
+          f"in {time.time() - t0:.1f} s", flush=True)
 
 
 def _add_calibration(artifacts: Path, entry: dict[str, Any], ckpt: dict[str, Any], method: str,

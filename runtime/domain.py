@@ -10,10 +10,13 @@ to a class mean,
     s(x) = min_k (x - mu_k)^T Sigma^-1 (x - mu_k),
 
 and an input is *in domain* when ``s(x) <= threshold``; the threshold is a percentile (99th
-by default, ``export/domain.yaml``) of the scores of held-out training images the fit did not
-see. Fitted at export (:mod:`export.domain`), stored beside the ONNX file as
-``<model>.domain.npz`` (sha256 in the manifest, checked like the model), read here with
-numpy only.
+by default, ``export/domain.yaml``) of the scores of in-domain images the fit did not see: the
+run's validation split where it has one (images the network did not train on either, whose
+features are as far from the training images' as a user's would be), else held-out training
+images. A fit on fewer images than ``min_per_dim`` per feature dimension uses a
+probabilistic-PCA covariance (:func:`ppca_precision`). Fitted at export
+(:mod:`export.domain`), stored beside the ONNX file as ``<model>.domain.npz`` (sha256 in the
+manifest, checked like the model), read here with numpy only.
 
 Features are read from the model's ONNX outputs named by its variant (``Variant.domain``):
 a 4-D map (B, C, h, w) is averaged over h, w; other outputs are flattened per input; the
@@ -178,11 +181,15 @@ class DomainModel(Gaussian):
         return out
 
 
-def fit(x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit(x: np.ndarray, labels: np.ndarray | None = None,
+        min_per_dim: float = 0) -> tuple[np.ndarray, np.ndarray]:
     """Class means (K, D) and the shared precision matrix (D, D) of features ``x`` (N, D).
 
     The covariance is that of the features minus their class mean, shrunk towards a scaled
-    identity by the Ledoit-Wolf estimate of the shrinkage."""
+    identity by the Ledoit-Wolf estimate of the shrinkage. With fewer than ``min_per_dim``
+    images per dimension (N < min_per_dim * D) it is the probabilistic-PCA covariance
+    instead (:func:`ppca_precision`): the top N / min_per_dim principal directions kept,
+    the rest one shared variance."""
     from sklearn.covariance import ledoit_wolf
 
     x = np.asarray(x, dtype=np.float64)
@@ -191,13 +198,39 @@ def fit(x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np
     classes = np.unique(labels)
     means = np.stack([x[labels == c].mean(axis=0) for c in classes])
     centred = x - means[np.searchsorted(classes, labels)]
+    if min_per_dim > 0 and len(x) < min_per_dim * x.shape[1]:
+        return means, ppca_precision(centred, max(1, int(len(x) // min_per_dim)))
     cov, _ = ledoit_wolf(centred, assume_centered=True)
     return means, np.linalg.pinv(cov, hermitian=True)
 
 
+def ppca_precision(centred: np.ndarray, k: int) -> np.ndarray:
+    """The inverse of the probabilistic-PCA covariance of ``centred`` features (N, D)
+    (Tipping & Bishop 1999): ``W diag(lambda) W^T + sigma2 (I - W W^T)``, ``W`` the top
+    ``k`` eigenvectors of the sample covariance, ``lambda`` their eigenvalues, ``sigma2``
+    the mean of the other non-zero eigenvalues (with fewer images than dimensions the
+    sample covariance has rank r < D; the variance of new images in the directions the
+    training images do not span is taken to be that of the weakest directions they do), i.e.
+    ``W diag(1 / lambda) W^T + (I - W W^T) / sigma2``."""
+    c = np.asarray(centred, np.float64)
+    d = c.shape[1]
+    k = min(k, d)
+    cov = c.T @ c / max(1, len(c))
+    vals, vecs = np.linalg.eigh(cov)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    tiny = 1e-12 * max(float(vals[0]), 1e-12)
+    rank = max(k + 1, int(np.sum(vals > 1e-9 * max(float(vals[0]), 1e-300))))
+    lam = np.maximum(vals[:k], tiny)
+    sigma2 = max(float(vals[k:rank].sum()) / (rank - k), tiny) if k < d else tiny
+    w = vecs[:, :k]
+    return (w / lam) @ w.T + (np.eye(d) - w @ w.T) / sigma2
+
+
 def calibrate(model_means: np.ndarray, precision: np.ndarray, held_out: np.ndarray,
               percentile: float, labels: np.ndarray | None = None) -> DomainModel:
-    """The threshold: the ``percentile`` of the held-out in-domain scores.
+    """The threshold: the ``percentile`` of the held-out in-domain scores (images the
+    Gaussian was not fitted on; :mod:`export.domain` uses the validation split, images the
+    network did not train on either, where the run has one).
 
     With ``labels`` each held-out image weighs 1 / (its class's count), so every class counts
     the same: on long-tailed training data the threshold then covers the rare classes too

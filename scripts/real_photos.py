@@ -4,7 +4,10 @@
 
 Sources (``SOURCES``): the photographs bundled with scikit-image, and sample images of public
 GitHub repositories read from local git mirrors (``<mirrors>/<owner>+<name>/repo``, a bare
-clone of each repository; ``git --git-dir=<mirror> show <rev>:<path>``). Every source file
+clone of each repository; ``git --git-dir=<mirror> show <rev>:<path>``: ageitgey/
+face_recognition, davisking/dlib, ultralytics/assets, microsoft/Bringing-Old-Photos-Back-
+to-Life (old prints), yisol/IDM-VTON and levihsu/OOTDiffusion (clothing photographs),
+serengil/deepface (portraits, couples, crowds); a missing one is skipped). Every source file
 goes whole into ``photos/`` (a photograph as the classifier and retrieval tabs receive it),
 and every face the app's detector (the ONNX MTCNN of ``--artifacts``) finds in it with score
 >= 0.95 goes into ``faces/`` as the aligned crop the face tab sends to the model
@@ -93,6 +96,38 @@ JOHNS = ["John_Salley/000179_02159509.jpg", "John_Salley/000190_02159501.jpg",
          "John_Simm/000288_00470387.jpg", "John_Simm/000304_00470122.jpg"]
 SOURCES += [("davisking/dlib", f"examples/johns/{p}", "face crop",
              DLIB) for p in JOHNS]
+# old prints (scanned, faded, scratched), from Bringing-Old-Photos-Back-to-Life's test images
+OLD = "MIT (repository)"
+SOURCES += [("microsoft/Bringing-Old-Photos-Back-to-Life", f"test_images/{d}/{c}.png",
+             "old print", OLD) for d, cs in (("old", "abcdefgh"), ("old_w_scratch", "abcd"))
+            for c in cs]
+# clothing: product photographs of garments and people wearing them (virtual try-on examples)
+NC = "CC BY-NC-SA 4.0 (repository)"
+IDM = ["04469", "04743", "09133", "09163", "09164", "09166", "09176", "09236", "09256",
+       "09263", "09266", "09290", "09305", "10165", "14627", "14673"]
+SOURCES += [("yisol/IDM-VTON", f"gradio_demo/example/cloth/{c}_00.jpg", "clothing", NC)
+            for c in IDM]
+SOURCES += [("yisol/IDM-VTON", f"gradio_demo/example/human/{c}", "clothing worn", NC)
+            for c in ("00034_00.jpg", "00035_00.jpg", "00055_00.jpg", "00121_00.jpg",
+                      "01992_00.jpg")]
+OOTD = ["00055_00", "00126_00", "00151_00", "00470_00", "02015_00", "02305_00", "03032_00",
+        "03244_00", "04825_00", "048554_1", "048769_1", "049805_1", "049920_1", "049940_1",
+        "049947_1", "049949_1", "049965_1", "050002_1", "050105_1", "050181_1", "050191_1",
+        "051412_1", "051473_1", "051515_1", "051517_1", "051827_1", "051946_1", "051988_1",
+        "051991_1", "051998_1", "052234_1", "053290_1", "053319_1", "053742_1", "053744_1",
+        "053786_1", "053790_1", "06123_00", "07382_00", "07764_00", "10297_00", "12562_00"]
+SOURCES += [("levihsu/OOTDiffusion", f"run/examples/garment/{c}.jpg", "clothing", NC)
+            for c in OOTD]
+SOURCES += [("levihsu/OOTDiffusion", f"run/examples/model/{c}.jpg", "clothing worn", NC)
+            for c in ("01008_00", "01861_00", "02849_00", "049205_0", "049447_0", "049713_0",
+                      "051482_0", "051918_0", "051962_0", "052472_0", "052767_0", "052964_0",
+                      "053228_0", "053514_0", "053700_0", "05997_00")]
+# more faces: deepface's unit-test photographs (portraits, couples, crowds, children)
+DEEPFACE = [f"img{i}.jpg" for i in (*range(1, 52), 53, 54, 55, 56, 57, 58, 59, 61, 62, 67)]
+SOURCES += [("serengil/deepface", f"tests/unit/dataset/{f}", "portrait", "MIT (repository)")
+            for f in DEEPFACE]
+SOURCES += [("serengil/deepface", f"tests/unit/dataset/{f}", "group", "MIT (repository)")
+            for f in ("couple.jpg", "selfie-many-people.jpg")]
 # scikit-image's bundled photographs (no download): name -> kind
 SKIMAGE = {"astronaut": "portrait", "camera": "portrait", "coffee": "object",
            "chelsea": "object", "cat": "object", "rocket": "scene", "coins": "object",

@@ -70,6 +70,56 @@ def test_class_weighted_threshold_covers_a_rare_class():
     assert domain.calibrate(means, prec, x, 40, y).threshold == pytest.approx(1.0)
 
 
+
+class _Identity:
+    """A stand-in ONNX model whose one output ``f`` is its input: features = the image."""
+    input_names = ["image"]
+    preprocess = None
+
+    def prepare(self, images: list) -> np.ndarray:
+        return np.stack(images).astype(np.float64)
+
+    def run(self, feeds: dict) -> dict:
+        return {"f": feeds["image"]}
+
+
+def test_the_threshold_comes_from_the_validation_split_the_fit_did_not_see():
+    """Worked by hand. 40 training images at +-1 (mean 0, variance 1: score = x^2); 20
+    validation images at sqrt(1..20) (scores 1..20). The threshold is the 99th percentile of
+    the validation scores, 1 + 0.99 * 19 = 19.81, and a validation image at the threshold
+    is in domain, one above it is not. With fewer than min_val validation images it is the
+    99th percentile of the 8 training images kept out of the fit (scores 1): 1."""
+    from export.domain import fit_for_model, settings
+
+    train = [np.array([1.0 if i % 2 else -1.0]) for i in range(40)]
+    val = [np.array([np.sqrt(k)]) for k in range(1, 21)]
+    cfg = {**settings(), "min_val": 20, "held_out": 0.2, "percentile": 99, "min_per_dim": 0}
+    dm, rec = fit_for_model(_Identity(), train, None, ["f"], cfg, val=(val, None))
+    assert dm.threshold == pytest.approx(19.81)
+    assert rec["threshold_from"] == "validation split"
+    assert (rec["n_fit"], rec["n_held_out"]) == (40, 20)
+    got = domain.check(dm, np.array([[np.sqrt(19.81)], [np.sqrt(19.82)]]))
+    assert [d["in_domain"] for d in got] == [True, False]
+    dm, rec = fit_for_model(_Identity(), train, None, ["f"], {**cfg, "min_val": 21},
+                            val=(val, None))
+    assert dm.threshold == pytest.approx(1.0)
+    assert rec["threshold_from"] == "held-out training images"
+    assert (rec["n_fit"], rec["n_held_out"]) == (32, 8)
+
+
+def test_a_small_fit_keeps_its_principal_directions():
+    """Worked by hand: centred points (+-2, +-1, 0) have covariance diag(4, 1, 0), rank 2.
+    With one direction kept (4 images, 4 per dimension wanted, 3 dimensions: 4 // 4 = 1)
+    the precision is 1/4 along it and, across, 1 / (the mean of the other non-zero
+    eigenvalues, 1) = 1 (counting the zero one would give 1 / 0.5 = 2); a full fit (enough
+    images) is the Ledoit-Wolf one."""
+    c = np.array([[2.0, 1, 0], [-2, -1, 0], [2, -1, 0], [-2, 1, 0]])
+    np.testing.assert_allclose(domain.ppca_precision(c, 1), np.eye(3) * [0.25, 1, 1], atol=1e-9)
+    means, prec = domain.fit(c, None, min_per_dim=4)
+    np.testing.assert_allclose(prec, np.diag([0.25, 1, 1]), atol=1e-9)
+    _, full = domain.fit(c, None, min_per_dim=1)
+    assert not np.allclose(full, np.diag([0.25, 1, 1]))
+
 def test_features_pool_maps_and_flatten_the_rest():
     out = {"f": np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2),
            "v": np.ones((2, 2, 2), np.float32)}

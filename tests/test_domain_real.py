@@ -2,16 +2,21 @@
 that the model's own features pass are flagged, the model's own images are not, the two
 thresholds are calibrated together, and the sidecar keeps both parts.
 
-The real photographs here come from the package: scikit-image's astronaut (a NASA portrait,
-public domain) and camera, and the astronaut's face as the face tab crops it."""
+The real photographs here are committed (``tests/data/real_photos``, derived by
+``python -m tests.data.make_real_photos`` from photographs that ship in packages:
+scikit-image's astronaut, coffee and camera, matplotlib's Grace Hopper; public domain), and
+the astronaut's face as the face tab crops it."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime import domain
+
+REAL = Path(__file__).parent / "data" / "real_photos"
 
 
 def _gaussian(dim: int, threshold: float) -> domain.Gaussian:
@@ -95,40 +100,81 @@ def _verdicts(model, image: np.ndarray) -> tuple[bool, bool]:
     return own["in_domain"], model.domain_check(out, x)[0]["in_domain"]
 
 
-@pytest.mark.slow
-def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp_path,
-                                                            monkeypatch):
-    """A copy of the smoke build, its checks refitted: scikit-image's astronaut and camera
-    reach the Fashion-MNIST classifier and the astronaut's face the face model, all "in
-    domain" by the models' own features, all flagged by the served check; the classifier's
-    example images stay in domain (the face model's check, fitted on 38 smoke faces, is not
-    asked that: reports/domain.md measures it fitted on the default 3000)."""
+def _fixture(prefix: str) -> list[tuple[str, np.ndarray]]:
+    """The committed real photographs (``tests/data/real_photos``, written by
+    ``python -m tests.data.make_real_photos``): ``photo_*`` whole photographs, ``face_*``
+    aligned face crops as the face tab sends them."""
     from PIL import Image
-    from skimage import data
+
+    out = []
+    for path in sorted(REAL.glob(f"{prefix}_*.png")):
+        with Image.open(path) as im:
+            out.append((path.name, np.asarray(im.convert("RGB"))))
+    return out
+
+
+def test_the_committed_real_photographs_are_flagged_by_the_classifier_check(smoke_artifacts):
+    """The smoke Fashion-MNIST classifier's check fitted as the export fits it (thresholds
+    from its validation images; fewer images here to stay fast): every committed photograph
+    and face crop is flagged by the check, though the classifier's own features alone pass
+    them; its example images stay in domain."""
+    from PIL import Image
+
+    from export.domain import fit_for_model, model_features, settings, validation_images
+    from runtime.engine import Engine
+    from training.methods import plugin_for_run
+
+    model = Engine(smoke_artifacts).get("abcnorm")
+    e = model.entry
+    plugin = plugin_for_run(e["method"], e["training"]["config"], smoke_artifacts)
+    images, labels = plugin.domain_images("train")
+    names, generic = e["domain"]["features"], ("statistics", None)
+    cfg = {**settings(), "max_images": 400}
+    dm, rec = fit_for_model(model, images, labels, names, cfg, generic,
+                            validation_images(plugin))
+    assert rec["threshold_from"] == "validation split" and rec["n_held_out"] == 400
+
+    def verdicts(image: np.ndarray) -> tuple[bool, bool]:
+        x, g = model_features(model, [image], names, 8, generic)
+        return domain.check(dm, x)[0]["in_domain"], domain.check(dm, x, "", g)[0]["in_domain"]
+
+    photos = _fixture("photo") + _fixture("face")
+    assert len(photos) == 6
+    for name, photo in photos:
+        assert verdicts(photo) == (True, False), name
+    for path in sorted((smoke_artifacts / "examples" / "fashion").glob("*.png"))[:4]:
+        with Image.open(path) as im:
+            assert verdicts(np.asarray(im.convert("RGB")))[1] is True, path.name
+
+
+@pytest.mark.slow
+def test_real_photographs_the_own_features_pass_are_flagged(smoke_artifacts, tmp_path):
+    """A copy of the smoke build, its checks refitted: the committed photographs reach the
+    Fashion-MNIST classifier and the committed face crops the face model, all "in domain" by
+    the models' own features, all flagged by the served check; the models' example images
+    stay in domain. The smoke face model is fitted on 38 faces: its generic part (64-d)
+    keeps 7 principal directions (``min_per_dim``)."""
+    from PIL import Image
 
     from export.domain import refit
     from runtime.engine import Engine
 
-    import export.domain as export_domain
-
     art = tmp_path / "art"
     shutil.copytree(smoke_artifacts, art)
-    assert refit(art, ["seqfake"]) == ["seqfake"]
-    record = Engine(art).get("seqfake").entry["domain"]     # 38 smoke faces: too few for 64-d
-    assert "generic" not in record and "generic_min_per_dim" in record["generic_skipped"]
-    cfg = {**export_domain.settings(), "generic_min_per_dim": 0}  # to see the mechanism here
-    monkeypatch.setattr(export_domain, "settings", lambda: cfg)
     assert refit(art, ["abcnorm", "seqfake"]) == ["seqfake", "abcnorm"]
     engine = Engine(art)
     classifier, face = engine.get("abcnorm"), engine.get("seqfake")
     assert classifier.entry["domain"]["generic"]["kind"] == "statistics"
-    assert face.entry["domain"]["generic"]["kind"] == "face_net"
-    for photo in (data.astronaut(), np.repeat(data.camera()[..., None], 3, axis=2)):
-        assert _verdicts(classifier, photo) == (True, False)
-    assert _verdicts(face, _astronaut_face()) == (True, False)
-    for path in sorted((art / "examples" / "fashion").glob("*.png"))[:3]:
-        with Image.open(path) as im:
-            assert _verdicts(classifier, np.asarray(im.convert("RGB")))[1] is True, path.name
+    assert face.entry["domain"]["generic"] == {**face.entry["domain"]["generic"],
+                                               "kind": "face_net", "components": 7}
+    for name, photo in _fixture("photo"):
+        assert _verdicts(classifier, photo) == (True, False), name
+    for name, crop in _fixture("face") + [("astronaut", _astronaut_face())]:
+        assert _verdicts(face, crop) == (True, False), name
+    for model, folder in ((classifier, "fashion"), (face, "faces")):
+        for path in sorted((art / "examples" / folder).glob("*.png"))[:4]:
+            with Image.open(path) as im:
+                assert _verdicts(model, np.asarray(im.convert("RGB")))[1] is True, path.name
 
 
 def test_the_generic_part_follows_the_method_and_is_off_for_the_users_own_data():

@@ -148,6 +148,18 @@ class DCLMethod(Method):
             self._train = ds
         return self._train
 
+    def _unused_train(self) -> tuple[Any, np.ndarray | None]:
+        """Fashion-MNIST training images outside ``train_subset`` (never the test split,
+        which measures the model), with their classes; none on a user's folder or without a
+        subset."""
+        n = self.data_cfg["train_subset"]
+        if self.user_data or not n:
+            return [], None
+        ds = load_fashion_mnist("train", root=self.data_cfg["root"])
+        idx = np.random.default_rng(int(self.data_cfg["subset_seed"])).permutation(len(ds))
+        rest = ds.subset(np.sort(idx[int(n):]))
+        return rest.images, rest.labels
+
     def _test_data(self) -> ArrayDataset:
         if self._test is None:
             self._test = self._decoded("test") if self.user_data else \
@@ -155,8 +167,11 @@ class DCLMethod(Method):
         return self._test
 
     def domain_images(self, split: str = "train") -> tuple[Any, np.ndarray | None]:
-        """The pre-training images (or the test split); their classes (None where some
-        images have none)."""
+        """The pre-training images, the validation images (Fashion-MNIST training images
+        the ``train_subset`` left out; none otherwise) or the test split; their classes
+        (None where some images have none)."""
+        if split == "val":
+            return self._unused_train()
         ds = self._train_data() if split == "train" else self._test_data()
         labels = ds.labels if len(ds.labels) and (ds.labels >= 0).all() else None
         return ds.images, labels
