@@ -274,6 +274,10 @@ def face_card(report: dict[str, Any]) -> str:
     raw = face_finding(verdict, p)
     if report.get("sequence"):
         raw += f"; {report.get('sequence_text') or edited_parts(report)}"
+    if report.get("answer") == "fakeness":  # a binary face-swap detector (SBI)
+        what = f"This model is {report.get('detects') or 'a face-swap detector'}."
+        lines.append(what)
+        raw += f". {what}"
     return answer_card(report, face_title(report), lines, raw)
 
 
