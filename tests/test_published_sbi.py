@@ -242,3 +242,18 @@ def test_video_score_over_tracks_is_sbis():
     assert _fakeness_video([big[0], small[0]], [big[1], small[1]]) == pytest.approx(0.6)
     small = track(2, 4.0, {1: 0.95})
     assert _fakeness_video([big[0], small[0]], [big[1], small[1]]) == pytest.approx(0.25)
+
+
+def test_the_face_card_says_what_a_fakeness_model_detects():
+    """Shown as a finding or as the raw output of no finding, the card says the model is a
+    face-swap / blending detector without a component order."""
+    from app.tabs.face import face_card
+
+    report = {"headline": "no domain check for this model: x", "reliable": False,
+              "reliability": "no_domain_check", "verdict": "unreliable",
+              "raw_verdict": "manipulated", "fake_probability": 0.8, "threshold": 0.5,
+              "sequence": [], "answer": "fakeness", "model": "sbi", "trained_on": "FF++",
+              "detects": "a face-swap / blending detector with no component order"}
+    assert "face-swap / blending detector with no component order" in face_card(report)
+    report.update(reliable=True, reliability="in_domain", verdict="manipulated")
+    assert "face-swap / blending detector with no component order" in face_card(report)
