@@ -129,10 +129,10 @@ def test_the_committed_real_photographs_are_flagged_by_the_classifier_check(smok
     plugin = plugin_for_run(e["method"], e["training"]["config"], smoke_artifacts)
     images, labels = plugin.domain_images("train")
     names, generic = e["domain"]["features"], ("statistics", None)
-    cfg = {**settings(), "max_images": 400}
+    cfg = {**settings(), "max_images": 1000}
     dm, rec = fit_for_model(model, images, labels, names, cfg, generic,
                             validation_images(plugin))
-    assert rec["threshold_from"] == "validation split" and rec["n_held_out"] == 400
+    assert rec["threshold_from"] == "validation split" and rec["n_held_out"] == 1000
 
     def verdicts(image: np.ndarray) -> tuple[bool, bool]:
         x, g = model_features(model, [image], names, 8, generic)
