@@ -272,7 +272,8 @@ def _models_view(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"title": str(m.get("name", "?")),
              "pairs": [("name", m.get("name")), ("version", m.get("version")),
                        ("sha256", m.get("sha256")), ("file", m.get("file")),
-                       *[(k, v) for k, v in m.items() if k not in known and v not in (None, "", {})]],
+                       *[(k, v) for k, v in m.items()
+                         if k not in known and v not in (None, "", {})]],
              "metrics": [(str(k), v) for k, v in (m.get("metrics") or {}).items()]}
             for m in models]
 
@@ -327,7 +328,8 @@ def _face_card(result: Any, models: list[dict[str, Any]]) -> dict[str, Any]:
         "steps": [{"step": s.get("step"), "component": str(s.get("component", "")),
                    "probability": s.get("probability")} for s in rep.get("sequence") or []],
         "sequence_text": str(rep.get("sequence_text") or "no manipulation found"),
-        "probabilities": [(str(k), v, _bar(v)) for k, v in (rep.get("probabilities") or {}).items()],
+        "probabilities": [(str(k), v, _bar(v))
+                          for k, v in (rep.get("probabilities") or {}).items()],
         "where": _img(where, f"where-map of {name}", "crop",
                       f"{name}: where the face differs from a real one") if where is not None
         else None,
@@ -374,9 +376,8 @@ def face_report(source_name: str, sha256: str, results: list[Any], models: list[
         "models": _models_view(models),
         "time": _time_pairs(analysed_at),
     }
-    return _render("face", f"RepLens case report: {source_name}",
-                   f"Face analysis by {', '.join(str(r.report.get('model', '?')) for r in results)}",
-                   view)
+    by = ", ".join(str(r.report.get("model", "?")) for r in results)
+    return _render("face", f"RepLens case report: {source_name}", f"Face analysis by {by}", view)
 
 
 # ---------------------------------------------------------------------------------- batch
@@ -510,7 +511,8 @@ def video_report(source_name: str, sha256: str, result: Any, models: list[dict],
                   ("threshold", rep.get("threshold")), ("model", rep.get("model")),
                   ("model version", rep.get("model_version"))],
         "timeline": None if overview is None else _img(
-            overview, "overview timeline", "plot", "fake probability of every face track over time"),
+            overview, "overview timeline", "plot",
+            "fake probability of every face track over time"),
         "tracks": tracks, "domains": domains,
         "models": _models_view(models),
         "time": _time_pairs(analysed_at),

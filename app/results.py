@@ -52,7 +52,8 @@ UNRELIABLE_FIELD = ("unreliable: the input was not measured in domain (see relia
 
 def _reliable(finding: str) -> str:
     """The description of ``reliable`` for an answer whose finding is ``finding``."""
-    return f"true only when the domain check measured the input in domain: then {finding} is a finding."
+    return ("true only when the domain check measured the input in domain: then "
+            f"{finding} is a finding.")
 
 
 Prob = Annotated[float, Field(ge=0, le=1)]  # a probability
