@@ -61,6 +61,7 @@ from runtime.artifacts import artifacts_dir, atomic_path, hold_run_lock, write_j
 from training import distributed as dist_utils
 from training.checkpoint import (git_commit, load_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
+from training.config import default_config_path, load_config, validate_config
 from training.loader import train_loader
 from training.methods.base import Method
 from training.imagenet import load_imagenet
@@ -183,8 +184,6 @@ class Trainer:
 
     def __init__(self, method_name: str, method: Method, cfg: dict[str, Any],
                  artifacts: str | Path | None = None, progress: bool = True) -> None:
-        from training.config import validate_config
-
         cfg = validate_config(method_name, cfg)  # the schema: every key present and typed
         self.method_name, self.method, self.cfg = method_name, method, cfg
         run, self.train_cfg, self.optim_cfg = cfg["run"], cfg["train"], cfg["optim"]
@@ -405,8 +404,6 @@ class Trainer:
                 self.cfg[section][key] = stored.get(section, {}).get(key, self.cfg[section][key])
             self._plan = ckpt.get("plan")
             return
-        from training.config import default_config_path, load_config
-
         dataset = self.method.train_dataset()
         amp = autocast_dtype(str(self.train_cfg["amp"]), self.device)
         busy = budget.busy_threads(self.train_cfg)  # one thread on a machine busier than its cores

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from training.config import default_config_path, load_config
 from training.data.fashion_mnist import DatasetNotFoundError, find_root
 from training.data.folders import IMAGE_EXTENSIONS
 
@@ -65,8 +66,6 @@ def with_user_defaults(method: str, values: dict[str, Any], section: str = "data
     in the method's YAML file (a value the user set, by ``--set`` or ``--config``, is kept).
     A ``model`` section is returned without ``user_data`` (its keys are the network's
     keyword arguments)."""
-    from training.config import default_config_path, load_config
-
     defaults = load_config(default_config_path(method)).get(section, {})
     out = dict(values)
     for key, value in (values.get("user_data") or {}).items():
