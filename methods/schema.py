@@ -5,10 +5,12 @@ method's YAML file (``training/configs/<name>.yaml``) holds every default, exact
 schema fields carry types and documentation but **no defaults**, so a value can only come
 from the YAML, a user's ``--config`` file merged over it, or a ``--set`` override.
 
-:func:`validate` checks a config dict against a schema: unknown keys are refused with the
-list of valid ones (a typo such as ``train.epohcs`` cannot pass silently), missing keys are
-named, and values are checked and converted to the declared types (``train.epochs=0.5`` or
-``train.epochs=one`` are refused with the key in the message). torch-free.
+:func:`validate` checks a config dict against a schema with the schema's pydantic model
+(:func:`_model`, made from the dataclasses): unknown keys are refused with the list of valid
+ones and the closest match (a typo such as ``train.epohcs`` cannot pass silently), missing
+keys are named, and values are checked and converted to the declared types
+(``train.epochs=0.5`` or ``train.epochs=one`` are refused with the key in the message). Of
+pydantic's errors the first in reading order is told, in one line. torch-free.
 """
 from __future__ import annotations
 
@@ -20,7 +22,11 @@ import types
 import typing
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError,
+                      create_model)
+from pydantic_core import PydanticCustomError
 
 
 class ConfigError(ValueError):
@@ -115,104 +121,200 @@ def _type_name(tp: Any) -> str:
             Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against and converted to ``tp``; ConfigError names ``key``."""
+def _field_type(tp: Any, meta: Any) -> Any:
+    """The pydantic type of a schema field's type ``tp``: sections become models, fixed
+    tuples take YAML's lists, and the field's range (``min``/``max`` metadata) applies to
+    its non-null values."""
     origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
+    args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
-        return value
+        return Union[tuple(a if a is type(None) else _field_type(a, meta) for a in args)]
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a section (a mapping), got {value!r}")
-        return validate(tp, value, key)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
-            return [_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
-        inner = args[0] if args else Any
-        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[1] if args else Any
-        return {k: _convert(v, inner, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return _model(tp)
+    if origin is tuple or tp is tuple:
+        inner = tuple(_field_type(a, {}) for a in args) if args else (Any, ...)
+        return Annotated[tuple[inner], Strict(False)]  # YAML gives a list
+    if origin is list:
+        return list[_field_type(args[0], {})] if args else list
+    if origin is dict:
+        return dict[args[0], _field_type(args[1], {})] if args else dict
+    lo, hi = meta.get("min"), meta.get("max")
+    constraints = [Field(ge=lo, le=hi)] if lo is not None or hi is not None else []
+    if meta.get("path"):
+        names = tuple(meta.get("names", ()))
+        constraints.append(AfterValidator(functools.partial(_existing, names=names)))
+    return Annotated[tp, *constraints] if constraints else tp
+
+
+def _existing(value: Any, names: tuple[str, ...]) -> Any:
+    """A path field's value: one of ``names`` or an existing path."""
+    if value in names or Path(value).expanduser().exists():
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"schema type {tp!r} of {key} is not supported")
+    raise PydanticCustomError("path_missing", "does not exist")
+
+
+@functools.cache
+def _model(schema: type) -> type[BaseModel]:
+    """The pydantic model of a dataclass ``schema``: strict types (``1`` is no ``true``,
+    ``0.5`` no integer; an integer is a number), every key required, no other key."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: (_field_type(hints[f.name], f.metadata), ...)
+              for f in dataclasses.fields(schema)}
+    return create_model(f"{schema.__name__}Model",
+                        __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+@dataclass
+class _Place:
+    """Where one of pydantic's errors lies in a schema (see :func:`_place`)."""
+    key: str                  # dotted key ("train.epochs", "aug.crop_scale[1]")
+    tp: Any                   # the type declared there
+    section: type | None      # the dataclass holding the key
+    ranks: list[int]          # field order / item index of each step, for reading order
+    steps: int                # how many elements of the error's loc lead there
+    union: bool               # stopped at a union: the error is the union's as a whole
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _place(schema: type, loc: tuple[Any, ...]) -> _Place:
+    """Where an error of pydantic's ``loc`` lies in ``schema``. The walk stops at a union
+    (``int | None``, a section or null): as the value of a union is checked as a whole, an
+    error inside it is the union's."""
+    key, tp, section, ranks = "", schema, None, []
+    for i, part in enumerate(loc):
+        if dataclasses.is_dataclass(tp) and isinstance(part, str):
+            names = [f.name for f in dataclasses.fields(tp)]
+            if part not in names:  # an unknown key
+                return _Place(_join(key, part), None, tp, ranks, i + 1, False)
+            section, key = tp, _join(key, part)
+            ranks.append(names.index(part))
+            tp = typing.get_type_hints(tp)[part]
+        elif isinstance(part, int):
+            key, ranks = f"{key}[{part}]", ranks + [part]
+            args = typing.get_args(tp)
+            tp = (args[part] if typing.get_origin(tp) is tuple and part < len(args)
+                  else args[0] if args else Any)
+        elif typing.get_origin(tp) is dict:
+            key, ranks = f"{key}.{part}", ranks + [0]
+            tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        else:
+            return _Place(key, tp, section, ranks, i, False)
+        if _is_union(tp):
+            return _Place(key, tp, section, ranks, i + 1, True)
+    return _Place(key, tp, section, ranks, len(loc), False)
+
+
+def _message(schema: type, err: Mapping[str, Any], data: Any, prefix: str) -> str:
+    """Today's one-line message for one of pydantic's errors."""
+    loc = tuple(err["loc"])
+    at = _place(schema, loc)
+    key, tp, kind = _join(prefix, at.key), at.tp, err["type"]
+    value = _dig(data, loc[:at.steps]) if at.steps < len(loc) or at.union else err["input"]
+    where = key.rsplit(".", 1)[0] if "." in key else ""
+    valid = ", ".join(sorted(f.name for f in dataclasses.fields(at.section or schema)))
+    if kind in ("greater_than_equal", "less_than_equal") and at.steps == len(loc):
+        meta = _metadata(at.section, key)
+        bound = meta.get("min" if kind == "greater_than_equal" else "max",
+                         err["ctx"]["ge" if kind == "greater_than_equal" else "le"])
+        shown = float(value) if _base(tp) is float else value
+        op = ">=" if kind == "greater_than_equal" else "<="
+        return f"{key} must be {op} {bound}, got {shown!r}"
+    if kind == "path_missing" and at.steps == len(loc):
+        return f"{key}: {value} does not exist"
+    if at.union and (at.steps < len(loc) or kind != "missing"):
+        return f"{key} must be {_type_name(tp)}, got {value!r}"
+    if kind == "extra_forbidden":
+        name = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(name, valid.split(", "), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"unknown config key {key!r}{hint}; valid keys"
+                f"{f' in {where}' if where else ''}: {valid}")
+    if kind == "missing" and loc and isinstance(loc[-1], int):  # a tuple with too few items
+        outer = _place(schema, loc[:-1])
+        return (f"{_join(prefix, outer.key)} must have {len(typing.get_args(outer.tp))} items, "
+                f"got {_dig(data, loc[:-1])!r}")
+    if kind == "missing":
+        return (f"config key {key!r} is missing (every key of the method's YAML must be "
+                f"present; keys{f' in {where}' if where else ''}: {valid})")
+    if kind in ("too_short", "too_long") and typing.get_origin(tp) is tuple:
+        return f"{key} must have {len(typing.get_args(tp))} items, got {value!r}"
+    if dataclasses.is_dataclass(tp):
+        return f"{key} must be a section (a mapping), got {value!r}"
+    return f"{key} must be {_type_name(tp)}, got {value!r}"
+
+
+def _metadata(section: type | None, key: str) -> Mapping[str, Any]:
+    """The metadata (``min``, ``max``, ...) of the field ``key`` of ``section``."""
+    name = key.rsplit(".", 1)[-1]
+    fields = {f.name: f for f in dataclasses.fields(section)} if section else {}
+    return fields[name].metadata if name in fields else {}
+
+
+def _base(tp: Any) -> Any:
+    """``tp`` without ``None`` (``int | None`` -> ``int``)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if _is_union(tp) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _first(schema: type, errors: list[Mapping[str, Any]], data: Any) -> Mapping[str, Any]:
+    """The error a reader meets first: per section, an unknown key (in the data's order)
+    before a missing key (in the schema's order) before the fields' own errors (in order)."""
+    def order(err: Mapping[str, Any]) -> tuple[Any, ...]:
+        loc = tuple(err["loc"])
+        at = _place(schema, loc)
+        inside = [(2, r) for r in at.ranks]
+        if at.steps < len(loc) or (at.union and err["type"] != "missing") \
+                or isinstance(loc[-1] if loc else None, int):
+            return tuple(inside)
+        if err["type"] == "extra_forbidden":
+            parent = _dig(data, loc[:-1])
+            keys = list(parent) if isinstance(parent, dict) else []
+            return (*inside, (0, keys.index(loc[-1]) if loc[-1] in keys else 0))
+        if err["type"] == "missing":
+            return (*inside[:-1], (1, at.ranks[-1] if at.ranks else 0))
+        return tuple(inside)
+    return min(errors, key=order)
+
+
+def _dig(data: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at pydantic's ``loc`` in ``data`` (None where there is none)."""
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """A validated value as plain data (tuples as lists, as YAML has them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def validate(schema: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``data`` checked against the dataclass ``schema``; returns the converted dict.
+    """``data`` checked against the dataclass ``schema`` (through its pydantic model);
+    returns the converted dict.
 
     Raises:
         ConfigError: an unknown key (with the valid keys and the closest match), a missing
-            key, or a value of the wrong type or out of range.
+            key, or a value of the wrong type or out of range; the first of them in reading
+            order, in one line that names the key.
     """
-    hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    where = f" in {prefix}" if prefix else ""
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(str(k), list(fields), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown config key {_join(prefix, k)!r}{hint}; valid keys{where}: "
-                          + ", ".join(sorted(fields)))
-    missing = [k for k in fields if k not in data]
-    if missing:
-        raise ConfigError(f"config key {_join(prefix, missing[0])!r} is missing (every key of "
-                          f"the method's YAML must be present; keys{where}: "
-                          + ", ".join(sorted(fields)) + ")")
-    out: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = _join(prefix, name)
-        value = _convert(data[name], hints[name], key)
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if lo is not None and value is not None and value < lo:
-            raise ConfigError(f"{key} must be >= {lo}, got {value!r}")
-        if hi is not None and value is not None and value > hi:
-            raise ConfigError(f"{key} must be <= {hi}, got {value!r}")
-        if f.metadata.get("path") and value is not None and value not in \
-                f.metadata.get("names", ()) and not Path(value).expanduser().exists():
-            raise ConfigError(f"{key}: {value} does not exist")
-        out[name] = value
-    return out
+    try:
+        model = _model(schema).model_validate(data)
+    except ValidationError as exc:
+        first = _first(schema, exc.errors(), data)
+        raise ConfigError(_message(schema, first, data, prefix)) from None
+    return _plain(model.model_dump())
 
 
 def _join(prefix: str, key: str) -> str:
