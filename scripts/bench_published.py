@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     same8 = [a["sequence"] == b["sequence"] for a, b in zip(authors, q8)]
     ms = {k: 1e3 * _median(v) for k, v in (("authors", authors), ("fp32", fp32), ("int8", q8))}
     served, reason = int8.decide(float(np.mean(same)), float(np.mean(same8)), ms["fp32"],
-                                 ms["int8"], cfg)
+                                 ms["int8"], float(cfg["min_speedup"]),
+                                 float(cfg["max_loss_points"]),
+                                 "the share of sequences equal to the authors'")
     command = "python -m scripts.bench_published --authors-repo PATH " + " ".join(
         f"--{k} {getattr(args, k)}" for k in ("images", "repeats", "threads"))
     result = {"command": command, "machine": _machine(),

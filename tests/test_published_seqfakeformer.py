@@ -63,22 +63,26 @@ def _check_case(out: dict, case: dict) -> None:
 
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory):
-    """The first offset group of the small configuration: imported, exported to ONNX
-    (TorchScript exporter: seconds), an onnxruntime session; with its cases."""
+    """The first offset group of the small configuration: imported, exported by the export
+    pipeline (``python -m export``'s :func:`export.pipeline.export_run`, with the TorchScript
+    exporter first: seconds), an onnxruntime session of the served file; with its cases."""
+    import functools
+
+    from export import pipeline
     from export.onnx_export import export_module, ort_session
-    from export.pipeline import view_of
-    from training.checkpoint import load_trained
+    from methods import get_method
 
     tmp = tmp_path_factory.mktemp("published")
     cases = next(iter(_offset_groups(SMALL).values()))
     assert _import(tmp, _published_file(tmp, SMALL, cases[0]), SMALL, "sff") == 0
-    model, ckpt = load_trained(tmp / "art" / "runs" / "sff" / "checkpoint.pt")
-    variant, view = view_of(model, ckpt)
-    onnx = tmp / "sff.onnx"
-    info = export_module(view.module, view.inputs, onnx, variant.io.inputs, variant.io.outputs,
-                         variant.io.dynamic_axes, view.check_inputs, dynamo_first=False)
-    assert info["max_abs_diff"] < 1e-4
-    return ort_session(onnx), variant, cases, tmp
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "export_module", functools.partial(export_module,
+                                                                dynamo_first=False))
+        entry = pipeline.export_run(tmp / "art", "sff", int8=False)
+    assert entry["variant"] == "published" and entry["parity_max_abs_diff"] < 1e-4
+    assert entry["preprocess"]["alignment"] == "celebahq"
+    variant = get_method("seqfake").variants["published"]
+    return ort_session(tmp / "art" / entry["file"]), variant, cases, tmp
 
 
 def test_fixture_covers_the_edge_cases():
@@ -181,3 +185,29 @@ def test_model_card_labels_the_authors_numbers_as_theirs(small_onnx):
     card = text[text.index("## `sff`"):]
     assert "Reported by the authors** (their numbers, not measured here): fixed_acc 72.65" in card
     assert "(none measured here)" in card and "generated faces" not in card
+
+
+def test_the_face_service_serves_it_with_its_alignment(small_onnx):
+    """The app's face path: the imported model's crop is CelebA-HQ-aligned from the face's
+    landmarks, its answer names that alignment, and its sequence is the ONNX graph's."""
+    from types import SimpleNamespace
+
+    from app.faces import Face
+    from app.services.face import analyze_face_models
+    from runtime.engine import Engine
+
+    _, _, _, tmp = small_onnx
+    rgb = np.full((300, 300, 3), 90, np.uint8)
+    rgb[100:200, 90:170] = 200
+    marks = np.array([[110, 130], [150, 130], [130, 150], [115, 175], [145, 175]], np.float32)
+    detector = SimpleNamespace(name="stub", detect=lambda img: [
+        Face((90.0, 100.0, 170.0, 200.0), 0.99, marks)])
+    engine = Engine(tmp / "art")
+    (res,) = analyze_face_models(engine, detector, rgb, ["sff"], detect_side=None)
+    assert res.report["alignment"] == "celebahq" and res.report["decoder"] == "autoregressive"
+    assert res.report["reliable"] is False           # no domain check for an imported model
+    from runtime.align import celebahq_crop
+
+    side = SMALL["authors_config"]["dataset"]["imgsize"]   # made at the model's input size
+    np.testing.assert_array_equal(res.crop, celebahq_crop(rgb, Face((0, 0, 1, 1), 1.0, marks),
+                                                           side))
