@@ -79,6 +79,7 @@ def stats() -> dict:
     """The numbers: code lines and files per tier, function-level imports per package."""
     tiers = {t: {"files": 0, "code_lines": 0, "modules": []} for t in ("serving", "training")}
     imports = {p: 0 for p in PACKAGES}
+    lines = {p: 0 for p in PACKAGES}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             if "__pycache__" in path.parts or ".venv" in path.parts:
@@ -86,13 +87,14 @@ def stats() -> dict:
             text = path.read_text(encoding="utf-8")
             tree = ast.parse(text, filename=str(path))
             imports[package] += function_level_imports(tree)
+            lines[package] += code_lines(text)
             tier = tier_of(path, tree)
             if tier:
                 tiers[tier]["files"] += 1
                 tiers[tier]["code_lines"] += code_lines(text)
                 if package == "models":
                     tiers[tier]["modules"].append(path.stem)
-    return {"tiers": tiers, "function_level_imports": imports,
+    return {"tiers": tiers, "code_lines": lines, "function_level_imports": imports,
             "function_level_imports_total": sum(imports.values())}
 
 
@@ -108,9 +110,9 @@ def main() -> None:
     print("tier      files  code lines  modules of models/")
     for name, t in s["tiers"].items():
         print(f"{name:<9} {t['files']:>5}  {t['code_lines']:>10}  {', '.join(t['modules']) or '-'}")
-    print("\nfunction-level imports per package")
+    print("\npackage   code lines  function-level imports")
     for package, n in s["function_level_imports"].items():
-        print(f"  {package:<9} {n:>4}")
+        print(f"  {package:<9} {s['code_lines'][package]:>8}  {n:>4}")
     print(f"  {'total':<9} {s['function_level_imports_total']:>4}")
 
 
