@@ -105,3 +105,15 @@ def test_the_serving_module_imports_no_torch():
 
     code = "import sys, runtime.align; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_model_trained_on_seq_deepfake_gets_its_alignment():
+    from training.methods.seqfake import SeqFakeMethod
+
+    def of(root, task):
+        return SeqFakeMethod.alignment(SimpleNamespace(data_cfg={"root": root}, task=task))
+
+    assert of("/data/Seq-DeepFake", "components") == "celebahq"
+    assert of("/data/Seq-DeepFake", "binary") == "celebahq"
+    assert of("/data/Seq-DeepFake", "attributes") == "ffhq"
+    assert of(None, "components") == "crop45" and of(None, "attributes") == "crop45"

@@ -211,10 +211,18 @@ class SeqFakeMethod(Method):
                           "test faces")
         return Chance("fixed_acc", majority_share(targets), len(targets), "test faces")
 
+    def alignment(self) -> str:
+        """The face alignment of the training images (:mod:`runtime.align`): for a
+        Seq-DeepFake folder its own (FFHQ for facial attributes, CelebA-HQ for facial
+        components), the margin crop of the generated faces otherwise."""
+        if not self.data_cfg["root"]:
+            return "crop45"
+        return "ffhq" if self.task == "attributes" else "celebahq"
+
     def extra_state(self) -> dict[str, Any]:
         root = self.data_cfg["root"]
         return {
-            "preprocess": self.spec.to_dict(),
+            "preprocess": {**self.spec.to_dict(), "alignment": self.alignment()},
             "labels": list(names_for(self.task)) if self.task != "binary" else ["fake"],
             "task": self.task,
             "threshold": self.threshold,
