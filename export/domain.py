@@ -170,7 +170,7 @@ def split_fit_threshold(images: Sequence[Any], labels: np.ndarray | None,
         x_val, y_val = _subset(val[0], val[1], n_max, seed + 1)
         if y_val is not None and (y_fit is None or np.asarray(y_val).ndim != 1):
             y_val = None  # not class ids (e.g. per-component targets): every image weighs 1
-        return x_fit, y_fit, x_val, y_val, "validation split"
+        return x_fit, y_fit, x_val, y_val, "validation images"
     x, y = _subset(images, labels, n_max, seed)
     n_cal = max(1, int(round(len(x) * float(cfg["held_out"]))))
     return (x[n_cal:], None if y is None else y[n_cal:], x[:n_cal],

@@ -47,7 +47,8 @@ def trust_lines(entry: dict[str, Any] | None) -> list[str]:
     out.append(f"Domain check: {d['dim']}-d features ({', '.join(d['features'])}), "
                f"{d['classes']} class mean(s), threshold {d['threshold']:.4g} = the "
                f"{d['percentile']:g}th percentile (classes weighted equally) of "
-               f"{d['n_held_out']} held-out training images; fitted on {d['n_fit']} "
+               f"{d['n_held_out']} {d.get('threshold_from', 'held-out training images')}; "
+               f"fitted on {d['n_fit']} "
                f"(docs/domain.md)." if d else "Domain check: none for this model.")
     if d and d.get("unit") == "instance":
         out[-1] += (f" It judges every image of a bag; a bag is in domain when at least "

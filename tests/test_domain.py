@@ -96,7 +96,7 @@ def test_the_threshold_comes_from_the_validation_split_the_fit_did_not_see():
     cfg = {**settings(), "min_val": 20, "held_out": 0.2, "percentile": 99, "min_per_dim": 0}
     dm, rec = fit_for_model(_Identity(), train, None, ["f"], cfg, val=(val, None))
     assert dm.threshold == pytest.approx(19.81)
-    assert rec["threshold_from"] == "validation split"
+    assert rec["threshold_from"] == "validation images"
     assert (rec["n_fit"], rec["n_held_out"]) == (40, 20)
     got = domain.check(dm, np.array([[np.sqrt(19.81)], [np.sqrt(19.82)]]))
     assert [d["in_domain"] for d in got] == [True, False]

@@ -132,7 +132,7 @@ def test_the_committed_real_photographs_are_flagged_by_the_classifier_check(smok
     cfg = {**settings(), "max_images": 1000}
     dm, rec = fit_for_model(model, images, labels, names, cfg, generic,
                             validation_images(plugin))
-    assert rec["threshold_from"] == "validation split" and rec["n_held_out"] == 1000
+    assert rec["threshold_from"] == "validation images" and rec["n_held_out"] == 1000
 
     def verdicts(image: np.ndarray) -> tuple[bool, bool]:
         x, g = model_features(model, [image], names, 8, generic)
