@@ -193,7 +193,15 @@ def _template() -> jinja2.Template:
 
 def _render(report: str, title: str, subtitle: str, view: Mapping[str, Any]) -> str:
     """The page of ``report`` ("face", "batch", "video") with its sections' ``view``."""
-    return _template().render(report=report, title=title, subtitle=subtitle, view=view) + "\n"
+    page = _template().render(report=report, title=title, subtitle=subtitle, view=view)
+    return _apostrophes(page) + "\n"
+
+
+def _apostrophes(html: str) -> str:
+    """``html`` with each escaped apostrophe written ``&#x27;``, as :func:`html.escape` and
+    every other escaped text of RepLens write it (markupsafe writes ``&#39;``; an ``&#39;``
+    typed by a user is escaped to ``&amp;#39;`` first, so it is left alone)."""
+    return html.replace("&#39;", "&#x27;")
 
 
 def _img(image: np.ndarray | None, alt: str, cls: str = "", caption: str = "") -> dict[str, Any]:
@@ -295,7 +303,7 @@ def _domain_view(domain: Any, trained_on: str = "") -> dict[str, Any]:
 def _domain_html(domain: Any, trained_on: str = "") -> str:
     """The domain check's HTML alone (as a report shows it)."""
     page = _template().make_module({"report": None, "title": "", "subtitle": "", "view": {}})
-    return str(page.domain(_domain_view(domain, trained_on)))
+    return _apostrophes(str(page.domain(_domain_view(domain, trained_on))))
 
 
 def _time_pairs(analysed_at: datetime | None) -> list[tuple[str, Any]]:
