@@ -224,19 +224,34 @@ def run(root: Path, out: Path, only: list[str], sets: list[str], seed: int = 0) 
 GOALS = {"abcnorm": 0.90, "qmil": 0.90, "dcl": 0.80}
 
 
+def _detail(r: dict) -> str:
+    """The second numbers of a run: Many/Medium/Few (ABC-Norm), attention accuracy and its
+    chance (qMIL), the untrained encoder's kNN (DCL)."""
+    m = r.get("metrics") or {}
+    if r["method"] == "abcnorm" and "many" in m:
+        return f"many {m['many']:.2f} / medium {m['medium']:.2f} / few {m['few']:.2f}"
+    if r["method"] == "qmil" and "att_acc" in m:
+        return f"att_acc {m['att_acc']:.2f} (chance {m['att_chance']:.2f})"
+    if r["method"] == "dcl" and "knn_top1_random_init" in m:
+        return f"untrained encoder {m['knn_top1_random_init']:.2f}"
+    return "-"
+
+
 def table(results: dict) -> str:
     """The Markdown table of the recorded runs."""
-    rows = ["| folder | method | held-out metric | goal | chance bound | learned | steps | "
-            "train s | wall s | starting weights |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| folder | method | seed | held-out metric | goal | also | chance bound | learned | "
+            "steps | train s | wall s | load at start |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         lr = r.get("learned") or {}
         value = f"{r['metric']} {r['value']:.3f}" if r.get("value") is not None else \
             f"failed: {r.get('error')}"
-        start = "ImageNet MobileNetV2" if "ImageNet" in str(r.get("pretrained")) else \
-            str(r.get("pretrained"))
-        rows.append(f"| {r['data']} | {r['method']} | {value} | >= {GOALS[r['method']]:.2f} | "
-                    f"{lr.get('bound', '-')} | {'no (at_chance)' if lr.get('at_chance') else 'yes'}"
-                    f" | {r.get('steps')} | {r.get('train_seconds')} | {r['wall_s']} | {start} |")
+        load = r.get("load_before")
+        rows.append(f"| {r['data']} | {r['method']} | {r.get('seed')} | {value} | "
+                    f">= {GOALS[r['method']]:.2f} | {_detail(r)} | {lr.get('bound', '-')} | "
+                    f"{'no (at_chance)' if lr.get('at_chance') else 'yes'} | {r.get('steps')} | "
+                    f"{r.get('train_seconds')} | {r['wall_s']} | "
+                    f"{f'{load[0]:.1f}' if load else '-'} |")
     return "\n".join(rows)
 
 
