@@ -327,3 +327,22 @@ def test_a_bag_answer_says_which_images_are_out_of_domain(smoke_artifacts, tmp_p
     text = domain_warning(rep)
     assert "3 of the 5 images" in text and ", ".join(f"#{i}" for i in out) in text
     assert "unreliable" in text
+
+
+def test_dcl_validation_images_are_the_training_images_its_subset_left_out(tmp_path):
+    """The encoder's check reads its threshold from Fashion-MNIST training images outside
+    ``train_subset``: none of them is a pre-training image, none a test image."""
+    from tests.test_dcl_method import _fixture
+    from training.config import apply_overrides, default_config_path, load_config
+    from training.methods import build_method
+
+    _fixture(tmp_path / "fm", n_train=64, n_test=20)
+    cfg = apply_overrides(load_config(default_config_path("dcl")), [
+        f"data.root={tmp_path / 'fm'}", "data.train_subset=40", "run.device=cpu"])
+    method = build_method("dcl", cfg)
+    train, _ = method.domain_images("train")
+    val, labels = method.domain_images("val")
+    test, _ = method.domain_images("test")
+    assert (len(train), len(val), len(labels), len(test)) == (40, 24, 24, 20)
+    seen = {im.tobytes() for im in [*train, *test]}
+    assert not any(im.tobytes() in seen for im in val)
