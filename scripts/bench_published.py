@@ -15,7 +15,9 @@ steps, i.e. their worst case: 5 full forward passes):
   to the speed and to the sequences' agreement with the authors' (there is no labelled
   Seq-DeepFake test set here to measure Fixed-Acc on).
 
-Both sides get the same number of threads (``--threads``). Writes reports/published.md and
+All three run in one process, image by image and in turn (each repeat: the authors' loop,
+fp32, INT8), with the same number of threads (``--threads``), so that the load of a shared
+machine falls on them alike. Writes reports/published.md and
 .json with the command, the machine, the load average at the start, the median seconds per
 image and the ratios, and whether every sequence is identical to the authors'.
 """
@@ -75,26 +77,48 @@ def decode(image):
         caption = caption[:, 1:]
     return caption[0].tolist(), i + 1
 
-out = []
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = job["threads"]
+# no spinning after a run: a spinning onnxruntime pool would slow the torch call that follows
+so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+sessions = {k: ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
+            for k, p in job["onnx"].items()}
+
+def run_onnx(sess, image):
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, {"image": image.numpy()})))
+    return got["sequence"][0].tolist(), int(got["steps"][0])
+
+runs = {"authors": decode, **{k: (lambda im, s=s: run_onnx(s, im)) for k, s in sessions.items()}}
+out = {k: [] for k in runs}
 with torch.no_grad():
-    decode(case_image(job["image_seeds"][0], cfg.imgsize))  # warm-up
+    first = case_image(job["image_seeds"][0], cfg.imgsize)
+    for fn in runs.values():  # warm-up
+        fn(first)
     for s in job["image_seeds"]:
         image = case_image(s, cfg.imgsize)
-        times = []
-        for _ in range(job["repeats"]):
-            t = time.perf_counter()
-            seq, steps = decode(image)
-            times.append(time.perf_counter() - t)
-        out.append({"sequence": seq, "steps": steps, "seconds": times})
+        rows = {k: {"seconds": []} for k in runs}
+        for _ in range(job["repeats"]):  # each decoding in turn: the same load for all
+            for k, fn in runs.items():
+                t = time.perf_counter()
+                seq, steps = fn(image)
+                rows[k]["seconds"].append(time.perf_counter() - t)
+                rows[k].update(sequence=seq, steps=steps)
+        for k in runs:
+            out[k].append(rows[k])
 print(json.dumps(out))
 '''
 
 
-def _authors(tree: Path, cfg_path: Path, seed: int, offsets: dict, seeds: list[int],
-             repeats: int, threads: int) -> list[dict[str, Any]]:
-    """The authors' loop timed per image in a separate process (their packages)."""
+def _timed(tree: Path, cfg_path: Path, seed: int, offsets: dict, seeds: list[int],
+           repeats: int, threads: int, onnx: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """Per image, the authors' loop (their packages, in a separate process) and each ONNX
+    file through onnxruntime, timed in turn in that same process and with the same threads,
+    so that the machine's load falls on all of them alike."""
     job = {"config_file": str(cfg_path), "seed": seed, "bias_offsets": offsets,
-           "image_seeds": seeds, "repeats": repeats, "threads": threads}
+           "image_seeds": seeds, "repeats": repeats, "threads": threads,
+           "onnx": {k: str(v) for k, v in onnx.items()}}
     proc = subprocess.run([sys.executable, "-c", AUTHORS_BENCH], input=json.dumps(job),
                           cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
                           capture_output=True, text=True)
@@ -116,29 +140,6 @@ def _export(tmp: Path, shapes: dict, seed: int, offsets: dict) -> tuple[Path, di
                     "--name", "sff_r50"]) != 0:
         raise SystemExit("error: the import failed")
     return art, export_run(art, "sff_r50", int8=False)
-
-
-def _time_onnx(path: Path, seeds: list[int], repeats: int, threads: int
-               ) -> list[dict[str, Any]]:
-    """onnxruntime per image at batch 1: sequences and seconds."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    sess.run(None, {"image": case_image(seeds[0], 256).numpy()})  # warm-up
-    out = []
-    for s in seeds:
-        x = case_image(s, 256).numpy()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            got = dict(zip(names, sess.run(None, {"image": x})))
-            times.append(time.perf_counter() - t)
-        out.append({"sequence": got["sequence"][0].tolist(), "steps": int(got["steps"][0]),
-                    "seconds": times})
-    return out
 
 
 def _fixture_check(path: Path, case: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="threads for both sides")
     p.add_argument("--out", default=str(REPORT))
     args = p.parse_args(argv)
-    load = os.getloadavg()
     torch.set_num_threads(args.threads)
     fixture = json.loads(FIXTURE_PATH.read_text())
     r50 = fixture["configs"]["r50"]
@@ -199,16 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         art, entry = _export(tmp, r50["shapes"], fixture["seed"], case["bias_offsets"])
         export_s = time.time() - t0
         onnx_path = art / entry["file"]
-        authors = _authors(tree, cfg_path, fixture["seed"], case["bias_offsets"], seeds,
-                           args.repeats, args.threads)
-        fp32 = _time_onnx(onnx_path, seeds, args.repeats, args.threads)
         fixture_check = _fixture_check(onnx_path, case)
         cfg = int8.settings()
         int8_path = tmp / "sff_r50.int8.onnx"
         calib = [{"image": torch.cat([case_image(1000 + 8 * b + i, 256) for i in range(8)]).numpy()}
                  for b in range(2)]
         quant = int8.quantize(onnx_path, int8_path, calib, cfg)
-        q8 = _time_onnx(int8_path, seeds, args.repeats, args.threads)
+        load = os.getloadavg()
+        timed = _timed(tree, cfg_path, fixture["seed"], case["bias_offsets"], seeds,
+                       args.repeats, args.threads, {"fp32": onnx_path, "int8": int8_path})
+        authors, fp32, q8 = timed["authors"], timed["fp32"], timed["int8"]
     load_end = os.getloadavg()
     same = [a["sequence"] == b["sequence"] for a, b in zip(authors, fp32)]
     same8 = [a["sequence"] == b["sequence"] for a, b in zip(authors, q8)]
@@ -246,10 +246,11 @@ def _markdown(r: dict[str, Any]) -> str:
         "# The authors' SeqFakeFormer decoding vs this project's ONNX",
         "",
         f"Command: `{r['command']}` (written by scripts/bench_published.py).",
-        f"Machine: {r['machine']}; {r['threads']} threads on both sides; load average at the "
-        f"start {r['load_average_at_start']}, at the end {r['load_average_at_end']} (1, 5 "
-        f"and 15 minutes; other jobs shared the machine, so the times are slower than on an "
-        f"idle one and the ratio is the number to read).",
+        f"Machine: {r['machine']}; {r['threads']} thread(s) for each; load average when the "
+        f"timing started {r['load_average_at_start']}, at its end {r['load_average_at_end']} "
+        f"(1, 5 and 15 minutes; other jobs shared the machine, so the times are slower than "
+        f"on an idle one; the three decodings were timed in turn, image by image, so the "
+        f"ratio is the number to read).",
         f"Model: {r['configuration']}. The authors' loop ran {r['authors_steps']} steps "
         f"(full forward passes) per image; batch 1, median of {r['images']} inputs x "
         f"{r['repeats']} decodings.",
