@@ -342,7 +342,7 @@ class ShardEmbedder:
 
 
 def gallery_shards(address: str | None, requested: int | None) -> Any:
-    """The Ray engine for :func:`models.gallery_build.build_from_folder`: a factory that,
+    """The Ray engine for :func:`runtime.gallery_build.build_from_folder`: a factory that,
     given the encoder (:class:`runtime.engine.OnnxModel`), returns its shard map.
 
     Raises:

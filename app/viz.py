@@ -19,8 +19,8 @@ def normalize_map(m: np.ndarray) -> np.ndarray:
 
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Min-max scale a map (h, w) to [0, 1] and blend it over an image with
-    :func:`models.cam.overlay` (the project's one overlay helper)."""
-    from models.cam import overlay
+    :func:`runtime.cam.overlay` (the project's one overlay helper)."""
+    from runtime.cam import overlay
 
     h, w = rgb.shape[:2]
     heat = cv2.resize(normalize_map(heat), (w, h), interpolation=cv2.INTER_CUBIC)

@@ -1,6 +1,6 @@
-"""Network definitions shared by training, export and (through ONNX) the app.
+"""The torch networks (training tier): training builds them, export turns them into ONNX.
 
-Submodules are imported lazily so that light modules (``runtime.artifacts``,
-``runtime.preprocess``, ``models.words``) can be used without importing torch.
-Use :func:`models.registry.create_model` to build any registered network.
+The serving code around the exported models (word vectors, gallery index, Grad-CAM, sequence
+decoding, video frames) is in :mod:`runtime`, without torch. Use
+:func:`models.registry.create_model` to build any registered network.
 """

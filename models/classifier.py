@@ -3,7 +3,7 @@
 Used by ABC-Norm (thesis Chapter 4; docs/abcnorm.md) and its baselines. With a GAP +
 linear head, Grad-CAM on the last feature map equals the class-activation map (CAM):
 d logit_c / d F_k(x, y) = W[c, k] / (h * w), so the app can compute the explanation from the
-exported feature map and the head weights with no torch (see :mod:`models.cam`).
+exported feature map and the head weights with no torch (see :mod:`runtime.cam`).
 
 Small images (28 px Fashion-MNIST, 32 px CIFAR) use a "CIFAR-style" stem: the 7x7/2 conv +
 max-pool of ImageNet ResNets is replaced by one 3x3 conv (stride ``stem_stride``) and no

@@ -17,7 +17,7 @@ gives logit = h(z), so the query reaches p only through the attention.
 Inputs of the eval forward (ONNX-exportable, dynamic B and K):
     images: float32 (B, K, 1, 28, 28), normalised with ``runtime.preprocess``.
     mask: bool (B, K), True for real instances (padding gets exactly zero attention).
-    query: float32 (B, D), the unit-length word vector (``models.words``).
+    query: float32 (B, D), the unit-length word vector (``runtime.words``).
 Outputs (a dict, in this order): logit (B,), prob (B,), alpha (B,K), beta (B,K).
 """
 from __future__ import annotations

@@ -6,7 +6,14 @@
 * :mod:`runtime.manifest` - ``manifest.json`` reading/writing and sha256;
 * :mod:`runtime.preprocess` - the one preprocessing function shared by training, export
   and serving;
-* :mod:`runtime.artifacts` - the artifacts folder and atomic writes.
+* :mod:`runtime.artifacts` - the artifacts folder and atomic writes;
+* :mod:`runtime.calibration` - the temperature a manifest entry records, applied;
+* :mod:`runtime.sequence` - the probability-ranked manipulation sequence;
+* :mod:`runtime.words` - the query word vectors (GloVe, numpy);
+* :mod:`runtime.gallery`, :mod:`runtime.gallery_build`, :mod:`runtime.ann` - the retrieval
+  gallery, its folder build and its FAISS index (``runtime/gallery_index.yaml``);
+* :mod:`runtime.cam` - Grad-CAM from exported features; :mod:`runtime.media` - video frames.
 
-``export/`` (bench, gallery) and ``app/`` both import this package; it imports neither.
+``export/``, ``training/`` and ``app/`` import this package; it imports none of them
+(``.importlinter``).
 """

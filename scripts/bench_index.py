@@ -6,7 +6,7 @@
 Vectors: real DCL embeddings (the exported encoder in DIR) of augmented Fashion-MNIST
 images, 512-d (:mod:`scripts.index_vectors`); queries: further views of random sources.
 Ground truth: exact search (``IndexFlatIP``) over all N. For each candidate index (exact,
-IVF with SQ8 / PQ codes, HNSW; built with :mod:`models.ann`, the code the app uses) the
+IVF with SQ8 / PQ codes, HNSW; built with :mod:`runtime.ann`, the code the app uses) the
 script measures the build time (training included), the index's size on disk (= its
 memory) and the growth of this process's resident memory, the latency of one query at a
 time on one thread (p50/p99 over ``--queries`` queries, k = 10; as the app searches, one
@@ -34,7 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from models import ann
+from runtime import ann
 from scripts.index_vectors import CACHE, gallery_vectors, query_vectors
 
 K = 10
@@ -156,7 +156,7 @@ def summarise(res: dict[str, Any], settings: dict[str, Any]) -> None:
     res["exact_below"] = thr
     res["threshold_note"] = (
         f"Threshold: exact search below N = {thr:,} (`index.exact_below`, read from "
-        f"models/gallery_index.yaml when this report was written). Exact search's cost grows "
+        f"runtime/gallery_index.yaml when this report was written). Exact search's cost grows "
         f"with N (measured p50 / p99: "
         + ", ".join(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms at {r['n']:,}" for r in curve)
         + f"); it kept its p99 under the {goal:g} ms goal up to N = "
@@ -194,7 +194,7 @@ def render(res: dict[str, Any]) -> str:
               "| N | p50 | p99 |", "|---|---|---|"]
     lines += [f"| {r['n']:,} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |" for r in res["exact_curve"]]
     ch = res["chosen"]
-    lines += ["", "## What the app uses (models/gallery_index.yaml)", "",
+    lines += ["", "## What the app uses (runtime/gallery_index.yaml)", "",
               f"Default for N = {res['n']:,}: **{ch['name']}** at {ch['param']}={ch['value']}: "
               f"recall@10 **{ch['recall_at_10']:.4f}**, p50 {ch['p50_ms']:.2f} ms, p99 "
               f"**{ch['p99_ms']:.2f} ms**, built in {ch['build_s']:.0f} s, {ch['index_mib']:.0f} MiB.",
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--skip-hnsw", action="store_true", help="leave out HNSW (its build is the slowest)")
     p.add_argument("--render", action="store_true", help="measure nothing: rewrite <out>.md from "
-                   "<out>.json with the current models/gallery_index.yaml")
+                   "<out>.json with the current runtime/gallery_index.yaml")
     args = p.parse_args(argv)
     if args.render:
         from runtime.artifacts import write_report

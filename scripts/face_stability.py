@@ -149,7 +149,7 @@ def flip_outcome(engine: Any, crop: np.ndarray, name: str, report: dict[str, Any
     mirror image, decoded as :func:`app.services.face.analyze_crop` does; None for a model
     that decodes its own sequence (the average of two sequences is not defined)."""
     from app.services.face import METHOD
-    from models.sequence import decode_sequence
+    from runtime.sequence import decode_sequence
 
     model = engine.get(name, METHOD)
     out = model.run({"image": model.prepare([crop, np.ascontiguousarray(crop[:, ::-1])])})

@@ -14,7 +14,7 @@ warmed before the clock starts, as in a running app):
   and the face model.
 * retrieval: embedding one query image with the DCL encoder + the gallery search (k = 10)
   over galleries of 10^3 .. 10^6 real DCL embeddings (:mod:`scripts.index_vectors`), with
-  the index the app chooses by size (``models/gallery_index.yaml``) and with exact search.
+  the index the app chooses by size (``runtime/gallery_index.yaml``) and with exact search.
 * seqfake: one training step (forward, the loss with its contrastive-MIL term over all
   N(N-1)/2 token pairs, backward, AdamW) of the default seqfake config at
   ``data.img_size`` 32 .. 256 (tokens N = (img_size / 8)^2), batch ``train.batch_size``.
@@ -106,7 +106,7 @@ def curve_face(artifacts: Path, log) -> dict[str, Any]:
 
 
 def curve_retrieval(artifacts: Path, log, cache: Path) -> dict[str, Any]:
-    from models import ann
+    from runtime import ann
     from runtime.engine import OnnxModel
     from runtime.manifest import read_manifest
     from scripts.bench_index import chunks
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
            else {"curves": {}})
     log = lambda m: print(m, flush=True)  # noqa: E731
     command = "python -m scripts.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
-    from models import ann
+    from runtime import ann
     from runtime.artifacts import write_bytes_atomic, write_json_atomic
 
     for name in wanted:

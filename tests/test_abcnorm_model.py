@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.cam import cam_from_features, overlay
+from runtime.cam import cam_from_features, overlay
 from runtime.preprocess import FASHION_MNIST
 from models.registry import create_model
 from training.checkpoint import save_checkpoint

@@ -1,7 +1,7 @@
 """The import contracts (.importlinter, import-linter): they hold for the code as it is, and a
 wrong import added to a scratch copy of the packages (torch in the serving tier, training code
-imported inside a service function, the registry importing the serving tier, one tab
-importing another) breaks the contract that forbids it."""
+imported inside a service function, a torch network in the serving runtime, the registry
+importing the serving tier, one tab importing another) breaks the contract that forbids it."""
 from __future__ import annotations
 
 import configparser
@@ -46,6 +46,8 @@ WRONG = {
     # training code imported inside a service function
     "app/services/qmil.py": ("\n\ndef _wrong():\n    import training.engine\n",
                              "app is not allowed to import training"),
+    # a torch network imported by the serving runtime
+    "runtime/gallery.py": ("import models.dcl\n", "runtime is not allowed to import models"),
     # the registry reaching up into the serving tier
     "methods/base.py": ("from runtime import manifest\n",
                         "methods is not allowed to import runtime"),

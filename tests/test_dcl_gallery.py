@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import gallery as gallery_mod
-from models.gallery import (EncoderMismatchError, GalleryError, GalleryIndex, make_thumbnails,
+from runtime import gallery as gallery_mod
+from runtime.gallery import (EncoderMismatchError, GalleryError, GalleryIndex, make_thumbnails,
                             read_image_folder)
 
 
@@ -140,12 +140,12 @@ def test_thumbnails_keep_small_uniform_images():
 
 
 def test_gallery_module_does_not_import_torch():
-    code = "import sys, models.gallery; sys.exit('torch' in sys.modules)"
+    code = "import sys, runtime.gallery; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_items_have_ids_and_a_query_is_found_by_its_pixels(tmp_path):
-    from models.gallery import pixel_digest
+    from runtime.gallery import pixel_digest
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (8, 8), dtype=np.uint8) for _ in range(5)]

@@ -9,8 +9,8 @@ import torch
 from runtime.engine import Engine
 from export.pipeline import view_of
 from training.checkpoint import load_trained
-from models.cam import cam_from_features
-from models.sequence import decode_sequence
+from runtime.cam import cam_from_features
+from runtime.sequence import decode_sequence
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-4
@@ -83,7 +83,7 @@ def test_qmil_parity_with_padding_and_answers(smoke_artifacts):
 
 
 def test_dcl_parity_and_neighbours(smoke_artifacts):
-    from models.gallery import GalleryIndex
+    from runtime.gallery import GalleryIndex
 
     engine = Engine(smoke_artifacts)
     m = engine.get("dcl")

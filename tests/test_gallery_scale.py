@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import ann
-from models.gallery import GalleryError, GalleryIndex
-from models.gallery_build import build_from_folder, list_images
+from runtime import ann
+from runtime.gallery import GalleryError, GalleryIndex
+from runtime.gallery_build import build_from_folder, list_images
 
 
 def _settings(**index):

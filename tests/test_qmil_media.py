@@ -1,11 +1,11 @@
-"""A video file becomes a bag of evenly sampled frames (models.media)."""
+"""A video file becomes a bag of evenly sampled frames (runtime.media)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from models.media import VideoReadError, video_to_frames
+from runtime.media import VideoReadError, video_to_frames
 
 
 def _write_video(path, n=40, fps=10.0, size=(48, 32)):

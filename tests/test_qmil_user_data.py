@@ -33,7 +33,7 @@ def test_folder_names_are_the_query_words(tmp_path):
     m = _method(tmp_path)
     assert m.format == "image_folder" and m.class_names == ["ice cream", "circle", "t shirt"]  # sorted folder names
     assert m.spec.size == (96, 96) and m.spec.channels == 3 and m.unseen == []   # user_data
-    from models.words import get_word_vectors
+    from runtime.words import get_word_vectors
 
     wv = get_word_vectors()
     np.testing.assert_allclose(m.query_vectors[0].numpy(), wv.lookup("ice cream"), atol=1e-6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.words import (EmptyQueryError, UnknownWordError, get_word_vectors, normalize_text,
+from runtime.words import (EmptyQueryError, UnknownWordError, get_word_vectors, normalize_text,
                           split_words)
 from training.data.fashion_mnist import CLASS_NAMES
 

@@ -203,9 +203,9 @@ def test_gallery_on_ray_equals_the_local_build(local_ray, smoke_artifacts, tmp_p
                                                monkeypatch):
     """``python -m export.methods.dcl.gallery --folder DIR --engine ray`` with shards of 3
     images (8 files: 3 shards on 2 workers) writes the local build's gallery and index."""
-    from models import ann
-    from models.gallery import GalleryIndex
-    from models.gallery_build import build_from_folder
+    from runtime import ann
+    from runtime.gallery import GalleryIndex
+    from runtime.gallery_build import build_from_folder
     from runtime.engine import OnnxModel
     from runtime.manifest import read_manifest
 

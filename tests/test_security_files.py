@@ -173,7 +173,7 @@ def test_the_detector_record_is_confined_too(tmp_path):
 
 
 def test_a_lazy_gallery_item_outside_its_image_folder_is_refused(tmp_path):
-    from models.gallery import GalleryError, GalleryIndex
+    from runtime.gallery import GalleryError, GalleryIndex
 
     ids = ["a.png", "../../home/secret.png", "c.png"]
     g = GalleryIndex.build(lambda ims: np.eye(len(ims), 4, dtype=np.float32),

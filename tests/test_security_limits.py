@@ -233,7 +233,7 @@ def test_video_decoding_stops_at_the_deadline_per_frame(tmp_path, monkeypatch):
 
 def test_video_frames_over_max_pixels_are_refused(tmp_path, limits, monkeypatch):
     from app.services.video import analyze_video, read_frames, video_bag
-    from models.media import VideoReadError, video_to_frames
+    from runtime.media import VideoReadError, video_to_frames
 
     path = _video(tmp_path / "big.avi", size=(64, 48))          # 3072 pixels a frame
     limits(max_pixels=3000)
@@ -248,13 +248,13 @@ def test_video_frames_over_max_pixels_are_refused(tmp_path, limits, monkeypatch)
     with pytest.raises(InputError, match="10000 pixels"):
         read_frames(path, 4)
     with pytest.raises(VideoReadError, match="limit is 5000 pixels"):
-        from models.media import sample_video
+        from runtime.media import sample_video
         sample_video(path, 4, max_pixels=5000)
     assert len(video_to_frames(path, 4)) == 4                # no bound asked: read
 
 
 def test_a_stream_of_unknown_length_is_sampled_in_bounded_memory(tmp_path, monkeypatch):
-    from models.media import video_to_frames
+    from runtime.media import video_to_frames
 
     path = tmp_path / "stream.avi"
     path.write_bytes(b"x")
@@ -274,7 +274,7 @@ def test_a_stream_of_unknown_length_is_sampled_in_bounded_memory(tmp_path, monke
 
 
 def test_the_stream_sampler_holds_at_most_twice_the_frames_asked():
-    from models.media import sample_stream
+    from runtime.media import sample_stream
 
     alive = {"now": 0, "peak": 0}
 
@@ -294,7 +294,7 @@ def test_the_stream_sampler_holds_at_most_twice_the_frames_asked():
 
 
 def test_the_frame_rate_considered_is_bounded(tmp_path, monkeypatch):
-    from models.media import video_to_frames
+    from runtime.media import video_to_frames
 
     path = tmp_path / "fast.avi"
     path.write_bytes(b"x")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models import sequence
+from runtime import sequence
 
 from training.metrics.seqfake import (adaptive_accuracy, decode, exact_set_accuracy,
                                       expected_random_order_accuracy, fixed_accuracy,
@@ -24,12 +24,12 @@ def test_decode_threshold_and_order():
 
 
 def test_one_decoder_shared_by_evaluation_and_app_without_torch():
-    """The evaluation's ``decode`` is models.sequence's, and that module imports no torch."""
+    """The evaluation's ``decode`` is runtime.sequence's, and that module imports no torch."""
     import subprocess
     import sys
 
     assert decode is sequence.decode
-    code = ("import sys, models.sequence, training.metrics.seqfake; "
+    code = ("import sys, runtime.sequence, training.metrics.seqfake; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

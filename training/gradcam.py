@@ -17,7 +17,7 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from models.cam import overlay
+from runtime.cam import overlay
 from runtime.preprocess import PreprocessSpec, to_input, to_pil
 from training.checkpoint import load_trained
 

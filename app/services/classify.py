@@ -15,7 +15,7 @@ from app.inputs import InputError, display_rgb, load_image
 from app.results import check
 from app.services import reliability
 from app.viz import overlay_heatmap
-from models.cam import cam_from_features
+from runtime.cam import cam_from_features
 
 MODEL = "abcnorm"        # the tab's model (the method's first default run)
 BASELINE = "abcnorm_ce"  # shown beside it when served

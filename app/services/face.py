@@ -16,7 +16,7 @@ from app.batch import NoFaceError
 from app.inputs import InputError, display_rgb, load_image, option_hint
 from app.services import fakeness, reliability
 from app.viz import overlay_heatmap
-from models.sequence import decode_sequence
+from runtime.sequence import decode_sequence
 
 CROP_SIZE = 256
 METHOD = "seqfake"  # the method whose models this service runs

@@ -20,14 +20,14 @@ METHOD = "qmil"  # the method whose models this service runs
 @functools.lru_cache(maxsize=1)
 def word_vectors():
     """The shipped word vectors (loaded once)."""
-    from models.words import WordVectors
+    from runtime.words import WordVectors
 
     return WordVectors()
 
 
 def query_vector(word: str) -> np.ndarray:
     """The query's word vector (D,); unknown words raise InputError with suggestions."""
-    from models.words import EmptyQueryError, UnknownWordError
+    from runtime.words import EmptyQueryError, UnknownWordError
 
     try:
         return np.asarray(word_vectors().lookup(word), dtype=np.float32)

@@ -23,7 +23,7 @@ METHOD = "dcl"  # the method whose models this service runs
 
 @functools.lru_cache(maxsize=4)
 def _load_gallery(path: str):
-    from models.gallery import GalleryIndex
+    from runtime.gallery import GalleryIndex
 
     return GalleryIndex.load(path)
 

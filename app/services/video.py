@@ -6,7 +6,7 @@ score); the video's is the highest track score, so one manipulated person makes 
 manipulated.
 
 Decoding stays within the serving limits: frames over ``max_pixels`` are refused, at most
-``max_video_frames`` frames are kept however long the video (see :mod:`models.media`), and
+``max_video_frames`` frames are kept however long the video (see :mod:`runtime.media`), and
 the request's deadline (:mod:`runtime.deadline`) is checked before each frame decoded and
 each face analysed, so a video past ``request_timeout_s`` stops at once.
 """
@@ -72,7 +72,7 @@ def video_seconds(path: Any, at_most: float | None = None) -> float | None:
     When it gives no frame count, frames are counted by reading (the request's deadline
     checked before each), stopping once past ``at_most`` seconds (the length returned is then
     just over ``at_most``; a frame rate over ``MAX_FPS`` counts as ``MAX_FPS`` there)."""
-    from models.media import MAX_FPS
+    from runtime.media import MAX_FPS
 
     fps, count = _probe(path)
     if fps <= 0:
@@ -123,7 +123,7 @@ def read_frames(path: Any, max_frames: int, upscale: bool = True
     Frames are resized so that their longer side is ``max_side``; with ``upscale=False``
     only larger frames are (smaller ones keep the video's pixels). Frames over
     ``max_pixels`` are refused; the request's deadline is checked before each frame."""
-    from models.media import VideoReadError, sample_video
+    from runtime.media import VideoReadError, sample_video
 
     if path is None:
         raise InputError("No video was given.")

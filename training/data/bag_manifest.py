@@ -40,7 +40,7 @@ def label_word(name: str) -> str:
     """A folder name or manifest label as a query phrase: lower-case, underscores and
     hyphens read as spaces, whitespace collapsed (``"Ankle_Boot"`` -> ``"ankle boot"``).
     The word vectors still find hyphenated tokens (``"t shirt"`` -> ``t-shirt``,
-    :meth:`models.words.WordVectors.tokens`)."""
+    :meth:`runtime.words.WordVectors.tokens`)."""
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 

@@ -1,7 +1,7 @@
 """A folder of images without (or with partial) labels, nested or flat: DCL pre-training.
 
 Every image under the folder is a training image, at any depth (hidden files and folders
-skipped; the listing is :func:`models.gallery_build.list_images`, the one the retrieval
+skipped; the listing is :func:`runtime.gallery_build.list_images`, the one the retrieval
 gallery of a folder uses). Where the tree has labels they are its first-level sub-folders,
 as in an ImageFolder and in a folder gallery: ``root/<label>/**/<image>`` has that label,
 an image directly under ``root`` has none (-1). Unreadable files are left out and logged
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.gallery_build import label_names, list_images
+from runtime.gallery_build import label_names, list_images
 from training.data.fashion_mnist import DatasetNotFoundError
 from training.data.folders import IMAGE_EXTENSIONS, FileDataset, report_skipped, unreadable
 

@@ -105,7 +105,7 @@ def evaluate_checkpoint(path: Path, gallery_ks: list[int], probe_epochs: int,
     (all 60k cost ~8 min of ResNet-18 embedding on the shared CPU) and tests on all 10k test
     images; the gallery is the 10k test images, embedded once (the same pass as the probe's).
     """
-    from models.gallery import GalleryIndex
+    from runtime.gallery import GalleryIndex
     from runtime.preprocess import PreprocessSpec
     from training.checkpoint import load_trained
     from training.data.fashion_mnist import load_fashion_mnist

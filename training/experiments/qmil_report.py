@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.words import PACKAGE as WORD_VECTORS_PACKAGE
+from runtime.words import PACKAGE as WORD_VECTORS_PACKAGE
 from runtime.artifacts import artifacts_dir, write_json_atomic
 from training.engine import select_device
 from training.experiments import harness

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from runtime.artifacts import artifacts_dir, write_json_atomic
-from models.words import UnknownWordError, get_word_vectors
+from runtime.words import UnknownWordError, get_word_vectors
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.engine import CHECKPOINT_NAME, select_device
 from training.experiments import harness

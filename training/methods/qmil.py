@@ -46,8 +46,8 @@ import torch
 import torch.nn as nn
 
 from runtime.preprocess import FASHION_MNIST, PreprocessSpec, to_uint8
-from models.words import PACKAGE as WORD_PACKAGE
-from models.words import EmptyQueryError, UnknownWordError, get_word_vectors
+from runtime.words import PACKAGE as WORD_PACKAGE
+from runtime.words import EmptyQueryError, UnknownWordError, get_word_vectors
 from training.data.bag_manifest import BagManifest, label_word, read_bag_manifest, split_bags
 from training.data.bags import (PAD, BagDataset, BagSet, bag_images, sample_bags,
                                  trim_collate)

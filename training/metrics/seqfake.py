@@ -2,7 +2,7 @@
 
 Sequences are lists of component ids (1..L) in manipulation order; ``[]`` is a real face.
 Padded to 5 slots with 0 they are the Seq-DeepFake labels. Decoding probabilities into
-sequences is :func:`models.sequence.decode` (re-exported here as ``decode``).
+sequences is :func:`runtime.sequence.decode` (re-exported here as ``decode``).
 
 * Fixed-Acc: per-position accuracy over the 5-slot padded sequences, pooled over the set.
 * Adaptive-Acc: per sample compare the first max(len true, len predicted) positions; the
@@ -21,7 +21,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 # The one decoder (numpy only, shared with the app): ids with P > threshold, by decreasing P.
-from models.sequence import SLOTS, decode  # noqa: F401  (re-exported)
+from runtime.sequence import SLOTS, decode  # noqa: F401  (re-exported)
 
 
 def pad(seq: Sequence[int], slots: int = SLOTS) -> list[int]:

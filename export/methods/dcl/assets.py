@@ -14,8 +14,8 @@ from app.services import retrieval as retrieval_svc
 from export.commit import commit_entry, discard, fresh_name
 from export.examples import Judge, served_model, write_class_examples
 from methods.dcl import DESCRIPTOR
-from models.gallery import GalleryIndex
-from models.gallery_build import build_from_folder
+from runtime.gallery import GalleryIndex
+from runtime.gallery_build import build_from_folder
 from runtime.engine import OnnxModel
 from runtime.manifest import read_manifest
 from training.data.fashion_mnist import load_fashion_mnist
@@ -100,10 +100,10 @@ def build_gallery(artifacts: Path, image_dir: str | None = None, k_eval: int = 1
     one encoder refuses queries from another. Precision@k of the gallery against its own
     labels (leave-one-out; at most 10,000 queries) is recorded in the manifest's DCL entry.
     ``limit`` keeps the first N images (quick builds). An image folder is read in shards
-    (:mod:`models.gallery_build`): bounded memory, progress, resumable after an
+    (:mod:`runtime.gallery_build`): bounded memory, progress, resumable after an
     interruption (run the same command again), images referenced by path with thumbnails
     made on first query; the index (exact or approximate) is chosen by size
-    (``models/gallery_index.yaml``) unless ``index_kind`` names one. ``shards``: the
+    (``runtime/gallery_index.yaml``) unless ``index_kind`` names one. ``shards``: the
     encoder -> the folder's shard map (:func:`app.batch_ray.gallery_shards`: on Ray).
     """
     entry = dict(read_manifest(artifacts)["models"][run])

@@ -12,7 +12,7 @@ fresh ``<artifacts>/gallery`` folder (``gallery.2`` while the old one is served)
 the manifest to it in one rename and removes the old one. A folder is read in shards with a progress bar; interrupted (Ctrl-C),
 the same command continues after the last complete shard. The images stay where they are
 (the gallery keeps relative paths and makes thumbnails on first query). The index is
-exact below ``index.exact_below`` images and approximate above (``models/gallery_index.yaml``,
+exact below ``index.exact_below`` images and approximate above (``runtime/gallery_index.yaml``,
 justified in reports/index_bench.md). ``python -m export dcl --gallery-dir PHOTOS/`` does
 the same after exporting the encoder. ``--engine ray`` embeds the shards in parallel on a Ray
 cluster (:mod:`app.batch_ray`, docs/scale.md); the gallery and its index are the same.
@@ -27,7 +27,7 @@ from runtime.cli import UserError, run_main
 
 
 def _main(argv: list[str] | None) -> int:
-    from models.ann import KINDS
+    from runtime.ann import KINDS
     from runtime.manifest import read_manifest
 
     p = argparse.ArgumentParser(prog="python -m export.methods.dcl.gallery", description=__doc__,

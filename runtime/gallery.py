@@ -6,7 +6,7 @@ A gallery folder holds
 
     index.faiss     faiss index over unit vectors (inner product = cosine similarity):
                     exact (IndexFlatIP) for small galleries, approximate (IVF or HNSW) for
-                    large ones, chosen by size (:mod:`models.ann`; ``index`` in meta.json)
+                    large ones, chosen by size (:mod:`runtime.ann`; ``index`` in meta.json)
     labels.npy      int64 (N,), -1 where unknown
     thumbs.npy      uint8 (N, h, w) or (N, h, w, 3) -- only for galleries that store their
                     thumbnails (built from arrays, e.g. Fashion-MNIST)
@@ -15,7 +15,7 @@ A gallery folder holds
     meta.json       encoder hash, label names, count, dimension, index, source; a folder
                     gallery also ``image_root`` and ``thumbnails: "lazy"``
 
-A folder gallery (:mod:`models.gallery_build`) copies no images: its items are paths under
+A folder gallery (:mod:`runtime.gallery_build`) copies no images: its items are paths under
 ``image_root``, and a thumbnail is made from the file the first time a query shows it, then
 cached under ``thumbs/`` in the gallery folder (and in memory). Format 1 galleries (exact
 index, stored thumbnails) still load.
@@ -39,7 +39,7 @@ import faiss
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models import ann
+from runtime import ann
 from runtime.manifest import ManifestError, inside
 
 FORMAT_VERSION = 2
@@ -147,7 +147,7 @@ class GalleryIndex:
         ids: an id per item users can find the image by (its path in an image folder, or
             ``<source>#<index>``); default: the index as text.
         digests: :func:`pixel_digest` per item (empty strings when unknown).
-        spec: the index kind and its parameters (:mod:`models.ann`); default exact.
+        spec: the index kind and its parameters (:mod:`runtime.ann`); default exact.
         image_root: the folder ``ids`` are relative to (lazy thumbnails).
         thumb_size: side of lazily made thumbnails.
     """
@@ -283,8 +283,8 @@ class GalleryIndex:
             thumb_size: thumbnail side (see :func:`make_thumbnails`).
             progress: called with (done, total) after each batch.
             ids: an id per image (its path, say); default: the index.
-            index_kind: "auto" (by size, :func:`models.ann.choose`) or a kind to force.
-            settings: index settings (default ``models/gallery_index.yaml``).
+            index_kind: "auto" (by size, :func:`runtime.ann.choose`) or a kind to force.
+            settings: index settings (default ``runtime/gallery_index.yaml``).
         """
         arrays = [_as_uint8(im) for im in images]
         if not arrays:

@@ -2,18 +2,18 @@
 
 The folder is listed once (sorted relative paths; hidden files skipped; the first-level
 sub-folder is an image's label). The files are then read in shards of
-``build.shard_size`` (``models/gallery_index.yaml``): each shard's images are read and
+``build.shard_size`` (``runtime/gallery_index.yaml``): each shard's images are read and
 embedded ``build.batch_size`` at a time, and the shard's vectors, ids, labels and pixel
 digests are written to ``<work>/shard_NNNNNN.npz`` atomically. An interrupted build (Ctrl-C,
 a crash, a reboot) run again with the same folder and encoder continues after the last
 complete shard; a changed folder or encoder starts over. Then the index chosen by size
-(:mod:`models.ann`) is trained on a seeded sample and filled shard by shard, the gallery
+(:mod:`runtime.ann`) is trained on a seeded sample and filled shard by shard, the gallery
 is saved atomically, and the work folder is removed.
 
 Memory stays bounded: one batch of images (each reduced to ``build.max_side`` px after its
 digest is taken), one shard of vectors, and the index itself (for ivf: 1 byte per
 dimension per image). Images are not copied: the gallery keeps their relative paths under
-the folder and makes thumbnails on first query (:class:`models.gallery.GalleryIndex`).
+the folder and makes thumbnails on first query (:class:`runtime.gallery.GalleryIndex`).
 Unreadable files are skipped and counted.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from models import ann
-from models.gallery import (IMAGE_EXTENSIONS, EmbedFn, GalleryError, GalleryIndex, _l2_normalize,
+from runtime import ann
+from runtime.gallery import (IMAGE_EXTENSIONS, EmbedFn, GalleryError, GalleryIndex, _l2_normalize,
                             pixel_digest, read_image)
 from runtime.artifacts import atomic_path, write_json_atomic
 
@@ -178,7 +178,7 @@ def build_from_folder(root: str | os.PathLike[str], out: str | os.PathLike[str],
         encoder_hash: the encoder's identity (stored; part of the resume plan).
         limit: use only the first ``limit`` files (sorted paths).
         index_kind: "auto" (by size) or exact / ivf / hnsw.
-        settings: ``models/gallery_index.yaml``'s dict (default: the file).
+        settings: ``runtime/gallery_index.yaml``'s dict (default: the file).
         work: the shard folder (default ``<out>.build`` beside ``out``).
         meta: extra facts for meta.json (source).
         shard_map: embeds the missing shards elsewhere (:func:`app.batch_ray.gallery_shards`:
@@ -202,7 +202,7 @@ def build_from_folder(root: str | os.PathLike[str], out: str | os.PathLike[str],
         raise GalleryError(f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     if len(files) > int(b["max_images"]):
         raise GalleryError(f"{root} holds {len(files)} image files, more than build.max_images = "
-                           f"{b['max_images']} (models/gallery_index.yaml); pass a limit to use "
+                           f"{b['max_images']} (runtime/gallery_index.yaml); pass a limit to use "
                            f"the first N, or raise the setting")
     names = label_names(files)
     name_id = {n: i for i, n in enumerate(names)}

@@ -10,7 +10,7 @@ approximate index whose query cost does not grow with N at a fixed ``nprobe`` / 
 * ``hnsw``: a navigable small-world graph over the full vectors (``m`` links per node).
 
 All on l2-normalised vectors with inner product (= cosine similarity). Settings:
-``models/gallery_index.yaml``; the defaults there are what ``python -m scripts.bench_index``
+``runtime/gallery_index.yaml``; the defaults there are what ``python -m scripts.bench_index``
 measured on 1,000,000 vectors (reports/index_bench.md). numpy and faiss only (no torch).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class IndexSettingsError(ValueError):
 
 
 def load_settings(path: str | Path = SETTINGS) -> dict[str, Any]:
-    """``models/gallery_index.yaml`` (or ``path``), checked."""
+    """``runtime/gallery_index.yaml`` (or ``path``), checked."""
     s = yaml.safe_load(Path(path).read_text())
     ix = s["index"]
     if ix["approximate"] not in ("ivf", "hnsw"):
