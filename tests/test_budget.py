@@ -115,3 +115,11 @@ def test_the_plan_is_printed_before_training_and_recorded(tmp_path, capsys):
     summary = json.loads((tmp_path / "art/runs/abcnorm/summary.json").read_text())
     assert summary["steps"] == 2 and summary["plan"]["steps"] == 2
     assert out.index("[plan]") < out.index('"steps"')
+
+
+def test_a_users_folder_trains_channels_last_where_the_yaml_left_the_default():
+    defaults = {"train": {"batch_size": 128, "epochs": 6, "max_steps": None,
+                          "channels_last": False}, "optim": {"lr": 0.1, "warmup_steps": 50}}
+    cfg = json.loads(json.dumps(defaults))
+    assert "train.channels_last" in apply(cfg, defaults, plan(BUDGET, 900, step_s=0.5))
+    assert cfg["train"]["channels_last"] is True

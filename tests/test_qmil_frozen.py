@@ -44,6 +44,19 @@ def _method(root, *sets):
                                                                *sets]))
 
 
+def test_bags_of_indices_are_trimmed_to_their_largest_bag():
+    from training.data.bags import PAD, BagSet
+    from training.methods.qmil import BagIndexDataset, index_collate
+
+    idx = np.array([[3, 1, PAD, PAD], [0, 2, 4, PAD]])
+    bags = BagSet(idx, idx != PAD, np.array([0, 1]), np.array([1, 0]), np.full_like(idx, PAD))
+    ds = BagIndexDataset(bags)
+    batch = index_collate([ds[0], ds[1]])
+    assert batch["indices"].tolist() == [[3, 1, PAD], [0, 2, 4]]
+    assert batch["mask"].tolist() == [[True, True, False], [True, True, True]]
+    assert batch["query"].tolist() == [0, 1] and batch["label"].tolist() == [1.0, 0.0]
+
+
 def _engine_model(method):
     """The network as the engine starts it: built under run.seed, then the start weights."""
     torch.manual_seed(0)
@@ -54,6 +67,7 @@ def _engine_model(method):
     return model
 
 
+@pytest.mark.slow
 def test_the_frozen_backbone_is_not_trained_and_the_head_trains_on_cached_features(folder):
     m = _method(folder)
     assert m.frozen and m.extra_state()["frozen"].startswith("encoder.backbone")
