@@ -41,6 +41,7 @@ import torch
 from scripts.published_fixtures import (FIXTURE_PATH, authors_tree, case_image, config_file,
                                         seeded_state)
 
+EOS_FIRST_OFFSET = 20.0  # added to EOS's last-layer bias: every input stops at the first step
 REPORT = Path(__file__).resolve().parent.parent / "reports" / "published"
 
 AUTHORS_BENCH = r'''
@@ -127,19 +128,20 @@ def _timed(tree: Path, cfg_path: Path, seed: int, offsets: dict, seeds: list[int
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _export(tmp: Path, shapes: dict, seed: int, offsets: dict) -> tuple[Path, dict[str, Any]]:
+def _export(tmp: Path, shapes: dict, seed: int, offsets: dict, name: str = "sff_r50"
+            ) -> tuple[Path, dict[str, Any]]:
     """The weights imported (python -m export.published) and exported (the pipeline,
     without INT8); returns (artifacts, manifest entry)."""
     from export.pipeline import export_run
     from export.published.__main__ import main as import_main
 
-    pt = tmp / "best_model_fixed.pt"
+    pt = tmp / f"{name}_best_model_fixed.pt"
     torch.save({"best_state_dict_fixed": seeded_state(shapes, seed, offsets)}, pt)
     art = tmp / "art"
     if import_main(["seqfakeformer", str(pt), "--task", "components", "--artifacts", str(art),
-                    "--name", "sff_r50"]) != 0:
+                    "--name", name]) != 0:
         raise SystemExit("error: the import failed")
-    return art, export_run(art, "sff_r50", int8=False)
+    return art, export_run(art, name, int8=False)
 
 
 def _fixture_check(path: Path, case: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         timed = _timed(tree, cfg_path, fixture["seed"], case["bias_offsets"], seeds,
                        args.repeats, args.threads, {"fp32": onnx_path, "int8": int8_path})
         authors, fp32, q8 = timed["authors"], timed["fp32"], timed["int8"]
+        # the shortest decoding: EOS at the first step (all "no edit"), one full pass for them
+        eos_first = {"6": EOS_FIRST_OFFSET}
+        art2, entry2 = _export(tmp, r50["shapes"], fixture["seed"], eos_first, "sff_r50_eos")
+        short = _timed(tree, cfg_path, fixture["seed"], eos_first, seeds, args.repeats,
+                       args.threads, {"fp32": art2 / entry2["file"]})
     load_end = os.getloadavg()
+    ms_short = {k: 1e3 * _median(v) for k, v in short.items()}
     same = [a["sequence"] == b["sequence"] for a, b in zip(authors, fp32)]
     same8 = [a["sequence"] == b["sequence"] for a, b in zip(authors, q8)]
     ms = {k: 1e3 * _median(v) for k, v in (("authors", authors), ("fp32", fp32), ("int8", q8))}
@@ -232,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
               "sequences_identical_fp32": all(same), "sequences_identical_int8": all(same8),
               "int8_rule": {"served": served, "reason": reason, "quantization": quant},
               "fixture_check": fixture_check,
+              "eos_first": {"ms_per_image": {k: round(v, 1) for k, v in ms_short.items()},
+                            "authors_steps": [a["steps"] for a in short["authors"]],
+                            "speedup_fp32": round(ms_short["authors"] / ms_short["fp32"], 2),
+                            "sequences_identical_fp32": all(
+                                a["sequence"] == b["sequence"]
+                                for a, b in zip(short["authors"], short["fp32"]))},
               "export": {"exporter": entry["exporter"], "opset": entry["opset"],
                          "parity_max_abs_diff": entry["parity_max_abs_diff"],
                          "seconds": round(export_s, 1)},
@@ -262,6 +276,17 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{'yes' if r['sequences_identical_fp32'] else 'NO'} |",
         f"| this project, ONNX INT8 (static QDQ) | {ms['int8']} | {r['speedup_int8']} | "
         f"{'yes' if r['sequences_identical_int8'] else 'NO'} |",
+        f"| EOS at the first step (all \"no edit\", {max(r['eos_first']['authors_steps'])} "
+        f"pass for them): authors' loop | {r['eos_first']['ms_per_image']['authors']} | 1.00 | - |",
+        f"| EOS at the first step: this project, ONNX fp32 | "
+        f"{r['eos_first']['ms_per_image']['fp32']} | {r['eos_first']['speedup_fp32']} | "
+        f"{'yes' if r['eos_first']['sequences_identical_fp32'] else 'NO'} |",
+        "",
+        f"Where the fp32 ratio comes from: the authors' loop runs the whole network "
+        f"{max(r['authors_steps'])} times per image, the ONNX graph encodes once and runs "
+        f"only the small decoder per step, which alone is at most "
+        f"{max(r['authors_steps'])}x; the rest is onnxruntime's graph against eager torch for "
+        f"the same layers.",
         "",
         f"INT8 rule (export/int8.yaml, accuracy term: share of sequences equal to the authors'): "
         f"serves **{r['int8_rule']['served']}**: {r['int8_rule']['reason']}.",
@@ -272,11 +297,16 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{r['fixture_check']['max_abs_step_logit_diff']:.1e}, sequence "
         f"{'identical' if r['fixture_check']['sequence_identical'] else 'DIFFERENT'}.",
         "",
-        "The weights are the fixture's seeded random weights in the authors' layout, not the "
-        "published files (not available here); the time per image does not depend on the "
-        "weights' values, only on how many steps run. With the real files a user should "
-        "expect the same ms per image on the same machine and fewer steps for faces the "
-        "model reads as shorter sequences (EOS ends both loops early).",
+        "The INT8 rule above is applied to this benchmark's inputs only; at export an imported "
+        "model is served in fp32 (no labelled faces of its domain here to measure Fixed-Acc).",
+        "",
+        "The weights are the fixture's seeded random weights in the authors' layout (the EOS "
+        "rows: with EOS's last bias raised so every input stops at once), not the published "
+        "files (not available here); the time per image does not depend on the weights' "
+        "values, only on how many steps run. With the real files a user should expect these "
+        "ms per image on this machine: the ONNX graph always runs its 5 decoder steps, the "
+        "authors' loop one full pass per step until EOS, so the ratio lies between the EOS-"
+        "first row (a face read as unedited) and the 5-step row (a 4- or 5-edit sequence).",
         ""])
 
 
