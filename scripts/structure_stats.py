@@ -3,8 +3,9 @@
     python -m scripts.structure_stats [--json]
 
 Tiers: serving is ``runtime/``, ``app/`` and every module of ``models/`` that imports no
-torch network code; training is ``training/``, ``export/``, ``methods/`` and the modules of
-``models/`` that do (torch, timm, torchvision or :mod:`models.registry`, at any level).
+torch network code; training is ``training/``, ``export/``, ``methods/``, the package
+``models`` and its modules that do (torch, timm, torchvision or :mod:`models.registry`, at any
+level).
 Lines of code are the non-blank lines that are not comments only (docstrings count).
 A function-level import is an ``import``/``from ... import`` statement inside a function or
 method body (found with :mod:`ast`), the kind that defers an import to call time.
@@ -70,8 +71,9 @@ def tier_of(path: Path, tree: ast.AST) -> str | None:
         return "serving"
     if top in TRAINING:
         return "training"
-    if top == "models":
-        return "training" if is_torch_module(tree) else "serving"
+    if top == "models":  # the package itself belongs to its networks
+        serving = path.name != "__init__.py" and not is_torch_module(tree)
+        return "serving" if serving else "training"
     return None
 
 
