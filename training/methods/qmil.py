@@ -84,7 +84,8 @@ class QMILMethod(Method):
             self.data_cfg = with_user_defaults("qmil", self.data_cfg)   # model.user_data)
             self.model_cfg = with_user_defaults("qmil", self.model_cfg, section="model")
         self.model_cfg.pop("user_data", None)
-        self.freeze_backbone = bool(self.model_cfg.pop("freeze_backbone"))
+        # a run stored without the key trained its whole encoder
+        self.freeze_backbone = bool(self.model_cfg.pop("freeze_backbone", False))
         self._features: dict[str, torch.Tensor] = {}  # split -> frozen backbone features
         self._folder: ImageFolderSplits | None = None
         self._manifest: BagManifest | None = None
