@@ -19,6 +19,7 @@ from methods.schema import ConfigError
 from training.config import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
+OUR_PACKAGES = {"app", "runtime", "training", "export", "methods", "models", "scripts"}
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -53,6 +54,8 @@ def doc_commands() -> list[tuple[str, list[str]]]:
                 argv = tokens[tokens.index("-m") + 1:]
                 if any(t.startswith("[") or t == "..." for t in argv):
                     continue                     # a usage synopsis, not a command
+                if argv and argv[0].split(".")[0] not in OUR_PACKAGES:
+                    continue                     # another tool's command (pip, ...)
                 found.append((f"{doc.name}: {line.strip()}", argv))
     return found
 
