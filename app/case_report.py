@@ -331,7 +331,7 @@ def _face_card(result: Any, models: list[dict[str, Any]]) -> dict[str, Any]:
         "name": name, "version": str(rep.get("model_version", "")),
         "summary": [*_finding_rows(rep), ("fake probability", rep.get("fake_probability")),
                     ("threshold", rep.get("threshold")), ("decoder", rep.get("decoder")),
-                    ("task", rep.get("task"))],
+                    ("task", rep.get("task")), ("face alignment", rep.get("alignment"))],
         "raw_note": _state(rep) != rel.IN_DOMAIN,
         "steps": [{"step": s.get("step"), "component": str(s.get("component", "")),
                    "probability": s.get("probability")} for s in rep.get("sequence") or []],

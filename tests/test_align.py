@@ -117,3 +117,14 @@ def test_a_model_trained_on_seq_deepfake_gets_its_alignment():
     assert of("/data/Seq-DeepFake", "binary") == "celebahq"
     assert of("/data/Seq-DeepFake", "attributes") == "ffhq"
     assert of(None, "components") == "crop45" and of(None, "attributes") == "crop45"
+
+
+def test_the_case_report_names_the_alignment():
+    from app.case_report import _face_card
+
+    rep = {"model": "sff", "model_version": "v", "reliable": False, "verdict": "unreliable",
+           "raw_verdict": "real", "headline": "h", "fake_probability": 0.1, "threshold": 0.5,
+           "decoder": "autoregressive", "task": "components", "alignment": "celebahq",
+           "sequence": [], "probabilities": {}}
+    card = _face_card(SimpleNamespace(report=rep, where=None), [])
+    assert ("face alignment", "celebahq") in card["summary"]
