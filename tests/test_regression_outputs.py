@@ -35,6 +35,8 @@ kernel; the stored versions are in the failure message.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,7 @@ RTOL, ATOL = 1e-4, 1e-5
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
 
 STORED = sorted(mr.OUT_DIR.glob("*.npz"))
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,12 +55,23 @@ def _meta(path):
     return mr.load(path)[0]
 
 
+# Networks re-implemented from published code: their stored outputs are the authors' own
+# network's, on seeded weights (tests/data/published/<file>, compared by
+# tests/test_published_<file stem>.py), so they need no case here.
+AUTHORS_OUTPUTS = {"seqfakeformer_published": "seqfakeformer.json",
+                   "sbi_efficientnet_b4": "sbi.json"}
+
+
 def test_every_registered_model_has_a_stored_case():
     from models.registry import list_models
 
     stored_models = {_meta(p)["model"] for p in STORED}
     registered = set(list_models())
-    missing = sorted(registered - stored_models)
+    for model, name in AUTHORS_OUTPUTS.items():
+        assert model in registered, f"{model} is no longer registered"
+        assert (mr.OUT_DIR.parent / "published" / name).is_file(), name
+        assert (ROOT / "tests" / f"test_published_{Path(name).stem}.py").is_file(), name
+    missing = sorted(registered - stored_models - set(AUTHORS_OUTPUTS))
     assert not missing, (f"registered models without stored outputs: {missing}; add a case "
                          f"to tests/data/make_regression.py CASES and run "
                          f"`python -m tests.data.make_regression`")
