@@ -242,7 +242,9 @@ def table(results: dict) -> str:
     rows = ["| folder | method | seed | held-out metric | goal | also | chance bound | learned | "
             "steps | train s | wall s | load at start |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results["runs"]:
+    order = {m: i for i, m in enumerate(RUNS)}
+    for r in sorted(results["runs"], key=lambda r: (order.get(r["method"], 9), r["kind"],
+                                                     r.get("seed") or 0)):
         lr = r.get("learned") or {}
         value = f"{r['metric']} {r['value']:.3f}" if r.get("value") is not None else \
             f"failed: {r.get('error')}"
