@@ -238,5 +238,5 @@ def test_a_missing_model_file_fails_its_line_only(smoke_artifacts, tmp_path):
     engine = Engine(art)
     state, line = model_state(engine, "qmil")
     assert state == "failed" and "python -m export --all" in line, line
-    assert model_state(engine, "abcnorm")[0] == "ready"
+    assert model_state(engine, "abcnorm")[0] in ("ready", "at chance")  # a smoke model
     assert json.loads((art / "manifest.json").read_text())["models"]["qmil"]
