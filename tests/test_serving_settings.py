@@ -25,8 +25,8 @@ def test_every_setting_has_its_default_once_in_serve_yaml():
     assert load_settings({}, environ={}).queue_size == data["queue_size"]
 
 
-def test_readme_documents_every_setting_with_its_default():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_app_docs_document_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "app.md").read_text()
     for key, value in yaml.safe_load(SETTINGS_FILE.read_text()).items():
         row = f"| `{key}` | {value} | `REPLENS_{key.upper()}` | `--{key.replace('_', '-')}` |"
         assert row in readme, row

@@ -13,7 +13,7 @@
   GPU, float32 on any other CPU (where bfloat16 is emulated and slower than float32). The
   default build's conv-heavy runs (``seqfake``, ``dcl``) use it: on this machine's
   AVX512-BF16 CPU it trains them 1.4-1.5x faster with their headline metrics inside a point
-  (README, "The app"); ``train.amp=fp32`` reproduces their float32 runs exactly;
+  (docs/app.md); ``train.amp=fp32`` reproduces their float32 runs exactly;
 - ``bf16`` / ``fp16``: that dtype on any device (``fp16`` always with a gradient scaler).
 
 ``train.channels_last`` stores the model's 4-D weights in NHWC order and hands its 4-D
