@@ -162,8 +162,11 @@ class Gaussian:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """(B,) smallest squared Mahalanobis distance of each row of ``x`` (B, D)."""
-        d = x[:, None, :] - self.means[None, :, :]               # (B, K, D)
-        return np.einsum("bkd,de,bke->bk", d, self.precision, d).min(axis=1)
+        best = np.full(len(x), np.inf)
+        for mean in self.means:                                  # one class at a time:
+            d = x - mean                                         # (B, D), BLAS matmul
+            best = np.minimum(best, ((d @ self.precision) * d).sum(axis=1))
+        return best
 
 
 @dataclass
