@@ -45,14 +45,17 @@ def _inputs(view, batch: int) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat([t] * -(-batch // t.shape[0]))[:batch] for t in view.inputs)
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (else what platform knows)."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(),
+        return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "onnxruntime": __import__("onnxruntime").__version__,
             "cuda": torch.cuda.is_available()}

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.bench import cpu_name
 from scripts.published_fixtures import (FIXTURE_PATH, authors_tree, case_image, config_file,
                                         seeded_state)
 
@@ -164,15 +165,7 @@ def _median(rows: list[dict[str, Any]]) -> float:
 
 def _machine() -> str:
     """The CPU model and core count, read from this machine."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+    return f"{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
 
 
 def main(argv: list[str] | None = None) -> int:

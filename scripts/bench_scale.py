@@ -36,14 +36,9 @@ DAY_SECONDS = 86_400
 
 def machine() -> dict[str, Any]:
     """This machine as the run read it: CPUs, processor, memory, load average."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from export.bench import cpu_name
+
+    model = cpu_name()
     mem_gib = None
     try:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
