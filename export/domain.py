@@ -24,7 +24,7 @@ model, :mod:`export.commit`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import argparse
 import functools
@@ -294,12 +294,33 @@ def write_sidecars(artifacts: Path, entry: dict[str, Any], dm: domain.DomainMode
                                                     "sha256": sha256_file(artifacts / rel)}
 
 
-def refit(artifacts: Path, only: Sequence[str] | None = None) -> list[str]:
-    """Refit the domain check of every exported model that has one (or of ``only``), each
-    committed by one manifest switch; returns the names refitted."""
+def commit_refit(artifacts: Path, name: str, entry: dict[str, Any],
+                 fit: Callable[[dict[str, Any]], tuple[domain.DomainModel, dict[str, Any],
+                                                       bytes | None]]) -> dict[str, Any]:
+    """Give model ``name`` the check ``fit(copy of entry)`` returns (check, record, generic
+    network), its files under fresh names and the manifest switched to them in one commit;
+    on any failure the files written are removed and the served entry stays. Returns the
+    record."""
     import copy
 
     from export.commit import commit_entry, discard
+
+    new = copy.deepcopy(entry)
+    written: list[str] = []
+    try:
+        dm, record, network = fit(new)
+        write_sidecars(artifacts, new, dm, network, written, fresh=True)
+        new["domain"] = record
+        commit_entry(artifacts, name, new)
+    except BaseException:
+        discard(artifacts, written)
+        raise
+    return record
+
+
+def refit(artifacts: Path, only: Sequence[str] | None = None) -> list[str]:
+    """Refit the domain check of every exported model that has one (or of ``only``), each
+    committed by one manifest switch; returns the names refitted."""
     from runtime.manifest import read_manifest
 
     done = []
@@ -310,17 +331,8 @@ def refit(artifacts: Path, only: Sequence[str] | None = None) -> list[str]:
             print(f"[domain] {name}: fitted on {entry['domain']['fitted_on_folder']}; refit it "
                   f"with python -m export.published.domain {name} --faces DIR", flush=True)
             continue
-        new = copy.deepcopy(entry)
-        written: list[str] = []
-        try:
-            dm, record, network = fit_run(artifacts, new, new["training"]["config"],
-                                          new["domain"]["features"])
-            write_sidecars(artifacts, new, dm, network, written, fresh=True)
-            new["domain"] = record
-            commit_entry(artifacts, name, new)
-        except BaseException:
-            discard(artifacts, written)
-            raise
+        record = commit_refit(artifacts, name, entry, lambda new: fit_run(
+            artifacts, new, new["training"]["config"], new["domain"]["features"]))
         print(f"[domain] {name}: refitted, threshold {record['threshold']:.3g}"
               + (f", generic ({record['generic']['kind']}) {record['generic']['threshold']:.3g}"
                  if "generic" in record else ""), flush=True)

@@ -18,7 +18,6 @@ check; run this command again after it.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,7 @@ def fit_from_folder(artifacts: Path, name: str, folder: Path, detector: Any | No
     Raises:
         UserError: no such imported model, or too few faces.
     """
-    from export.commit import commit_entry, discard
-    from export.domain import fit_for_model, settings, write_sidecars
+    from export.domain import commit_refit, fit_for_model, settings
     from runtime.engine import OnnxModel
     from runtime.manifest import read_manifest
 
@@ -92,21 +90,15 @@ def fit_from_folder(artifacts: Path, name: str, folder: Path, detector: Any | No
     if len(crops) < 4:
         raise UserError(f"--faces {folder}: {len(crops)} face(s) found ({skipped} image(s) "
                         f"without one); at least 4 are needed, more than 100 recommended")
-    new = copy.deepcopy(entry)
-    written: list[str] = []
-    try:
+    def fit(new: dict[str, Any]) -> tuple[Any, dict[str, Any], None]:
         dm, record = fit_for_model(OnnxModel(name, new, artifacts), crops, None, FEATURES,
                                    settings())
         record["trained_on"] = (f"the faces of {folder} (named by the user as the model's "
                                 f"training domain; {len(crops)} faces)")
         record["fitted_on_folder"] = str(folder)
-        write_sidecars(artifacts, new, dm, None, written, fresh=True)
-        new["domain"] = record
-        commit_entry(artifacts, name, new)
-    except BaseException:
-        discard(artifacts, written)
-        raise
-    return record
+        return dm, record, None
+
+    return commit_refit(artifacts, name, entry, fit)
 
 
 def main(argv: list[str] | None = None) -> int:
