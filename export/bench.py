@@ -34,6 +34,7 @@ from export.int8 import median_ms
 from export.pipeline import view_of
 from runtime.artifacts import artifacts_dir, write_json_atomic
 from runtime.engine import OnnxModel
+from runtime.machine import cpu_name
 from runtime.manifest import read_manifest
 from training.checkpoint import load_trained
 
@@ -43,15 +44,6 @@ BATCHES = (1, 32)
 def _inputs(view, batch: int) -> tuple[torch.Tensor, ...]:
     """The view's example inputs, repeated along the batch axis to ``batch`` rows."""
     return tuple(torch.cat([t] * -(-batch // t.shape[0]))[:batch] for t in view.inputs)
-
-
-def cpu_name() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (else what platform knows)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:

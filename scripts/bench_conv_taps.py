@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.machine import cpu_name
+
 VARIANTS = (("trimmed", "native", True), ("full", "native", False),
             ("trimmed", "fp32", True), ("full", "fp32", False))
 
@@ -133,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         med = {t: statistics.median(x["median_step_s"] for x in runs
                                     if x["amp"] == amp and x["trimmed"] == t) for t in (True, False)}
         speedup[amp] = round(med[False] / med[True], 3)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     result = {
         "command": " ".join(["python -m scripts.bench_conv_taps", *(sys.argv[1:] if argv is None

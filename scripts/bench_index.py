@@ -35,6 +35,7 @@ import faiss
 import numpy as np
 
 from runtime import ann
+from runtime.machine import cpu_name
 from scripts.index_vectors import CACHE, gallery_vectors, query_vectors
 
 K = 10
@@ -49,8 +50,7 @@ def rss_mb() -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "faiss": faiss.__version__, "numpy": np.__version__,
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)}

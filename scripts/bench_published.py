@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.bench import cpu_name
+from runtime.machine import cpu_name
 from scripts.published_fixtures import (FIXTURE_PATH, authors_tree, case_image, config_file,
                                         seeded_state)
 

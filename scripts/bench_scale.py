@@ -36,7 +36,7 @@ DAY_SECONDS = 86_400
 
 def machine() -> dict[str, Any]:
     """This machine as the run read it: CPUs, processor, memory, load average."""
-    from export.bench import cpu_name
+    from runtime.machine import cpu_name
 
     model = cpu_name()
     mem_gib = None

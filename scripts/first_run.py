@@ -31,6 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from runtime.machine import cpu_name
+
 # which run answers in which tab, and how to ask it (examples written by the build)
 TABS = {"abcnorm": "Classifier", "qmil": "Bag query", "dcl": "Retrieval", "seqfake": "Face"}
 
@@ -240,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     venv = (cwd / ".venv" / "bin" / "python").exists()
     commit = subprocess.run(["git", "-C", str(cwd), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    prov = {"cpu": next((ln.split(":", 1)[1].strip() for ln in
-                         Path("/proc/cpuinfo").read_text().splitlines()
-                         if ln.startswith("model name")), platform.processor()),
+    prov = {"cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(),
             "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}

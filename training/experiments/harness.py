@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from runtime.artifacts import atomic_path, write_json_atomic
+from runtime.machine import cpu_name
 from training.config import apply_overrides, default_config_path, load_config
 
 NON_RESULT_KEYS: tuple[str, ...] = ("run.name", "run.artifacts", "train.log_every",
@@ -401,16 +402,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_description(device: Any = None) -> dict[str, str]:
     """``{"device": "cpu" | "cuda:0", "device_name": "cpu" | GPU name}`` from torch; with no
     ``device``, the one the engine would pick (``auto``)."""
@@ -443,7 +434,7 @@ def provenance(device: Any = None, *, module: str | None = None,
         "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "torch_threads": int(torch.get_num_threads()),
         "python": platform.python_version(), "platform": platform.platform(),
-        "machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     })
     return out
