@@ -174,9 +174,10 @@ class FaceReport(Reliable):
     sequence_text: str
     probabilities: dict[str, Prob]
     trained_on: str
-    decoder: Literal["probability-ranked", "autoregressive", "none"] = Field(
-        description="How the sequence was read: probability-ranked (the thesis), autoregressive "
-                    "(a decoder), or none (a binary fakeness model: no sequence).")
+    decoder: Literal["probability-ranked", "slots", "autoregressive", "none"] = Field(
+        description="How the sequence was read: probability-ranked (the thesis), slots (the "
+                    "parallel slot order head: each step's edit in one pass), autoregressive "
+                    "(a step-by-step decoder), or none (a binary fakeness model: no sequence).")
     answer: Literal["fakeness"] = Field(
         default=None,
         description="Only for a binary fakeness model (SBI imported from its published weights, "
@@ -215,6 +216,8 @@ class ModelCard(Result):
     adaptive_acc: Optional[Prob]
     n_eval: Optional[float] = None
     trained_on: str = None
+    order_head: Literal["probability-ranked", "slots", "autoregressive"] = Field(
+        default=None, description="How the model orders the edits (as FaceReport.decoder).")
 
 
 class FaceCompare(Closed):

@@ -28,6 +28,12 @@ from runtime.artifacts import artifacts_dir, atomic_path
 from training.data.sources import USER_FORMATS, with_user_defaults
 from training.verdict import describe
 
+ORDER_HEADS = {
+    "rank": "rank - the thesis: the edited components by decreasing fused probability",
+    "slots": "slots - parallel slot order head (not in the thesis): S slot queries name each "
+             "step's edit in one pass (docs/seqfake.md, \"Parallel order head\")",
+    "autoregressive": "autoregressive - a decoder that predicts the edits step by step"}
+"""What the card says of a sequence model's ``extra.order_head``."""
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
 
 
@@ -111,6 +117,8 @@ def card(run: str, desc: Any, summary: dict[str, Any], cfg: dict[str, Any],
                      f"{summary.get('precision', 'float32')} forward), "
                      f"commit `{str(summary.get('git_commit', '?'))[:8]}`")
     extra = (entry or {}).get("extra", {})
+    if extra.get("order_head"):
+        lines.append(f"- **Order head**: {ORDER_HEADS.get(extra['order_head'], extra['order_head'])}")
     if extra.get("group_thresholds"):
         g = extra["group_thresholds"]
         lines.append(f"- **Class groups**: many > {g['many_above']}, few < {g['few_below']} "

@@ -1,6 +1,6 @@
 """The sequential-deepfake network of thesis Chapter 5 (docs/seqfake.md, Eqs. (5.3)-(5.5)).
 
-CNN (timm ResNet, ``features_only=True``) + a small FPN -> feature map (B, d, h, w) ->
+CNN (timm ResNet or MobileNetV2, ``features_only=True``) + a small FPN -> feature map (B, d, h, w) ->
 N = h*w patch tokens, each l2-normalised (U), plus L learnable class tokens (V) -> a
 transformer encoder phi. Two heads:
 
@@ -33,6 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import register_model
+
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "mobilenetv2_100")
+"""``model.backbone`` names: timm ResNets (random init unless a weights file is given) and
+MobileNetV2 (its ImageNet weights ship offline: ``pretrained.weights: imagenet``)."""
 
 
 class FPN(nn.Module):
@@ -100,18 +104,99 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries over a memory, plain matmuls (ONNX-friendly).
+
+    Shape: q (B, T, d), mem (B, M, d) -> (B, T, d).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        hd = d // self.heads
+        q = self.q(x).reshape(b, t, self.heads, hd).transpose(1, 2)
+        kv = self.kv(mem).reshape(b, mem.shape[1], 2, self.heads, hd).permute(2, 0, 3, 1, 4)
+        att = torch.softmax((q @ kv[0].transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((att @ kv[1]).transpose(1, 2).reshape(b, t, d))
+
+
+class SlotOrderHead(nn.Module):
+    """The parallel order head (not in the thesis; docs/seqfake.md, "Parallel order head").
+
+    S learned slot queries, one pre-norm decoder layer without a causal mask (self-attention
+    among the slots, cross-attention to the encoded tokens, MLP), all slots in one pass;
+    slot s predicts the component edited at step s + 1 among {0 = no edit / end, 1..L}.
+
+    Shape: mem (B, M, d) -> logits (B, S, L + 1).
+    """
+
+    def __init__(self, dim: int, heads: int, num_classes: int, slots: int = 5,
+                 mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(1, slots, dim) * 0.02)
+        self.n1, self.n2, self.n3, self.norm = (nn.LayerNorm(dim) for _ in range(4))
+        self.self_attn, self.cross_attn = Attention(dim, heads), CrossAttention(dim, heads)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.head = nn.Linear(dim, num_classes + 1)
+
+    def forward(self, mem: torch.Tensor) -> torch.Tensor:
+        h = self.queries.expand(mem.shape[0], -1, -1)
+        h = h + self.self_attn(self.n1(h))
+        h = h + self.cross_attn(self.n2(h), mem)
+        h = h + self.mlp(self.n3(h))
+        return self.head(self.norm(h))
+
+
+def slot_sequence(slot_logits: torch.Tensor) -> torch.Tensor:
+    """Per-slot argmax, cut at the first "end" (0): every slot after it is 0.
+
+    Shape: (B, S, L + 1) -> (B, S) long, ids 1..L in order, 0 = padding.
+    """
+    tok = slot_logits.argmax(-1)
+    ended = torch.cumsum((tok == 0).long(), dim=1) > 0
+    return tok.masked_fill(ended, 0)
+
+
+ORDER_HEADS = ("rank", "slots")
+"""``model.order_head``: rank = the thesis' probability ranking; slots = :class:`SlotOrderHead`."""
+
+
 def backbone_and_fpn(backbone: str, dim: int, out_level: int, in_chans: int = 3,
                      out_indices: Sequence[int] = (2, 3, 4)) -> tuple[nn.Module, FPN, int]:
     """A timm ``features_only`` backbone and an FPN on it.
 
-    ``out_indices`` picks the ResNet stages fed to the FPN: (2, 3, 4) = strides 8, 16, 32;
-    (2, 3) = strides 8, 16 (timm then builds no stage 4: a lighter network).
-    Returns the backbone, the FPN and the stride of the FPN output.
+    ``backbone``: a ResNet (:data:`BACKBONES`) or ``mobilenetv2_100``, whose ImageNet weights
+    ship in a package (:mod:`training.imagenet`). ``out_indices`` picks the stages fed to the
+    FPN, the same strides for both: (2, 3, 4) = strides 8, 16, 32; (2, 3) = strides 8, 16
+    (the blocks after the last tap are not built: a lighter network). MobileNetV2's taps are
+    the ends of its stride-8, -16 and -32 stages (``blocks.2``, ``blocks.4``, ``blocks.6``:
+    32, 96 and 320 channels). Returns the backbone, the FPN and the stride of the FPN output.
     """
+    if backbone not in BACKBONES:
+        raise ValueError(f"model.backbone={backbone!r}: expected one of {', '.join(BACKBONES)}")
     net = timm.create_model(backbone, pretrained=False, features_only=True,
                             out_indices=tuple(out_indices), in_chans=in_chans)
+    _drop_blocks_after_last_tap(net)
     fpn = FPN(net.feature_info.channels(), dim, out_level)
     return net, fpn, net.feature_info.reduction()[out_level]
+
+
+def _drop_blocks_after_last_tap(net: nn.Module) -> None:
+    """Remove the blocks of a timm MobileNet-style feature network (``blocks``, taps named
+    ``blocks.<i>``) that come after its last tap: they would run without feeding the FPN
+    (timm's ResNet feature networks already stop at their last tap)."""
+    blocks = getattr(net, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        return
+    last = max(int(name.split(".")[1]) for name in net.feature_info.module_name())
+    net.blocks = blocks[: last + 1]
 
 
 def pairwise_similarity(tokens: torch.Tensor) -> torch.Tensor:
@@ -161,7 +246,7 @@ class SeqFakeNet(nn.Module):
     """CNN + FPN + transformer with patch-token and class-token streams (Chapter 5).
 
     Args:
-        backbone: timm ResNet name (resnet18, resnet34, resnet50).
+        backbone: a :data:`BACKBONES` name (timm ResNet or MobileNetV2).
         num_classes: L, the number of components/attributes (1 = binary mode).
         dim: token dimension d.
         depth: transformer layers (thesis: 1).
@@ -171,18 +256,26 @@ class SeqFakeNet(nn.Module):
         out_indices: backbone stages fed to the FPN ((2, 3, 4) or the lighter (2, 3)).
         pos_embed: add a learnable positional embedding to the patch tokens.
         dropout: dropout in the transformer.
+        order_head: "rank" (the thesis: order = decreasing fused probability) or "slots"
+            (adds :class:`SlotOrderHead` on the encoded tokens).
+        slots: S, the slots of the slot head (the label sequence length).
 
     Forward: x (B, 3, H, W) -> dict with
         ``logits`` (B, L) fused, ``logits_patch`` (B, L) f^U, ``logits_cls`` (B, L) f^V,
-        ``u`` (B, n) sorted similarities, ``dissim`` (B, h, w).
+        ``u`` (B, n) sorted similarities, ``dissim`` (B, h, w); with the slot head also
+        ``slot_logits`` (B, S, L + 1) and ``sequence`` (B, S) long (:func:`slot_sequence`).
     """
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 5, dim: int = 128,
                  depth: int = 1, heads: int = 4, img_size: int = 64, out_level: int = 0,
                  pos_embed: bool = True, dropout: float = 0.0,
-                 out_indices: Sequence[int] = (2, 3, 4)) -> None:
+                 out_indices: Sequence[int] = (2, 3, 4), order_head: str = "rank",
+                 slots: int = 5) -> None:
         super().__init__()
+        if order_head not in ORDER_HEADS:
+            raise ValueError(f"order_head must be one of {ORDER_HEADS}, got {order_head!r}")
         self.num_classes = num_classes
+        self.order_head = order_head
         self.backbone, self.fpn, stride = backbone_and_fpn(backbone, dim, out_level,
                                                            out_indices=out_indices)
         self.grid = math.ceil(img_size / stride)
@@ -199,6 +292,8 @@ class SeqFakeNet(nn.Module):
                                         nn.ReLU(inplace=True), nn.Conv2d(dim, num_classes, 1))
         self.head_cls_w = nn.Parameter(torch.randn(num_classes, dim) * dim ** -0.5)
         self.head_cls_b = nn.Parameter(torch.zeros(num_classes))
+        self.slot_head = (SlotOrderHead(dim, heads, num_classes, slots)
+                          if order_head == "slots" else None)
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Patch tokens U (B, N, d), each l2-normalised, and the grid (h, w)."""
@@ -222,7 +317,8 @@ class SeqFakeNet(nn.Module):
         fmap = u_enc.transpose(1, 2).reshape(b, d, h, w)
         logits_patch = self.head_patch(fmap).mean(dim=(2, 3))
         s = pairwise_similarity(u_enc)
-        return {
+        slot = {} if self.slot_head is None else self._slot_outputs(z)
+        return {**slot,
             "logits": 0.5 * (logits_patch + logits_cls),
             "logits_patch": logits_patch,
             "logits_cls": logits_cls,
@@ -232,6 +328,12 @@ class SeqFakeNet(nn.Module):
             # the penultimate features the domain check models (runtime/domain.py)
             "features": fmap_in.mean(dim=(2, 3)),
         }
+
+
+    def _slot_outputs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The slot head's ``slot_logits`` (B, S, L + 1) and ``sequence`` (B, S)."""
+        logits = self.slot_head(z)
+        return {"slot_logits": logits, "sequence": slot_sequence(logits)}
 
 
 OUTPUT_NAMES: tuple[str, ...] = ("logits", "logits_patch", "logits_cls", "u", "dissim", "features")
@@ -259,3 +361,10 @@ def seqfake_resnet34(**kwargs) -> SeqFakeNet:
 def seqfake_resnet50(**kwargs) -> SeqFakeNet:
     """SeqFakeNet on ResNet-50 (thesis Tables 5.1, 5.3)."""
     return _make("resnet50", **kwargs)
+
+
+@register_model
+def seqfake_mobilenetv2_100(**kwargs) -> SeqFakeNet:
+    """SeqFakeNet on MobileNetV2 (its ImageNet weights ship offline; the default for a
+    user's Seq-DeepFake folder)."""
+    return _make("mobilenetv2_100", **kwargs)

@@ -66,7 +66,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
     probs, temperature = calibration.apply(model.entry, out, "probs")
     probs = probs[0]
     labels = model.labels
-    if "sequence" in out:  # an autoregressive decoder (seqfakeformer): its own greedy order
+    if "sequence" in out:  # a decoder (seqfakeformer) or the slot order head: its own order
         tokens = [int(c) for c in out["sequence"][0]]
         # up to the first token that is not an edit ("no edit" 0, or a token past the
         # labels, which the authors' vocabulary has), as the evaluation reads it
@@ -90,11 +90,19 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
         if steps else "no manipulation found",
         "probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, probs)},
         "trained_on": extra.get("data", ""),
-        "decoder": "autoregressive" if "sequence" in out else "probability-ranked",
+        "decoder": decoder_kind(extra, "sequence" in out),
         "domain": dom[0] if dom else None,
         "temperature": temperature,
         "_dissim": out["dissim"][0] if "dissim" in out else None,
     }, "verdict", "this face", reliability.face_finding(verdict, round(fake_p, 4)))
+
+
+def decoder_kind(extra: dict[str, Any], has_sequence: bool) -> str:
+    """How a model reads the order: probability-ranked (the thesis), slots (the parallel
+    slot order head, one pass) or autoregressive (a step-by-step decoder)."""
+    if extra.get("order_head") == "slots":
+        return "slots"
+    return "autoregressive" if has_sequence else "probability-ranked"
 
 
 def model_card_line(engine: Engine, model_name: str) -> dict[str, Any]:
@@ -105,6 +113,8 @@ def model_card_line(engine: Engine, model_name: str) -> dict[str, Any]:
     extra = model.entry.get("extra", {})
     return {"model": model_name, "version": model.version, "sha256": model.entry.get("sha256"),
             "variant": model.entry.get("variant"), "task": extra.get("task", "components"),
+            "order_head": decoder_kind(extra, model.entry.get("variant") in (
+                "seqfakeformer", "published")),
             "fixed_acc": metrics.get("fixed_acc"), "adaptive_acc": metrics.get("adaptive_acc"),
             "n_eval": metrics.get("n_eval"), "trained_on": extra.get("data", "")}
 

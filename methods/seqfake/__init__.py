@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import EngineConfig, existing_path, probability, non_negative, positive
+from methods.schema import (BudgetConfig, EngineConfig, existing_path, probability,
+                            non_negative, positive)
 
 
 @dataclass
@@ -23,6 +24,12 @@ class GenerateConfig:
 
 
 @dataclass
+class DataUserDataConfig:
+    """Keys that replace those of ``data`` for a user's Seq-DeepFake folder."""
+    img_size: int = positive()
+
+
+@dataclass
 class DataConfig:
     root: str | None = existing_path()    # null: generated faces; or a Seq-DeepFake folder
     task: Literal["components", "attributes", "binary"]
@@ -31,12 +38,22 @@ class DataConfig:
     limit_train: int | None = positive()
     limit_eval: int | None = positive()
     generate: GenerateConfig
+    user_data: DataUserDataConfig
+
+
+Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenetv2_100"]
+
+
+@dataclass
+class ModelUserDataConfig:
+    """Keys that replace those of ``model`` for a user's Seq-DeepFake folder."""
+    backbone: Backbone
 
 
 @dataclass
 class ModelConfig:
     arch: Literal["seqfake", "seqfakeformer"]
-    backbone: Literal["resnet18", "resnet34", "resnet50"]
+    backbone: Backbone
     dim: int = positive()
     depth: int = positive()               # transformer encoder layers
     dec_depth: int = positive()           # seqfakeformer: decoder layers
@@ -44,7 +61,9 @@ class ModelConfig:
     out_indices: list[int]
     out_level: int = non_negative()
     pos_embed: bool
+    user_data: ModelUserDataConfig     # a user's Seq-DeepFake folder: replaces keys left at default
     dropout: float
+    order_head: Literal["rank", "slots"]  # seqfake: the thesis' ranking or the slot head
 
 
 @dataclass
@@ -53,6 +72,7 @@ class LossWeights:
     bce_patch: float
     bce_cls: float
     rank: float
+    slots: float = non_negative()         # the slot order head's per-slot CE
 
 
 @dataclass
@@ -108,6 +128,7 @@ class SeqFakeConfig(EngineConfig):
     loss: LossConfig
     aug: AugConfig
     eval: EvalConfig
+    budget: BudgetConfig
 
 
 _IMAGE_AXES = {"image": {0: "batch"}}
@@ -115,6 +136,12 @@ THESIS_IO = ExportIO(
     inputs=("image",), outputs=("probs", "logits", "u", "dissim", "features"),
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "logits": {0: "batch"},
                   "u": {0: "batch"}, "dissim": {0: "batch"}, "features": {0: "batch"}})
+# the thesis model with the parallel slot order head (model.order_head=slots)
+SLOTS_IO = ExportIO(
+    inputs=("image",), outputs=THESIS_IO.outputs + ("step_probs", "sequence"),
+    dynamic_axes={**THESIS_IO.dynamic_axes, "step_probs": {0: "batch"},
+                  "sequence": {0: "batch"}},
+    output_dtypes={"sequence": "int64"})
 DECODER_IO = ExportIO(
     inputs=("image",), outputs=("probs", "step_probs", "sequence", "features"),
     dynamic_axes={**_IMAGE_AXES, "probs": {0: "batch"}, "step_probs": {0: "batch"},
@@ -140,14 +167,16 @@ THESIS_DOMAIN = ("features",)
 
 
 def variant_of(extra: dict[str, Any]) -> str:
-    """thesis | attributes | binary | seqfakeformer | published | sbi, from the checkpoint's
-    extra state."""
+    """thesis | attributes | binary | slots | seqfakeformer | published | sbi, from the
+    checkpoint's extra state."""
     if extra.get("arch") == "published":
         return "published"
     if extra.get("arch") == "sbi":
         return "sbi"
     if extra.get("arch") == "seqfakeformer":
         return "seqfakeformer"
+    if extra.get("order_head") == "slots":
+        return "slots"
     return {"attributes": "attributes", "binary": "binary"}.get(extra.get("task"), "thesis")
 
 
@@ -172,6 +201,12 @@ DESCRIPTOR = MethodDescriptor(
                           "real / fake only (no sequence)",
                           domain=THESIS_DOMAIN, calibration="sigmoid", headline="auc",
                           evaluate="export.methods.seqfake.evaluation:binary_auc"),
+        "slots": Variant("slots", ("model.order_head=slots",), SLOTS_IO,
+                         "export.methods.seqfake.views:slots_view",
+                         "the thesis model with the parallel slot order head (not in the "
+                         "thesis): slot s names the edit of step s in one forward pass",
+                         domain=THESIS_DOMAIN, calibration="sigmoid", headline="fixed_acc",
+                         evaluate="export.methods.seqfake.evaluation:decoder_fixed_acc"),
         "seqfakeformer": Variant("seqfakeformer", ("model.arch=seqfakeformer",), DECODER_IO,
                                  "export.methods.seqfake.views:decoder_view",
                                  "SeqFakeFormer-style autoregressive decoder (baseline)",

@@ -229,6 +229,10 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         lines.append("- (Added when re-rendered:) in the notes above, \"seed spread\" is the "
                      "range (max - min) over seeds, the noise bar of the checks, not the ± "
                      "of the table.")
+    if "order_comparison" in report:  # written by training.experiments.seqfake_order
+        from training.experiments.seqfake_order import markdown_section
+
+        lines += ["", *markdown_section(report["order_comparison"])]
     lines += ["", "Per-run numbers: `reports/seqfake.json`."]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

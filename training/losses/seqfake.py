@@ -175,17 +175,34 @@ def rank_loss(logits: torch.Tensor, y: torch.Tensor, r: torch.Tensor, alpha: flo
 
 
 # ----------------------------------------------------------------------------------------
+# Parallel order head (not in the thesis; docs/seqfake.md, "Parallel order head")
+# ----------------------------------------------------------------------------------------
+def slot_loss(slot_logits: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+    """L_Slot per sample: the mean over the S slots of the cross-entropy of slot s against
+    the padded label ``seq[:, s]`` (0 = no edit / end, c = component c).
+
+    Shape: slot_logits (B, S, L + 1), seq (B, S) long -> (B,).
+    """
+    b, s, c = slot_logits.shape
+    ce = F.cross_entropy(slot_logits.reshape(b * s, c), seq.reshape(b * s), reduction="none")
+    return ce.reshape(b, s).mean(dim=1)
+
+
+# ----------------------------------------------------------------------------------------
 # Total (eq. 5.18)
 # ----------------------------------------------------------------------------------------
-DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "bce_patch": 1.0, "bce_cls": 1.0, "rank": 1.0}
-"""Loss weights: L_CLS, lambda_1 on each BCE stream, lambda_2 on L_Rank (thesis: all 1)."""
+DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "bce_patch": 1.0, "bce_cls": 1.0, "rank": 1.0,
+                                     "slots": 1.0}
+"""Loss weights: L_CLS, lambda_1 on each BCE stream, lambda_2 on L_Rank (thesis: all 1), and
+L_Slot of the parallel order head (used only when the model has one)."""
 
 
 def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor | None,
                weights: dict[str, float] | None = None, alpha: float = 1.0, a: float = 1.0,
                tau: float = 0.2, reg_reduction: str = "sum"
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_Total = L_CLS + lambda_1 (L_BCE^U + L_BCE^V) + lambda_2 L_Rank (eq. 5.18).
+    """L_Total = L_CLS + lambda_1 (L_BCE^U + L_BCE^V) + lambda_2 L_Rank (eq. 5.18), plus
+    lambda_S L_Slot when ``out`` has the slot head's ``slot_logits``.
 
     A weight of 0 switches a term off (the ablation); binary mode (L = 1) uses y = J(Y)
     and should set the rank weight to 0.
@@ -195,7 +212,7 @@ def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor
             ``logits_cls`` (B, L), ``u`` (B, n).
         seq: (B, S) label sequences (0 = padding).
         ks: (K,) sampled k for the MIL term (None if its weight is 0).
-        weights: keys cls, bce_patch, bce_cls, rank (defaults: DEFAULT_WEIGHTS).
+        weights: keys cls, bce_patch, bce_cls, rank, slots (defaults: DEFAULT_WEIGHTS).
         reg_reduction: "sum" (eq. 5.11) or "mean" over the n pairs.
 
     Returns:
@@ -219,6 +236,8 @@ def total_loss(out: dict[str, torch.Tensor], seq: torch.Tensor, ks: torch.Tensor
         terms["bce_cls"] = multilabel_bce(out["logits_cls"], y)
     if w["rank"]:
         terms["rank"] = rank_loss(out["logits"], y, r, alpha)
+    if w["slots"] and "slot_logits" in out:
+        terms["slots"] = slot_loss(out["slot_logits"], seq)
     if not terms:
         raise ValueError("all loss weights are 0")
     total = sum(w[k] * v.mean() for k, v in terms.items())

@@ -10,7 +10,8 @@ Checkpoint ``extra``: ``preprocess`` (PreprocessSpec dict), ``labels`` (class na
 order 1..L), ``task`` (components / attributes / binary), ``threshold`` (decoding
 threshold on the fused sigmoid), ``decode_from`` (which logits the metrics decoded:
 "fused" or "patch"), ``arch``, ``output_names`` (forward dict keys in order), ``data``
-(what it was trained on) and ``slots`` (5).
+(what it was trained on), ``order_head`` (rank, slots or autoregressive: how the model
+orders the edits) and ``slots`` (5).
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ class SeqFakeMethod(Method):
         self.num_classes = 1 if self.task == "binary" else 5
         self.threshold = self.eval_cfg["threshold"]
         self.decode_from = self.eval_cfg["decode_from"]
+        # the slot order head predicts sequences; binary mode has none to predict
+        self.order_head = (self.model_cfg["order_head"]
+                           if self.arch == "seqfake" and self.task != "binary" else "rank")
         self._eval_split: SeqDeepFakeSplit | None = None
 
     # --- data --------------------------------------------------------------------------
@@ -125,7 +129,8 @@ class SeqFakeMethod(Method):
                               "heads": m["heads"], "img_size": self.spec.size[0],
                               "out_level": m["out_level"], "out_indices": list(m["out_indices"])}
         if self.arch == "seqfake":
-            kw.update(depth=m["depth"], pos_embed=m["pos_embed"], dropout=m["dropout"])
+            kw.update(depth=m["depth"], pos_embed=m["pos_embed"], dropout=m["dropout"],
+                      order_head=self.order_head)
         else:
             kw.update(enc_depth=m["depth"], dec_depth=m["dec_depth"])
         return {"name": f"{self.arch}_{m['backbone']}", "kwargs": kw}
@@ -155,6 +160,8 @@ class SeqFakeMethod(Method):
         ds = SeqDeepFakeDataset(split, self.spec, None)
         loader = DataLoader(ds, batch_size=self.eval_cfg["batch_size"])
         keep = ("sequence",) if self.arch == "seqfakeformer" else ("logits", "logits_patch", "u")
+        if self.order_head == "slots":
+            keep = keep + ("sequence",)
         outs: dict[str, list[np.ndarray]] = {k: [] for k in keep}
         mil: list[np.ndarray] = []
         for x, _ in loader:
@@ -181,13 +188,7 @@ class SeqFakeMethod(Method):
         targets = [unpad(t) for t in split.labels.tolist()]
         fake = [int(len(t) > 0) for t in targets]
         if self.arch == "seqfakeformer":
-            preds = [unpad(s) for s in res["sequence"].astype(int).tolist()]
-            rf, ra = expected_random_order_accuracy(preds, targets)
-            return {"fixed_acc": fixed_accuracy(preds, targets),
-                    "adaptive_acc": adaptive_accuracy(preds, targets),
-                    "multilabel_acc": multilabel_accuracy(preds, targets, self.num_classes),
-                    "exact_set_acc": exact_set_accuracy(preds, targets),
-                    "random_order_fixed_acc": rf, "random_order_adaptive_acc": ra,
+            return {**self._sequence_scores(res["sequence"], targets),
                     "n_eval": float(len(targets))}
         mil_auc = roc_auc(res["mil_prob"], fake)
         if self.task == "binary":
@@ -200,7 +201,22 @@ class SeqFakeMethod(Method):
         probs = 1 / (1 + np.exp(-logits))
         metrics = sequence_metrics(probs, targets, self.threshold)
         metrics.update(mil_auc=mil_auc, n_eval=float(len(targets)))
+        if self.order_head == "slots":  # the slot head's sequences are the answer
+            rank = {f"rank_{k}": v for k, v in metrics.items() if k.endswith("_acc")}
+            metrics.update(self._sequence_scores(res["sequence"], targets), **rank)
         return metrics
+
+    def _sequence_scores(self, sequences: np.ndarray, targets: list[list[int]]
+                         ) -> dict[str, float]:
+        """Fixed-Acc, Adaptive-Acc, multi-label and exact-set accuracy and the random-order
+        control of predicted sequences (N, S) (0 = padding)."""
+        preds = [unpad(s) for s in sequences.astype(int).tolist()]
+        rf, ra = expected_random_order_accuracy(preds, targets)
+        return {"fixed_acc": fixed_accuracy(preds, targets),
+                "adaptive_acc": adaptive_accuracy(preds, targets),
+                "multilabel_acc": multilabel_accuracy(preds, targets, self.num_classes),
+                "exact_set_acc": exact_set_accuracy(preds, targets),
+                "random_order_fixed_acc": rf, "random_order_adaptive_acc": ra}
 
     def chance(self) -> Chance:
         """Sequence accuracy (fixed_acc; binary task: acc) against always answering the
@@ -228,6 +244,7 @@ class SeqFakeMethod(Method):
             "threshold": self.threshold,
             "decode_from": self.decode_from,
             "arch": self.arch,
+            "order_head": self.order_head if self.arch == "seqfake" else "autoregressive",
             "slots": 5,
             "data": (f"Seq-DeepFake folder {root}" if root else
                      "generated faces (training.data.faces_synth), not real deepfakes"),

@@ -3,6 +3,9 @@
 * thesis / attributes / binary: image (B, 3, S, S) -> probs (B, L) = sigmoid(logits),
   logits (B, L), u (B, n) token dissimilarities, dissim (B, h, w) where-map, features
   (B, d) pooled backbone features (the domain check's).
+* slots (the thesis model with the parallel order head, ``model.order_head=slots``): the
+  thesis outputs, then step_probs (B, S, L + 1) softmax per slot (0 = no edit / end) and
+  sequence (B, S) int64, the per-slot argmax cut at the first end (0 after it).
 * seqfakeformer: image -> probs (B, L) (per component, the largest probability the decoder
   gives it over the slots), step_probs (B, S, L + 1) softmax per slot (0 = no edit),
   sequence (B, S) int64 greedy tokens (0 = no edit), features (B, d) the mean encoder token.
@@ -31,6 +34,17 @@ class ThesisOnnx(nn.Module):
         out = self.model(image)
         return (torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"],
                 out["features"])
+
+
+class SlotsOnnx(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        return (torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"],
+                out["features"], torch.softmax(out["slot_logits"], dim=-1), out["sequence"])
 
 
 class DecoderOnnx(nn.Module):
@@ -77,6 +91,10 @@ class SbiOnnx(nn.Module):
 
 def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
     return image_view(ThesisOnnx(model.eval()), extra)
+
+
+def slots_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
+    return image_view(SlotsOnnx(model.eval()), extra)
 
 
 def decoder_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
