@@ -64,7 +64,7 @@ class SeqFakeFormerNet(nn.Module):
     """CNN + FPN + transformer encoder-decoder predicting the manipulation sequence.
 
     Args:
-        backbone: timm ResNet name.
+        backbone: timm ResNet name or ``mobilenetv2_100``.
         num_classes: L (vocabulary 0..L plus SOS).
         slots: sequence length S (5).
         dim, heads, enc_depth, dec_depth: transformer sizes.
@@ -150,4 +150,11 @@ def seqfakeformer_resnet34(**kwargs) -> SeqFakeFormerNet:
 @register_model
 def seqfakeformer_resnet50(**kwargs) -> SeqFakeFormerNet:
     kwargs["backbone"] = "resnet50"
+    return SeqFakeFormerNet(**kwargs)
+
+
+@register_model
+def seqfakeformer_mobilenetv2_100(**kwargs) -> SeqFakeFormerNet:
+    """SeqFakeFormer-style baseline on MobileNetV2 (ImageNet weights ship offline)."""
+    kwargs["backbone"] = "mobilenetv2_100"
     return SeqFakeFormerNet(**kwargs)

@@ -29,7 +29,7 @@ def test_trains_on_seqdeepfake_folder(fixture_root, tmp_path):
     assert rc == 0
     ck = _ckpt(tmp_path)
     assert ck["finished"] and ck["global_step"] == 2
-    assert ck["model_spec"]["name"] == "seqfake_resnet18"
+    assert ck["model_spec"]["name"] == "seqfake_mobilenetv2_100"  # a folder: ImageNet MobileNetV2
     extra = ck["extra"]
     assert extra["labels"] == ["nose", "eye", "eyebrow", "lip", "hair"]
     assert extra["task"] == "components" and extra["threshold"] == 0.5
@@ -45,7 +45,7 @@ def test_trains_on_seqdeepfake_folder(fixture_root, tmp_path):
 def test_baseline_and_binary_modes(fixture_root, tmp_path):
     assert main(["seqfake", "--data", str(fixture_root), "--artifacts", str(tmp_path),
                  "--set", "model.arch=seqfakeformer", "--set", "run.name=sff", *FAST]) == 0
-    assert _ckpt(tmp_path, "sff")["model_spec"]["name"] == "seqfakeformer_resnet18"
+    assert _ckpt(tmp_path, "sff")["model_spec"]["name"] == "seqfakeformer_mobilenetv2_100"
     assert main(["seqfake", "--data", str(fixture_root), "--artifacts", str(tmp_path),
                  "--set", "data.task=binary", "--set", "run.name=bin", *FAST]) == 0
     ck = _ckpt(tmp_path, "bin")

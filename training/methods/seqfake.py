@@ -2,7 +2,10 @@
 
 ``python -m training seqfake`` trains on generated faces (made under
 ``<artifacts>/data/seqfake/`` on first use, see :mod:`training.data.faces_synth`);
-``--data DIR`` trains on a Seq-DeepFake folder. ``model.arch`` picks the thesis model
+``--data DIR`` trains on a Seq-DeepFake folder: there, with ``model.backbone`` left at its
+default, ``model.user_data`` and ``data.user_data`` replace the keys left at their defaults
+(MobileNetV2 from the ImageNet weights that ship in a package, :mod:`training.imagenet`, at
+its own input size) and the budget of :mod:`training.budget` sizes the run. ``model.arch`` picks the thesis model
 (``seqfake``) or the SeqFakeFormer-style baseline (``seqfakeformer``). Loss weights in
 ``loss.weights`` switch the terms of eq. 5.18 on and off (the ablation).
 
@@ -26,8 +29,10 @@ from torch.utils.data import DataLoader
 from runtime.artifacts import artifacts_dir
 from runtime.preprocess import PreprocessSpec
 from training import distributed as dist_utils
+from training.config import default_config_path, load_config
 from training.data import faces_synth
 from training.data.face_aug import FaceAugment
+from training.data.sources import with_user_defaults
 from training.data.seqdeepfake import (SeqDeepFakeDataset, SeqDeepFakeSplit, load_split,
                                        names_for)
 from training.losses.seqfake import mil_probability, total_loss
@@ -35,6 +40,7 @@ from training.methods.base import Method
 from training.metrics.seqfake import (expected_random_order_accuracy, adaptive_accuracy,
                                       exact_set_accuracy, fixed_accuracy, multilabel_accuracy,
                                       roc_auc, sequence_metrics, unpad, video_auc)
+from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
 from models.seqfakeformer import teacher_forcing_loss
 
@@ -54,7 +60,7 @@ class SeqFakeMethod(Method):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.data_cfg, self.model_cfg = cfg["data"], cfg["model"]
+        self.data_cfg, self.model_cfg = self._sections(cfg["data"], cfg["model"])
         self.loss_cfg, self.eval_cfg = cfg["loss"], cfg["eval"]
         self.task = self.data_cfg["task"]     # the schema checks it is one of TASKS
         self.arch = self.model_cfg["arch"]
@@ -70,6 +76,19 @@ class SeqFakeMethod(Method):
         self.order_head = (self.model_cfg["order_head"]
                            if self.arch == "seqfake" and self.task != "binary" else "rank")
         self._eval_split: SeqDeepFakeSplit | None = None
+
+    @staticmethod
+    def _sections(data: dict[str, Any], model: dict[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``data`` and ``model`` sections the run uses: for a user's Seq-DeepFake folder
+        (``data.root``) whose ``model.backbone`` is left at its default, with their
+        ``user_data`` keys (:func:`~training.data.sources.with_user_defaults`); the input
+        size goes with the backbone, so a config naming its own backbone keeps its own."""
+        default = load_config(default_config_path("seqfake"))["model"]["backbone"]
+        if not data["root"] or model["backbone"] != default:
+            return data, {k: v for k, v in model.items() if k != "user_data"}
+        return (with_user_defaults("seqfake", data),
+                with_user_defaults("seqfake", model, section="model"))
 
     # --- data --------------------------------------------------------------------------
     def data_root(self) -> Path:
@@ -217,6 +236,16 @@ class SeqFakeMethod(Method):
                 "multilabel_acc": multilabel_accuracy(preds, targets, self.num_classes),
                 "exact_set_acc": exact_set_accuracy(preds, targets),
                 "random_order_fixed_acc": rf, "random_order_adaptive_acc": ra}
+
+    def user_folder(self) -> bool:
+        """A user's Seq-DeepFake folder (``data.root``): the budget sizes the run."""
+        return bool(self.data_cfg["root"])
+
+    def default_pretrained(self) -> str | None:
+        """A user's Seq-DeepFake folder with a backbone whose ImageNet weights ship
+        (:mod:`training.imagenet`): "imagenet"; else random init."""
+        return "imagenet" if self.user_folder() and self.model_cfg["backbone"] in BUNDLED \
+            else None
 
     def chance(self) -> Chance:
         """Sequence accuracy (fixed_acc; binary task: acc) against always answering the
