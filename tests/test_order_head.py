@@ -125,3 +125,19 @@ def test_onnx_export_agrees_with_torch(tmp_path):
         np.testing.assert_array_equal(got["sequence"], ref["sequence"].numpy())
         np.testing.assert_allclose(got["step_probs"], ref["step_probs"].numpy(), atol=1e-5)
         np.testing.assert_allclose(got["probs"], ref["probs"].numpy(), atol=1e-5)
+
+
+def test_trains_and_records_the_order_head(tmp_path):
+    """A slots run on a tiny Seq-DeepFake fixture: its checkpoint says which order head it
+    has, and its metrics are the slot sequences' (the ranking's beside them)."""
+    from tests.test_seqfake_data import write_fixture
+    from tests.test_seqfake_method import FAST
+    from training.__main__ import main
+
+    root = write_fixture(tmp_path / "seqdf")
+    assert main(["seqfake", "--data", str(root), "--artifacts", str(tmp_path),
+                 "--set", "model.order_head=slots", *FAST]) == 0
+    ck = torch.load(tmp_path / "runs" / "seqfake" / "checkpoint.pt", weights_only=True)
+    assert ck["extra"]["order_head"] == "slots" and variant_of(ck["extra"]) == "slots"
+    assert ck["model_spec"]["kwargs"]["order_head"] == "slots"
+    assert {"fixed_acc", "adaptive_acc", "rank_fixed_acc", "rank_adaptive_acc"} <= set(ck["metrics"])
