@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from export.model_cards import card as model_card
+from methods import get_method
 from models.registry import create_model
 from models.seqfake import OUTPUT_NAMES, backbone_and_fpn
 from training.__main__ import main
@@ -122,6 +124,8 @@ def test_the_folder_run_prints_its_plan_and_records_the_imagenet_start(tmp_path,
     plan = next(ln for ln in out.splitlines() if ln.startswith("[plan]"))
     assert "seqfake_mobilenetv2_100, ImageNet weights" in plan and "input (64, 64)" in plan
     assert summary["pretrained"].startswith("backbone <- ImageNet: torchvision MobileNetV2")
+    card = "\n".join(model_card("mine", get_method("seqfake"), summary, {}, None))
+    assert "**Starting weights**: backbone <- ImageNet: torchvision MobileNetV2" in card
     imagenet = torch.load(bundled_path("mobilenetv2_100"), weights_only=True)["features.0.0.weight"]
     assert torch.allclose(summary["stem"], imagenet, atol=1e-3)  # one small step away
     summary = _train(tmp_path, root, "scratch", "pretrained.weights=none")
