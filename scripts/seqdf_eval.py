@@ -56,7 +56,7 @@ def run(root: Path, out: Path, recipe: str, seed: int, artifacts: Path) -> dict:
            f"run.seed={seed}", "--set", "train.threads=1"]
     for s in RECIPES[recipe]:
         cmd += ["--set", s]
-    record: dict = {"recipe": recipe, "seed": seed, "data": str(root),
+    record: dict = {"recipe": recipe, "seed": seed, "data": "OUT (scripts/seqdf_eval.py make)",
                     "command": " ".join(["python"] + cmd[1:]).replace(str(root), "OUT"),
                     "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "load_before": list(os.getloadavg())}
