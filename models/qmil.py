@@ -232,6 +232,10 @@ class QueryMIL(nn.Module):
         feat, stats = self.encoder.forward_with_stats(images.flatten(0, 1))
         return feat.unflatten(0, (b, k)), stats.unflatten(0, (b, k))
 
+    def query_embedding(self, query: torch.Tensor) -> torch.Tensor:
+        """(N, D) word vectors -> phi(q) (N, d), as the attention and the classifier read it."""
+        return self.norm_phi(self.phi(query))
+
     def head(self, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor
              ) -> dict[str, torch.Tensor]:
         """Attention pooling and classification on instance features.
@@ -245,7 +249,7 @@ class QueryMIL(nn.Module):
             logit (B,), prob (B,), alpha (B, K) (0 on padding), beta (B, K) (0 on padding).
         """
         mask = mask != 0
-        phi = self.norm_phi(self.phi(query))                                 # (B, d)
+        phi = self.query_embedding(query)                                    # (B, d)
         psi = self.norm_psi(self.psi(x))                                     # (B, K, d)
         h = torch.tanh(self.V(psi * phi.unsqueeze(1)))                       # (B, K, L)
         alpha = self.w(h).squeeze(-1)                                        # (B, K)

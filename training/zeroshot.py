@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from runtime.preprocess import FASHION_MNIST, PreprocessSpec
+from runtime.words import get_word_vectors, split_words
 from training.data.bags import BagSet, iter_bag_batches
 
 
@@ -28,6 +29,28 @@ def _feature_head(model: nn.Module, images: torch.Tensor, mask: torch.Tensor):
         x = model.encode(images, mask)
         return lambda m, q: model.head(x, m, q)
     return lambda m, q: model(images, m, q)
+
+
+# the anchor words of the semantic-consistency term start after GloVe's most frequent words
+# (mostly function words such as "the", "of")
+ANCHOR_SKIP = 100
+
+
+def anchor_words(n: int, classes: Sequence[str]) -> list[str]:
+    """``n`` frequent plain words (GloVe's frequency order after the first ``ANCHOR_SKIP``,
+    alphabetic, at least 3 letters) for the semantic-consistency term. A word that equals or
+    contains a word of ``classes`` (the seen and unseen class names) is left out, so an
+    unseen class name never enters training through the anchors ("shirts", "sweatshirt"
+    are left out for "shirt")."""
+    vocab = get_word_vectors().vocabulary()
+    parts = {p for c in classes for p in split_words(c) if len(p) >= 3}
+    out: list[str] = []
+    for w in vocab[ANCHOR_SKIP:]:
+        if len(out) >= n:
+            break
+        if len(w) >= 3 and w.isalpha() and w.isascii() and not any(p in w for p in parts):
+            out.append(w)
+    return out
 
 
 @torch.no_grad()

@@ -6,6 +6,15 @@ with alpha the unnormalised attention of the real (unpadded) instances only. ``s
 population standard deviation sqrt(mean_k (alpha_k - mean(alpha))^2) over the bag's real
 instances (the thesis writes {Var(alpha)}^(1/2)); a tiny eps inside the square root keeps the
 gradient finite for one-instance bags. Both terms are averaged over the batch.
+
+Not in the thesis: an optional semantic-consistency term on the query projection (weight
+``loss.sc_weight``; 0, the thesis-literal form, leaves it out; docs/qmil.md):
+
+L_sc = mean_{i<j} (cos(phi(q_i), phi(q_j)) - cos(q_i, q_j))^2
+
+over the training queries and a sample of other words (anchors), with q the word vectors and
+phi(q) the query's co-embedding. It keeps the projection's similarity structure that of the
+word vectors, so an unseen word lands near the related seen ones.
 """
 from __future__ import annotations
 
@@ -35,6 +44,30 @@ def attention_regulariser(alpha: torch.Tensor, mask: torch.Tensor, target: torch
     """L2 of eq. 2.6 per bag: Y * ||alpha||_1 + (1 - Y) * std(alpha). Returns (B,)."""
     y = target.to(alpha.dtype)
     return y * masked_l1(alpha, mask) + (1 - y) * masked_std(alpha, mask)
+
+
+def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> (N, N) cosine similarities of the rows (a zero row: cosine 0)."""
+    u = F.normalize(x, dim=-1, eps=1e-8)
+    return u @ u.T
+
+
+def semantic_consistency(embedded: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """L_sc: the mean over the pairs i < j of (cos(e_i, e_j) - cos(w_i, w_j))^2.
+
+    Args:
+        embedded: (N, d) the projected query embeddings phi(q_i).
+        words: (N, D) the word vectors q_i (their cosines are the targets, no gradient).
+
+    Returns:
+        A scalar (0 for N < 2).
+    """
+    n = embedded.shape[0]
+    if n < 2:
+        return embedded.sum() * 0.0
+    i, j = torch.triu_indices(n, n, offset=1, device=embedded.device)
+    target = pairwise_cosine(words.detach().to(embedded.dtype))[i, j]
+    return ((pairwise_cosine(embedded)[i, j] - target) ** 2).mean()
 
 
 def qmil_loss(logit: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor,
