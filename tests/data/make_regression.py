@@ -123,6 +123,12 @@ CASES: list[dict[str, Any]] = [
     {"case": "seqfakeformer_resnet50", "model": "seqfakeformer_resnet50",
      "kwargs": {**_FORMER, "dim": 64}, "inputs": images(2, 3, 64, 64),
      "argmax": {"sequence": "logits"}},
+    # a user's Seq-DeepFake folder: MobileNetV2 (ImageNet start; seeded init here)
+    {"case": "seqfake_mobilenetv2_100", "model": "seqfake_mobilenetv2_100",
+     "kwargs": {**_SEQFAKE, "dim": 64}, "inputs": images(2, 3, 64, 64)},
+    {"case": "seqfakeformer_mobilenetv2_100", "model": "seqfakeformer_mobilenetv2_100",
+     "kwargs": {**_FORMER, "dim": 64}, "inputs": images(2, 3, 64, 64),
+     "argmax": {"sequence": "logits"}},
     # query-based MIL (thesis ch. 2): Fashion-MNIST bags of 4, one padded slot
     {"case": "qmil_lenet", "model": "qmil_lenet", "kwargs": _QMIL,
      "inputs": bags(2, 4, 50)},
