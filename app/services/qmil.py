@@ -17,20 +17,22 @@ from app.viz import attention_tile
 METHOD = "qmil"  # the method whose models this service runs
 
 
-@functools.lru_cache(maxsize=1)
-def word_vectors():
-    """The shipped word vectors (loaded once)."""
-    from runtime.words import WordVectors
+@functools.lru_cache(maxsize=2)
+def word_vectors(package: str | None = None):
+    """The word vectors a model was trained with (its manifest's ``extra.word_vectors``, the
+    package name; None: GloVe), loaded once."""
+    from runtime.words import vectors
 
-    return WordVectors()
+    return vectors(package)
 
 
-def query_vector(word: str) -> np.ndarray:
-    """The query's word vector (D,); unknown words raise InputError with suggestions."""
+def query_vector(word: str, package: str | None = None) -> np.ndarray:
+    """The query's word vector (D,) from ``package``'s vectors (None: GloVe); unknown words
+    raise InputError with suggestions."""
     from runtime.words import EmptyQueryError, UnknownWordError
 
     try:
-        return np.asarray(word_vectors().lookup(word), dtype=np.float32)
+        return np.asarray(word_vectors(package).lookup(word), dtype=np.float32)
     except (UnknownWordError, EmptyQueryError) as exc:
         raise InputError(str(exc)) from exc
 
@@ -79,7 +81,7 @@ def query_bag(engine: Engine, sources: list[Any] | None, word: Any,
     max_bag = int(extra.get("max_bag_serving", 64))
     if len(images) > max_bag:
         raise InputError(f"The bag has {len(images)} images; the limit is {max_bag}.")
-    q = query_vector(word)
+    q = query_vector(word, extra.get("word_vectors"))
     x = model.prepare(images)[None]                       # (1, K, C, H, W)
     mask = np.ones((1, len(images)), dtype=np.float32)
     out = model.run({"images": x, "mask": mask, "query": q[None]})

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from methods.base import BuildRun, ExportIO, MethodDescriptor, Variant
-from methods.schema import BudgetConfig, EngineConfig, existing_path, probability, positive
+from methods.schema import (BudgetConfig, EngineConfig, existing_path, non_negative,
+                            positive, probability)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ModelUserDataConfig:
 @dataclass
 class ModelConfig:
     name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
+    word_vectors: Literal["glove", "minilm"]  # the query vectors (runtime/words.py KINDS)
     encoder: str
     feat_dim: int = positive()
     embed_dim: int = positive()
@@ -74,6 +76,9 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     lam: float
+    sc_weight: float = non_negative()         # semantic-consistency term (0: thesis-literal)
+    sc_anchors: int = positive()              # anchor words per step
+    sc_vocab: int = positive()                # anchor vocabulary (frequent words)
 
 
 @dataclass

@@ -46,8 +46,9 @@ import torch
 import torch.nn as nn
 
 from runtime.preprocess import FASHION_MNIST, PreprocessSpec, to_uint8
-from runtime.words import PACKAGE as WORD_PACKAGE
-from runtime.words import EmptyQueryError, UnknownWordError, get_word_vectors
+from runtime.words import KINDS as WORD_PACKAGES
+from runtime.words import EmptyQueryError, UnknownWordError, kind_of
+from runtime.words import vectors as word_vectors
 from training.data.bag_manifest import BagManifest, label_word, read_bag_manifest, split_bags
 from training.data.bags import (PAD, BagDataset, BagSet, bag_images, sample_bags,
                                  trim_collate)
@@ -55,13 +56,13 @@ from training.data.fashion_mnist import ArrayDataset, load_fashion_mnist
 from training.data.folders import ImageFolderSplits, load_image_folder
 from training.data.images import data_channels, decode_files, user_spec
 from training.data.sources import detect_format, with_user_defaults
-from training.losses.qmil import qmil_loss
+from training.losses.qmil import qmil_loss, semantic_consistency
 from training.methods.base import Method
 from training.metrics.qmil import (attention_accuracy, attention_chance, bag_accuracy,
                                    per_query)
 from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
-from training.zeroshot import predict_bags
+from training.zeroshot import anchor_words, predict_bags
 
 
 def _key(name: str) -> str:
@@ -104,9 +105,12 @@ class QMILMethod(Method):
         if self.gated and len(self.train_queries) != 1:
             raise ValueError("the gated-attention baseline is one binary model per class: set "
                              "data.train_queries to one class name")
-        wv = get_word_vectors()
-        self.word_dim = wv.dim
-        self.query_vectors = torch.from_numpy(query_vectors(self.class_names, self.format))
+        # model.word_vectors: glove | minilm (a run stored without the key used GloVe)
+        self.word_kind = kind_of(self.model_cfg.pop("word_vectors", None))
+        self.word_dim = word_vectors(self.word_kind).dim
+        self.query_vectors = torch.from_numpy(query_vectors(self.class_names, self.format,
+                                                            self.word_kind))
+        self._anchors: torch.Tensor | None = None
         self._eval_bags: dict[str, BagSet] = {}
 
     # --- data source -------------------------------------------------------------------
@@ -549,8 +553,31 @@ class QMILMethod(Method):
                                batch["query"].to(device), device)
         lam = 0.0 if self.gated else float(self.loss_cfg["lam"])
         loss, logs = qmil_loss(out["logit"], out["alpha"], mask, label, lam)
+        sc_weight = 0.0 if self.gated else float(self.loss_cfg.get("sc_weight", 0.0))
+        if sc_weight > 0:
+            sc = self.consistency(model, device)
+            loss = loss + sc_weight * sc
+            logs["sc"] = float(sc.detach())
         logs["acc"] = float(((out["logit"].detach() > 0).float() == label).float().mean())
         return loss, logs
+
+    def anchors(self) -> torch.Tensor:
+        """Word vectors of the semantic-consistency term's anchor words (``loss.sc_vocab``
+        frequent words, none naming or containing an unseen class), computed once."""
+        if self._anchors is None:
+            words = anchor_words(int(self.loss_cfg.get("sc_vocab", 1000)),
+                                 [self.class_names[i] for i in self.unseen + self.seen])
+            self._anchors = torch.from_numpy(word_vectors(self.word_kind).lookup_many(words))
+        return self._anchors
+
+    def consistency(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+        """L_sc (training/losses/qmil.py) over the training queries and ``loss.sc_anchors``
+        anchor words drawn afresh each step."""
+        pool = self.anchors()
+        n = min(int(self.loss_cfg.get("sc_anchors", 128)), len(pool))
+        pick = torch.randperm(len(pool))[:n]
+        words = torch.cat([self.query_vectors[self.train_queries], pool[pick]]).to(device)
+        return semantic_consistency(model.query_embedding(words), words)
 
     # --- evaluation ------------------------------------------------------------------
     def predict(self, model: nn.Module, bags: BagSet, device: torch.device,
@@ -635,7 +662,7 @@ class QMILMethod(Method):
             "seen_classes": [self.class_names[i] for i in self.seen],
             "unseen_classes": [self.class_names[i] for i in self.unseen],
             "train_queries": [self.class_names[i] for i in self.train_queries],
-            "word_vectors": WORD_PACKAGE,
+            "word_vectors": WORD_PACKAGES[self.word_kind],
             "word_dim": int(self.word_dim),
             "max_bag": int(self.data_cfg["max_size"]),
             "temperature": 1.0 if self.gated else float(self.model_cfg["temperature"]),
@@ -703,13 +730,16 @@ DATASETS = ("fashion_mnist", "digits")
 FORMATS = ("idx", "image_folder", "bag_csv")
 
 
-def query_vectors(names: list[str], fmt: str = "builtin") -> np.ndarray:
+def query_vectors(names: list[str], fmt: str = "builtin", kind: str = "glove") -> np.ndarray:
     """Unit word vectors of the class names (the query words): float32 (C, D).
+
+    Args:
+        kind: model.word_vectors, "glove" or "minilm" (:data:`runtime.words.KINDS`).
 
     Raises:
         ValueError: names without a word vector, every one listed with close known words.
     """
-    wv = get_word_vectors()
+    wv = word_vectors(kind)
     missing: list[str] = []
     for n in names:
         try:
@@ -722,7 +752,7 @@ def query_vectors(names: list[str], fmt: str = "builtin") -> np.ndarray:
             missing.append(f"{n!r} (no word in it)")
     if missing:
         what = {"image_folder": "folder names", "bag_csv": "manifest labels"}.get(fmt, "class names")
-        raise ValueError(f"{len(missing)} {what} have no word vector ({WORD_PACKAGE}), so "
+        raise ValueError(f"{len(missing)} {what} have no word vector ({wv.name}), so "
                          f"they cannot be query words: {'; '.join(missing)}. Rename them to "
                          f"known words (underscores and hyphens read as spaces)")
     return wv.lookup_many(names)
