@@ -164,6 +164,8 @@ def slot_sequence(slot_logits: torch.Tensor) -> torch.Tensor:
     return tok.masked_fill(ended, 0)
 
 
+SLOT_MEMORIES = ("encoded", "encoded_raw")
+"""``model.slot_memory``: the tokens the slot head attends to (see :class:`SeqFakeNet`)."""
 ORDER_HEADS = ("rank", "slots")
 """``model.order_head``: rank = the thesis' probability ranking; slots = :class:`SlotOrderHead`."""
 
@@ -259,6 +261,8 @@ class SeqFakeNet(nn.Module):
         order_head: "rank" (the thesis: order = decreasing fused probability) or "slots"
             (adds :class:`SlotOrderHead` on the encoded tokens).
         slots: S, the slots of the slot head (the label sequence length).
+        slot_memory: what the slot head attends to: "encoded" (the encoded tokens) or
+            "encoded_raw" (also the FPN tokens before their l2 normalisation).
 
     Forward: x (B, 3, H, W) -> dict with
         ``logits`` (B, L) fused, ``logits_patch`` (B, L) f^U, ``logits_cls`` (B, L) f^V,
@@ -270,7 +274,7 @@ class SeqFakeNet(nn.Module):
                  depth: int = 1, heads: int = 4, img_size: int = 64, out_level: int = 0,
                  pos_embed: bool = True, dropout: float = 0.0,
                  out_indices: Sequence[int] = (2, 3, 4), order_head: str = "rank",
-                 slots: int = 5) -> None:
+                 slots: int = 5, slot_memory: str = "encoded") -> None:
         super().__init__()
         if order_head not in ORDER_HEADS:
             raise ValueError(f"order_head must be one of {ORDER_HEADS}, got {order_head!r}")
@@ -294,6 +298,10 @@ class SeqFakeNet(nn.Module):
         self.head_cls_b = nn.Parameter(torch.zeros(num_classes))
         self.slot_head = (SlotOrderHead(dim, heads, num_classes, slots)
                           if order_head == "slots" else None)
+        if slot_memory not in SLOT_MEMORIES:
+            raise ValueError(f"slot_memory must be one of {SLOT_MEMORIES}, got {slot_memory!r}")
+        self.slot_raw = (nn.Linear(dim, dim) if order_head == "slots"
+                         and slot_memory == "encoded_raw" else None)
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Patch tokens U (B, N, d), each l2-normalised, and the grid (h, w)."""
@@ -317,8 +325,9 @@ class SeqFakeNet(nn.Module):
         fmap = u_enc.transpose(1, 2).reshape(b, d, h, w)
         logits_patch = self.head_patch(fmap).mean(dim=(2, 3))
         s = pairwise_similarity(u_enc)
-        slot = {} if self.slot_head is None else self._slot_outputs(z)
-        return {**slot,
+        slot = {} if self.slot_head is None else self._slot_outputs(z, fmap_in)
+        return {
+            **slot,
             "logits": 0.5 * (logits_patch + logits_cls),
             "logits_patch": logits_patch,
             "logits_cls": logits_cls,
@@ -329,10 +338,15 @@ class SeqFakeNet(nn.Module):
             "features": fmap_in.mean(dim=(2, 3)),
         }
 
-
-    def _slot_outputs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The slot head's ``slot_logits`` (B, S, L + 1) and ``sequence`` (B, S)."""
-        logits = self.slot_head(z)
+    def _slot_outputs(self, z: torch.Tensor, fmap_in: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The slot head's ``slot_logits`` (B, S, L + 1) and ``sequence`` (B, S), attending
+        to the encoded tokens z and, with ``slot_memory="encoded_raw"``, to the FPN tokens
+        before their l2 normalisation (projected, plus the positional embedding)."""
+        mem = z
+        if self.slot_raw is not None:
+            raw = self.slot_raw(fmap_in.flatten(2).transpose(1, 2))
+            mem = torch.cat([z, raw if self.pos is None else raw + self.pos], dim=1)
+        logits = self.slot_head(mem)
         return {"slot_logits": logits, "sequence": slot_sequence(logits)}
 
 

@@ -64,6 +64,7 @@ class ModelConfig:
     user_data: ModelUserDataConfig     # a user's Seq-DeepFake folder: replaces keys left at default
     dropout: float
     order_head: Literal["rank", "slots"]  # seqfake: the thesis' ranking or the slot head
+    slot_memory: Literal["encoded", "encoded_raw"]  # what the slot head attends to
 
 
 @dataclass

@@ -41,10 +41,12 @@ MODULE = "training.experiments.seqfake_order"
 MODELS: dict[str, list[str]] = {
     "thesis": ["model.order_head=rank"],
     "slots": ["model.order_head=slots"],
+    "slots_raw": ["model.order_head=slots", "model.slot_memory=encoded_raw"],
     "seqfakeformer": ["model.arch=seqfakeformer"],
 }
 LABELS = {"thesis": "thesis (d'), probability ranking",
           "slots": "thesis (d') + parallel slot head (not in the thesis)",
+          "slots_raw": "thesis (d') + parallel slot head on encoded and raw tokens",
           "seqfakeformer": "SeqFakeFormer-style step-by-step decoder",
           "published": "authors' SeqFakeFormer (published size, random weights, not trained)"}
 METRICS = ("fixed_acc", "adaptive_acc", "random_order_fixed_acc", "random_order_adaptive_acc",
@@ -117,11 +119,11 @@ def onnx_throughput(module: torch.nn.Module, io: Any, img_size: int, workdir: Pa
 def measure_trained(rec: dict[str, Any], workdir: Path, img_size: int) -> dict[str, Any]:
     """ONNX throughput of a trained run, exported through its method's export view."""
     from export.pipeline import view_of
+    from models.registry import create_model
     from training.checkpoint import load_checkpoint
-    from training.methods import build_method
 
     ckpt = load_checkpoint(Path(rec["checkpoint"]))
-    model = build_method("seqfake", ckpt["config"]).build_model()
+    model = create_model(ckpt["model_spec"]["name"], **ckpt["model_spec"]["kwargs"])
     model.load_state_dict(ckpt["model"])
     variant, view = view_of(model.eval(), ckpt)
     return {"variant": variant.name, **onnx_throughput(view.module, variant.io, img_size,
@@ -160,22 +162,28 @@ def summarise(runs: list[dict[str, Any]], speed: dict[str, Any]) -> list[dict[st
     return rows
 
 
+SLOT_MODELS = ("slots", "slots_raw")
+
+
 def verdict(rows: list[dict[str, Any]], speed: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per budget: is the slot head's Adaptive-Acc at or above the decoder's within the seed
-    range (mean difference >= -max range), and is its ONNX batch-1 throughput >= 2x?"""
+    """Per slot model and budget: is its Adaptive-Acc at or above the decoder's within the
+    seed range (mean difference >= -max range), is its ONNX batch-1 throughput >= 2x the
+    decoder's, and how far is it above the thesis ranking?"""
     out = []
     for epochs in sorted({r["epochs"] for r in rows}):
         by = {r["model"]: r for r in rows if r["epochs"] == epochs}
-        if "slots" not in by or "seqfakeformer" not in by:
-            continue
-        a, b = by["slots"]["adaptive_acc"], by["seqfakeformer"]["adaptive_acc"]
-        diff, rng = a["mean"] - b["mean"], max(a["range"], b["range"])
-        s1 = (speed.get("slots") or {}).get("images_per_s_batch1")
-        d1 = (speed.get("seqfakeformer") or {}).get("images_per_s_batch1")
-        ratio = s1 / d1 if s1 and d1 else None
-        out.append({"epochs": epochs, "adaptive_diff": diff, "max_seed_range": rng,
-                    "accuracy_holds": bool(diff >= -rng), "speed_ratio_batch1": ratio,
-                    "speed_holds": bool(ratio is not None and ratio >= 2.0)})
+        for name in [m for m in SLOT_MODELS if m in by and "seqfakeformer" in by]:
+            a, b = by[name]["adaptive_acc"], by["seqfakeformer"]["adaptive_acc"]
+            diff, rng = a["mean"] - b["mean"], max(a["range"], b["range"])
+            s1 = (speed.get(name) or {}).get("images_per_s_batch1")
+            d1 = (speed.get("seqfakeformer") or {}).get("images_per_s_batch1")
+            ratio = s1 / d1 if s1 and d1 else None
+            rank = by.get("thesis", {}).get("adaptive_acc")
+            out.append({"model": name, "epochs": epochs, "adaptive_diff": diff,
+                        "max_seed_range": rng, "accuracy_holds": bool(diff >= -rng),
+                        "speed_ratio_batch1": ratio,
+                        "speed_holds": bool(ratio is not None and ratio >= 2.0),
+                        "adaptive_vs_rank": None if rank is None else a["mean"] - rank["mean"]})
     return out
 
 
@@ -215,12 +223,16 @@ def markdown_section(comp: dict[str, Any]) -> list[str]:
               "the seed range, and at least 2x its ONNX images/s at batch 1):", ""]
     for v in comp["verdict"]:
         ratio = v["speed_ratio_batch1"]
+        vs_rank = v.get("adaptive_vs_rank")
         lines.append(
-            f"- {v['epochs']} epochs: Adaptive-Acc slots - decoder {100 * v['adaptive_diff']:+.1f} "
-            f"points (largest range over seeds {100 * v['max_seed_range']:.1f}) -> "
+            f"- {LABELS[v.get('model', 'slots')]}, {v['epochs']} epochs: Adaptive-Acc minus the "
+            f"decoder's {100 * v['adaptive_diff']:+.1f} points (largest range over seeds "
+            f"{100 * v['max_seed_range']:.1f}) -> "
             f"**{'holds' if v['accuracy_holds'] else 'does NOT hold'}**; batch-1 speed "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'} -> "
-            f"**{'holds' if v['speed_holds'] else 'does NOT hold'}**.")
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} the decoder's -> "
+            f"**{'holds' if v['speed_holds'] else 'does NOT hold'}**"
+            + ("." if vs_rank is None else
+               f"; Adaptive-Acc minus the thesis ranking's {100 * vs_rank:+.1f} points."))
     lines += ["", *[f"- {n}" for n in comp.get("notes", [])]]
     return lines
 
@@ -246,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", default=None)
     p.add_argument("--out", default="reports")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are cached")
+    p.add_argument("--add", action="store_true",
+                   help="keep the runs of the other models in the report's comparison (same "
+                        "seeds and budgets) and add these; every throughput is measured again")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     load = [round(x, 2) for x in os.getloadavg()]
@@ -266,9 +281,17 @@ def main(argv: list[str] | None = None) -> int:
             runs = list(pool.map(run_one, *zip(*tasks)))
     else:
         runs = [run_one(*t) for t in tasks]
+    out = Path(a.out)
+    path = out / "seqfake.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    earlier = report.get("order_comparison") if a.add else None
+    if earlier:
+        runs = [r for r in earlier["runs"] if r["model"] not in a.models] + runs
+        prov["command"] = f"{earlier['command']} ; then {prov['command']}"
+        load = earlier["load_average_at_start"] + load
     speed: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for model in a.models:
+        for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
             rec = next(r for r in runs if r["model"] == model)
             speed[model] = measure_trained(rec, Path(tmp), a.img_size)
         if a.published:
@@ -281,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                       "training/configs/seqfake.yaml",
             "total_wall_seconds": round(time.time() - t0, 1), "runs": runs, "speed": speed,
             "rows": rows, "verdict": verdict(rows, speed), "notes": NOTES}
-    out = Path(a.out)
-    path = out / "seqfake.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
+    if earlier:
+        comp["total_wall_seconds"] += earlier["total_wall_seconds"]
     report["order_comparison"] = comp
     write_json_atomic(path, report)
     if "summary" in report:

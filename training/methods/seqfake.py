@@ -149,7 +149,7 @@ class SeqFakeMethod(Method):
                               "out_level": m["out_level"], "out_indices": list(m["out_indices"])}
         if self.arch == "seqfake":
             kw.update(depth=m["depth"], pos_embed=m["pos_embed"], dropout=m["dropout"],
-                      order_head=self.order_head)
+                      order_head=self.order_head, slot_memory=m["slot_memory"])
         else:
             kw.update(enc_depth=m["depth"], dec_depth=m["dec_depth"])
         return {"name": f"{self.arch}_{m['backbone']}", "kwargs": kw}
