@@ -78,22 +78,26 @@ def test_slot_sequence_hand_worked(tokens, expected):
     assert slot_sequence(logits).tolist() == [expected]
 
 
-def _tiny(order_head: str = "slots") -> SeqFakeNet:
+def _tiny(order_head: str = "slots", slot_memory: str = "encoded") -> SeqFakeNet:
     torch.manual_seed(0)
     return SeqFakeNet("resnet18", num_classes=5, dim=16, heads=2, img_size=32,
-                      out_indices=(2, 3), order_head=order_head).eval()
+                      out_indices=(2, 3), order_head=order_head,
+                      slot_memory=slot_memory).eval()
 
 
-def test_model_outputs_and_rank_default():
+@pytest.mark.parametrize("memory", ["encoded", "encoded_raw"])
+def test_model_outputs_and_rank_default(memory):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        out = _tiny()(x)
-        plain = _tiny("rank")(x)
+        out = _tiny(slot_memory=memory)(x)
+        plain = _tiny("rank", memory)(x)
     assert out["slot_logits"].shape == (2, 5, 6) and out["sequence"].dtype == torch.long
     assert torch.equal(out["sequence"], slot_sequence(out["slot_logits"]))
     assert "slot_logits" not in plain and "sequence" not in plain
     with pytest.raises(ValueError, match="order_head"):
         SeqFakeNet("resnet18", order_head="ranked")
+    with pytest.raises(ValueError, match="slot_memory"):
+        SeqFakeNet("resnet18", order_head="slots", slot_memory="raw")
 
 
 def test_variant_and_decoder_name():
