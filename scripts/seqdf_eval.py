@@ -71,8 +71,8 @@ def run(root: Path, out: Path, recipe: str, seed: int, artifacts: Path) -> dict:
         m = s.get("metrics", {})
         record.update(metrics={k: m[k] for k in METRICS if k in m},
                       train_seconds=s.get("train_seconds"), steps=s.get("steps"),
-                      pretrained=s.get("pretrained"), model=s.get("model_spec", {}).get("name"),
-                      learned=s.get("learned"), summary_plan=s.get("plan"))
+                      pretrained=s.get("pretrained"), learned=s.get("learned"),
+                      summary_plan=s.get("plan"))
     else:
         record["error"] = (proc.stderr or proc.stdout)[-2000:]
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
@@ -83,17 +83,28 @@ def run(root: Path, out: Path, recipe: str, seed: int, artifacts: Path) -> dict:
     return record
 
 
+def network(record: dict) -> str:
+    """The network a run trained, as its printed plan names it (``start: NAME, ...``)."""
+    for line in record.get("plan", []):
+        if "start: " in line:
+            return line.split("start: ", 1)[1].split(",", 1)[0]
+    return "-"
+
+
 def table(path: Path) -> str:
     """The Markdown table of the runs in ``path``."""
-    rows = ["| recipe | seed | model | start | Fixed-Acc | Adaptive-Acc | multi-label | "
-            "random-order Fixed | steps | train s | load at start |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| recipe | seed | network | input | start | Fixed-Acc | Adaptive-Acc | "
+            "multi-label | exact set | random-order Fixed | steps | train s | load at start |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in json.loads(path.read_text())["runs"]:
         m = r.get("metrics", {})
         pct = {k: f"{100 * m[k]:.1f}" if k in m else "-" for k in METRICS}
         start = "ImageNet" if "ImageNet" in str(r.get("pretrained")) else "random init"
-        rows.append(f"| {r['recipe']} | {r['seed']} | {r.get('model', '-')} | {start} | "
+        size = next((ln.split("input (", 1)[1].split(",")[0] + " px"
+                     for ln in r.get("plan", []) if "input (" in ln), "-")
+        rows.append(f"| {r['recipe']} | {r['seed']} | {network(r)} | {size} | {start} | "
                     f"{pct['fixed_acc']} | {pct['adaptive_acc']} | {pct['multilabel_acc']} | "
+                    f"{pct['exact_set_acc']} | "
                     f"{pct['random_order_fixed_acc']} | {r.get('steps', '-')} | "
                     f"{r.get('train_seconds', '-')} | {r['load_before'][0]:.1f} |")
     return "\n".join(rows)
