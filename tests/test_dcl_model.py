@@ -50,10 +50,10 @@ def test_any_timm_backbone_and_bad_stem():
 def test_identity_augmentation_and_flip():
     x = torch.rand(4, 1, 28, 28)
     ident = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, brightness=0.4,
-                      contrast=0.4, jitter_p=0.0)
+                      contrast=0.4, jitter_p=0.0, channel_shuffle_p=0.0, gray_p=0.0)
     torch.testing.assert_close(augment(x, ident), x, atol=1e-5, rtol=0)
     flip = AugConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=1.0, brightness=0.4,
-                     contrast=0.4, jitter_p=0.0)
+                     contrast=0.4, jitter_p=0.0, channel_shuffle_p=0.0, gray_p=0.0)
     torch.testing.assert_close(augment(x, flip), x.flip(-1), atol=1e-5, rtol=0)
 
 

@@ -359,7 +359,8 @@ class Trainer:
         params = self.method.parameters_to_train(model)
         opt = build_optimizer(params, self.optim_cfg)
         amp_dtype = autocast_dtype(str(self.train_cfg["amp"]), self.device)
-        self._precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32"
+        self._precision = self.method.train_precision(
+            str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32")
         self._scaler = make_scaler(amp_dtype, self.device)
 
         dataset = self.method.train_dataset()
@@ -421,7 +422,11 @@ class Trainer:
             spec = self.method.model_spec().get("kwargs", {})
             net = spec.get("backbone") or spec.get("encoder") or self.method.model_spec()["name"]
             size = getattr(getattr(self.method, "spec", None), "size", "?")
-            print(budget.describe(p, f"{net}, {start}", size, self.cfg), flush=True)
+            parts = self.method.trained_parts()
+            if parts:
+                p["trained"] = parts
+            print(budget.describe(p, f"{net}, {start}" + (f" ({parts})" if parts else ""), size,
+                                  self.cfg), flush=True)
 
     def _load_start(self, model: nn.Module) -> str:
         """Load the starting weights that ``pretrained.weights`` names (null: the method's

@@ -28,6 +28,20 @@ class ModelConfig:
 
 
 @dataclass
+class PartialUserDataConfig:
+    """Keys that replace those of ``partial`` for a user's images."""
+    train_stages: int
+    views: int = positive()
+
+
+@dataclass
+class PartialConfig:
+    train_stages: int                     # the encoder's last stages trained on cached maps
+    views: int = positive()               # cached augmented views of each training image
+    user_data: PartialUserDataConfig
+
+
+@dataclass
 class LossConfig:
     loss: Literal["simclr", "dcl", "dclw"]
     temperature: float
@@ -57,6 +71,13 @@ class DataConfig:
 
 
 @dataclass
+class AugUserDataConfig:
+    """Keys that replace those of ``aug`` for a user's colour images."""
+    channel_shuffle_p: float = probability()
+    gray_p: float = probability()
+
+
+@dataclass
 class AugConfig:
     crop_scale: tuple[float, float]
     crop_ratio: tuple[float, float]
@@ -64,6 +85,9 @@ class AugConfig:
     brightness: float
     contrast: float
     jitter_p: float = probability()
+    channel_shuffle_p: float = probability()
+    gray_p: float = probability()
+    user_data: AugUserDataConfig
 
 
 @dataclass
@@ -79,6 +103,7 @@ class EvalConfig:
 @dataclass
 class DCLConfig(EngineConfig):
     model: ModelConfig
+    partial: PartialConfig
     dcl: LossConfig
     data: DataConfig
     aug: AugConfig

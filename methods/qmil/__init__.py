@@ -54,6 +54,8 @@ class ModelUserDataConfig:
     name: Literal["qmil_lenet", "qmil_timm", "gated_mil_lenet"]
     encoder: str
     freeze_backbone: bool
+    train_stages: int
+    cache_views: int = positive()
 
 
 @dataclass
@@ -70,6 +72,9 @@ class ModelConfig:
     embed_norm: bool
     attn_init: Literal["scaled", "torch"]
     freeze_backbone: bool                     # qmil_timm: the backbone stays at its start
+    train_stages: int                         # frozen: the last stages that train on cached maps
+    cache_views: int = positive()             # frozen: cached views of each training image
+    view_aug: dict[str, Any]                  # their crops/flips/jitter (training/data/ssl_aug.py)
     user_data: ModelUserDataConfig
 
 

@@ -31,6 +31,9 @@ class AugConfig:
         brightness: brightness factor drawn from [1 - b, 1 + b].
         contrast: contrast factor drawn from [1 - c, 1 + c].
         jitter_p: probability of applying brightness/contrast jitter.
+        channel_shuffle_p: probability of a random permutation of a colour image's RGB
+            channels (a hue change: a tint is then no shortcut between two views).
+        gray_p: probability of turning a colour view gray.
 
     No defaults: the values come from the ``aug`` section of ``training/configs/dcl.yaml``.
     """
@@ -41,10 +44,13 @@ class AugConfig:
     brightness: float
     contrast: float
     jitter_p: float
+    channel_shuffle_p: float
+    gray_p: float
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "AugConfig":
         d = dict(d or {})
+        d.pop("user_data", None)  # a config section's overlay for a user's images
         for key in ("crop_scale", "crop_ratio"):
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
@@ -83,6 +89,8 @@ def augment(x: torch.Tensor, cfg: AugConfig,
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if out.shape[1] == 3:  # colour: no random numbers drawn where both are off
+        out = _colour(out, cfg, generator)
     # brightness / contrast jitter
     apply = (torch.rand(b, generator=generator) < cfg.jitter_p).to(x.device, x.dtype)
     bright = _uniform(b, 1 - cfg.brightness, 1 + cfg.brightness, generator).to(x.device, x.dtype)
@@ -93,6 +101,23 @@ def augment(x: torch.Tensor, cfg: AugConfig,
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contr.view(b, 1, 1, 1) + mean
     return out.clamp(0.0, 1.0)
+
+
+def _colour(x: torch.Tensor, cfg: AugConfig, generator: torch.Generator | None
+            ) -> torch.Tensor:
+    """Colour views (B, 3, H, W): RGB channels permuted with ``channel_shuffle_p``, then
+    gray (ITU-R BT.601 luma) with ``gray_p``."""
+    b = x.shape[0]
+    if cfg.channel_shuffle_p > 0:
+        perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])
+        keep = torch.rand(b, generator=generator) >= cfg.channel_shuffle_p
+        perm[keep] = torch.arange(3)
+        x = x.gather(1, perm.to(x.device).view(b, 3, 1, 1).expand_as(x))
+    if cfg.gray_p > 0:
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        pick = (torch.rand(b, generator=generator) < cfg.gray_p).to(x.device).view(b, 1, 1, 1)
+        x = torch.where(pick, gray, x)
+    return x
 
 
 def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:

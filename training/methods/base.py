@@ -37,6 +37,16 @@ class Method:
     def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 
+    def trained_parts(self) -> str | None:
+        """What of the network is frozen and what trains, in words, for the plan line
+        (None: every parameter trains)."""
+        return None
+
+    def train_precision(self, autocast: str) -> str:
+        """The dtype the training steps compute in, given the engine's autocast dtype name
+        (a method whose steps run outside the model's forward says so)."""
+        return autocast
+
     # --- data ------------------------------------------------------------------------
     def train_dataset(self) -> Dataset:
         raise NotImplementedError

@@ -23,6 +23,8 @@ gather_distributed), ``data`` (root, train_subset), ``aug`` (:class:`AugConfig` 
 """
 from __future__ import annotations
 
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from runtime.preprocess import FASHION_MNIST, PreprocessSpec
+from runtime.preprocess import FASHION_MNIST, PreprocessSpec, normalize
 from training.data.fashion_mnist import CLASS_NAMES, ArrayDataset, load_fashion_mnist
 from training.data.folders import FileDataset, load_image_folder, split_by_seed
 from training.data.images import data_channels, decode_files, user_spec
@@ -61,15 +63,29 @@ class DCLMethod(Method):
                                     temperature=float(self.dcl_cfg["temperature"]),
                                     sigma=float(self.dcl_cfg["sigma"]),
                                     gather_distributed=bool(self.dcl_cfg["gather_distributed"]))
-        self.aug = AugConfig.from_dict(cfg["aug"])
         root, fmt = self.data_cfg["root"], str(self.data_cfg["format"])
         self.format = "builtin" if not root else (
             detect_format(root, FORMATS) if fmt == "auto" else fmt)
+        aug = dict(cfg["aug"])
+        if self.user_data:  # aug.user_data: colour changes for a user's images
+            aug = with_user_defaults("dcl", aug, section="aug")
+        self.aug = AugConfig.from_dict(aug)
         model = dict(cfg["model"])
         if self.user_data:  # a user's images: data.user_data, model.user_data
             self.data_cfg = with_user_defaults("dcl", self.data_cfg)
             model = with_user_defaults("dcl", model, section="model")
         self._model_spec = {"name": str(model["name"]), "kwargs": dict(model["kwargs"])}
+        part = dict(cfg.get("partial") or {"train_stages": 0, "views": 2})
+        if self.user_data:  # partial.user_data: the cut for a user's images
+            part = with_user_defaults("dcl", part, section="partial")
+        part.pop("user_data", None)
+        self.train_stages, self.views = int(part["train_stages"]), int(part["views"])
+        if self.train_stages and self.views < 2:
+            raise ValueError(f"partial.views={self.views}: two views of an image make a "
+                             f"positive pair; set partial.views to 2 or more")
+        self._maps: torch.Tensor | None = None  # (V, N, C, h, w): the trunk's maps of views
+        self._eval_maps: dict[str, torch.Tensor] = {}
+        self._cuts: Any = weakref.WeakKeyDictionary()  # backbone -> its partial.Split
         self._files: dict[str, FileDataset] = {}
         self.layout = ""
         self.class_names: list[str] = list(CLASS_NAMES)
@@ -177,16 +193,125 @@ class DCLMethod(Method):
         return ds.images, labels
 
     def train_dataset(self) -> TensorDataset:
-        """uint8 images (N, H, W) or (N, H, W, 3); labels are not used in pre-training."""
+        """uint8 images (N, H, W) or (N, H, W, 3); labels are not used in pre-training.
+        With a partial cut: the images' indices into the cached trunk maps of their views."""
+        if self.partial:
+            return TensorDataset(torch.arange(len(self._train_data())))
         return TensorDataset(torch.from_numpy(self._train_data().images))
+
+    # --- partial fine-tuning on cached trunk maps (training/partial.py) -----------------
+    def start_weights(self) -> str | None:
+        """The encoder's starting weights (``pretrained.weights``, null: the method's
+        default): "imagenet", a file, or None for a random start."""
+        pre = self.cfg["pretrained"]
+        w = pre["weights"] if pre["weights"] is not None else self.default_pretrained()
+        return None if not w or w == "none" else str(w)
+
+    @property
+    def partial(self) -> bool:
+        """True when the encoder's early stages stay at their starting weights (a start
+        other than random and ``partial.train_stages`` > 0): their maps of
+        ``partial.views`` augmented views of every training image are computed once and
+        the last ``train_stages`` stages, the head conv and the projection train on them."""
+        return self.train_stages > 0 and self.start_weights() is not None
+
+    def cut(self, backbone: nn.Module) -> Any:
+        """``backbone`` cut before its last ``partial.train_stages`` stages."""
+        from training.partial import split_backbone
+
+        if backbone not in self._cuts:
+            self._cuts[backbone] = split_backbone(backbone, self.train_stages)
+        return self._cuts[backbone]
+
+    def _starting_model(self) -> nn.Module:
+        """The encoder as the engine starts it: built under ``run.seed``, then the starting
+        weights."""
+        from training.imagenet import load_imagenet
+        from training.pretrained import load_pretrained
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.cfg["run"]["seed"]))
+            model = self.build_model()
+        w, module = self.start_weights(), str(self.cfg["pretrained"]["module"])
+        if w == "imagenet":
+            load_imagenet(model, module)
+        elif w is not None:
+            load_pretrained(model, w, module)
+        return model
+
+    def trained_parts(self) -> str | None:
+        """What the plan line says is frozen and what trains (None: the whole network)."""
+        if not self.partial:
+            return None
+        if not hasattr(self, "_cut_words"):
+            with torch.random.fork_rng(devices=[]):
+                self._cut_words = self.cut(self.build_model().backbone).describe()
+        return f"{self._cut_words}, {self.views} cached views of each image; projection trained"
+
+    def train_precision(self, autocast: str) -> str:
+        """The cached path trains in float32 (no autocast); else the engine's autocast."""
+        return "float32" if self.partial else autocast
+
+    def view_maps(self, batch_size: int = 64) -> torch.Tensor:
+        """The starting trunk's float32 maps of ``partial.views`` augmented views (``aug``)
+        of every training image, (V, N, C, h, w) on the CPU, computed once (seeded by
+        ``run.seed``)."""
+        if self._maps is None:
+            from training.data.ssl_aug import augment, uint8_to_unit
+            from training.partial import trunk_maps
+
+            t0 = time.perf_counter()
+            trunk = self.cut(self._starting_model().backbone).trunk
+            images = torch.from_numpy(self._train_data().images)
+            gen = torch.Generator().manual_seed(int(self.cfg["run"]["seed"]))
+            views = []
+            for _ in range(self.views):
+                chunks = []
+                for s in range(0, len(images), batch_size):
+                    x = uint8_to_unit(images[s:s + batch_size])
+                    if tuple(x.shape[-2:]) != tuple(self.spec.size):
+                        x = torch.nn.functional.interpolate(x, size=tuple(self.spec.size),
+                                                            mode="bilinear", align_corners=False)
+                    v = augment(x, self.aug, gen)
+                    chunks.append(trunk_maps(trunk, torch.from_numpy(normalize(v.numpy(),
+                                                                                self.spec))))
+                views.append(torch.cat(chunks))
+            self._maps = torch.stack(views)
+            print(f"[dcl] frozen encoder trunk: maps {tuple(self._maps.shape[2:])} of "
+                  f"{self.views} views of the {len(images)} training images computed once "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        return self._maps
+
+    def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
+        """Every parameter, less the trunk's with a partial cut."""
+        if self.partial:
+            for p in self.cut(model.backbone).trunk_params:
+                p.requires_grad_(False)
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def _partial_loss(self, model: nn.Module, index: torch.Tensor, device: torch.device
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projections of two different cached views of each image of ``index``, in
+        float32: the trained stages, the pooling and the projection head."""
+        maps = self.view_maps()
+        n = len(index)
+        a = torch.randint(self.views, (n,))
+        b = (a + torch.randint(1, self.views, (n,))) % self.views  # never the same view
+        x = torch.cat([maps[a, index], maps[b, index]]).to(device)
+        with torch.autocast(device.type, enabled=False):
+            h = self.cut(model.backbone).tail(x)
+            return model.projector(h).chunk(2)
 
     # --- optimisation ------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Any, device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        v1, v2 = two_views(images, self.spec, self.aug)
-        out = model(torch.cat([v1, v2]).to(device, non_blocking=True))  # one pass, 2B views
-        p1, p2 = out["projection"].chunk(2)
+        if self.partial:
+            p1, p2 = self._partial_loss(model, images, device)
+        else:
+            v1, v2 = two_views(images, self.spec, self.aug)
+            out = model(torch.cat([v1, v2]).to(device, non_blocking=True))  # one pass, 2B views
+            p1, p2 = out["projection"].chunk(2)
         loss = self.criterion(p1, p2)
         with torch.no_grad():
             pos = torch.nn.functional.cosine_similarity(p1, p2, dim=1).mean().item()
@@ -220,18 +345,55 @@ class DCLMethod(Method):
             }
         return self._eval_cache
 
-    def knn_top1(self, model: nn.Module, device: torch.device) -> float:
+    def knn_top1(self, model: nn.Module, device: torch.device, cached: bool = True) -> float:
         """Weighted kNN top-1 of the test subset against the gallery subset, in [0, 1]
-        (NaN without labelled images)."""
+        (NaN without labelled images); with a partial cut and ``cached``, from the cached
+        trunk maps when they are ``model``'s."""
         d = self._eval_tensors()
         if len(d["test_y"]) == 0:
             return float("nan")
         bs = int(self.eval_cfg["batch_size"])
-        gal = embed_tensor(model, d["gallery_x"], device, bs)
-        qry = embed_tensor(model, d["test_x"], device, bs)
+        if cached and self.partial and self._cached_for(model):
+            gal, qry = (self._embed_cached(model, k, device, bs) for k in ("gallery_x", "test_x"))
+        else:
+            gal = embed_tensor(model, d["gallery_x"], device, bs)
+            qry = embed_tensor(model, d["test_x"], device, bs)
         return knn_accuracy(qry, d["test_y"], gal, d["gallery_y"], num_classes=self.num_classes,
                             k=min(int(self.eval_cfg["k"]), len(d["gallery_y"])),
                             temperature=float(self.eval_cfg["temperature"]))
+
+    def _cached_for(self, model: nn.Module, n: int = 4) -> bool:
+        """True when the cached kNN maps are ``model``'s trunk's (computed from it when none
+        are cached yet; checked on the first ``n`` gallery images otherwise)."""
+        from training.partial import trunk_maps
+
+        net = getattr(model, "module", model)
+        trunk = self.cut(net.backbone).trunk
+        d = self._eval_tensors()
+        dev = next(trunk.parameters()).device
+        if not self._eval_maps:
+            self._eval_maps = {k: torch.cat([trunk_maps(trunk, d[k][i:i + 64].to(dev)).cpu()
+                                             for i in range(0, len(d[k]), 64)])
+                               for k in ("gallery_x", "test_x")}
+            return True
+        now = trunk_maps(trunk, d["gallery_x"][:n].to(dev)).cpu()
+        return bool(torch.allclose(now, self._eval_maps["gallery_x"][:n], atol=1e-4, rtol=1e-3))
+
+    @torch.no_grad()
+    def _embed_cached(self, model: nn.Module, key: str, device: torch.device, bs: int
+                      ) -> torch.Tensor:
+        """``model.embed`` of the kNN images ``key`` from their cached trunk maps (eval
+        mode; the same values as the whole network, tests/test_partial.py)."""
+        net = getattr(model, "module", model)
+        tail = self.cut(net.backbone).tail
+        was_training = net.training
+        net.eval()
+        maps = self._eval_maps[key]
+        with torch.autocast(device.type, enabled=False):
+            out = [torch.nn.functional.normalize(tail(maps[i:i + bs].to(device)), dim=1).cpu()
+                   for i in range(0, len(maps), bs)]
+        net.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, net.feature_dim)
 
     def random_init_knn_top1(self, device: torch.device, seed: int = 0) -> float:
         """kNN top-1 of an untrained encoder of the same architecture (RNG state untouched)."""
@@ -239,7 +401,7 @@ class DCLMethod(Method):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 ref = self.build_model().to(device)
-            self._random_ref = self.knn_top1(ref, device)
+            self._random_ref = self.knn_top1(ref, device, cached=False)
         return self._random_ref
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:

@@ -38,6 +38,7 @@ Evaluation bags come from the test split with a fixed seed.
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,7 +88,14 @@ class QMILMethod(Method):
         self.model_cfg.pop("user_data", None)
         # a run stored without the key trained its whole encoder
         self.freeze_backbone = bool(self.model_cfg.pop("freeze_backbone", False))
-        self._features: dict[str, torch.Tensor] = {}  # split -> frozen backbone features
+        # with a frozen backbone: its last stages that train on the cached maps of the rest
+        # (training/partial.py), views of each training image cached, and their augmentation
+        self.train_stages = int(self.model_cfg.pop("train_stages", 0) or 0)
+        self.cache_views = max(1, int(self.model_cfg.pop("cache_views", 1) or 1))
+        self.view_aug = self.model_cfg.pop("view_aug", None)
+        self._features: dict[str, torch.Tensor] = {}  # split -> frozen trunk's outputs
+        self._train_views: torch.Tensor | None = None  # (V, N, ...): view 0 the images
+        self._cuts: Any = weakref.WeakKeyDictionary()  # backbone -> its partial.Split
         self._folder: ImageFolderSplits | None = None
         self._manifest: BagManifest | None = None
         self.class_names: list[str] = list(self._load_class_names())
@@ -424,30 +432,88 @@ class QMILMethod(Method):
             load_pretrained(model, w, module)
         return model.encoder.backbone
 
+    def cut(self, backbone: nn.Module) -> Any:
+        """``backbone`` cut into its frozen trunk and the ``train_stages`` last stages that
+        train (:func:`training.partial.split_backbone`; 0: the whole backbone frozen)."""
+        from training.partial import split_backbone
+
+        if backbone not in self._cuts:
+            self._cuts[backbone] = split_backbone(backbone, self.train_stages)
+        return self._cuts[backbone]
+
+    def trained_parts(self) -> str | None:
+        """What the plan line says is frozen and what trains (None: the whole network)."""
+        if not self.frozen:
+            return None
+        views = f", {self.cache_views} cached views of each training image" \
+            if self.cache_views > 1 else ""
+        return f"{self._cut_text()}{views}; projection and attention/query head trained"
+
+    def _cut_text(self) -> str:
+        """:meth:`training.partial.Split.describe` of this run's cut (built once)."""
+        if not hasattr(self, "_cut_words"):
+            with torch.random.fork_rng(devices=[]):
+                self._cut_words = self.cut(self.build_model().encoder.backbone).describe()
+        return self._cut_words
+
+    def train_precision(self, autocast: str) -> str:
+        """The cached path trains in float32 (no autocast); else the engine's autocast."""
+        return "float32" if self.frozen else autocast
+
+    def _trunk_outputs(self, trunk: nn.Module, images: np.ndarray, batch_size: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """The trunk's float32 outputs of ``images`` (uint8), or of one random view of
+        each (``generator`` given: ``view_aug``'s crops, flips and jitter)."""
+        from training.data.ssl_aug import AugConfig, augment, uint8_to_unit
+        from training.partial import trunk_maps
+        from runtime.preprocess import normalize
+
+        dev = next(trunk.parameters()).device
+        chunks = []
+        for s in range(0, len(images), batch_size):
+            idx = np.arange(s, min(s + batch_size, len(images)))
+            if generator is None:
+                x = torch.from_numpy(bag_images(images, idx, self.spec))
+            else:
+                v = augment(uint8_to_unit(torch.from_numpy(images[idx])),
+                            AugConfig.from_dict(self.view_aug), generator)
+                x = torch.from_numpy(normalize(v.numpy(), self.spec))
+            chunks.append(trunk_maps(trunk, x.to(dev)).cpu())
+        return torch.cat(chunks)
+
     def backbone_features(self, split: str, backbone: nn.Module | None = None,
                           batch_size: int = 64) -> torch.Tensor:
-        """The frozen backbone's pooled features of every image of ``split``: float32
-        (N, F) on the CPU, computed once in eval mode (``backbone``: the starting one)."""
+        """The frozen trunk's outputs of every image of ``split``, computed once in eval
+        mode (``backbone``: the starting one): float32 on the CPU, the pooled features
+        (N, F) with ``train_stages`` 0, else the maps (N, C, h, w) the trained stages read.
+        The training split also caches ``cache_views - 1`` augmented views of each image
+        (:meth:`train_views`)."""
         if split not in self._features:
             t0 = time.perf_counter()
             net = (backbone if backbone is not None else self._starting_backbone())
-            was_training = net.training
-            net.eval()
+            trunk = self.cut(net).trunk
             images = self.split(split).images
-            chunks = []
-            dev = next(net.parameters()).device
-            # float32 features whatever autocast the caller runs under
-            with torch.no_grad(), torch.autocast(dev.type, enabled=False):
-                for s in range(0, len(images), batch_size):
-                    idx = np.arange(s, min(s + batch_size, len(images)))
-                    x = torch.from_numpy(bag_images(images, idx, self.spec))
-                    chunks.append(net(x.to(dev)).float().cpu())
-            net.train(was_training)
-            self._features[split] = torch.cat(chunks) if chunks else \
-                torch.zeros(0, int(getattr(net, "num_features", 0)))
-            print(f"[qmil] frozen encoder backbone: features of the {len(images)} {split} "
-                  f"images computed once ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if len(images) == 0:
+                self._features[split] = torch.zeros(0, int(getattr(net, "num_features", 0)))
+                return self._features[split]
+            self._features[split] = self._trunk_outputs(trunk, images, batch_size)
+            self._train_views, views = None, ""
+            if split == "train" and self.cache_views > 1:
+                gen = torch.Generator().manual_seed(int(self.cfg["run"]["seed"]))
+                extra = [self._trunk_outputs(trunk, images, batch_size, gen)
+                         for _ in range(self.cache_views - 1)]
+                self._train_views = torch.stack([self._features[split], *extra])
+                views = f" and {self.cache_views - 1} augmented views of each"
+            what = "features" if self.train_stages == 0 else \
+                f"maps {tuple(self._features[split].shape[1:])}"
+            print(f"[qmil] frozen encoder trunk: {what} of the {len(images)} {split} images"
+                  f"{views} computed once ({time.perf_counter() - t0:.0f} s)", flush=True)
         return self._features[split]
+
+    def train_views(self) -> torch.Tensor:
+        """The cached training views (V, N, ...): view 0 the images themselves."""
+        feats = self.backbone_features("train")
+        return feats.unsqueeze(0) if self._train_views is None else self._train_views
 
     def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
         """Every parameter, less the encoder's backbone when it is frozen (its cached
@@ -455,9 +521,9 @@ class QMILMethod(Method):
         they differ)."""
         if not self.frozen:
             return super().parameters_to_train(model)
-        backbone = model.encoder.backbone
-        for p in backbone.parameters():
+        for p in self.cut(model.encoder.backbone).trunk_params:
             p.requires_grad_(False)
+        backbone = model.encoder.backbone
         if not self.features_match(model, "train"):
             self._features.pop("train", None)
             self.backbone_features("train", backbone)
@@ -468,14 +534,12 @@ class QMILMethod(Method):
         its first ``n`` images, in eval mode)."""
         if split not in self._features:
             return False
-        backbone = model.encoder.backbone
+        from training.partial import trunk_maps
+
+        trunk = self.cut(model.encoder.backbone).trunk
         n = min(n, len(self._features[split]))
         x = torch.from_numpy(bag_images(self.split(split).images, np.arange(n), self.spec))
-        was_training = backbone.training
-        dev = next(backbone.parameters()).device
-        with torch.no_grad(), torch.autocast(dev.type, enabled=False):
-            now = backbone.eval()(x.to(dev)).float().cpu()
-        backbone.train(was_training)
+        now = trunk_maps(trunk, x.to(next(trunk.parameters()).device)).cpu()
         return bool(torch.allclose(now, self._features[split][:n], atol=1e-4, rtol=1e-3))
 
     def _cached_for(self, model: nn.Module, split: str) -> bool:
@@ -487,13 +551,21 @@ class QMILMethod(Method):
         return self.features_match(model, split)
 
     def _head_on_features(self, model: nn.Module, feats: torch.Tensor, indices: torch.Tensor,
-                          mask: torch.Tensor, query: torch.Tensor, device: torch.device
-                          ) -> dict[str, torch.Tensor]:
-        """The model's outputs from cached backbone features: the projection of the
-        instances ``indices`` (PAD: padding, zero features as in training), then the head."""
-        x = model.encoder.proj(feats[indices.clamp_min(0)].to(device))
-        mask = mask.to(device)
-        x = x * mask.unsqueeze(-1).to(x.dtype)
+                          mask: torch.Tensor, query: torch.Tensor, device: torch.device,
+                          views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The model's outputs from the cached trunk outputs ``feats`` (N, ...) or, with
+        ``views`` (V, N, ...), a random view of each instance: the trained stages and the
+        projection of the real instances of ``indices`` (padding: zero features, as the
+        whole network gives them in training), then the head."""
+        mask = mask.to(device) != 0
+        idx = indices.to(mask.device)[mask]
+        if views is not None and len(views) > 1:
+            chosen = views[torch.randint(len(views), (len(idx),)), idx.cpu()]
+        else:
+            chosen = feats[idx.cpu()]
+        real = model.encoder.proj(self.cut(model.encoder.backbone).tail(chosen.to(device)))
+        x = real.new_zeros(*mask.shape, real.shape[-1])
+        x[mask] = real
         return model.head(x, mask, self.query_vectors.to(device)[query.to(device)])
 
     def _predict_features(self, model: nn.Module, bags: BagSet, device: torch.device
@@ -545,9 +617,11 @@ class QMILMethod(Method):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
         mask, label = batch["mask"].to(device), batch["label"].to(device)
-        if "indices" in batch:  # a frozen backbone: its cached features, then the rest
-            out = self._head_on_features(model, self.backbone_features("train"),
-                                         batch["indices"], mask, batch["query"], device)
+        if "indices" in batch:  # a frozen trunk: its cached outputs, then the rest (float32)
+            with torch.autocast(device.type, enabled=False):
+                out = self._head_on_features(model, self.backbone_features("train"),
+                                             batch["indices"], mask, batch["query"], device,
+                                             views=self.train_views())
         else:
             out = self.forward(model, batch["images"].to(device), mask,
                                batch["query"].to(device), device)
@@ -671,8 +745,8 @@ class QMILMethod(Method):
             "gated": self.gated,
             "classifier_query": None if self.gated else self.model_cfg["classifier_query"],
             "strong_rel": float(self.eval_cfg["strong_rel"]),
-            "frozen": "encoder.backbone (at its starting weights; features cached)"
-                      if self.frozen else None,
+            "frozen": f"encoder.backbone: {self._cut_text()}"
+                      f" (at its starting weights)" if self.frozen else None,
         }
 
 
