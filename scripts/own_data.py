@@ -207,6 +207,7 @@ def run(root: Path, out: Path, only: list[str], sets: list[str], seed: int = 0) 
                "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
                "pretrained": summary.get("pretrained"), "learned": summary.get("learned"),
                "seed": summary.get("seed", seed), "plan": plan,
+               "commit": summary.get("git_commit"), "precision": summary.get("precision"),
                "summary_plan": summary.get("plan"),
                "metrics": summary.get("metrics"),
                "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
@@ -237,11 +238,17 @@ def _detail(r: dict) -> str:
     return "-"
 
 
+def _commit(r: dict) -> str:
+    """The code a run trained with: a commit's short hash (or the range recorded by hand)."""
+    c = str(r.get("commit") or "-")
+    return c[:7] if len(c) == 40 else c
+
+
 def table(results: dict) -> str:
     """The Markdown table of the recorded runs."""
     rows = ["| folder | method | seed | held-out metric | goal | also | chance bound | learned | "
-            "steps | train s | wall s | load at start |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "steps | train s | wall s | load at start | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(RUNS)}
     for r in sorted(results["runs"], key=lambda r: (order.get(r["method"], 9), r["kind"],
                                                      r.get("seed") or 0)):
@@ -253,7 +260,7 @@ def table(results: dict) -> str:
                     f">= {GOALS[r['method']]:.2f} | {_detail(r)} | {lr.get('bound', '-')} | "
                     f"{'no (at_chance)' if lr.get('at_chance') else 'yes'} | {r.get('steps')} | "
                     f"{r.get('train_seconds')} | {r['wall_s']} | "
-                    f"{f'{load[0]:.1f}' if load else '-'} |")
+                    f"{f'{load[0]:.1f}' if load else '-'} | {_commit(r)} |")
     return "\n".join(rows)
 
 
