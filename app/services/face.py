@@ -100,7 +100,7 @@ def analyze_crop(engine: Engine, crop: np.ndarray, model_name: str = "seqfake",
 def decoder_kind(extra: dict[str, Any], has_sequence: bool) -> str:
     """How a model reads the order: probability-ranked (the thesis), slots (the parallel
     slot order head, one pass) or autoregressive (a step-by-step decoder)."""
-    if extra.get("order_head") == "slots":
+    if str(extra.get("order_head", "")).startswith("slots"):
         return "slots"
     return "autoregressive" if has_sequence else "probability-ranked"
 

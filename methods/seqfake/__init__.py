@@ -63,8 +63,7 @@ class ModelConfig:
     pos_embed: bool
     user_data: ModelUserDataConfig     # a user's Seq-DeepFake folder: replaces keys left at default
     dropout: float
-    order_head: Literal["rank", "slots"]  # seqfake: the thesis' ranking or the slot head
-    slot_memory: Literal["encoded", "encoded_raw"]  # what the slot head attends to
+    order_head: Literal["rank", "slots", "slots_raw"]  # seqfake: the thesis' ranking or a slot head
 
 
 @dataclass
@@ -176,7 +175,7 @@ def variant_of(extra: dict[str, Any]) -> str:
         return "sbi"
     if extra.get("arch") == "seqfakeformer":
         return "seqfakeformer"
-    if extra.get("order_head") == "slots":
+    if str(extra.get("order_head", "")).startswith("slots"):
         return "slots"
     return {"attributes": "attributes", "binary": "binary"}.get(extra.get("task"), "thesis")
 

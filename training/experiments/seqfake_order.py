@@ -41,7 +41,7 @@ MODULE = "training.experiments.seqfake_order"
 MODELS: dict[str, list[str]] = {
     "thesis": ["model.order_head=rank"],
     "slots": ["model.order_head=slots"],
-    "slots_raw": ["model.order_head=slots", "model.slot_memory=encoded_raw"],
+    "slots_raw": ["model.order_head=slots_raw"],
     "seqfakeformer": ["model.arch=seqfakeformer"],
 }
 LABELS = {"thesis": "thesis (d'), probability ranking",
@@ -61,12 +61,18 @@ def base_overrides(epochs: int, n_train: int, img_size: int, artifacts: Path,
             "train.ckpt_every=0", f"run.artifacts={artifacts}", *extra]
 
 
-def run_one(model: str, seed: int, epochs: int, base: list[str], artifacts: str,
-            reuse: bool = True) -> dict[str, Any]:
-    """Train one model / seed / budget through the harness (or reuse it); its record."""
-    torch.set_num_threads(1)
-    cfg = harness.resolve_config("seqfake", base + MODELS[model] + [
+def run_config(model: str, seed: int, epochs: int, base: list[str]) -> dict[str, Any]:
+    """The resolved config of one model / seed / budget."""
+    return harness.resolve_config("seqfake", base + MODELS[model] + [
         f"run.seed={seed}", f"run.name=order_{model}_e{epochs}_s{seed}"])
+
+
+def run_one(model: str, seed: int, epochs: int, cfg: dict[str, Any], artifacts: str,
+            reuse: bool = True) -> dict[str, Any]:
+    """Train one model / seed / budget from its resolved config through the harness (or
+    reuse it); its record. The configs are resolved before any training starts, so every
+    run trains with the settings the command started with."""
+    torch.set_num_threads(1)
     run = harness.train_run("seqfake", cfg, Path(artifacts) / "seqfake_order", reuse=reuse,
                             need_checkpoint=True, log=None)
     s = run.summary
@@ -271,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.methods import build_method
     build_method("seqfake", harness.resolve_config("seqfake", base_overrides(
         a.epochs, a.n_train, a.img_size, artifacts, a.overrides))).data_root()  # generate once
-    tasks = [(m, s, e, base_overrides(e, a.n_train, a.img_size, artifacts, a.overrides),
+    tasks = [(m, s, e, run_config(m, s, e, base_overrides(e, a.n_train, a.img_size, artifacts,
+                                                       a.overrides)),
               str(artifacts), not a.fresh) for e in budgets for s in a.seeds for m in a.models]
     if a.jobs > 1:
         import multiprocessing as mp

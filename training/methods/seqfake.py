@@ -149,7 +149,8 @@ class SeqFakeMethod(Method):
                               "out_level": m["out_level"], "out_indices": list(m["out_indices"])}
         if self.arch == "seqfake":
             kw.update(depth=m["depth"], pos_embed=m["pos_embed"], dropout=m["dropout"],
-                      order_head=self.order_head, slot_memory=m["slot_memory"])
+                      order_head="slots" if self.order_head.startswith("slots") else "rank",
+                      slot_memory="encoded_raw" if self.order_head == "slots_raw" else "encoded")
         else:
             kw.update(enc_depth=m["depth"], dec_depth=m["dec_depth"])
         return {"name": f"{self.arch}_{m['backbone']}", "kwargs": kw}
@@ -179,7 +180,7 @@ class SeqFakeMethod(Method):
         ds = SeqDeepFakeDataset(split, self.spec, None)
         loader = DataLoader(ds, batch_size=self.eval_cfg["batch_size"])
         keep = ("sequence",) if self.arch == "seqfakeformer" else ("logits", "logits_patch", "u")
-        if self.order_head == "slots":
+        if self.order_head != "rank":
             keep = keep + ("sequence",)
         outs: dict[str, list[np.ndarray]] = {k: [] for k in keep}
         mil: list[np.ndarray] = []
@@ -220,7 +221,7 @@ class SeqFakeMethod(Method):
         probs = 1 / (1 + np.exp(-logits))
         metrics = sequence_metrics(probs, targets, self.threshold)
         metrics.update(mil_auc=mil_auc, n_eval=float(len(targets)))
-        if self.order_head == "slots":  # the slot head's sequences are the answer
+        if self.order_head != "rank":  # the slot head's sequences are the answer
             rank = {f"rank_{k}": v for k, v in metrics.items() if k.endswith("_acc")}
             metrics.update(self._sequence_scores(res["sequence"], targets), **rank)
         return metrics
