@@ -39,14 +39,16 @@ from training.methods import build_method
 MODULE = "training.experiments.seqfake_ablation"
 
 VARIANTS: dict[str, list[str]] = {
-    "full": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}", "eval.decode_from=fused",
-             "loss.reg_reduction=sum"],
-    "bce_only": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 0}", "eval.decode_from=patch"],
-    "bce_mil": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 0, rank: 0}", "eval.decode_from=patch",
-                "loss.reg_reduction=sum"],
-    "bce_rank": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 1}", "eval.decode_from=fused"],
+    "full": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1, slots: 0}",
+             "eval.decode_from=fused", "loss.reg_reduction=sum"],
+    "bce_only": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 0, slots: 0}",
+                 "eval.decode_from=patch"],
+    "bce_mil": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 0, rank: 0, slots: 0}",
+                "eval.decode_from=patch", "loss.reg_reduction=sum"],
+    "bce_rank": ["loss.weights={cls: 0, bce_patch: 1, bce_cls: 0, rank: 1, slots: 0}",
+                 "eval.decode_from=fused"],
     "seqfakeformer": ["model.arch=seqfakeformer"],
-    "full_regmean": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1}",
+    "full_regmean": ["loss.weights={cls: 1, bce_patch: 1, bce_cls: 1, rank: 1, slots: 0}",
                      "eval.decode_from=fused", "loss.reg_reduction=mean"],
 }
 LABELS = {"bce_only": "(a) BCE^U only", "bce_mil": "(b) BCE^U + contrastive MIL",
