@@ -13,7 +13,8 @@ generated faces with synthetic edits, not real deepfakes.
 
 ``run`` trains ``python -m training seqfake --data OUT`` with one recipe (:data:`RECIPES`:
 ``default``, the defaults for a user's Seq-DeepFake folder; ``scratch``, ResNet-18 from random
-initialisation at 64 px, the generated-faces network) on one torch thread and appends the
+initialisation at 64 px, the generated-faces network; ``default_none``, the default network
+from random initialisation) on one torch thread and appends the
 command, the summary's metrics, training seconds, steps, starting weights and the load
 average before and after it to ``--out``.
 """
@@ -33,6 +34,7 @@ RECIPES: dict[str, list[str]] = {
     "default": [],
     "scratch": ["model.user_data.backbone=resnet18", "data.user_data.img_size=64",
                 "pretrained.weights=none"],
+    "default_none": ["pretrained.weights=none"],
 }
 METRICS = ("fixed_acc", "adaptive_acc", "multilabel_acc", "exact_set_acc",
            "random_order_fixed_acc", "random_order_adaptive_acc")
