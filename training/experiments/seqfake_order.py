@@ -202,7 +202,9 @@ def markdown_section(comp: dict[str, Any]) -> list[str]:
     prov = comp["provenance"]
     lines = ["## Order heads: ranking, parallel slots, step-by-step decoder", "",
              *[f"- {x.rstrip()}" for x in harness.provenance_lines(prov)],
-             f"- Load average at the start (1, 5, 15 min): {comp['load_average_at_start']}; "
+             f"- Load average at the start (1, 5, 15 min): {comp['load_average_at_start']}"
+             + (f" (at the start of the --add run: {comp['load_average_at_add']})"
+                if "load_average_at_add" in comp else "") + "; "
              f"{comp['jobs']} training process(es) at once, 1 torch thread each; the machine "
              "was shared with other jobs",
              f"- Budgets: {comp['budget']}; seeds {comp['seeds']}; total wall time "
@@ -295,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     if earlier:
         runs = [r for r in earlier["runs"] if r["model"] not in a.models] + runs
         prov["command"] = f"{earlier['command']} ; then {prov['command']}"
-        load = earlier["load_average_at_start"] + load
     speed: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.published:
             speed["published"] = measure_published(Path(tmp))
     rows = summarise(runs, speed)
-    comp = {"command": prov["command"], "provenance": prov, "load_average_at_start": load,
+    comp = {"command": prov["command"], "provenance": prov,
+            "load_average_at_start": earlier["load_average_at_start"] if earlier else load,
             "jobs": a.jobs, "seeds": a.seeds,
             "budget": f"{' and '.join(str(e) for e in sorted(budgets))} epochs x {a.n_train} "
                       f"images, {a.img_size} px, batch 32, the rest as "
@@ -313,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows, "verdict": verdict(rows, speed), "notes": NOTES}
     if earlier:
         comp["total_wall_seconds"] += earlier["total_wall_seconds"]
+        comp["load_average_at_add"] = load
     report["order_comparison"] = comp
     write_json_atomic(path, report)
     if "summary" in report:
