@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.machine import cpu_name
+
 RECIPES: dict[str, list[str]] = {
     "default": [],
     "scratch": ["model.user_data.backbone=resnet18", "data.user_data.img_size=64",
@@ -59,7 +61,8 @@ def run(root: Path, out: Path, recipe: str, seed: int, artifacts: Path) -> dict:
     for s in RECIPES[recipe]:
         cmd += ["--set", s]
     record: dict = {"recipe": recipe, "seed": seed, "data": "OUT (scripts/seqdf_eval.py make)",
-                    "command": " ".join(["python"] + cmd[1:]).replace(str(root), "OUT"),
+                    "command": " ".join(["python"] + cmd[1:]).replace(str(root), "OUT")
+                    .replace(str(artifacts), "ART"),
                     "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "load_before": list(os.getloadavg())}
     t0 = time.time()
@@ -78,7 +81,7 @@ def run(root: Path, out: Path, recipe: str, seed: int, artifacts: Path) -> dict:
     else:
         record["error"] = (proc.stderr or proc.stdout)[-2000:]
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    results["machine"] = {"cpu": platform.processor() or platform.machine(),
+    results["machine"] = {"cpu": cpu_name(),
                           "cores": os.cpu_count(), "platform": platform.platform()}
     results["runs"].append(record)
     out.write_text(json.dumps(results, indent=1) + "\n")
