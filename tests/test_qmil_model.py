@@ -125,10 +125,11 @@ def _perturbed_double(model):
 
 def _config_qmil():
     """qMIL as training/configs/qmil.yaml builds it for its built-in data (classifier_query:
-    bilinear; ``user_data`` holds a user's folder's values and ``freeze_backbone`` a training
-    choice, not network arguments)."""
+    bilinear; ``user_data`` holds a user's folder's values, ``freeze_backbone`` a training
+    choice and ``word_vectors`` the query vectors' package, not network arguments)."""
     cfg = yaml.safe_load((ROOT / "training" / "configs" / "qmil.yaml").read_text())["model"]
-    kw = {k: v for k, v in cfg.items() if k not in ("name", "user_data", "freeze_backbone")}
+    kw = {k: v for k, v in cfg.items()
+          if k not in ("name", "user_data", "freeze_backbone", "word_vectors")}
     torch.manual_seed(0)
     return create_model(cfg["name"], word_dim=50, **kw).eval(), cfg
 
