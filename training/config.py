@@ -38,9 +38,40 @@ def resolve_config(method: str, config: str | Path | dict[str, Any] | None = Non
                    overrides: list[str] | None = None) -> dict[str, Any]:
     """The validated run config: defaults <- ``config`` (a file or a dict) <- overrides."""
     cfg = load_config(default_config_path(method))
+    given: list[list[str]] = [k.strip().split(".") for k in
+                              (o.split("=", 1)[0] for o in overrides or []) if k.strip()]
     if config is not None:
-        cfg = merge(cfg, config if isinstance(config, dict) else load_config(config))
-    return validate_config(method, apply_overrides(cfg, overrides))
+        user = config if isinstance(config, dict) else load_config(config)
+        given += _leaf_keys(user)
+        cfg = merge(cfg, user)
+    return validate_config(method, pin_user_data(apply_overrides(cfg, overrides), given))
+
+
+def _leaf_keys(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """The dotted paths (as lists) of every non-mapping value of a nested mapping."""
+    out: list[list[str]] = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        out += _leaf_keys(value, path) if isinstance(value, dict) else [list(path)]
+    return out
+
+
+def pin_user_data(cfg: dict[str, Any], given: list[list[str]]) -> dict[str, Any]:
+    """Copy each value the user gave (``--set`` or ``--config``) over the ``user_data`` entry
+    of the same name in its section, so a user's folder keeps it: ``--set
+    model.backbone=resnet18`` means ResNet-18 on a folder too, even though it equals the YAML
+    default that a folder's ``user_data`` replaces
+    (:func:`training.data.sources.with_user_defaults`). Returns ``cfg``, changed in place."""
+    for path in given:
+        if "user_data" in path:
+            continue
+        node: Any = cfg
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get("user_data"), dict) \
+                and path[-1] in node["user_data"]:
+            node["user_data"][path[-1]] = copy.deepcopy(node[path[-1]])
+    return cfg
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
