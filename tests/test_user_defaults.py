@@ -36,3 +36,18 @@ def test_a_config_file_value_is_kept_on_a_folder(tmp_path):
     assert with_user_defaults("qmil", cfg["data"])["image_size"] == size
     plain = resolve_config("qmil", None, [f"data.root={tmp_path}"])
     assert with_user_defaults("qmil", plain["data"])["image_size"] != size
+
+
+def test_the_face_model_named_on_a_folder_keeps_its_own_input_size(tmp_path):
+    from tests.test_seqfake_backbone import write_fixture
+    from training.methods import build_method
+
+    root = write_fixture(tmp_path / "seq", n=2)
+    yaml_cfg = load_config(default_config_path("seqfake"))
+    own = build_method("seqfake", resolve_config("seqfake", overrides=[
+        f"data.root={root}", f"model.backbone={yaml_cfg['model']['backbone']}"]))
+    assert own.model_spec()["name"] == f"seqfake_{yaml_cfg['model']['backbone']}"
+    assert own.spec.size[0] == yaml_cfg["data"]["img_size"] != \
+        yaml_cfg["data"]["user_data"]["img_size"]
+    folder = build_method("seqfake", resolve_config("seqfake", overrides=[f"data.root={root}"]))
+    assert folder.spec.size[0] == yaml_cfg["data"]["user_data"]["img_size"]

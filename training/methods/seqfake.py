@@ -81,11 +81,14 @@ class SeqFakeMethod(Method):
     def _sections(data: dict[str, Any], model: dict[str, Any]
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ``data`` and ``model`` sections the run uses: for a user's Seq-DeepFake folder
-        (``data.root``) whose ``model.backbone`` is left at its default, with their
+        (``data.root``) whose ``model.backbone`` the user did not choose, with their
         ``user_data`` keys (:func:`~training.data.sources.with_user_defaults`); the input
         size goes with the backbone, so a config naming its own backbone keeps its own."""
-        default = load_config(default_config_path("seqfake"))["model"]["backbone"]
-        if not data["root"] or model["backbone"] != default:
+        yaml_model = load_config(default_config_path("seqfake"))["model"]
+        chosen = (model["backbone"] != yaml_model["backbone"]    # --set, or pinned by --set
+                  or (model.get("user_data") or {}).get("backbone")
+                  != yaml_model["user_data"].get("backbone"))     # (training.config.pin_user_data)
+        if not data["root"] or chosen:
             return data, {k: v for k, v in model.items() if k != "user_data"}
         return (with_user_defaults("seqfake", data),
                 with_user_defaults("seqfake", model, section="model"))
