@@ -627,7 +627,7 @@ class QMILMethod(Method):
                                batch["query"].to(device), device)
         lam = 0.0 if self.gated else float(self.loss_cfg["lam"])
         loss, logs = qmil_loss(out["logit"], out["alpha"], mask, label, lam)
-        sc_weight = 0.0 if self.gated else float(self.loss_cfg.get("sc_weight", 0.0))
+        sc_weight = 0.0 if self.gated else float(self.loss_cfg["sc_weight"])
         if sc_weight > 0:
             sc = self.consistency(model, device)
             loss = loss + sc_weight * sc
@@ -639,7 +639,7 @@ class QMILMethod(Method):
         """Word vectors of the semantic-consistency term's anchor words (``loss.sc_vocab``
         frequent words, none naming or containing an unseen class), computed once."""
         if self._anchors is None:
-            words = anchor_words(int(self.loss_cfg.get("sc_vocab", 1000)),
+            words = anchor_words(int(self.loss_cfg["sc_vocab"]),
                                  [self.class_names[i] for i in self.unseen + self.seen])
             self._anchors = torch.from_numpy(word_vectors(self.word_kind).lookup_many(words))
         return self._anchors
@@ -648,7 +648,7 @@ class QMILMethod(Method):
         """L_sc (training/losses/qmil.py) over the training queries and ``loss.sc_anchors``
         anchor words drawn afresh each step."""
         pool = self.anchors()
-        n = min(int(self.loss_cfg.get("sc_anchors", 128)), len(pool))
+        n = min(int(self.loss_cfg["sc_anchors"]), len(pool))
         pick = torch.randperm(len(pool))[:n]
         words = torch.cat([self.query_vectors[self.train_queries], pool[pick]]).to(device)
         return semantic_consistency(model.query_embedding(words), words)
