@@ -31,10 +31,9 @@ from training.verdict import describe
 ORDER_HEADS = {
     "rank": "rank - the thesis: the edited components by decreasing fused probability",
     "slots": "slots - parallel slot order head (not in the thesis): S slot queries name each "
-             "step's edit in one pass (docs/seqfake.md, \"Parallel order head\")",
+             "step's edit in one pass (the method's documentation, \"Parallel order head\")",
     "slots_raw": "slots_raw - parallel slot order head (not in the thesis) that also attends "
-                 "to the tokens before their l2 normalisation (docs/seqfake.md, \"Parallel "
-                 "order head\")",
+                 "to the tokens before their l2 normalisation",
     "autoregressive": "autoregressive - a decoder that predicts the edits step by step"}
 """What the card says of a sequence model's ``extra.order_head``."""
 SHOWN_CONFIG = ("train.epochs", "train.batch_size", "optim.name", "optim.lr", "run.seed")
