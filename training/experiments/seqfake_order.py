@@ -102,18 +102,46 @@ def _ort_images_per_s(path: Path, image: np.ndarray, seconds: float) -> float:
     return n * image.shape[0] / (time.perf_counter() - t0)
 
 
-def onnx_throughput(module: torch.nn.Module, io: Any, img_size: int, workdir: Path,
-                    name: str, seconds: float = 4.0) -> dict[str, Any]:
-    """Export ``module`` (an export view's module) to ONNX and measure it at batch 1 and 32."""
+def export_onnx(module: torch.nn.Module, io: Any, img_size: int, workdir: Path,
+                name: str) -> tuple[Path, dict[str, Any]]:
+    """Export ``module`` (an export view's module) to ``workdir/name.onnx`` (parity checked)."""
     from export.onnx_export import export_module
 
     path = workdir / f"{name}.onnx"
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, img_size, img_size, generator=g)
+    x = torch.randn(2, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     info = export_module(module.eval(), (x,), path, io.inputs, io.outputs, io.dynamic_axes,
                          check_inputs=[(x[:1],)], atol=1e-3)
-    out = {"exporter": info["exporter"], "max_abs_diff": info["max_abs_diff"],
-           "onnx_mb": round(path.stat().st_size / 2**20, 1)}
+    return path, {"exporter": info["exporter"], "max_abs_diff": info["max_abs_diff"],
+                  "onnx_mb": round(path.stat().st_size / 2**20, 1)}
+
+
+def interleaved_throughput(paths: dict[str, Path], img_size: int, rounds: int = 5,
+                           seconds: float = 1.5) -> dict[str, dict[str, Any]]:
+    """Images/s of each ONNX file at batch 1 and 32, measured in ``rounds`` rounds that visit
+    every file in turn (so that a change of the machine's load falls on all alike); the
+    median over the rounds, and each round's value."""
+    g = torch.Generator().manual_seed(1)
+    imgs = {b: torch.randn(b, 3, img_size, img_size, generator=g).numpy() for b in (1, 32)}
+    vals: dict[str, dict[int, list[float]]] = {n: {1: [], 32: []} for n in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            for b in (1, 32):
+                vals[name][b].append(_ort_images_per_s(path, imgs[b], seconds))
+    out = {}
+    for name, v in vals.items():
+        out[name] = {f"images_per_s_batch{b}": round(float(np.median(v[b])), 1) for b in v}
+        out[name].update({f"rounds_batch{b}": [round(x, 1) for x in v[b]] for b in v})
+        print(f"[order] ONNX {name}: b=1 {out[name]['images_per_s_batch1']} img/s, "
+              f"b=32 {out[name]['images_per_s_batch32']} img/s (median of {rounds} rounds)",
+              flush=True)
+    return out
+
+
+def onnx_throughput(module: torch.nn.Module, io: Any, img_size: int, workdir: Path,
+                    name: str, seconds: float = 4.0) -> dict[str, Any]:
+    """Export ``module`` to ONNX and measure it once at batch 1 and 32."""
+    path, out = export_onnx(module, io, img_size, workdir, name)
+    g = torch.Generator().manual_seed(1)
     for b in (1, 32):
         img = torch.randn(b, 3, img_size, img_size, generator=g).numpy()
         out[f"images_per_s_batch{b}"] = round(_ort_images_per_s(path, img, seconds), 1)
@@ -122,8 +150,9 @@ def onnx_throughput(module: torch.nn.Module, io: Any, img_size: int, workdir: Pa
     return out
 
 
-def measure_trained(rec: dict[str, Any], workdir: Path, img_size: int) -> dict[str, Any]:
-    """ONNX throughput of a trained run, exported through its method's export view."""
+def export_trained(rec: dict[str, Any], workdir: Path, img_size: int
+                   ) -> tuple[Path, dict[str, Any]]:
+    """A trained run exported to ONNX through its method's export view."""
     from export.pipeline import view_of
     from models.registry import create_model
     from training.checkpoint import load_checkpoint
@@ -132,8 +161,8 @@ def measure_trained(rec: dict[str, Any], workdir: Path, img_size: int) -> dict[s
     model = create_model(ckpt["model_spec"]["name"], **ckpt["model_spec"]["kwargs"])
     model.load_state_dict(ckpt["model"])
     variant, view = view_of(model.eval(), ckpt)
-    return {"variant": variant.name, **onnx_throughput(view.module, variant.io, img_size,
-                                                       workdir, rec["model"])}
+    path, info = export_onnx(view.module, variant.io, img_size, workdir, rec["model"])
+    return path, {"variant": variant.name, **info}
 
 
 def measure_published(workdir: Path) -> dict[str, Any]:
@@ -210,8 +239,9 @@ def markdown_section(comp: dict[str, Any]) -> list[str]:
              f"- Budgets: {comp['budget']}; seeds {comp['seeds']}; total wall time "
              f"{comp['total_wall_seconds'] / 60:.1f} min", "",
              "Values in %. " + harness.legend(len(comp["seeds"])) + " ONNX images/s: "
-             "onnxruntime, CPU, 1 thread, measured in this run one model after another after "
-             "all training (the same network at both budgets, so one measurement per model).",
+             "onnxruntime, CPU, 1 thread, measured in this run after all training, the median "
+             "of rounds that visit every model in turn (the same network at both budgets, so "
+             "one measurement per model; each round's value in the JSON).",
              "",
              "| model | epochs | Fixed-Acc | Adaptive-Acc | random-order Adaptive | "
              "multi-label | train s | ONNX img/s b=1 | ONNX img/s b=32 |",
@@ -299,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         prov["command"] = f"{earlier['command']} ; then {prov['command']}"
     speed: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        files: dict[str, Path] = {}
         for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
             rec = next(r for r in runs if r["model"] == model)
-            speed[model] = measure_trained(rec, Path(tmp), a.img_size)
+            files[model], speed[model] = export_trained(rec, Path(tmp), a.img_size)
+        for model, res in interleaved_throughput(files, a.img_size).items():
+            speed[model].update(res)
         if a.published:
             speed["published"] = measure_published(Path(tmp))
     rows = summarise(runs, speed)
