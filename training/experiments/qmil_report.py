@@ -292,12 +292,12 @@ def _markdown(res: dict[str, Any]) -> str:
                   f"(training/experiments/harness.py), loaded and evaluated, not retrained; "
                   f"their time above is NaN (qMIL) or the evaluation only (gated): "
                   f"{', '.join(res['reused'])}.", ""]
+    if res.get("appendix"):
+        lines += [res["appendix"].rstrip(), ""]
     if res.get("query_vectors"):
         from training.experiments.qmil_zeroshot import markdown as query_vectors_section
 
         lines += query_vectors_section(res["query_vectors"])
-    if res.get("appendix"):
-        lines += [res["appendix"].rstrip(), ""]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.artifacts import artifacts_dir, write_json_atomic
+from runtime.artifacts import artifacts_dir
 from runtime.words import KINDS, vectors
 from training.data.bags import PAD, sample_bags
 from training.engine import select_device
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
-    load = [round(x, 2) for x in __import__("os").getloadavg()]
+    load = [round(x, 2) for x in os.getloadavg()]
+    prov = harness.provenance(module=MODULE, args=argv)  # its started_utc: now
     over = [*args.overrides, f"train.epochs={args.epochs}", "train.threads=1",
             f"train.eval_every={10**6}"]
 
@@ -251,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     seen_names = [c for c in load_names(base) if c not in unseen]
     near = {k: nearest_seen(k, unseen, seen_names) for k in KINDS}
     last = method if test else None
-    prov = harness.provenance(module=MODULE, args=argv)
     record = {
         "command": prov["command"], "provenance": prov,
         "devices_used": harness.devices_used(r.provenance for r in runs),
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     path = out / "qmil.json"
-    res = json.loads(path.read_text()) if path.is_file() else {}
+    text = path.read_text() if path.is_file() else "{}"
+    res = json.loads(text)
     trained = [r.name for r in runs if not r.reused]
     this = {"command": prov["command"], "started_utc": prov.get("started_utc"),
             "load_average_at_start": load, "wall_seconds": record["wall_seconds"],
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                              and old.get("dataset") == dataset] + ([this] if trained else [])
     res["query_vectors"] = record
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, res)
+    harness.write_json(path, res, indent=harness.json_indent(text) if res else 2)
     if "summary" in res:
         from training.experiments.qmil_report import _markdown
 
@@ -325,7 +327,7 @@ def markdown(rec: dict[str, Any]) -> list[str]:
              f"{rec['wall_seconds'] / 60:.1f} min (cached runs loaded, not retrained: "
              f"{sum(r['reused'] for r in rec['runs'])} of {len(rec['runs'])}).  "]
     for h in rec.get("invocations", []):
-        if h["command"] != rec["command"] or h["started_utc"] != prov.get("started_utc"):
+        if h["trained"]:
             lines.append(f"Runs trained by `{h['command']}` started {h['started_utc']} UTC, "
                          f"load average {', '.join(str(x) for x in h['load_average_at_start'])}"
                          f", {h['wall_seconds'] / 60:.1f} min: {', '.join(h['trained'])}.  ")
@@ -402,18 +404,21 @@ def markdown(rec: dict[str, Any]) -> list[str]:
         lines += ["", "A word answered like its closest seen word says yes on every negative bag "
                   "that holds that class: even with every positive bag right, its bag accuracy "
                   "is then at most 0.5 + 0.5 x (1 - that share) (the row above). Without an "
-                  "image of the unseen class in training, nothing tells the model how a "
-                  "sneaker differs from a sandal or an ankle boot; IQP removes the seen-looking "
-                  "images first, and with them a share of the unseen-class ones (below)."]
+                  "image of the unseen class in training, nothing tells the model how its "
+                  "images differ from those of its closest seen class (a sneaker from a sandal); "
+                  "IQP removes the seen-looking images first, and with them a share of the "
+                  "unseen-class ones."]
         rem = [r["zs_all_iqp"].get("unseen_removed") for r in test]
         if all(v is not None for v in rem):
             lines[-1] += f" IQP removed {np.mean(rem):.2f} of the unseen-class images."
     best = max(groups, key=lambda g: max(_stats(groups[g], c, "bag_acc")["mean"]
                                          for c in ("zs_all", "zs_all_iqp")))
     top = max(_stats(groups[best], c, "bag_acc")["mean"] for c in ("zs_all", "zs_all_iqp"))
+    goal = (f"; the aim was >= {GOAL:.2f} on Fashion-MNIST: "
+            f"{'reached' if top >= GOAL else 'not reached'}") \
+        if rec["dataset"] == "fashion_mnist" else ""
     lines += ["", f"Best unseen-word bag accuracy on all-class bags: {top:.3f} "
-              f"({best[0]}, sc_weight {best[1]:g}); the aim was >= {GOAL:.2f} on "
-              f"Fashion-MNIST: {'reached' if top >= GOAL else 'not reached'}.", ""]
+              f"({best[0]}, sc_weight {best[1]:g}){goal}.", ""]
     return lines
 
 
