@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -233,7 +234,10 @@ def markdown_section(comp: dict[str, Any]) -> list[str]:
              *[f"- {x.rstrip()}" for x in harness.provenance_lines(prov)],
              f"- Load average at the start (1, 5, 15 min): {comp['load_average_at_start']}"
              + (f" (at the start of the --add run: {comp['load_average_at_add']})"
-                if "load_average_at_add" in comp else "") + "; "
+                if "load_average_at_add" in comp else "")
+             + (f" (at the start of the --remeasure run, which measured the throughput: "
+                f"{comp['load_average_at_remeasure']})"
+                if "load_average_at_remeasure" in comp else "") + "; "
              f"{comp['jobs']} training process(es) at once, 1 torch thread each; the machine "
              "was shared with other jobs",
              f"- Budgets: {comp['budget']}; seeds {comp['seeds']}; total wall time "
@@ -296,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", default=None)
     p.add_argument("--out", default="reports")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are cached")
+    p.add_argument("--remeasure", action="store_true",
+                   help="train nothing: measure the ONNX throughput of the report's runs again")
     p.add_argument("--add", action="store_true",
                    help="keep the runs of the other models in the report's comparison (same "
                         "seeds and budgets) and add these; every throughput is measured again")
@@ -309,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.methods import build_method
     build_method("seqfake", harness.resolve_config("seqfake", base_overrides(
         a.epochs, a.n_train, a.img_size, artifacts, a.overrides))).data_root()  # generate once
+    out = Path(a.out)
+    path = out / "seqfake.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if a.remeasure:
+        return remeasure(report, path, out, prov, load, a.img_size, a.published)
     tasks = [(m, s, e, run_config(m, s, e, base_overrides(e, a.n_train, a.img_size, artifacts,
                                                        a.overrides)),
               str(artifacts), not a.fresh) for e in budgets for s in a.seeds for m in a.models]
@@ -320,23 +331,11 @@ def main(argv: list[str] | None = None) -> int:
             runs = list(pool.map(run_one, *zip(*tasks)))
     else:
         runs = [run_one(*t) for t in tasks]
-    out = Path(a.out)
-    path = out / "seqfake.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
     earlier = report.get("order_comparison") if a.add else None
     if earlier:
         runs = [r for r in earlier["runs"] if r["model"] not in a.models] + runs
         prov["command"] = f"{earlier['command']} ; then {prov['command']}"
-    speed: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        files: dict[str, Path] = {}
-        for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
-            rec = next(r for r in runs if r["model"] == model)
-            files[model], speed[model] = export_trained(rec, Path(tmp), a.img_size)
-        for model, res in interleaved_throughput(files, a.img_size).items():
-            speed[model].update(res)
-        if a.published:
-            speed["published"] = measure_published(Path(tmp))
+    speed = measure_all(runs, a.img_size, a.published)
     rows = summarise(runs, speed)
     comp = {"command": prov["command"], "provenance": prov,
             "load_average_at_start": earlier["load_average_at_start"] if earlier else load,
@@ -349,6 +348,45 @@ def main(argv: list[str] | None = None) -> int:
     if earlier:
         comp["total_wall_seconds"] += earlier["total_wall_seconds"]
         comp["load_average_at_add"] = load
+    return write_comparison(report, comp, path, out)
+
+
+def measure_all(runs: list[dict[str, Any]], img_size: int, published: bool
+                ) -> dict[str, Any]:
+    """Every model's ONNX throughput (its first run's checkpoint), in interleaved rounds; the
+    authors' SeqFakeFormer's after them with ``published``."""
+    speed: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files: dict[str, Path] = {}
+        for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
+            rec = next(r for r in runs if r["model"] == model)
+            files[model], speed[model] = export_trained(rec, Path(tmp), img_size)
+        for model, res in interleaved_throughput(files, img_size).items():
+            speed[model].update(res)
+        if published:
+            speed["published"] = measure_published(Path(tmp))
+    return speed
+
+
+def remeasure(report: dict[str, Any], path: Path, out: Path, prov: dict[str, Any],
+              load: list[float], img_size: int, published: bool) -> int:
+    """The report's comparison with every throughput measured again (no training)."""
+    comp = report.get("order_comparison")
+    if not comp:
+        print(f"error: {path} has no order comparison to measure again; run "
+              f"python -m {MODULE} without --remeasure first", file=sys.stderr)
+        return 2
+    speed = measure_all(comp["runs"], img_size, published)
+    rows = summarise(comp["runs"], speed)
+    comp.update(command=f"{comp['command']} ; then {prov['command']}", speed=speed, rows=rows,
+                verdict=verdict(rows, speed), load_average_at_remeasure=load,
+                remeasure_provenance=prov)
+    return write_comparison(report, comp, path, out)
+
+
+def write_comparison(report: dict[str, Any], comp: dict[str, Any], path: Path,
+                     out: Path) -> int:
+    """Store the comparison in the report's JSON and re-render its Markdown."""
     report["order_comparison"] = comp
     write_json_atomic(path, report)
     if "summary" in report:
