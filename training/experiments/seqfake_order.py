@@ -378,7 +378,9 @@ def remeasure(report: dict[str, Any], path: Path, out: Path, prov: dict[str, Any
         return 2
     speed = measure_all(comp["runs"], img_size, published)
     rows = summarise(comp["runs"], speed)
-    comp.update(command=f"{comp['command']} ; then {prov['command']}", speed=speed, rows=rows,
+    command = f"{comp['command']} ; then {prov['command']}"
+    comp.update(command=command, provenance={**comp["provenance"], "command": command},
+                speed=speed, rows=rows,
                 verdict=verdict(rows, speed), load_average_at_remeasure=load,
                 remeasure_provenance=prov)
     return write_comparison(report, comp, path, out)
