@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from runtime.machine import cpu_name
+
 SIZE = 96
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 FASHION = {0: "t-shirt", 1: "trouser", 2: "pullover", 5: "sandal", 8: "bag", 9: "ankle boot"}
@@ -177,10 +179,7 @@ def run(root: Path, out: Path, only: list[str], sets: list[str], seed: int = 0) 
     """Train each KIND/METHOD of ``only`` with its user-folder defaults (``run.seed``
     ``seed``); record results, each with the load average before and after it."""
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.machine()) \
-        if Path("/proc/cpuinfo").is_file() else platform.machine()
-    results["machine"] = {"cpu": cpu,
+    results["machine"] = {"cpu": cpu_name(),
                           "cores": os.cpu_count(), "platform": platform.platform(),
                           "load_at_start": os.getloadavg()}
     for item in only:
