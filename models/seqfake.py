@@ -164,6 +164,88 @@ def slot_sequence(slot_logits: torch.Tensor) -> torch.Tensor:
     return tok.masked_fill(ended, 0)
 
 
+SLOT_DECODES = ("slots", "hybrid_position", "hybrid_assign")
+"""``eval.slot_decode``: how a slot model's ``sequence`` is read (:func:`decode_slots`)."""
+
+
+def _detected(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused probabilities sigmoid(logits) (B, L) and the detected mask (prob > threshold)."""
+    prob = torch.sigmoid(logits)
+    return prob, prob > threshold
+
+
+def _order_detected(key: torch.Tensor, det: torch.Tensor, slots: int) -> torch.Tensor:
+    """Detected components sorted by increasing ``key`` (B, L), as 1-based ids in S slots
+    (0 = padding); undetected components are dropped."""
+    b, n = key.shape
+    big = torch.full_like(key, float(slots + n + 10))
+    order = torch.argsort(torch.where(det, key, big), dim=1)
+    keep = torch.gather(det, 1, order)
+    tok = (order + 1) * keep.long()
+    k = min(slots, n)
+    tok = tok[:, :k]
+    if k < slots:
+        tok = torch.cat([tok, tok.new_zeros(b, slots - k)], dim=1)
+    return tok
+
+
+def hybrid_position_sequence(logits: torch.Tensor, slot_logits: torch.Tensor,
+                             threshold: float) -> torch.Tensor:
+    """The detected set of the fused probabilities (sigmoid(logits) > threshold, as the
+    ranking reads it) ordered by the slot head: component c sits at its expected slot
+    E[s | c] = sum_s s p_s(c) / sum_s p_s(c) (p_s the slot softmax over the L + 1 classes,
+    c's column); ties go to the higher fused probability.
+
+    Shape: logits (B, L), slot_logits (B, S, L + 1) -> (B, S) long, 0 = padding.
+    """
+    prob, det = _detected(logits, threshold)
+    p = torch.softmax(slot_logits, dim=-1)[..., 1:]                        # (B, S, L)
+    steps = torch.arange(1, p.shape[1] + 1, dtype=p.dtype, device=p.device).view(1, -1, 1)
+    pos = (p * steps).sum(1) / p.sum(1).clamp_min(1e-12)                   # (B, L)
+    return _order_detected(pos - 1e-4 * prob, det, slot_logits.shape[1])
+
+
+def _injections(n: int, slots: int) -> torch.Tensor:
+    """Every assignment of n components to distinct slots (n <= slots): (P, n) slot ids."""
+    from itertools import permutations
+
+    return torch.tensor(list(permutations(range(slots), n)), dtype=torch.long)
+
+
+def hybrid_assign_sequence(logits: torch.Tensor, slot_logits: torch.Tensor,
+                           threshold: float) -> torch.Tensor:
+    """The detected set of the fused probabilities ordered by the assignment of detected
+    components to distinct slots that maximises sum log p_s(c) (the Hungarian optimum,
+    found exactly by enumerating the S!/(S-L)! assignments, 120 for S = L = 5); the
+    detected components in the order of their slots.
+
+    Shape: logits (B, L), slot_logits (B, S, L + 1) -> (B, S) long, 0 = padding.
+    """
+    prob, det = _detected(logits, threshold)
+    s, n = slot_logits.shape[1], logits.shape[1]
+    if n > s:
+        return hybrid_position_sequence(logits, slot_logits, threshold)
+    logp = torch.log_softmax(slot_logits, dim=-1)[..., 1:].transpose(1, 2)  # (B, L, S)
+    perms = _injections(n, s).to(logits.device)                             # (P, L)
+    comp = torch.arange(n, device=logits.device).view(1, -1).expand_as(perms)
+    score = (logp[:, comp, perms] * det.unsqueeze(1).to(logp.dtype)).sum(-1)  # (B, P)
+    best = perms[score.argmax(dim=1)]                                       # (B, L)
+    return _order_detected(best.to(prob.dtype) - 1e-4 * prob, det, s)
+
+
+def decode_slots(out: dict[str, torch.Tensor], how: str, threshold: float) -> torch.Tensor:
+    """A slot model's sequence (B, S) read as ``how`` (:data:`SLOT_DECODES`): ``slots`` the
+    slot argmaxes (:func:`slot_sequence`), ``hybrid_position`` / ``hybrid_assign`` the fused
+    detected set ordered by the slots."""
+    if how == "slots":
+        return slot_sequence(out["slot_logits"])
+    if how == "hybrid_position":
+        return hybrid_position_sequence(out["logits"], out["slot_logits"], threshold)
+    if how == "hybrid_assign":
+        return hybrid_assign_sequence(out["logits"], out["slot_logits"], threshold)
+    raise ValueError(f"slot decode must be one of {SLOT_DECODES}, got {how!r}")
+
+
 SLOT_MEMORIES = ("encoded", "encoded_raw")
 """``model.slot_memory``: the tokens the slot head attends to (see :class:`SeqFakeNet`)."""
 ORDER_HEADS = ("rank", "slots")

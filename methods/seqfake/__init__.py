@@ -118,6 +118,7 @@ class EvalConfig:
     split: str
     threshold: float = probability()
     decode_from: Literal["fused", "patch"]
+    slot_decode: Literal["slots", "hybrid_position", "hybrid_assign"]
     batch_size: int = positive()
 
 

@@ -61,7 +61,8 @@ NON_RESULT_KEYS: tuple[str, ...] = ("run.name", "run.artifacts", "train.log_ever
 change its numbers. Everything else (including eval settings, threads, checkpoint period)
 is part of the key."""
 NEUTRAL_KEYS: dict[str, Any] = {"train.pin_memory": True, "train.amp": "auto",
-                                "train.channels_last": False, "train.accum_steps": 1}
+                                "train.channels_last": False, "train.accum_steps": 1,
+                                "eval.slot_decode": "slots"}
 """Keys added after the caches were made, left out of the key while they hold the value
 that reproduces the runs made before them (``train.amp: auto`` only on the CPU, where it
 is off), so those caches stay valid; likewise the ``pretrained`` section while it is the

@@ -14,7 +14,8 @@ order 1..L), ``task`` (components / attributes / binary), ``threshold`` (decodin
 threshold on the fused sigmoid), ``decode_from`` (which logits the metrics decoded:
 "fused" or "patch"), ``arch``, ``output_names`` (forward dict keys in order), ``data``
 (what it was trained on), ``order_head`` (rank, slots or autoregressive: how the model
-orders the edits) and ``slots`` (5).
+orders the edits), ``slots`` (5) and ``slot_decode`` (how a slot model's ``sequence`` is
+read: ``eval.slot_decode``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from training.metrics.seqfake import (expected_random_order_accuracy, adaptive_a
                                       roc_auc, sequence_metrics, unpad, video_auc)
 from training.imagenet import BUNDLED
 from training.verdict import Chance, majority_share
+from models.seqfake import decode_slots
 from models.seqfakeformer import teacher_forcing_loss
 
 TASKS = ("components", "attributes", "binary")
@@ -72,6 +74,7 @@ class SeqFakeMethod(Method):
         self.num_classes = 1 if self.task == "binary" else 5
         self.threshold = self.eval_cfg["threshold"]
         self.decode_from = self.eval_cfg["decode_from"]
+        self.slot_decode = self.eval_cfg["slot_decode"]
         # the slot order head predicts sequences; binary mode has none to predict
         self.order_head = (self.model_cfg["order_head"]
                            if self.arch == "seqfake" and self.task != "binary" else "rank")
@@ -184,7 +187,7 @@ class SeqFakeMethod(Method):
         loader = DataLoader(ds, batch_size=self.eval_cfg["batch_size"])
         keep = ("sequence",) if self.arch == "seqfakeformer" else ("logits", "logits_patch", "u")
         if self.order_head != "rank":
-            keep = keep + ("sequence",)
+            keep = keep + ("sequence", "slot_logits")
         outs: dict[str, list[np.ndarray]] = {k: [] for k in keep}
         mil: list[np.ndarray] = []
         for x, _ in loader:
@@ -226,8 +229,18 @@ class SeqFakeMethod(Method):
         metrics.update(mil_auc=mil_auc, n_eval=float(len(targets)))
         if self.order_head != "rank":  # the slot head's sequences are the answer
             rank = {f"rank_{k}": v for k, v in metrics.items() if k.endswith("_acc")}
-            metrics.update(self._sequence_scores(res["sequence"], targets), **rank)
+            seq = self.slot_sequences(res, self.slot_decode)
+            metrics.update(self._sequence_scores(seq, targets), **rank)
         return metrics
+
+    def slot_sequences(self, res: dict[str, np.ndarray], how: str) -> np.ndarray:
+        """A slot model's predicted sequences (N, S) from :meth:`predict`'s outputs, read as
+        ``how`` (``eval.slot_decode``, :func:`models.seqfake.decode_slots`) from the logits
+        the metrics decode (``eval.decode_from``) and the slot logits."""
+        logits = res["logits_patch"] if self.decode_from == "patch" else res["logits"]
+        out = {"logits": torch.from_numpy(logits),
+               "slot_logits": torch.from_numpy(res["slot_logits"])}
+        return decode_slots(out, how, self.threshold).numpy()
 
     def _sequence_scores(self, sequences: np.ndarray, targets: list[list[int]]
                          ) -> dict[str, float]:
@@ -279,6 +292,7 @@ class SeqFakeMethod(Method):
             "arch": self.arch,
             "order_head": self.order_head if self.arch == "seqfake" else "autoregressive",
             "slots": 5,
+            "slot_decode": self.slot_decode,
             "data": (f"Seq-DeepFake folder {root}" if root else
                      "generated faces (training.data.faces_synth), not real deepfakes"),
         }
