@@ -117,3 +117,37 @@ def test_redecode_chooses_by_validation() -> None:
     # validation prefers position at 9 epochs although test and 3 epochs say otherwise
     scores = [run(0, 9, 0.5, 0.4, 0.0), run(1, 9, 0.5, 0.45, 0.0), run(0, 3, 0.1, 0.9, 0.0)]
     assert choose_decode(scores) == "hybrid_position"
+
+
+@pytest.mark.parametrize("how", ["hybrid_position",
+                                 pytest.param("hybrid_assign", marks=pytest.mark.slow)])
+def test_onnx_sequence_agrees_with_torch(tmp_path, how: str) -> None:
+    """The exported slots variant's ``sequence`` with a hybrid decoding is the torch one."""
+    import numpy as np
+
+    from export.methods.seqfake.views import SlotsOnnx
+    from export.onnx_export import export_module, ort_session
+    from methods.seqfake import SLOTS_IO
+    from models.seqfake import SeqFakeNet
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SeqFakeNet("resnet18", num_classes=5, dim=16, heads=2, img_size=32,
+                       out_indices=(2, 3), order_head="slots").eval()
+    view = SlotsOnnx(model, how, 0.42)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    path = tmp_path / "slots.onnx"
+    export_module(view, (x,), path, SLOTS_IO.inputs, SLOTS_IO.outputs, SLOTS_IO.dynamic_axes,
+                  dynamo_first=False)
+    sess = ort_session(path)
+    for batch in (torch.randn(4, 3, 32, 32, generator=g), x[:1]):
+        got = dict(zip(SLOTS_IO.outputs, sess.run(None, {"image": batch.numpy()})))
+        with torch.no_grad():
+            out = model(batch)
+        # 0.42 splits this untrained model's fused probabilities (0.23-0.69): 3 detected
+        ref = decode_slots(out, how, 0.42).numpy()
+        assert (ref > 0).sum(1).min() >= 2
+        np.testing.assert_array_equal(got["sequence"], ref)
+    with pytest.raises(ValueError, match="threshold"):
+        SlotsOnnx(model, how)

@@ -5,7 +5,8 @@
   (B, d) pooled backbone features (the domain check's).
 * slots (the thesis model with the parallel order head, ``model.order_head=slots``): the
   thesis outputs, then step_probs (B, S, L + 1) softmax per slot (0 = no edit / end) and
-  sequence (B, S) int64, the per-slot argmax cut at the first end (0 after it).
+  sequence (B, S) int64, the per-slot argmax cut at the first end (0 after it), or with
+  ``extra.slot_decode`` a hybrid decoding (the fused detected set in the slots' order).
 * seqfakeformer: image -> probs (B, L) (per component, the largest probability the decoder
   gives it over the slots), step_probs (B, S, L + 1) softmax per slot (0 = no edit),
   sequence (B, S) int64 greedy tokens (0 = no edit), features (B, d) the mean encoder token.
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from export.view import ExportView, image_view
+from models.seqfake import decode_slots
 
 
 class ThesisOnnx(nn.Module):
@@ -37,14 +39,25 @@ class ThesisOnnx(nn.Module):
 
 
 class SlotsOnnx(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    """The slot variant; ``sequence`` read as ``decode`` (``eval.slot_decode``,
+    :func:`models.seqfake.decode_slots`; the hybrid decodings need the checkpoint's
+    ``threshold``) from the logits the metrics decoded (``logits`` or ``logits_patch``)."""
+
+    def __init__(self, model: nn.Module, decode: str = "slots", threshold: float | None = None,
+                 decode_from: str = "fused") -> None:
         super().__init__()
-        self.model = model
+        if decode != "slots" and threshold is None:
+            raise ValueError(f"slot decode {decode!r} needs the checkpoint's threshold")
+        self.model, self.decode, self.threshold = model, decode, threshold
+        self.key = "logits_patch" if decode_from == "patch" else "logits"
 
     def forward(self, image: torch.Tensor):
         out = self.model(image)
+        seq = out["sequence"] if self.decode == "slots" else decode_slots(
+            {"logits": out[self.key], "slot_logits": out["slot_logits"]}, self.decode,
+            float(self.threshold))
         return (torch.sigmoid(out["logits"]), out["logits"], out["u"], out["dissim"],
-                out["features"], torch.softmax(out["slot_logits"], dim=-1), out["sequence"])
+                out["features"], torch.softmax(out["slot_logits"], dim=-1), seq)
 
 
 class DecoderOnnx(nn.Module):
@@ -94,7 +107,10 @@ def thesis_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
 
 
 def slots_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
-    return image_view(SlotsOnnx(model.eval()), extra)
+    """``extra.slot_decode`` picks the sequence's decoding (checkpoints without it: slots)."""
+    return image_view(SlotsOnnx(model.eval(), extra.get("slot_decode", "slots"),
+                                extra.get("threshold"), extra.get("decode_from", "fused")),
+                      extra)
 
 
 def decoder_view(model: nn.Module, extra: dict[str, Any]) -> ExportView:
