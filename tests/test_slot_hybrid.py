@@ -151,3 +151,23 @@ def test_onnx_sequence_agrees_with_torch(tmp_path, how: str) -> None:
         np.testing.assert_array_equal(got["sequence"], ref)
     with pytest.raises(ValueError, match="threshold"):
         SlotsOnnx(model, how)
+
+
+def test_method_reads_the_configured_decoding_and_records_it() -> None:
+    """eval.slot_decode reaches the metrics' sequences (from the logits eval.decode_from
+    names) and the checkpoint extra the export reads."""
+    import numpy as np
+
+    from training.experiments import harness
+    from training.methods import build_method
+
+    cfg = harness.resolve_config("seqfake", ["model.order_head=slots",
+                                             "eval.slot_decode=hybrid_position",
+                                             "eval.decode_from=patch"])
+    method = build_method("seqfake", cfg)
+    assert method.extra_state()["slot_decode"] == "hybrid_position"
+    res = {"logits": np.full((1, 3), -5.0, np.float32),
+           "logits_patch": FUSED_3.numpy(),
+           "slot_logits": _slot_logits(SLOTS_3).numpy()}
+    assert method.slot_sequences(res, "hybrid_position").tolist() == [[3, 1, 2]]
+    assert method.slot_sequences(res, "slots").tolist() == [[3, 0, 0]]
