@@ -171,3 +171,17 @@ def test_method_reads_the_configured_decoding_and_records_it() -> None:
            "slot_logits": _slot_logits(SLOTS_3).numpy()}
     assert method.slot_sequences(res, "hybrid_position").tolist() == [[3, 1, 2]]
     assert method.slot_sequences(res, "slots").tolist() == [[3, 0, 0]]
+
+
+def test_set_agreement_splits_faces_by_equal_sets() -> None:
+    """Face 1: same set {1, 2}, slots order right (1.0), hybrid reversed (0.0); face 2:
+    sets differ ({3} vs {3, 4}), target 3, 4: slots 1 of 2, hybrid 2 of 2."""
+    import numpy as np
+
+    from training.experiments.seqfake_order import set_agreement
+
+    slots = np.array([[1, 2, 0], [3, 0, 0]])
+    hybrid = np.array([[2, 1, 0], [3, 4, 0]])
+    g = set_agreement(slots, hybrid, [[1, 2], [3, 4]])
+    assert g == {"n_same": 1.0, "slots_same": 1.0, "hybrid_same": 0.0,
+                 "n_diff": 1.0, "slots_diff": 0.5, "hybrid_diff": 1.0}
