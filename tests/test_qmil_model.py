@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from models.registry import create_model
+from training.methods.qmil import TRAINING_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +130,7 @@ def _config_qmil():
     choice and ``word_vectors`` the query vectors' package, not network arguments)."""
     cfg = yaml.safe_load((ROOT / "training" / "configs" / "qmil.yaml").read_text())["model"]
     kw = {k: v for k, v in cfg.items()
-          if k not in ("name", "user_data", "freeze_backbone", "word_vectors")}
+          if k not in ("name", "user_data", *TRAINING_KEYS)}
     torch.manual_seed(0)
     return create_model(cfg["name"], word_dim=50, **kw).eval(), cfg
 

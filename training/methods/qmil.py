@@ -70,6 +70,12 @@ def _key(name: str) -> str:
     return name.replace(" ", "_").replace("-", "_")
 
 
+TRAINING_KEYS: tuple[str, ...] = ("freeze_backbone", "train_stages", "cache_views", "view_aug",
+                                  "word_vectors")
+"""``model`` keys the method reads (how the encoder trains, the query vectors' package); the
+rest of the section, without ``user_data``, is the network's keyword arguments."""
+
+
 class QMILMethod(Method):
     """qMIL (or, with ``model.name: gated_mil_lenet``, the one-class gated-attention baseline)."""
 
