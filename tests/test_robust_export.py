@@ -23,7 +23,7 @@ import pytest
 
 from runtime.artifacts import write_bytes_atomic
 from runtime.engine import Engine
-from export.commit import entry_files
+from export.commit import entry_files, fresh_name
 from runtime.manifest import read_manifest, sha256_file
 
 X = np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8)
@@ -42,8 +42,6 @@ def _train(art: Path, seed: int) -> None:
 
 def _assets(artifacts: Path, entry: dict, options: dict) -> None:
     """A variant's assets hook, as the retrieval gallery's: a fresh folder in the entry."""
-    from export.commit import fresh_name
-
     rel = fresh_name(artifacts, f"galleries/{entry['name']}")
     entry["gallery"] = {"dir": rel}
     (artifacts / rel).mkdir(parents=True)
@@ -212,7 +210,8 @@ def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp
     image = np.full((28, 28, 3), 90, np.uint8)
     model = Engine(art).get("abcnorm")
     before = model.run({"image": model.prepare([image])})
-    new = art / "onnx" / f"{Path(model.entry['file']).stem}.2.onnx"
+    new = art / fresh_name(art, "onnx/abcnorm", ".onnx")   # the name the export will write
+    assert new.name != Path(model.entry["file"]).name
     proc = subprocess.Popen([sys.executable, "-m", "export", "abcnorm", "--no-int8",
                              "--artifacts", str(art)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
@@ -220,8 +219,11 @@ def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp
     deadline = time.time() + 300
     while not new.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    written = new.exists()
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
+    assert written, (f"the export never wrote {new.name} (files: "
+                     f"{sorted(f.name for f in (art / 'onnx').iterdir())})", out[-3000:])
     assert proc.returncode == 130, (proc.returncode, out[-3000:])
     served = Engine(art).get("abcnorm")
     assert served.entry == model.entry and sha256_file(served.path) == model.entry["sha256"]
