@@ -215,7 +215,10 @@ def test_ctrl_c_during_a_real_export_keeps_the_served_model(smoke_artifacts, tmp
     proc = subprocess.Popen([sys.executable, "-m", "export", "abcnorm", "--no-int8",
                              "--artifacts", str(art)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1],
+                            # Ctrl-C at a terminal: a suite started in the background (`cmd &`)
+                            # would hand the child an ignored SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not new.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
