@@ -78,6 +78,13 @@ class Method:
         ImageNet weights of the backbone, :mod:`training.imagenet`) or None (random init)."""
         return None
 
+    def start_weights(self) -> str | None:
+        """The starting weights of the run (``pretrained.weights``, null: the method's
+        :meth:`default_pretrained`): "imagenet", a file, or None for a random start."""
+        pre = self.cfg["pretrained"]
+        w = pre["weights"] if pre["weights"] is not None else self.default_pretrained()
+        return None if not w or w == "none" else str(w)
+
     def chance(self) -> "Chance | None":
         """The headline metric of :meth:`evaluate`, its chance level and the number of
         independent test items (:mod:`training.verdict`); None: no chance reference."""

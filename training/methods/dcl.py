@@ -200,13 +200,6 @@ class DCLMethod(Method):
         return TensorDataset(torch.from_numpy(self._train_data().images))
 
     # --- partial fine-tuning on cached trunk maps (training/partial.py) -----------------
-    def start_weights(self) -> str | None:
-        """The encoder's starting weights (``pretrained.weights``, null: the method's
-        default): "imagenet", a file, or None for a random start."""
-        pre = self.cfg["pretrained"]
-        w = pre["weights"] if pre["weights"] is not None else self.default_pretrained()
-        return None if not w or w == "none" else str(w)
-
     @property
     def partial(self) -> bool:
         """True when the encoder's early stages stay at their starting weights (a start

@@ -406,13 +406,6 @@ class QMILMethod(Method):
         return super().build_model()
 
     # --- frozen backbone --------------------------------------------------------------
-    def start_weights(self) -> str | None:
-        """The encoder's starting weights (``pretrained.weights``, null: the method's
-        default): "imagenet", a file, or None for a random start."""
-        pre = self.cfg["pretrained"]
-        w = pre["weights"] if pre["weights"] is not None else self.default_pretrained()
-        return None if not w or w == "none" else str(w)
-
     @property
     def frozen(self) -> bool:
         """True when the timm encoder's backbone stays at its starting weights
